@@ -1,0 +1,264 @@
+"""The SOAP 1.2 client: a zeep client over one mutually-authenticated session.
+
+:class:`SoapClient` binds a WSDL (parsed once per process) to a :mod:`transport.tls` session and
+sends each operation with the volet's WS-Addressing headers and a ``wsse:Security`` header holding
+the call's signed assertions. Faults come back as :class:`transport.errors.SoapFault`, transport
+failures as :class:`transport.errors.TransportError`. With a :class:`transport.trace.Tracer`, the
+exact bytes of every exchange are written to disk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import zeep
+import zeep.exceptions
+from lxml import etree
+from zeep.wsdl import Document
+
+from . import addressing
+from .addressing import Flavour
+from .errors import FaultDetail, SoapFault, TLSError, TransportError
+from .trace import Tracer
+from .wsse import apply_security
+
+WSDL_DIRECTORY = Path(__file__).parent / "wsdl"
+"""Where the project's own WSDL/XSD are installed (``wsdl/`` at the top of a source checkout)."""
+
+ZEEP_SETTINGS = zeep.Settings(
+    strict=True,
+    forbid_dtd=True,
+    forbid_entities=True,
+    forbid_external=True,
+    xml_huge_tree=False,
+)
+"""Zeep settings for every client: no DTD, no entity, no remote import."""
+
+
+def wsdl_path(name: str) -> Path:
+    """The path of one of the project's WSDL files, in the wheel or in a source checkout."""
+    for directory in (WSDL_DIRECTORY, Path(__file__).parent.parent / "wsdl"):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"WSDL {name!r} is not shipped with cisis-transport")
+
+
+_documents: dict[tuple[str, int], Document] = {}
+_documents_lock = threading.Lock()
+
+
+def load_wsdl(path: str | Path) -> Document:
+    """The parsed WSDL document of a local file, parsed once per process (per file version)."""
+    location = Path(path).resolve()
+    key = (str(location), location.stat().st_mtime_ns)
+    with _documents_lock:
+        document = _documents.get(key)
+        if document is None:
+            document = Document(str(location), zeep.Transport(), settings=ZEEP_SETTINGS)
+            _documents[key] = document
+    return document
+
+
+@dataclass
+class _Call:
+    """What one operation call needs to share with the zeep hooks (kept in a context variable)."""
+
+    operation: str
+    assertions: tuple[etree._Element, ...]
+    flavour: Flavour
+    message_id: str = ""
+    trace_prefix: str | None = None
+
+
+_current: ContextVar[_Call] = ContextVar("cisis_transport_call")
+
+
+class _Addressing(zeep.Plugin):
+    """Replaces zeep's WS-Addressing headers with the volet's, and checks ``RelatesTo``."""
+
+    def egress(
+        self, envelope: etree._Element, http_headers: dict, operation: Any, binding_options: dict
+    ) -> tuple[etree._Element, dict]:
+        call = _current.get()
+        action = operation.abstract.wsa_action or operation.soapaction or ""
+        call.message_id = addressing.new_message_id(call.flavour)
+        elements = addressing.headers(
+            action, binding_options["address"], call.message_id, call.flavour
+        )
+        addressing.replace_headers(envelope, elements)
+        return envelope, http_headers
+
+    def ingress(
+        self, envelope: etree._Element, http_headers: dict, operation: Any
+    ) -> tuple[etree._Element, dict]:
+        relates_to = addressing.read(envelope, "RelatesTo")
+        call = _current.get()
+        if relates_to is not None and relates_to != call.message_id:
+            raise TransportError(
+                f"the response relates to {relates_to}, not to the request {call.message_id}"
+            )
+        return envelope, http_headers
+
+
+class _SecurityHeader:
+    """The zeep ``wsse`` hook: puts the call's assertions in ``wsse:Security``.
+
+    Responses are not signed by these services (mutual TLS authenticates them), so ``verify``
+    accepts them as they are.
+    """
+
+    def apply(self, envelope: etree._Element, headers: dict) -> tuple[etree._Element, dict]:
+        apply_security(envelope, _current.get().assertions)
+        return envelope, headers
+
+    def verify(self, envelope: etree._Element) -> etree._Element:
+        return envelope
+
+
+class _Transport(zeep.Transport):
+    """Posts over the mutual-TLS session, writes traces, and never logs message content."""
+
+    def __init__(self, session: requests.Session, tracer: Tracer | None) -> None:
+        super().__init__(session=session, cache=None)
+        self.tracer = tracer
+
+    def post(self, address: str, message: bytes, headers: dict) -> requests.Response:
+        call = _current.get()
+        if self.tracer is not None:
+            call.trace_prefix = self.tracer.next_prefix(call.operation)
+            self.tracer.write(call.trace_prefix, "request", message)
+        response = send(self.session, address, message, headers)
+        if self.tracer is not None and call.trace_prefix is not None:
+            self.tracer.write(call.trace_prefix, "response", response.content)
+        return response
+
+
+def send(
+    session: requests.Session, address: str, body: Any, headers: dict[str, str]
+) -> requests.Response:
+    """POST ``body`` to ``address`` and map requests' failures to TLSError/TransportError."""
+    try:
+        return session.post(address, data=body, headers=headers)
+    except requests.exceptions.SSLError as error:
+        raise TLSError(
+            f"TLS handshake with {address} failed: {_root_cause(error)}",
+            hint="check the CA bundle, the client certificate and that the server speaks TLS 1.2+",
+        ) from None
+    except requests.exceptions.Timeout:
+        raise TransportError(f"{address} did not answer in time") from None
+    except requests.exceptions.ConnectionError as error:
+        if "SSL" in str(error) or "EOF occurred" in str(error):
+            raise TLSError(
+                f"TLS connection to {address} was refused: {_root_cause(error)}",
+                hint="the server may require a client certificate it trusts",
+            ) from None
+        raise TransportError(f"cannot connect to {address}: {_root_cause(error)}") from None
+
+
+def _root_cause(error: BaseException) -> str:
+    while error.__context__ is not None and error.__cause__ is None:
+        error = error.__context__
+    while error.__cause__ is not None:
+        error = error.__cause__
+    reason = getattr(error, "reason", None)
+    return str(reason or error)
+
+
+class SoapClient:
+    """Calls the operations of one WSDL service over a mutual-TLS session.
+
+    ``wsdl``: a path (see :func:`wsdl_path` for the shipped ones). ``address``: the endpoint URL,
+    overriding the WSDL's. ``flavour``: the WS-Addressing conventions (DMP or téléservices).
+    One client is meant to live as long as the application and may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        wsdl: str | Path,
+        *,
+        session: requests.Session,
+        address: str | None = None,
+        flavour: Flavour = Flavour.DMP,
+        tracer: Tracer | None = None,
+        service_name: str | None = None,
+        port_name: str | None = None,
+    ) -> None:
+        document = load_wsdl(wsdl)
+        self.flavour = flavour
+        self._zeep = zeep.Client(
+            document,
+            wsse=_SecurityHeader(),
+            transport=_Transport(session, tracer),
+            plugins=[_Addressing()],
+            settings=ZEEP_SETTINGS,
+        )
+        service = (
+            document.services[service_name]
+            if service_name
+            else next(iter(document.services.values()))
+        )
+        port = service.ports[port_name] if port_name else next(iter(service.ports.values()))
+        self.address = address or port.binding_options["address"]
+        self._service = self._zeep.create_service(port.binding.name, self.address)
+
+    @property
+    def zeep_client(self) -> zeep.Client:
+        """The underlying zeep client, for its type factory (``get_type``/``get_element``)."""
+        return self._zeep
+
+    def call(
+        self, operation: str, *, assertions: Sequence[etree._Element] = (), **body: Any
+    ) -> Any:
+        """Send ``operation`` with ``body`` (zeep keyword arguments) and return zeep's result."""
+        token = _current.set(_Call(operation, tuple(assertions), self.flavour))
+        try:
+            return self._service[operation](**body)
+        except zeep.exceptions.Fault as fault:
+            raise fault_from_zeep(fault) from None
+        except zeep.exceptions.TransportError as error:
+            raise TransportError(
+                f"{self.address} answered HTTP {error.status_code} without a SOAP response"
+            ) from None
+        except zeep.exceptions.XMLSyntaxError:
+            raise TransportError(f"{self.address} answered with malformed XML") from None
+        finally:
+            _current.reset(token)
+
+
+def fault_from_zeep(fault: zeep.exceptions.Fault) -> SoapFault:
+    """Our :class:`SoapFault` from zeep's, with local-name codes and structured details."""
+    code = (fault.code or "").rpartition(":")[2] or "Receiver"
+    subcodes = tuple(
+        getattr(subcode, "localname", None) or str(subcode).rpartition(":")[2]
+        for subcode in (fault.subcodes or ())
+    )
+    detail = fault.detail if isinstance(fault.detail, etree._Element) else None
+    return SoapFault(
+        fault.message or "", code=code, subcodes=subcodes, details=fault_details(detail)
+    )
+
+
+def fault_details(detail: etree._Element | None) -> tuple[FaultDetail, ...]:
+    """The service errors in a fault detail: every element with a ``code`` attribute."""
+    if detail is None:
+        return ()
+    found = []
+    for element in detail.iter():
+        code = element.get("code")
+        if code:
+            found.append(
+                FaultDetail(
+                    code=code,
+                    message=(element.text or "").strip(),
+                    severity=element.get("severite") or element.get("severity"),
+                    message_id=element.get("messageID"),
+                )
+            )
+    return tuple(found)

@@ -1,0 +1,276 @@
+"""Profiles: one TOML file describing who calls, with which keys, to which endpoints.
+
+Paths in a profile are relative to the profile's own folder. Secrets never sit in the file: a
+credential names the environment variable holding its password (``password_env``). See the README
+for the format; :func:`example_profile` builds the zero-configuration one over the example PKI.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from . import examplepki
+from .credentials import Credential, Purpose, load_pem, load_pkcs12
+from .errors import ConfigurationError
+from .tls import DMP_CIPHERS, TLSSettings
+from .vihf import (
+    AC_SMARTCARD_PKI,
+    PROFESSION_SYSTEM,
+    SPECIALTY_SYSTEM,
+    AuthMode,
+    Code,
+    Lps,
+    Vihf,
+    VihfOptions,
+)
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    """Where a credential lives: a PKCS#12 file, or a PEM certificate and key, and the variable
+    that holds its password (None: no password)."""
+
+    pkcs12: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    password_env: str | None = None
+
+    def load(self, purpose: Purpose, *, now: datetime | None = None) -> Credential:
+        """Load and check the credential for ``purpose``."""
+        if self.pkcs12 is not None:
+            return load_pkcs12(
+                self.pkcs12,
+                self.password,
+                password_env=self.password_env,
+                purpose=purpose,
+                now=now,
+            )
+        if self.certificate is not None:
+            return load_pem(
+                self.certificate,
+                self.key,
+                self.password,
+                password_env=self.password_env,
+                purpose=purpose,
+                now=now,
+            )
+        raise ConfigurationError("a credential needs `pkcs12`, or `certificate` and `key`")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything needed to call the services as one user of one structure.
+
+    ``identity`` is the VIHF without a patient (each call adds its own); ``endpoints`` maps a
+    service family (``dmp``, ``tlsi``) to its base URL.
+    """
+
+    identity: Vihf
+    tls_credential: CredentialSpec
+    signature_credential: CredentialSpec
+    ca_bundle: Path
+    endpoints: Mapping[str, str]
+    vihf_options: VihfOptions = VihfOptions()
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    source: str = "<built-in>"
+
+    def tls_settings(self, *, dmp: bool = True) -> TLSSettings:
+        """TLS settings for a DMP endpoint (restricted suites) or another service."""
+        return TLSSettings(
+            ca_bundle=self.ca_bundle,
+            ciphers=DMP_CIPHERS if dmp else None,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def endpoint(self, family: str) -> str:
+        """The base URL of a service family, or ConfigurationError naming the missing key."""
+        try:
+            return self.endpoints[family]
+        except KeyError:
+            raise ConfigurationError(
+                f"{self.source}: no endpoint for {family!r}",
+                hint=f'add `{family} = "https://…"` under [endpoints], or pass --endpoint',
+            ) from None
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and check a TOML profile; ConfigurationError names the file and the faulty key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"profile not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"{path}: unreadable profile: {error}") from None
+    return _profile(data, path.parent, str(path))
+
+
+def _section(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    value = data.get(name)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{source}: missing [{name}] section")
+    return value
+
+
+def _string(section: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = section.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{where}: `{key}` must be a non-empty string")
+    return value
+
+
+def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
+    identity = _section(data, "identity", source)
+    lps = _section(data, "lps", source)
+    credentials = _section(data, "credentials", source)
+    tls = _section(data, "tls", source)
+    vihf_section = data.get("vihf", {})
+    where = f"{source} [identity]"
+    roles = identity.get("roles")
+    if not isinstance(roles, list) or not roles:
+        raise ConfigurationError(f"{where}: `roles` must list at least the profession")
+    vihf = Vihf(
+        subject_id=_string(identity, "subject_id", where),
+        mode=_mode(_string(identity, "mode", where), where),
+        structure_id=_string(identity, "structure_id", where),
+        sector=_string(identity, "sector", where),
+        roles=tuple(_role(role, where) for role in roles),
+        lps=Lps(
+            name=_string(lps, "name", f"{source} [lps]"),
+            version=_string(lps, "version", f"{source} [lps]"),
+            homologation_id=_string(lps, "homologation_id", f"{source} [lps]"),
+            instance_id=lps.get("instance_id") or None,
+        ),
+        user_name=identity.get("user_name") or None,
+        authn_context=identity.get("authn_context", AC_SMARTCARD_PKI),
+        authn_context_decl=identity.get("authn_context_decl") or None,
+    )
+    validity = vihf_section.get("validity_seconds")
+    return Profile(
+        identity=vihf,
+        tls_credential=_credential(credentials, "tls", base, source),
+        signature_credential=_credential(credentials, "signature", base, source),
+        ca_bundle=base / _string(tls, "ca_bundle", f"{source} [tls]"),
+        endpoints={str(key): str(value) for key, value in data.get("endpoints", {}).items()},
+        vihf_options=VihfOptions(
+            mode_attribute=vihf_section.get("mode_attribute", VihfOptions.mode_attribute),
+            validity=timedelta(seconds=validity) if validity else None,
+            algorithm=vihf_section.get("algorithm", VihfOptions.algorithm),
+        ),
+        connect_timeout=float(tls.get("connect_timeout", 10.0)),
+        read_timeout=float(tls.get("read_timeout", 60.0)),
+        source=source,
+    )
+
+
+def _mode(value: str, where: str) -> AuthMode:
+    try:
+        return AuthMode(value)
+    except ValueError:
+        allowed = ", ".join(mode.value for mode in AuthMode)
+        raise ConfigurationError(f"{where}: mode {value!r} is not one of {allowed}") from None
+
+
+def _role(role: Any, where: str) -> Code:
+    if not isinstance(role, Mapping) or "code" not in role or "system" not in role:
+        raise ConfigurationError(f"{where}: each role needs `code` and `system`")
+    return Code(str(role["code"]), str(role["system"]), str(role.get("display", "")))
+
+
+def _credential(
+    credentials: Mapping[str, Any], name: str, base: Path, source: str
+) -> CredentialSpec:
+    where = f"{source} [credentials.{name}]"
+    section = credentials.get(name)
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(f"{source}: missing [credentials.{name}] section")
+    if "password" in section:
+        raise ConfigurationError(
+            f"{where}: passwords do not belong in a profile",
+            hint="put it in an environment variable and name it with `password_env`",
+        )
+    if "pkcs12" in section:
+        return CredentialSpec(
+            pkcs12=base / _string(section, "pkcs12", where),
+            password_env=section.get("password_env"),
+        )
+    if "certificate" in section:
+        key = section.get("key")
+        return CredentialSpec(
+            certificate=base / _string(section, "certificate", where),
+            key=base / key if key else None,
+            password_env=section.get("password_env"),
+        )
+    raise ConfigurationError(f"{where}: give `pkcs12`, or `certificate` and `key`")
+
+
+def example_pki_directory() -> Path:
+    """The example PKI: ``certs-example/`` of a source checkout when valid, else one generated
+    once in the user's cache directory (and again when it nears expiry)."""
+    checkout = Path(__file__).resolve().parent.parent / "certs-example"
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for directory in (checkout, cache_home / "cisis-transport" / "example-pki"):
+        if _usable(directory):
+            return directory
+    directory = cache_home / "cisis-transport" / "example-pki"
+    examplepki.generate(directory)
+    return directory
+
+
+def _usable(directory: Path) -> bool:
+    try:
+        pki = examplepki.load(directory)
+        credential = load_pkcs12(pki.p12("org-sign"), pki.password)
+    except Exception:  # missing, corrupt or foreign files: regenerate rather than fail
+        return False
+    return credential.not_valid_after > datetime.now(UTC) + timedelta(days=1)
+
+
+EXAMPLE_LPS = Lps("cisis-transport", "0.1.0", "CISIS-TRANSPORT-EXEMPLE", "cisis-transport-example")
+"""The software identity used with the example PKI (not a real CNDA homologation number)."""
+
+_DOCTOR = (
+    Code("10", PROFESSION_SYSTEM, "Médecin"),
+    Code("SM26", SPECIALTY_SYSTEM, "Qualifié en Médecine Générale (SM)"),
+)
+
+
+def example_profile(
+    pki: examplepki.ExamplePKI,
+    mode: AuthMode = AuthMode.INDIRECTE,
+    endpoints: Mapping[str, str] | None = None,
+) -> Profile:
+    """A profile over the example PKI: ORG certificates in the indirect modes, the CPS-like card
+    certificates in ``DIRECTE`` mode, a general practitioner as the user."""
+    direct = mode is AuthMode.DIRECTE
+    identity = Vihf(
+        subject_id="899700000001",
+        mode=mode,
+        structure_id="499900000001001",
+        sector="SA07",
+        roles=_DOCTOR,
+        lps=EXAMPLE_LPS,
+        user_name=None if direct else "MEDECIN0001 PAUL",
+        authn_context_decl=AC_SMARTCARD_PKI if mode is AuthMode.INDIRECTE_RENFORCEE else None,
+    )
+    return Profile(
+        identity=identity,
+        tls_credential=CredentialSpec(
+            pkcs12=pki.p12("cps-auth" if direct else "org-auth"), password=pki.password
+        ),
+        signature_credential=CredentialSpec(
+            pkcs12=pki.p12("cps-sign" if direct else "org-sign"), password=pki.password
+        ),
+        ca_bundle=pki.ca_bundle,
+        endpoints=dict(endpoints or {}),
+        source=f"example profile ({pki.directory})",
+    )

@@ -1,0 +1,398 @@
+"""Keys and certificates: loaded once, checked for their purpose, exposed as facts and a signer.
+
+A :class:`Credential` is what the rest of the library needs from a PKCS#12 file, a PEM pair or (with
+the ``pkcs11`` extra) a smart card: the certificate and its chain, the facts the VIHF and the
+téléservices headers are built from (RFC 2253 DN, OU, IdNat, key usages), and a :class:`Signer`.
+Loading a PKCS#12 or PEM key costs tens of milliseconds (RSA key validation); signing with the loaded
+key about half a millisecond, so a credential is loaded once and kept for the life of the client.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import CredentialError
+
+SIGNATURE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "rsa-sha256": hashes.SHA256,
+    "rsa-sha384": hashes.SHA384,
+    "rsa-sha512": hashes.SHA512,
+}
+"""Signature algorithms a :class:`Signer` accepts (RSA PKCS#1 v1.5), by their XML-DSig short name."""
+
+
+class Purpose(enum.Enum):
+    """What a credential is used for; each purpose requires its own certificate usages."""
+
+    TLS_CLIENT = "TLS client authentication"
+    SIGNATURE = "signature"
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Signs bytes with a private key the caller may never see (a file key or a PKCS#11 token).
+
+    ``algorithm`` is a key of :data:`SIGNATURE_HASHES`; the result is the raw RSA PKCS#1 v1.5
+    signature bytes.
+    """
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+    def sign(self, data: bytes, algorithm: str = "rsa-sha256") -> bytes: ...
+
+
+def hash_for(algorithm: str) -> hashes.HashAlgorithm:
+    """The hash object of a signature algorithm short name, or ValueError naming the allowed ones."""
+    try:
+        return SIGNATURE_HASHES[algorithm]()
+    except KeyError:
+        allowed = ", ".join(SIGNATURE_HASHES)
+        raise ValueError(f"unsupported signature algorithm {algorithm!r} (use {allowed})") from None
+
+
+@dataclass(frozen=True)
+class SoftwareSigner:
+    """A :class:`Signer` over an RSA key held in memory."""
+
+    key: rsa.RSAPrivateKey = field(repr=False)
+    certificate: x509.Certificate
+
+    def sign(self, data: bytes, algorithm: str = "rsa-sha256") -> bytes:
+        return self.key.sign(data, padding.PKCS1v15(), hash_for(algorithm))
+
+
+_KEY_USAGE_NAMES = {
+    "digital_signature": "digitalSignature",
+    "content_commitment": "nonRepudiation",
+    "key_encipherment": "keyEncipherment",
+    "data_encipherment": "dataEncipherment",
+    "key_agreement": "keyAgreement",
+    "key_cert_sign": "keyCertSign",
+    "crl_sign": "cRLSign",
+}
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+}
+# RFC 2253 keywords; any other attribute is written as OID=#hex(BER), as Java's X500Principal does,
+# so that the Issuer we write equals the DN a Java service computes from the certificate.
+_RFC2253_KEYWORDS = {
+    NameOID.COMMON_NAME: "CN",
+    NameOID.LOCALITY_NAME: "L",
+    NameOID.STATE_OR_PROVINCE_NAME: "ST",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.STREET_ADDRESS: "STREET",
+    NameOID.DOMAIN_COMPONENT: "DC",
+    NameOID.USER_ID: "UID",
+}
+_IDNAT = re.compile(r"[0-9]{10,15}")
+
+
+def rfc2253_dn(name: x509.Name) -> str:
+    """The RFC 2253 string of a distinguished name, most specific RDN first.
+
+    Attributes without an RFC 2253 keyword (surname, givenName of CPS certificates) are written as
+    ``OID=#<hex of the BER value>``, byte for byte what Java's ``X500Principal.getName()`` gives.
+    """
+    rdns = []
+    for rdn in reversed(name.rdns):
+        rdns.append("+".join(_rfc2253_attribute(attribute) for attribute in rdn))
+    return ",".join(rdns)
+
+
+def _rfc2253_attribute(attribute: x509.NameAttribute) -> str:
+    keyword = _RFC2253_KEYWORDS.get(attribute.oid)
+    if keyword is not None:
+        value = attribute.rfc4514_string().partition("=")[2]
+        return f"{keyword}={value}"
+    return f"{attribute.oid.dotted_string}=#{_ber_string(attribute).hex()}"
+
+
+def _ber_string(attribute: x509.NameAttribute) -> bytes:
+    tag = attribute._type.value  # the ASN.1 string type the certificate used
+    raw = attribute.value if isinstance(attribute.value, bytes) else attribute.value.encode()
+    if tag == 30:  # BMPString
+        raw = str(attribute.value).encode("utf-16-be")
+    elif tag in (19, 20, 22):  # Printable, Teletex, IA5: one byte per character
+        raw = str(attribute.value).encode("latin-1")
+    return bytes([tag]) + _der_length(len(raw)) + raw
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A certificate with its chain and the means to sign with its key.
+
+    ``source`` names where it came from (a file path or a token) for error messages; ``chain`` holds
+    the intermediate certificates, leaf excluded; ``private_key`` is present only for keys held in
+    memory (PKCS#12, PEM), which the TLS layer needs.
+    """
+
+    source: str
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    signer: Signer = field(repr=False)
+    private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+
+    @property
+    def dn(self) -> str:
+        """The subject DN in RFC 2253 form (the VIHF ``Issuer`` of a signing credential)."""
+        return rfc2253_dn(self.certificate.subject)
+
+    @property
+    def issuer_dn(self) -> str:
+        """The issuing CA's DN in RFC 2253 form."""
+        return rfc2253_dn(self.certificate.issuer)
+
+    @property
+    def common_name(self) -> str | None:
+        """The subject CN (``INSI-AUTO`` for a téléservices certificate), or None."""
+        return _first(self.certificate.subject, NameOID.COMMON_NAME)
+
+    @property
+    def organizational_unit(self) -> str | None:
+        """The subject OU: the structure's national id on an ORG certificate, the profession on a CPS."""
+        return _first(self.certificate.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+
+    @property
+    def idnat(self) -> str | None:
+        """The professional's national identifier (IdNat) carried as the CN of a CPS certificate."""
+        cn = self.common_name
+        return cn if cn is not None and _IDNAT.fullmatch(cn) else None
+
+    @property
+    def key_usages(self) -> frozenset[str]:
+        """Key usages by their RFC 5280 names (``digitalSignature``, ``nonRepudiation``…)."""
+        return certificate_key_usages(self.certificate)
+
+    @property
+    def extended_key_usages(self) -> frozenset[str]:
+        """Extended key usages by name (``clientAuth``, ``emailProtection``…) or dotted OID."""
+        return certificate_extended_key_usages(self.certificate)
+
+    @property
+    def not_valid_before(self) -> datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
+    def not_valid_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    def check(self, purpose: Purpose, *, now: datetime | None = None) -> Credential:
+        """Return self if the certificate is valid now and allows ``purpose``, else CredentialError."""
+        check_validity(self.certificate, self.source, now=now)
+        check_usage(self.certificate, purpose, self.source)
+        return self
+
+
+def _first(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+    attributes = name.get_attributes_for_oid(oid)
+    return str(attributes[0].value) if attributes else None
+
+
+def certificate_key_usages(certificate: x509.Certificate) -> frozenset[str]:
+    """The key usages of a certificate by their RFC 5280 names; empty when the extension is absent."""
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    names = set()
+    for attribute, name in _KEY_USAGE_NAMES.items():
+        if getattr(usage, attribute):
+            names.add(name)
+    return frozenset(names)
+
+
+def certificate_extended_key_usages(certificate: x509.Certificate) -> frozenset[str]:
+    """The extended key usages of a certificate by name; empty when the extension is absent."""
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(_EKU_NAMES.get(oid, oid.dotted_string) for oid in usages)
+
+
+def check_validity(
+    certificate: x509.Certificate, source: str, *, now: datetime | None = None
+) -> None:
+    """Raise CredentialError if the certificate is expired or not yet valid at ``now`` (UTC)."""
+    now = now or datetime.now(UTC)
+    if now < certificate.not_valid_before_utc:
+        raise CredentialError(
+            source,
+            f"certificate not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            hint="check the computer's clock, or wait for the certificate's start date",
+        )
+    if now > certificate.not_valid_after_utc:
+        raise CredentialError(
+            source,
+            f"certificate expired on {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            hint="renew the certificate (IGC-Santé) and point the profile at the new file",
+        )
+
+
+def check_usage(certificate: x509.Certificate, purpose: Purpose, source: str) -> None:
+    """Raise CredentialError if the certificate's usages do not allow ``purpose``."""
+    if purpose is Purpose.SIGNATURE:
+        missing = {"digitalSignature", "nonRepudiation"} - certificate_key_usages(certificate)
+        if missing:
+            raise CredentialError(
+                source,
+                "not a signature certificate (key usage lacks " + ", ".join(sorted(missing)) + ")",
+                hint="sign with the ORG SIGN certificate or the card's signature key, not the "
+                "authentication one (the DMP answers DMPInvalidCertificate)",
+            )
+    elif "clientAuth" not in certificate_extended_key_usages(certificate):
+        raise CredentialError(
+            source,
+            "not a TLS client authentication certificate (extended key usage lacks clientAuth)",
+            hint="use the ORG AUTH_CLI certificate or the card's authentication key for TLS",
+        )
+
+
+def _check_key_matches(key: rsa.RSAPrivateKey, certificate: x509.Certificate, source: str) -> None:
+    if key.public_key().public_numbers() != _rsa_public_key(certificate, source).public_numbers():
+        raise CredentialError(source, "the private key does not match the certificate")
+
+
+def _rsa_public_key(certificate: x509.Certificate, source: str) -> rsa.RSAPublicKey:
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise CredentialError(source, "only RSA keys are supported (the services sign with RSA)")
+    return public_key
+
+
+def resolve_password(
+    password: str | bytes | None, password_env: str | None, source: str
+) -> bytes | None:
+    """The password from the argument, else from the environment variable ``password_env``."""
+    if password is not None:
+        return password.encode() if isinstance(password, str) else password
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise CredentialError(
+                source,
+                f"the password variable {password_env} is not set",
+                hint=f"export {password_env}=… before running",
+            )
+        return value.encode()
+    return None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CredentialError(str(path), f"{what} not found") from None
+    except OSError as error:
+        raise CredentialError(str(path), f"cannot read {what}: {error.strerror}") from None
+
+
+def _credential(
+    source: str,
+    key: object,
+    certificate: x509.Certificate | None,
+    others: Iterable[x509.Certificate],
+    purpose: Purpose | None,
+    now: datetime | None,
+) -> Credential:
+    if certificate is None:
+        raise CredentialError(source, "no certificate found")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CredentialError(source, "no RSA private key found (the services sign with RSA)")
+    _check_key_matches(key, certificate, source)
+    chain = tuple(cert for cert in others if cert != certificate)
+    credential = Credential(source, certificate, chain, SoftwareSigner(key, certificate), key)
+    return credential.check(purpose, now=now) if purpose is not None else credential
+
+
+def load_pkcs12(
+    path: str | os.PathLike[str],
+    password: str | bytes | None = None,
+    *,
+    password_env: str | None = None,
+    purpose: Purpose | None = None,
+    now: datetime | None = None,
+) -> Credential:
+    """Load a PKCS#12 (.p12) file: key, certificate and chain.
+
+    The password comes from ``password``, else from the environment variable ``password_env``.
+    With ``purpose``, the certificate is also checked for validity at ``now`` and for its usages.
+    """
+    path = Path(path)
+    source = str(path)
+    data = _read(path, "PKCS#12 file")
+    secret = resolve_password(password, password_env, source)
+    try:
+        bundle = pkcs12.load_pkcs12(data, secret)
+    except ValueError:
+        reason = "wrong password, or not a PKCS#12 file" if secret else "password required"
+        raise CredentialError(
+            source, reason, hint="give the password, or the variable that holds it"
+        ) from None
+    certificate = bundle.cert.certificate if bundle.cert else None
+    others = [item.certificate for item in bundle.additional_certs]
+    return _credential(source, bundle.key, certificate, others, purpose, now)
+
+
+def load_pem(
+    certificate_path: str | os.PathLike[str],
+    key_path: str | os.PathLike[str] | None = None,
+    password: str | bytes | None = None,
+    *,
+    password_env: str | None = None,
+    purpose: Purpose | None = None,
+    now: datetime | None = None,
+) -> Credential:
+    """Load a PEM certificate (the first one; any others form the chain) and its PEM key.
+
+    ``key_path`` defaults to ``certificate_path`` (a single file holding both). An encrypted key
+    takes its password from ``password`` or the environment variable ``password_env``.
+    """
+    certificate_path = Path(certificate_path)
+    key_path = Path(key_path) if key_path is not None else certificate_path
+    source = str(certificate_path)
+    try:
+        certificates = x509.load_pem_x509_certificates(_read(certificate_path, "certificate"))
+    except ValueError:
+        raise CredentialError(source, "no PEM certificate found in the file") from None
+    secret = resolve_password(password, password_env, str(key_path))
+    try:
+        key = serialization.load_pem_private_key(_read(key_path, "private key"), secret)
+    except TypeError:
+        reason = (
+            "the key is encrypted: password required" if secret is None else "key not encrypted"
+        )
+        raise CredentialError(str(key_path), reason) from None
+    except ValueError:
+        raise CredentialError(
+            str(key_path), "wrong password, or no PEM private key in the file"
+        ) from None
+    return _credential(source, key, certificates[0], certificates[1:], purpose, now)

@@ -1,0 +1,137 @@
+"""One exception hierarchy for everything the library can refuse or fail at.
+
+Every error carries a message a person can act on and, where the service or the spec defines one,
+the code that identifies it (SOAP fault code and subcode, service error code, severity). The command
+line maps each family to its exit code: usage and input errors to 2, service answers to 1,
+credential, TLS and transport failures to 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CisisError(Exception):
+    """Base class of every error raised by cisis-transport.
+
+    ``hint`` says what to do about it, when the library knows.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(CisisError):
+    """Bad input from the caller: an option, a profile, a value that cannot be sent."""
+
+    exit_code = 2
+
+
+class ConfigurationError(UsageError):
+    """A profile or setting is missing, unreadable or inconsistent."""
+
+
+class ValidationError(UsageError):
+    """A value would be refused by the service; ``field`` names it."""
+
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", hint=hint)
+        self.field = field
+
+
+class VihfValidationError(ValidationError):
+    """The VIHF lacks an attribute its mode requires, or holds a malformed value."""
+
+
+class CredentialError(CisisError):
+    """A key or certificate cannot be loaded or used: ``source`` names the file or token."""
+
+    def __init__(self, source: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{source}: {reason}", hint=hint)
+        self.source = source
+        self.reason = reason
+
+
+class TransportError(CisisError):
+    """The exchange did not complete: connection refused, timeout, broken HTTP."""
+
+
+class TLSError(TransportError):
+    """The TLS handshake failed: untrusted server, refused client certificate, protocol mismatch."""
+
+
+class SignatureError(CisisError):
+    """An XML signature or the certificate behind it was refused.
+
+    ``reason`` is one of: ``unsigned``, ``invalid-signature``, ``untrusted``, ``expired``,
+    ``not-yet-valid``, ``key-usage``, ``wrapping``, ``stale``, ``malformed``.
+    """
+
+    def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+class ServiceError(CisisError):
+    """The service answered, and the answer is an error."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class FaultDetail:
+    """A service-level error found in a SOAP fault detail (for instance ``siram:Erreur``).
+
+    ``severity`` is the service's own word (``erreur``, ``fatale``, ``error``…) when given.
+    """
+
+    code: str
+    message: str = ""
+    severity: str | None = None
+    message_id: str | None = None
+
+
+class SoapFault(ServiceError):
+    """A SOAP 1.2 fault: ``code`` (``soap:Sender``/``soap:Receiver``…), ``subcodes`` outermost first.
+
+    ``subcode`` is the innermost subcode's local name (``DMPInvalidCertificate``, ``siram_40``…),
+    ``service_code`` and ``severity`` come from the first structured fault detail when present.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        code: str,
+        subcodes: tuple[str, ...] = (),
+        details: tuple[FaultDetail, ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        label = subcodes[-1] if subcodes else code
+        super().__init__(f"SOAP fault {label}: {reason}", hint=hint)
+        self.reason = reason
+        self.code = code
+        self.subcodes = subcodes
+        self.details = details
+
+    @property
+    def subcode(self) -> str | None:
+        """Local name of the innermost subcode, or None."""
+        return self.subcodes[-1].rpartition(":")[2] if self.subcodes else None
+
+    @property
+    def service_code(self) -> str | None:
+        """Code of the first service error in the fault detail, or None."""
+        return self.details[0].code if self.details else None
+
+    @property
+    def severity(self) -> str | None:
+        """Severity of the first service error in the fault detail, or None."""
+        return self.details[0].severity if self.details else None

@@ -1,0 +1,242 @@
+"""The HTTPS server under every stub: mutual TLS, threads, a size limit, a log line per request.
+
+A handler receives a :class:`StubRequest` (path, headers, body, the client's verified certificate)
+and returns a :class:`StubResponse`. The server never logs bodies, only path, status and duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography import x509
+from lxml import etree
+
+from ..addressing import SOAP12_NS
+
+log = logging.getLogger("transport.stubs")
+
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class StubRequest:
+    """One HTTP request as a stub handler sees it; ``client_certificate`` passed TLS verification."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    client_certificate: x509.Certificate | None
+
+
+@dataclass(frozen=True)
+class StubResponse:
+    """What a handler answers: HTTP status, body bytes, content type, extra headers."""
+
+    status: int
+    body: bytes
+    content_type: str = SOAP_CONTENT_TYPE
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[StubRequest], StubResponse]
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """The server side of mutual TLS: its certificate chain and key, the CA its clients chain to.
+
+    ``maximum_version`` exists to let tests stand up a server that only speaks old protocols.
+    """
+
+    certificate: Path
+    key: Path
+    client_ca: Path
+    require_client_certificate: bool = True
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    maximum_version: ssl.TLSVersion | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The server SSL context."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if self.minimum_version < ssl.TLSVersion.TLSv1_2:
+            # Old protocols need OpenSSL's lowest security level to be offered at all.
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        context.minimum_version = self.minimum_version
+        if self.maximum_version is not None:
+            context.maximum_version = self.maximum_version
+        context.load_cert_chain(str(self.certificate), str(self.key))
+        context.load_verify_locations(cafile=str(self.client_ca))
+        context.verify_mode = (
+            ssl.CERT_REQUIRED if self.require_client_certificate else ssl.CERT_OPTIONAL
+        )
+        return context
+
+
+def soap12_fault(
+    code: str, reason: str, *, subcodes: tuple[str, ...] = (), detail: etree._Element | None = None
+) -> bytes:
+    """A SOAP 1.2 fault envelope; ``code`` is ``Sender`` or ``Receiver``, subcodes are QName text
+    whose prefixes are declared by the caller's ``detail`` or are bare names."""
+    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS})
+    body = etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body")
+    fault = etree.SubElement(body, f"{{{SOAP12_NS}}}Fault")
+    holder = etree.SubElement(fault, f"{{{SOAP12_NS}}}Code")
+    etree.SubElement(holder, f"{{{SOAP12_NS}}}Value").text = f"soap:{code}"
+    for subcode in subcodes:
+        holder = etree.SubElement(holder, f"{{{SOAP12_NS}}}Subcode")
+        etree.SubElement(holder, f"{{{SOAP12_NS}}}Value").text = (
+            subcode if ":" in subcode else f"soap:{subcode}"
+        )
+    text_holder = etree.SubElement(fault, f"{{{SOAP12_NS}}}Reason")
+    text = etree.SubElement(text_holder, f"{{{SOAP12_NS}}}Text")
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "fr")
+    text.text = reason
+    if detail is not None:
+        etree.SubElement(fault, f"{{{SOAP12_NS}}}Detail").append(detail)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self, address: tuple[str, int], handler: Handler, context: ssl.SSLContext, limit: int
+    ) -> None:
+        self.app = handler
+        self.ssl_context = context
+        self.max_request_bytes = limit
+        super().__init__(address, _RequestHandler)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        connection, client = self.socket.accept()
+        # The handshake runs in the connection's thread, so a slow client cannot stall accept().
+        wrapped = self.ssl_context.wrap_socket(
+            connection, server_side=True, do_handshake_on_connect=False
+        )
+        return wrapped, client
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.warning("connection from %s ended abnormally", client_address, exc_info=False)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.request.do_handshake()
+        except (ssl.SSLError, OSError) as error:
+            log.info("TLS handshake refused: %s", getattr(error, "reason", None) or error)
+            self.close_connection = True
+            raise _HandshakeFailed from None
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        started = time.perf_counter()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.server.max_request_bytes:
+            self._answer(StubResponse(413, b"request too large", "text/plain"), started)
+            self.close_connection = True
+            return
+        body = self.rfile.read(length)
+        der = self.request.getpeercert(binary_form=True)
+        request = StubRequest(
+            "POST",
+            self.path,
+            {key.lower(): value for key, value in self.headers.items()},
+            body,
+            x509.load_der_x509_certificate(der) if der else None,
+        )
+        try:
+            response = self.server.app(request)
+        except Exception:
+            log.exception("stub handler failed on %s", self.path)
+            response = StubResponse(500, soap12_fault("Receiver", "internal stub error"))
+        self._answer(response, started)
+
+    def _answer(self, response: StubResponse, started: float) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+        elapsed = (time.perf_counter() - started) * 1000
+        log.info("%s %s -> %d in %.1f ms", self.command, self.path, response.status, elapsed)
+
+    def log_message(self, format: str, *args: object) -> None:
+        # The base class writes every request line to stderr; the one log line is _answer's.
+        pass
+
+
+class _HandshakeFailed(Exception):
+    pass
+
+
+class StubServer:
+    """A threaded HTTPS server on ``host``:``port`` (0: a free port) running ``handler``.
+
+    Use as a context manager, or ``start()`` / ``stop()``. ``url`` is its base URL.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        tls: ServerTLS,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_request_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._server = _Server((host, port), handler, tls.context(), max_request_bytes)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        return f"https://{shown}:{port}"
+
+    def start(self) -> StubServer:
+        """Serve in a background thread and return self."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="cisis-stub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` is called from another one."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop accepting, wait for the serving thread, close the socket."""
+        self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self._server.server_close()
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

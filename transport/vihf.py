@@ -1,0 +1,464 @@
+"""The VIHF: the SAML 2.0 assertion that identifies the caller to the DMP and other CI-SIS services.
+
+:class:`Vihf` holds every attribute of the volet's table, validated the way the DMP would;
+:func:`build_assertion` writes it as a ``saml2:Assertion`` in the order the schema and the volet
+require; :func:`sign_vihf` signs it with a signature credential; :func:`verify_vihf` checks a received
+one and reads it back, trusting only what the signature covers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from lxml import etree
+
+from .credentials import Signer, rfc2253_dn
+from .errors import SignatureError, VihfValidationError
+from .xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+
+SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
+HL7_NS = "urn:hl7-org:v3"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+XS_NS = "http://www.w3.org/2001/XMLSchema"
+X509_SUBJECT_NAME = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
+
+AC_SMARTCARD_PKI = "urn:oasis:names:tc:SAML:2.0:ac:classes:SmartcardPKI"
+AC_UNSPECIFIED = "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified"
+AC_TLS_CLIENT = "urn:oasis:names:tc:SAML:2.0:ac:classes:TLSClient"
+
+PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"
+"""TRE_G15 ProfessionSante: the code system of the first role."""
+SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"
+"""TRE_R01 savoir-faire: the code system of a doctor's or pharmacist's specialty role."""
+AUTOMATE_SYSTEM = "1.2.250.1.213.1.1.4.6"
+PURPOSE_SYSTEM = "1.2.250.1.213.1.1.4.248"
+SECTOR_SYSTEM = "1.2.250.1.71.4.2.4"
+
+INS_NIR_OID = "1.2.250.1.213.1.4.8"
+INS_NIA_OID = "1.2.250.1.213.1.4.9"
+INS_TEST_OID = "1.2.250.1.213.1.4.10"
+INS_DEMO_OID = "1.2.250.1.213.1.4.11"
+INS_OIDS = frozenset({INS_NIR_OID, INS_NIA_OID, INS_TEST_OID, INS_DEMO_OID})
+
+MODE_ATTRIBUTE_NAMES = ("Authentification_Mode", "Authentification_mode")
+"""Both spellings found in official artefacts; the first is written by default, both are read."""
+
+_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
+_SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+_RESOURCE_ID = "urn:oasis:names:tc:xacml:2.0:resource:resource-id"
+_PURPOSE = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
+_CONFIDENTIALITY = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
+_DOCTOR_OR_PHARMACIST = frozenset({"10", "21"})
+_SECTOR = re.compile(r"SA[0-9]{2}\^" + re.escape(SECTOR_SYSTEM))
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_INS = re.compile(r"[12378][0-9]{4}(2A|2B|[0-9]{2})[0-9]{6}[0-9]{2}")
+
+
+class AuthMode(enum.StrEnum):
+    """How the caller authenticated: with a card, or through its structure."""
+
+    DIRECTE = "DIRECTE"
+    INDIRECTE = "INDIRECTE"
+    INDIRECTE_RENFORCEE = "INDIRECTE_RENFORCEE"
+
+
+@dataclass(frozen=True)
+class Code:
+    """An HL7 CE value: ``code`` in ``code_system`` (an OID), with its display name."""
+
+    code: str
+    code_system: str
+    display_name: str = ""
+    code_system_name: str | None = None
+
+
+NORMAL_ACCESS = Code("normal", PURPOSE_SYSTEM, "Accès normal", "mode acces VIHF 2.0")
+"""The purpose of use of an ordinary access."""
+
+
+@dataclass(frozen=True)
+class Patient:
+    """The patient a call concerns: INS (NIR or NIA, 15 characters with its key) and its OID."""
+
+    ins: str
+    oid: str = INS_NIR_OID
+
+    @property
+    def resource_id(self) -> str:
+        """The HL7v2 CX form the VIHF carries: ``INS^^^&OID&ISO^NH``."""
+        return f"{self.ins}^^^&{self.oid}&ISO^NH"
+
+    @classmethod
+    def from_resource_id(cls, value: str) -> Patient:
+        """Read back a ``resource-id`` value; VihfValidationError when it is not in CX form."""
+        match = re.fullmatch(r"([^^]+)\^\^\^&([0-9.]+)&ISO\^NH", value)
+        if match is None:
+            raise VihfValidationError(_RESOURCE_ID, f"not an INS in CX form: {value!r}")
+        return cls(match.group(1), match.group(2))
+
+
+@dataclass(frozen=True)
+class Lps:
+    """The software (Logiciel de Professionnel de Santé) making the call."""
+
+    name: str
+    version: str
+    homologation_id: str
+    instance_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Vihf:
+    """Every attribute of a VIHF (volet transport synchrone, table of §4.3.1.5).
+
+    ``subject_id``: NameID, the user's national identifier (IdNat). ``user_name``: the
+    ``subject-id`` attribute, "NOM Prénom", required in the indirect modes. ``structure_id``:
+    Identifiant_Structure. ``sector``: Secteur_Activite as ``SAxx^1.2.250.1.71.4.2.4`` (a bare
+    ``SAxx`` is completed). ``roles``: profession first, then the specialty for doctors and
+    pharmacists. ``patient``: None only for calls that concern no patient (TD0.4).
+    """
+
+    subject_id: str
+    mode: AuthMode
+    structure_id: str
+    sector: str
+    roles: tuple[Code, ...]
+    lps: Lps
+    user_name: str | None = None
+    patient: Patient | None = None
+    purpose_of_use: Code = NORMAL_ACCESS
+    confidentiality_code: Code | None = None
+    resource_urn: str = "urn:dmp"
+    authn_context: str = AC_SMARTCARD_PKI
+    authn_context_decl: str | None = None
+    version: str = "3.0"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", AuthMode(self.mode))
+        object.__setattr__(self, "roles", tuple(self.roles))
+        if re.fullmatch(r"SA[0-9]{2}", self.sector):
+            object.__setattr__(self, "sector", f"{self.sector}^{SECTOR_SYSTEM}")
+
+    def with_patient(self, patient: Patient | None) -> Vihf:
+        """The same identity for another patient (one VIHF is built per call)."""
+        return replace(self, patient=patient)
+
+    def validate(self) -> Vihf:
+        """Return self, or raise VihfValidationError for what the DMP would refuse."""
+        _require("NameID", self.subject_id)
+        _require("Identifiant_Structure", self.structure_id)
+        _require("LPS_Nom", self.lps.name)
+        _require("LPS_Version", self.lps.version)
+        _require("LPS_ID_HOMOLOGATION_DMP", self.lps.homologation_id)
+        _require("Ressource_URN", self.resource_urn)
+        if not _SECTOR.fullmatch(self.sector):
+            raise VihfValidationError(
+                "Secteur_Activite",
+                f"{self.sector!r} is not SAxx^{SECTOR_SYSTEM}",
+                hint="use a code of JDV_J61-HealthcareFacilityTypeCode-DMP, e.g. SA07",
+            )
+        if self.mode is not AuthMode.DIRECTE:
+            _require(_SUBJECT_ID, self.user_name, f"required in {self.mode} mode")
+        self._validate_roles()
+        if self.patient is not None:
+            validate_ins(self.patient)
+        return self
+
+    def _validate_roles(self) -> None:
+        if not self.roles:
+            raise VihfValidationError(_ROLE, "at least one role (the profession) is required")
+        for role in self.roles:
+            if not role.code or not _OID.fullmatch(role.code_system):
+                raise VihfValidationError(
+                    _ROLE, f"malformed role {role.code!r}/{role.code_system!r}"
+                )
+        first = self.roles[0]
+        if first.code_system == PROFESSION_SYSTEM and first.code in _DOCTOR_OR_PHARMACIST:
+            if len(self.roles) < 2:
+                raise VihfValidationError(
+                    _ROLE,
+                    "a doctor or pharmacist needs a second role with the specialty",
+                    hint=f"add e.g. Code('SM26', '{SPECIALTY_SYSTEM}', 'Qualifié en Médecine "
+                    "Générale (SM)')",
+                )
+
+
+def _require(name: str, value: str | None, why: str = "required") -> None:
+    if value is None or not value.strip():
+        raise VihfValidationError(name, why)
+
+
+def validate_ins(patient: Patient) -> None:
+    """Raise VihfValidationError unless ``patient`` holds a well-formed INS with a right key."""
+    if patient.oid not in INS_OIDS:
+        raise VihfValidationError(
+            _RESOURCE_ID,
+            f"unknown INS authority {patient.oid}",
+            hint="INS-NIR 1.2.250.1.213.1.4.8, NIA .4.9, test .4.10, demonstration .4.11",
+        )
+    if not _INS.fullmatch(patient.ins):
+        raise VihfValidationError(_RESOURCE_ID, "the INS must be 13 characters and a 2-digit key")
+    body = patient.ins[:13].replace("2A", "19").replace("2B", "18")
+    if 97 - int(body) % 97 != int(patient.ins[13:]):
+        raise VihfValidationError(_RESOURCE_ID, "the INS key does not match its 13 characters")
+
+
+@dataclass(frozen=True)
+class VihfOptions:
+    """How the assertion is written and signed.
+
+    ``mode_attribute``: the spelling of the authentication mode attribute name (see
+    :data:`MODE_ATTRIBUTE_NAMES`). ``validity``: when set, a ``Conditions`` element bounds the
+    assertion to [now, now + validity]. ``algorithm``: the signature algorithm.
+    """
+
+    mode_attribute: str = MODE_ATTRIBUTE_NAMES[0]
+    validity: timedelta | None = None
+    algorithm: str = "rsa-sha256"
+
+
+def _q(name: str) -> str:
+    return f"{{{SAML_NS}}}{name}"
+
+
+def _instant(moment: datetime) -> str:
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def build_assertion(
+    vihf: Vihf,
+    issuer: str,
+    *,
+    options: VihfOptions = VihfOptions(),
+    now: datetime | None = None,
+    assertion_id: str | None = None,
+) -> etree._Element:
+    """The unsigned ``saml2:Assertion`` of ``vihf``; ``issuer`` is the signer's RFC 2253 DN."""
+    vihf.validate()
+    now = now or datetime.now(UTC)
+    assertion = etree.Element(
+        _q("Assertion"),
+        nsmap={"saml2": SAML_NS, "xsi": XSI_NS, "xs": XS_NS},
+        ID=assertion_id or f"_{uuid.uuid4()}",
+        IssueInstant=_instant(now),
+        Version="2.0",
+    )
+    etree.SubElement(assertion, _q("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
+    subject = etree.SubElement(assertion, _q("Subject"))
+    etree.SubElement(subject, _q("NameID")).text = vihf.subject_id
+    if options.validity is not None:
+        etree.SubElement(
+            assertion,
+            _q("Conditions"),
+            NotBefore=_instant(now),
+            NotOnOrAfter=_instant(now + options.validity),
+        )
+    statement = etree.SubElement(assertion, _q("AuthnStatement"), AuthnInstant=_instant(now))
+    context = etree.SubElement(statement, _q("AuthnContext"))
+    etree.SubElement(context, _q("AuthnContextClassRef")).text = vihf.authn_context
+    if vihf.authn_context_decl:
+        etree.SubElement(context, _q("AuthnContextDecl")).text = vihf.authn_context_decl
+    attributes = etree.SubElement(assertion, _q("AttributeStatement"))
+    for name, values in _attributes(vihf, options):
+        attribute = etree.SubElement(attributes, _q("Attribute"), Name=name)
+        for value in values:
+            holder = etree.SubElement(attribute, _q("AttributeValue"))
+            if isinstance(value, Code):
+                tag = "PurposeOfUse" if name == _PURPOSE else "Role"
+                holder.append(_code_element(tag, value))
+            else:
+                holder.set(f"{{{XSI_NS}}}type", "xs:string")
+                holder.text = value
+    return assertion
+
+
+def _attributes(vihf: Vihf, options: VihfOptions) -> Iterator[tuple[str, tuple[str | Code, ...]]]:
+    yield "Identifiant_Structure", (vihf.structure_id,)
+    yield "Secteur_Activite", (vihf.sector,)
+    if vihf.user_name:
+        yield _SUBJECT_ID, (vihf.user_name,)
+    yield _ROLE, vihf.roles
+    yield "VIHF_Version", (vihf.version,)
+    yield options.mode_attribute, (str(vihf.mode),)
+    if vihf.patient is not None:
+        yield _RESOURCE_ID, (vihf.patient.resource_id,)
+    yield "Ressource_URN", (vihf.resource_urn,)
+    yield _PURPOSE, (vihf.purpose_of_use,)
+    if vihf.confidentiality_code is not None:
+        yield _CONFIDENTIALITY, (vihf.confidentiality_code,)
+    if vihf.lps.instance_id:
+        yield "LPS_ID", (vihf.lps.instance_id,)
+    yield "LPS_Nom", (vihf.lps.name,)
+    yield "LPS_Version", (vihf.lps.version,)
+    yield "LPS_ID_HOMOLOGATION_DMP", (vihf.lps.homologation_id,)
+
+
+def _code_element(tag: str, code: Code) -> etree._Element:
+    element = etree.Element(f"{{{HL7_NS}}}{tag}", nsmap={None: HL7_NS})
+    element.set("code", code.code)
+    element.set("codeSystem", code.code_system)
+    if code.code_system_name:
+        element.set("codeSystemName", code.code_system_name)
+    if code.display_name:
+        element.set("displayName", code.display_name)
+    element.set(f"{{{XSI_NS}}}type", "CE")
+    return element
+
+
+def sign_vihf(
+    vihf: Vihf,
+    signer: Signer,
+    *,
+    options: VihfOptions = VihfOptions(),
+    now: datetime | None = None,
+    assertion_id: str | None = None,
+) -> etree._Element:
+    """Build and sign the assertion of ``vihf`` with a signature credential's signer.
+
+    The ``Issuer`` is the RFC 2253 DN of ``signer.certificate``; ``ds:Signature`` follows it.
+    """
+    issuer = rfc2253_dn(signer.certificate.subject)
+    unsigned = build_assertion(vihf, issuer, options=options, now=now, assertion_id=assertion_id)
+    return sign_enveloped(unsigned, signer, algorithm=options.algorithm, after=_q("Issuer"))
+
+
+@dataclass(frozen=True)
+class VerifiedVihf:
+    """A verified VIHF: the identity read from the signed assertion, and the signer's certificate."""
+
+    vihf: Vihf
+    assertion_id: str
+    issue_instant: datetime
+    issuer: str
+    signer_dn: str
+    algorithm: str
+    element: etree._Element = field(repr=False)
+
+
+def verify_vihf(
+    assertion: etree._Element,
+    settings: VerifySettings,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+) -> VerifiedVihf:
+    """Verify a signed VIHF and read it back.
+
+    Refuses (SignatureError): unsigned, altered, wrapped, untrusted or non-signature signer, an
+    ``Issuer`` that is not the signer's DN, an ``IssueInstant`` in the future or older than
+    ``max_age``, a ``Conditions`` window that excludes ``now`` (all with ``settings.clock_skew``).
+    A VIHF whose content would be refused raises VihfValidationError.
+    """
+    now = now or datetime.now(UTC)
+    if assertion.tag != _q("Assertion"):
+        raise SignatureError("malformed", f"not a SAML 2.0 assertion: {assertion.tag}")
+    verified = verify_enveloped(assertion, settings, now=now)
+    signed = verified.element
+    signer_dn = rfc2253_dn(verified.signer.subject)
+    issuer = _text(signed, "Issuer")
+    if issuer != signer_dn:
+        raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
+    issued = _check_times(signed, now, settings.clock_skew, max_age)
+    vihf = read_vihf(signed).validate()
+    return VerifiedVihf(
+        vihf, signed.get("ID", ""), issued, issuer, signer_dn, verified.algorithm, signed
+    )
+
+
+def _parse_instant(value: str | None, what: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat((value or "").replace("Z", "+00:00"))
+    except ValueError:
+        raise SignatureError("malformed", f"{what} is not an ISO 8601 instant: {value!r}") from None
+    if moment.tzinfo is None:
+        raise SignatureError("malformed", f"{what} has no time zone: {value!r}")
+    return moment
+
+
+def _check_times(
+    signed: etree._Element, now: datetime, skew: timedelta, max_age: timedelta | None
+) -> datetime:
+    issued = _parse_instant(signed.get("IssueInstant"), "IssueInstant")
+    if issued > now + skew:
+        raise SignatureError("stale", f"IssueInstant {signed.get('IssueInstant')} is in the future")
+    if max_age is not None and issued < now - max_age - skew:
+        raise SignatureError("stale", f"IssueInstant {signed.get('IssueInstant')} is too old")
+    conditions = signed.find(_q("Conditions"))
+    if conditions is not None:
+        if conditions.get("NotBefore"):
+            not_before = _parse_instant(conditions.get("NotBefore"), "NotBefore")
+            if now + skew < not_before:
+                raise SignatureError("stale", "the assertion is not valid yet (NotBefore)")
+        if conditions.get("NotOnOrAfter"):
+            not_after = _parse_instant(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
+            if now - skew >= not_after:
+                raise SignatureError("stale", "the assertion has expired (NotOnOrAfter)")
+    return issued
+
+
+def _text(element: etree._Element, path: str) -> str | None:
+    found = element.find("/".join(_q(part) for part in path.split("/")))
+    return found.text if found is not None else None
+
+
+def read_vihf(assertion: etree._Element) -> Vihf:
+    """Read a :class:`Vihf` from an assertion element (signed or not; nothing is verified here)."""
+    values: dict[str, list[str | Code]] = {}
+    for attribute in assertion.iterfind(f"{_q('AttributeStatement')}/{_q('Attribute')}"):
+        name = attribute.get("Name", "")
+        values.setdefault(name, []).extend(_values(attribute))
+
+    def one(name: str) -> str | None:
+        found = values.get(name)
+        return found[0] if found and isinstance(found[0], str) else None
+
+    def code(name: str) -> Code | None:
+        found = values.get(name)
+        return found[0] if found and isinstance(found[0], Code) else None
+
+    mode = next((one(name) for name in MODE_ATTRIBUTE_NAMES if one(name)), None)
+    if mode not in AuthMode.__members__:
+        raise VihfValidationError("Authentification_Mode", f"missing or unknown: {mode!r}")
+    resource = one(_RESOURCE_ID)
+    return Vihf(
+        subject_id=_text(assertion, "Subject/NameID") or "",
+        mode=AuthMode(mode),
+        structure_id=one("Identifiant_Structure") or "",
+        sector=one("Secteur_Activite") or "",
+        roles=tuple(value for value in values.get(_ROLE, []) if isinstance(value, Code)),
+        lps=Lps(
+            name=one("LPS_Nom") or "",
+            version=one("LPS_Version") or "",
+            homologation_id=one("LPS_ID_HOMOLOGATION_DMP") or "",
+            instance_id=one("LPS_ID"),
+        ),
+        user_name=one(_SUBJECT_ID),
+        patient=Patient.from_resource_id(resource) if resource else None,
+        purpose_of_use=code(_PURPOSE) or NORMAL_ACCESS,
+        confidentiality_code=code(_CONFIDENTIALITY),
+        resource_urn=one("Ressource_URN") or "",
+        authn_context=_text(assertion, "AuthnStatement/AuthnContext/AuthnContextClassRef") or "",
+        authn_context_decl=_text(assertion, "AuthnStatement/AuthnContext/AuthnContextDecl"),
+        version=one("VIHF_Version") or "",
+    )
+
+
+def _values(attribute: etree._Element) -> Iterator[str | Code]:
+    for holder in attribute.iterfind(_q("AttributeValue")):
+        child = next(iter(holder), None)
+        if child is None:
+            yield holder.text or ""
+        else:
+            yield Code(
+                child.get("code", ""),
+                child.get("codeSystem", ""),
+                child.get("displayName", ""),
+                child.get("codeSystemName"),
+            )

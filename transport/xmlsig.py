@@ -1,0 +1,304 @@
+"""Enveloped XML-DSig on one element (a SAML assertion), and its wrapping-safe verification.
+
+Signing: exclusive c14n, RSA-SHA256 by default, one Reference to ``#<ID>`` with the
+enveloped-signature and exclusive c14n transforms, ``ds:Signature`` placed where the schema wants it
+(after ``saml2:Issuer``), ``KeyInfo/X509Data`` with the signer's certificate.
+
+Verification works on a standalone copy of the element, requires the signature to be its direct
+child and its single Reference to point at the element itself, checks the certificate chain, its
+dates and its key usage with our own policy, then returns only what the signature covers.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
+from signxml import (
+    DigestAlgorithm,
+    InvalidCertificate,
+    InvalidDigest,
+    InvalidInput,
+    InvalidSignature,
+    SignatureConfiguration,
+    SignatureMethod,
+    XMLSigner,
+    XMLVerifier,
+    methods,
+)
+
+from .credentials import Signer, certificate_key_usages
+from .errors import SignatureError
+from .xmlparse import parse_xml
+
+DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+_SIGNATURE = f"{{{DSIG_NS}}}Signature"
+
+_METHODS = {
+    "rsa-sha256": (SignatureMethod.RSA_SHA256, DigestAlgorithm.SHA256),
+    "rsa-sha384": (SignatureMethod.RSA_SHA384, DigestAlgorithm.SHA384),
+    "rsa-sha512": (SignatureMethod.RSA_SHA512, DigestAlgorithm.SHA512),
+}
+
+
+class _SignerKey:
+    """Presents a :class:`Signer` to signxml as the RSA private key object it expects."""
+
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
+        public_key = signer.certificate.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey)
+        self.key_size = public_key.key_size
+        self._public_key = public_key
+
+    def sign(self, data: bytes, padding: Any, algorithm: Any) -> bytes:
+        return self._signer.sign(data, f"rsa-{algorithm.name}")
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public_key
+
+
+def sign_enveloped(
+    element: etree._Element,
+    signer: Signer,
+    *,
+    algorithm: str = "rsa-sha256",
+    after: str | None = None,
+    id_attribute: str = "ID",
+    inclusive_prefixes: Sequence[str] = (),
+) -> etree._Element:
+    """Return a signed copy of ``element`` with an enveloped signature over its ``id_attribute``.
+
+    ``after`` is the Clark name of the child the ``ds:Signature`` must follow (for a SAML assertion,
+    ``saml2:Issuer``); without it the signature comes first. ``inclusive_prefixes`` are written as
+    the exclusive c14n ``InclusiveNamespaces PrefixList`` when a receiver expects one.
+    """
+    if algorithm not in _METHODS:
+        raise ValueError(
+            f"unsupported signature algorithm {algorithm!r} (use {', '.join(_METHODS)})"
+        )
+    identifier = element.get(id_attribute)
+    if not identifier:
+        raise ValueError(f"the element to sign has no {id_attribute} attribute")
+    template = etree.fromstring(etree.tostring(element))
+    placeholder = etree.Element(_SIGNATURE, Id="placeholder", nsmap={"ds": DSIG_NS})
+    anchor = template.find(after) if after else None
+    template.insert(template.index(anchor) + 1 if anchor is not None else 0, placeholder)
+    signature_method, digest = _METHODS[algorithm]
+    xml_signer = XMLSigner(
+        method=methods.enveloped,
+        signature_algorithm=signature_method,
+        digest_algorithm=digest,
+        c14n_algorithm=EXC_C14N,
+    )
+    xml_signer.namespaces = {"ds": DSIG_NS}
+    signed = xml_signer.sign(
+        template,
+        key=_SignerKey(signer),
+        cert=[signer.certificate.public_bytes(serialization.Encoding.PEM).decode()],
+        reference_uri=f"#{identifier}",
+        id_attribute=id_attribute,
+        inclusive_ns_prefixes=list(inclusive_prefixes) or None,
+    )
+    return signed
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """What a verifier trusts and tolerates.
+
+    ``ca_bundle``: PEM file of trusted roots and intermediates. ``clock_skew``: tolerance on
+    certificate and assertion dates. ``allow_sha1``: accept RSA-SHA1 signatures (old official
+    examples use them; off by default). ``require_non_repudiation``: the signer's certificate must
+    be a signature certificate (digitalSignature + nonRepudiation), as the DMP requires.
+    """
+
+    ca_bundle: Path
+    clock_skew: timedelta = timedelta(minutes=5)
+    allow_sha1: bool = False
+    require_non_repudiation: bool = True
+
+    @cached_property
+    def anchors(self) -> tuple[x509.Certificate, ...]:
+        """The certificates of the CA bundle, read once."""
+        try:
+            return tuple(x509.load_pem_x509_certificates(Path(self.ca_bundle).read_bytes()))
+        except (OSError, ValueError) as error:
+            raise SignatureError(
+                "untrusted", f"cannot read CA bundle {self.ca_bundle}: {error}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The outcome of a successful verification: only ``element`` may be read and trusted.
+
+    ``element`` is the signed element as covered by the signature (signature removed), ``signer``
+    the verified signing certificate, ``algorithm`` the SignatureMethod URI used.
+    """
+
+    element: etree._Element
+    signer: x509.Certificate
+    algorithm: str
+
+
+def verify_enveloped(
+    element: etree._Element,
+    settings: VerifySettings,
+    *,
+    id_attribute: str = "ID",
+    now: datetime | None = None,
+) -> Verified:
+    """Verify the enveloped signature of ``element`` and return what it covers, or SignatureError."""
+    now = now or datetime.now(UTC)
+    standalone = parse_xml(etree.tostring(element))
+    signature = _single_signature(standalone)
+    identifier = standalone.get(id_attribute)
+    _check_reference(signature, identifier, standalone, id_attribute)
+    leaf, intermediates = _embedded_certificates(signature)
+    _check_dates(leaf, now, settings.clock_skew)
+    _check_chain(leaf, intermediates, settings, now)
+    if settings.require_non_repudiation:
+        _check_signature_usage(leaf)
+    config = SignatureConfiguration(
+        require_x509=True,
+        location="./",
+        expect_references=1,
+        signature_methods=_allowed_methods(settings.allow_sha1),
+        digest_algorithms=_allowed_digests(settings.allow_sha1),
+    )
+    try:
+        result = XMLVerifier().verify(
+            standalone, x509_cert=leaf, id_attribute=id_attribute, expect_config=config
+        )
+    except InvalidDigest:
+        raise SignatureError("invalid-signature", "signed content was altered (digest mismatch)")
+    except InvalidSignature as error:
+        raise SignatureError("invalid-signature", f"signature does not verify: {error}")
+    except InvalidCertificate as error:
+        raise SignatureError("untrusted", f"signer certificate refused: {error}")
+    except InvalidInput as error:
+        raise SignatureError("malformed", f"malformed signature: {error}")
+    assert not isinstance(result, list)
+    signed = result.signed_xml
+    if signed is None or signed.tag != standalone.tag or signed.get(id_attribute) != identifier:
+        raise SignatureError("wrapping", "the signature does not cover the element it sits in")
+    algorithm = signature.find(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}SignatureMethod")
+    return Verified(signed, leaf, algorithm.get("Algorithm", "") if algorithm is not None else "")
+
+
+def _single_signature(element: etree._Element) -> etree._Element:
+    signatures = element.findall(_SIGNATURE)
+    if not signatures:
+        raise SignatureError("unsigned", "the element carries no ds:Signature")
+    if len(signatures) > 1:
+        raise SignatureError("wrapping", "the element carries more than one ds:Signature")
+    return signatures[0]
+
+
+def _check_reference(
+    signature: etree._Element, identifier: str | None, root: etree._Element, id_attribute: str
+) -> None:
+    references = signature.findall(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}Reference")
+    if not identifier:
+        raise SignatureError("malformed", f"the signed element has no {id_attribute}")
+    if len(references) != 1 or references[0].get("URI") != f"#{identifier}":
+        raise SignatureError("wrapping", "the signature does not reference the element it sits in")
+    holders = [node for node in root.iter() if node.get(id_attribute) == identifier]
+    if len(holders) != 1:
+        raise SignatureError("wrapping", f"{id_attribute} {identifier!r} is not unique")
+
+
+def _embedded_certificates(
+    signature: etree._Element,
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    path = f"{{{DSIG_NS}}}KeyInfo/{{{DSIG_NS}}}X509Data/{{{DSIG_NS}}}X509Certificate"
+    texts = [node.text or "" for node in signature.findall(path)]
+    if not texts:
+        raise SignatureError("malformed", "the signature carries no X509Certificate")
+    try:
+        certificates = [x509.load_der_x509_certificate(base64.b64decode(text)) for text in texts]
+    except ValueError as error:
+        raise SignatureError("malformed", f"unreadable X509Certificate: {error}") from None
+    return certificates[0], certificates[1:]
+
+
+def _check_dates(certificate: x509.Certificate, now: datetime, skew: timedelta) -> None:
+    subject = certificate.subject.rfc4514_string()
+    if now + skew < certificate.not_valid_before_utc:
+        raise SignatureError("not-yet-valid", f"signer certificate {subject} is not yet valid")
+    if now - skew > certificate.not_valid_after_utc:
+        raise SignatureError(
+            "expired",
+            f"signer certificate {subject} expired on {certificate.not_valid_after_utc:%Y-%m-%d}",
+        )
+
+
+def _check_chain(
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    settings: VerifySettings,
+    now: datetime,
+) -> None:
+    anchors = settings.anchors
+    roots = [cert for cert in anchors if cert.subject == cert.issuer]
+    untrusted = [*intermediates, *(cert for cert in anchors if cert.subject != cert.issuer)]
+    policy = x509.verification.ExtensionPolicy
+    # The services' signing certificates carry emailProtection, not clientAuth: the usage that
+    # matters (nonRepudiation) is checked separately, so no EKU is required here.
+    builder = (
+        x509.verification.PolicyBuilder()
+        .store(x509.verification.Store(roots or anchors))
+        .time(_within(now, leaf))
+        .extension_policies(ee_policy=policy.permit_all(), ca_policy=policy.webpki_defaults_ca())
+    )
+    try:
+        builder.build_client_verifier().verify(leaf, untrusted)
+    except x509.verification.VerificationError as error:
+        raise SignatureError(
+            "untrusted",
+            f"signer certificate {leaf.subject.rfc4514_string()} does not chain to a trusted CA",
+            hint=str(error),
+        ) from None
+
+
+def _within(now: datetime, certificate: x509.Certificate) -> datetime:
+    # Dates were already checked with the clock skew; keep the chain check from refusing a
+    # certificate that is inside the tolerance but outside its strict validity window.
+    return min(max(now, certificate.not_valid_before_utc), certificate.not_valid_after_utc)
+
+
+def _check_signature_usage(certificate: x509.Certificate) -> None:
+    missing = {"digitalSignature", "nonRepudiation"} - certificate_key_usages(certificate)
+    if missing:
+        raise SignatureError(
+            "key-usage",
+            "the signer's certificate is not a signature certificate (key usage lacks "
+            + ", ".join(sorted(missing))
+            + ")",
+            hint="sign with ORG SIGN or the card's signature key, not an authentication key",
+        )
+
+
+def _allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
+    methods_ = {SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512}
+    if allow_sha1:
+        methods_.add(SignatureMethod.RSA_SHA1)
+    return frozenset(methods_)
+
+
+def _allowed_digests(allow_sha1: bool) -> frozenset[DigestAlgorithm]:
+    digests = {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
+    if allow_sha1:
+        digests.add(DigestAlgorithm.SHA1)
+    return frozenset(digests)
