@@ -262,3 +262,47 @@ def fault_details(detail: etree._Element | None) -> tuple[FaultDetail, ...]:
                 )
             )
     return tuple(found)
+
+
+def build_envelope(
+    action: str,
+    to: str,
+    payload: etree._Element,
+    *,
+    assertions: Sequence[etree._Element] = (),
+    flavour: Flavour = Flavour.DMP,
+    message_id: str | None = None,
+) -> etree._Element:
+    """A complete SOAP 1.2 request envelope, for callers that post without a WSDL (MTOM, tests).
+
+    Same headers as :class:`SoapClient` sends: WS-Addressing in ``flavour``'s form, then
+    ``wsse:Security`` with ``assertions``.
+    """
+    soap = addressing.SOAP12_NS
+    envelope = etree.Element(f"{{{soap}}}Envelope", nsmap={"soap": soap})
+    etree.SubElement(envelope, f"{{{soap}}}Header")
+    etree.SubElement(envelope, f"{{{soap}}}Body").append(payload)
+    identifier = message_id or addressing.new_message_id(flavour)
+    addressing.replace_headers(envelope, addressing.headers(action, to, identifier, flavour))
+    apply_security(envelope, assertions)
+    return envelope
+
+
+def raise_for_fault(envelope: etree._Element) -> etree._Element:
+    """Return ``envelope`` unless its body is a SOAP 1.2 fault, which is raised as SoapFault."""
+    soap = addressing.SOAP12_NS
+    fault = envelope.find(f"{{{soap}}}Body/{{{soap}}}Fault")
+    if fault is None:
+        return envelope
+    code = fault.findtext(f"{{{soap}}}Code/{{{soap}}}Value") or ""
+    subcodes = []
+    holder = fault.find(f"{{{soap}}}Code/{{{soap}}}Subcode")
+    while holder is not None:
+        subcodes.append((holder.findtext(f"{{{soap}}}Value") or "").rpartition(":")[2])
+        holder = holder.find(f"{{{soap}}}Subcode")
+    raise SoapFault(
+        fault.findtext(f"{{{soap}}}Reason/{{{soap}}}Text") or "",
+        code=code.rpartition(":")[2] or "Receiver",
+        subcodes=tuple(subcodes),
+        details=fault_details(fault.find(f"{{{soap}}}Detail")),
+    )

@@ -1,0 +1,101 @@
+"""cisis-transport: the SOAP 1.2 / WS-Security / mutual-TLS transport of the CI-SIS services.
+
+The public API is re-exported here; each name's module owns one concern (see the README).
+"""
+
+from .addressing import Flavour
+from .client import SoapClient, build_envelope, raise_for_fault, wsdl_path
+from .config import CredentialSpec, Profile, example_profile, load_profile
+from .credentials import (
+    Credential,
+    Purpose,
+    Signer,
+    SoftwareSigner,
+    load_pem,
+    load_pkcs12,
+    rfc2253_dn,
+)
+from .errors import (
+    CisisError,
+    ConfigurationError,
+    CredentialError,
+    FaultDetail,
+    ServiceError,
+    SignatureError,
+    SoapFault,
+    TLSError,
+    TransportError,
+    UsageError,
+    ValidationError,
+    VihfValidationError,
+)
+from .tls import DMP_CIPHERS, TLSSettings, create_context, create_session
+from .trace import Tracer
+from .vihf import (
+    AuthMode,
+    Code,
+    Lps,
+    Patient,
+    VerifiedVihf,
+    Vihf,
+    VihfOptions,
+    build_assertion,
+    read_vihf,
+    sign_vihf,
+    verify_vihf,
+)
+from .wsse import verify_security
+from .xmlparse import parse_xml
+from .xmlsig import VerifySettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DMP_CIPHERS",
+    "AuthMode",
+    "CisisError",
+    "Code",
+    "ConfigurationError",
+    "Credential",
+    "CredentialError",
+    "CredentialSpec",
+    "FaultDetail",
+    "Flavour",
+    "Lps",
+    "Patient",
+    "Profile",
+    "Purpose",
+    "ServiceError",
+    "SignatureError",
+    "Signer",
+    "SoapClient",
+    "SoapFault",
+    "SoftwareSigner",
+    "TLSError",
+    "TLSSettings",
+    "Tracer",
+    "TransportError",
+    "UsageError",
+    "ValidationError",
+    "VerifiedVihf",
+    "VerifySettings",
+    "Vihf",
+    "VihfOptions",
+    "VihfValidationError",
+    "build_assertion",
+    "build_envelope",
+    "create_context",
+    "create_session",
+    "example_profile",
+    "load_pem",
+    "load_pkcs12",
+    "load_profile",
+    "parse_xml",
+    "raise_for_fault",
+    "read_vihf",
+    "rfc2253_dn",
+    "sign_vihf",
+    "verify_security",
+    "verify_vihf",
+    "wsdl_path",
+]

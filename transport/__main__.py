@@ -1,0 +1,7 @@
+"""``python -m transport``: the same as the ``cisis-transport`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
