@@ -226,7 +226,7 @@ class SoapClient:
             raise TransportError(
                 f"{self.address} answered HTTP {error.status_code} without a SOAP response"
             ) from None
-        except zeep.exceptions.XMLSyntaxError:
+        except (zeep.exceptions.XMLSyntaxError, zeep.exceptions.XMLParseError):
             raise TransportError(f"{self.address} answered with malformed XML") from None
         finally:
             _current.reset(token)

@@ -129,20 +129,24 @@ def _rfc2253_attribute(attribute: x509.NameAttribute) -> str:
 
 
 def _ber_string(attribute: x509.NameAttribute) -> bytes:
-    tag = attribute._type.value  # the ASN.1 string type the certificate used
-    raw = attribute.value if isinstance(attribute.value, bytes) else attribute.value.encode()
-    if tag == 30:  # BMPString
-        raw = str(attribute.value).encode("utf-16-be")
-    elif tag in (19, 20, 22):  # Printable, Teletex, IA5: one byte per character
-        raw = str(attribute.value).encode("latin-1")
-    return bytes([tag]) + _der_length(len(raw)) + raw
+    # The attribute value's TLV exactly as DER-encoded in a Name, whatever its ASN.1 type (UTF8,
+    # Printable, BMP, Universal, T61…): Name SEQUENCE > RDN SET > AVA SEQUENCE > OID, value.
+    der = x509.Name([x509.RelativeDistinguishedName([attribute])]).public_bytes()
+    for _ in range(3):
+        start, _end = _der_element(der)
+        der = der[start:]
+    _oid_start, oid_end = _der_element(der)
+    return der[oid_end:]
 
 
-def _der_length(length: int) -> bytes:
+def _der_element(der: bytes) -> tuple[int, int]:
+    """Offsets of the contents of the DER element at the start of ``der`` and of its end."""
+    length = der[1]
     if length < 0x80:
-        return bytes([length])
-    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(encoded)]) + encoded
+        return 2, 2 + length
+    count = length & 0x7F
+    length = int.from_bytes(der[2 : 2 + count], "big")
+    return 2 + count, 2 + count + length
 
 
 @dataclass(frozen=True)
@@ -241,8 +245,13 @@ def certificate_extended_key_usages(certificate: x509.Certificate) -> frozenset[
 def check_validity(
     certificate: x509.Certificate, source: str, *, now: datetime | None = None
 ) -> None:
-    """Raise CredentialError if the certificate is expired or not yet valid at ``now`` (UTC)."""
+    """Raise CredentialError if the certificate is expired or not yet valid at ``now`` (UTC).
+
+    A naive ``now`` is read as UTC, as cryptography reads naive certificate dates.
+    """
     now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     if now < certificate.not_valid_before_utc:
         raise CredentialError(
             source,

@@ -24,6 +24,11 @@ from ..addressing import SOAP12_NS
 log = logging.getLogger("transport.stubs")
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+_FAULT_PREFIXES = {
+    "soap": SOAP12_NS,
+    "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
+    "wsa": "http://www.w3.org/2005/08/addressing",
+}
 
 
 @dataclass(frozen=True)
@@ -84,9 +89,9 @@ class ServerTLS:
 def soap12_fault(
     code: str, reason: str, *, subcodes: tuple[str, ...] = (), detail: etree._Element | None = None
 ) -> bytes:
-    """A SOAP 1.2 fault envelope; ``code`` is ``Sender`` or ``Receiver``, subcodes are QName text
-    whose prefixes are declared by the caller's ``detail`` or are bare names."""
-    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS})
+    """A SOAP 1.2 fault envelope; ``code`` is ``Sender`` or ``Receiver``; ``subcodes`` are QNames
+    with the prefix ``soap``, ``wsse`` or ``wsa`` (bare names get ``soap``), outermost first."""
+    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap=_FAULT_PREFIXES)
     body = etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body")
     fault = etree.SubElement(body, f"{{{SOAP12_NS}}}Fault")
     holder = etree.SubElement(fault, f"{{{SOAP12_NS}}}Code")

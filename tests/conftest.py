@@ -1,0 +1,68 @@
+"""Shared fixtures: one fresh example PKI per test session, credentials, the echo stub."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transport import examplepki
+from transport.config import example_profile
+from transport.credentials import Credential, load_pkcs12
+from transport.stubs.echo import EchoService
+from transport.stubs.server import ServerTLS, StubServer
+from transport.vihf import AuthMode
+from transport.xmlsig import VerifySettings
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> examplepki.ExamplePKI:
+    return examplepki.generate(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def load(pki: examplepki.ExamplePKI):
+    cache: dict[str, Credential] = {}
+
+    def _load(name: str) -> Credential:
+        if name not in cache:
+            cache[name] = load_pkcs12(pki.p12(name), pki.password)
+        return cache[name]
+
+    return _load
+
+
+@pytest.fixture(scope="session")
+def verify_settings(pki: examplepki.ExamplePKI) -> VerifySettings:
+    return VerifySettings(pki.ca_bundle)
+
+
+@pytest.fixture(scope="session")
+def echo_server(pki: examplepki.ExamplePKI, verify_settings: VerifySettings):
+    server = StubServer(
+        EchoService(verify_settings), ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(params=list(AuthMode), ids=str)
+def mode(request: pytest.FixtureRequest) -> AuthMode:
+    return request.param
+
+
+@pytest.fixture
+def profile(pki: examplepki.ExamplePKI, mode: AuthMode, echo_server: StubServer):
+    return example_profile(pki, mode, {"echo": f"{echo_server.url}/echo"})
+
+
+@pytest.fixture(scope="session")
+def xmlsec1() -> str:
+    path = shutil.which("xmlsec1")
+    if path is None:
+        pytest.skip("xmlsec1 is not installed (Debian package xmlsec1); CI installs it")
+    return path

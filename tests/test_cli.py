@@ -1,0 +1,141 @@
+"""The command line as a user runs it: smoke, vihf build and verify, profiles, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transport.cli import main
+
+PROFILE = """
+[identity]
+mode = "INDIRECTE"
+subject_id = "899700000001"
+user_name = "MEDECIN0001 PAUL"
+structure_id = "499900000001001"
+sector = "SA07"
+roles = [
+  {{ code = "10", system = "1.2.250.1.71.1.2.7", display = "Médecin" }},
+  {{ code = "SM26", system = "1.2.250.1.71.4.2.5", display = "Qualifié en Médecine Générale (SM)" }},
+]
+
+[lps]
+name = "MonLogiciel"
+version = "4.2"
+homologation_id = "HOMOLOGATION-TEST"
+
+[credentials.tls]
+pkcs12 = "{pki}/org-auth.p12"
+password_env = "TEST_P12_PASSWORD"
+
+[credentials.signature]
+pkcs12 = "{pki}/org-sign.p12"
+password_env = "TEST_P12_PASSWORD"
+
+[tls]
+ca_bundle = "{pki}/ca-bundle.pem"
+
+[endpoints]
+dmp = "https://127.0.0.1:1/si-dmp-server/v2/services"
+"""
+
+
+@pytest.fixture
+def profile_file(pki, tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TEST_P12_PASSWORD", pki.password)
+    path = tmp_path / "profile.toml"
+    path.write_text(PROFILE.format(pki=pki.directory), encoding="utf-8")
+    return path
+
+
+def test_smoke_without_configuration_passes(capsys):
+    assert main(["smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out
+    assert "refused as the DMP does: Sender/DMPInvalidCertificate" in out
+
+
+def test_smoke_json_reports_every_step(capsys, tmp_path):
+    assert main(["smoke", "--json", "--trace", str(tmp_path / "trace")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [step["name"] for step in report["steps"]]
+    assert "call over mutual TLS (DIRECTE)" in names
+    assert "call over mutual TLS (INDIRECTE_RENFORCEE)" in names
+    assert all(step["ok"] for step in report["steps"])
+    assert report["summary"] == {"passed": len(names), "failed": 0}
+    traces = sorted(path.name for path in (tmp_path / "trace").iterdir())
+    assert "001-echo-request.xml" in traces and "001-echo-response.xml" in traces
+
+
+def test_smoke_with_a_profile_checks_its_credentials(profile_file, capsys):
+    assert main(["smoke", "--profile", str(profile_file)]) == 0
+    assert "CN=CABINET MEDICAL EXEMPLE" in capsys.readouterr().out
+
+
+def test_smoke_fails_and_names_the_step(profile_file, monkeypatch, capsys):
+    monkeypatch.delenv("TEST_P12_PASSWORD")
+    assert main(["smoke", "--profile", str(profile_file)]) == 1
+    out = capsys.readouterr().out
+    assert "credentials" in out and "FAILED" in out and "TEST_P12_PASSWORD" in out
+
+
+def test_vihf_build_then_verify(profile_file, pki, tmp_path, capsys):
+    out = tmp_path / "vihf.xml"
+    code = main(
+        ["vihf", "build", "--profile", str(profile_file), "--ins", "279035121518989"]
+        + ["--ins-oid", "1.2.250.1.213.1.4.10", "--out", str(out)]
+    )
+    assert code == 0
+    assert main(["vihf", "verify", str(out), "--ca", str(pki.ca_bundle), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is True and report["mode"] == "INDIRECTE"
+    assert "279035121518989" not in json.dumps(report)
+    tampered = out.read_bytes().replace(b"MonLogiciel", b"AutreLogiciel")
+    out.write_bytes(tampered)
+    assert main(["vihf", "verify", str(out), "--ca", str(pki.ca_bundle)]) == 1
+    assert "refused (invalid-signature)" in capsys.readouterr().out
+
+
+def test_vihf_verify_refuses_an_untrusted_ca(profile_file, tmp_path, capsys):
+    from transport import examplepki
+
+    other = examplepki.generate(tmp_path / "other")
+    out = tmp_path / "vihf.xml"
+    assert main(["vihf", "build", "--profile", str(profile_file), "--out", str(out)]) == 0
+    assert main(["vihf", "verify", str(out), "--ca", str(other.ca_bundle)]) == 1
+    assert "untrusted" in capsys.readouterr().out
+
+
+def test_bad_profile_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('[identity]\nmode = "SOMETIMES"\n', encoding="utf-8")
+    assert main(["vihf", "build", "--profile", str(path)]) == 2
+    assert "bad.toml" in capsys.readouterr().err
+
+
+def test_password_in_a_profile_is_refused(profile_file, capsys):
+    text = profile_file.read_text(encoding="utf-8")
+    profile_file.write_text(
+        text.replace('password_env = "TEST_P12_PASSWORD"', 'password = "secret"', 1),
+        encoding="utf-8",
+    )
+    assert main(["vihf", "build", "--profile", str(profile_file)]) == 2
+    assert "password_env" in capsys.readouterr().err
+
+
+def test_wrong_password_is_a_credential_error(profile_file, monkeypatch, capsys):
+    monkeypatch.setenv("TEST_P12_PASSWORD", "wrong")
+    assert main(["vihf", "build", "--profile", str(profile_file)]) == 3
+    err = capsys.readouterr().err
+    assert "org-sign.p12" in err and "wrong password" in err
+
+
+def test_python_dash_m_runs_the_same_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "transport", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("cisis-transport ")

@@ -1,0 +1,395 @@
+"""The VIHF: its model and validation, its signed form, and the verifier's refusals."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from lxml import etree
+
+from transport import examplepki
+from transport.config import example_profile
+from transport.credentials import SoftwareSigner
+from transport.errors import SignatureError, VihfValidationError
+from transport.vihf import (
+    INS_TEST_OID,
+    SAML_NS,
+    AuthMode,
+    Code,
+    Patient,
+    VihfOptions,
+    build_assertion,
+    read_vihf,
+    sign_vihf,
+    verify_vihf,
+)
+from transport.xmlsig import DSIG_NS, VerifySettings
+
+PATIENT = Patient("279035121518989", INS_TEST_OID)
+S = f"{{{SAML_NS}}}"
+DS = f"{{{DSIG_NS}}}"
+
+
+def signed(profile, load, **options) -> etree._Element:
+    name = "cps-sign" if profile.identity.mode is AuthMode.DIRECTE else "org-sign"
+    vihf = profile.identity.with_patient(PATIENT)
+    return sign_vihf(vihf, load(name).signer, options=VihfOptions(**options))
+
+
+def reparse(element: etree._Element) -> etree._Element:
+    return etree.fromstring(etree.tostring(element))
+
+
+def test_each_mode_signs_and_reads_back(profile, load, verify_settings):
+    assertion = signed(profile, load)
+    verified = verify_vihf(reparse(assertion), verify_settings)
+    assert verified.vihf == profile.identity.with_patient(PATIENT)
+    assert verified.algorithm == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    assert verified.issuer == verified.signer_dn
+
+
+def test_element_order_follows_the_schema_and_the_volet(profile, load):
+    assertion = signed(profile, load, validity=timedelta(minutes=5))
+    names = [etree.QName(child).localname for child in assertion]
+    assert names == [
+        "Issuer",
+        "Signature",
+        "Subject",
+        "Conditions",
+        "AuthnStatement",
+        "AttributeStatement",
+    ]
+    signature = assertion.find(f"{DS}Signature")
+    assert signature.find(f"{DS}SignedInfo/{DS}CanonicalizationMethod").get("Algorithm") == (
+        "http://www.w3.org/2001/10/xml-exc-c14n#"
+    )
+    transforms = [t.get("Algorithm") for t in signature.iter(f"{DS}Transform")]
+    assert transforms == [
+        "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+        "http://www.w3.org/2001/10/xml-exc-c14n#",
+    ]
+    reference = signature.find(f"{DS}SignedInfo/{DS}Reference")
+    assert reference.get("URI") == "#" + assertion.get("ID")
+    assert len(signature.findall(f"{DS}KeyInfo/{DS}X509Data/{DS}X509Certificate")) == 1
+    assert assertion.find(f"{S}Issuer").get("Format") == (
+        "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
+    )
+
+
+def test_attributes_carry_the_values_of_the_spec_table(pki, load):
+    profile = example_profile(pki, AuthMode.INDIRECTE)
+    assertion = signed(profile, load)
+    attributes = {a.get("Name"): a for a in assertion.iter(f"{S}Attribute")}
+    assert attributes["VIHF_Version"].findtext(f"{S}AttributeValue") == "3.0"
+    assert attributes["Authentification_Mode"].findtext(f"{S}AttributeValue") == "INDIRECTE"
+    assert attributes["Secteur_Activite"].findtext(f"{S}AttributeValue") == (
+        "SA07^1.2.250.1.71.4.2.4"
+    )
+    assert attributes["urn:oasis:names:tc:xacml:2.0:resource:resource-id"].findtext(
+        f"{S}AttributeValue"
+    ) == ("279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH")
+    roles = attributes["urn:oasis:names:tc:xacml:2.0:subject:role"].findall(
+        f"{S}AttributeValue/{{urn:hl7-org:v3}}Role"
+    )
+    assert [(r.get("code"), r.get("codeSystem")) for r in roles] == [
+        ("10", "1.2.250.1.71.1.2.7"),
+        ("SM26", "1.2.250.1.71.4.2.5"),
+    ]
+    assert roles[0].get("{http://www.w3.org/2001/XMLSchema-instance}type") == "CE"
+    purpose = attributes["urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"].find(
+        f"{S}AttributeValue/{{urn:hl7-org:v3}}PurposeOfUse"
+    )
+    assert (purpose.get("code"), purpose.get("codeSystem")) == ("normal", "1.2.250.1.213.1.1.4.248")
+    string_value = attributes["LPS_Nom"].find(f"{S}AttributeValue")
+    assert string_value.get("{http://www.w3.org/2001/XMLSchema-instance}type") == "xs:string"
+
+
+def test_mode_attribute_spelling_is_configurable_and_both_are_read(pki, load, verify_settings):
+    profile = example_profile(pki, AuthMode.INDIRECTE)
+    assertion = signed(profile, load, mode_attribute="Authentification_mode")
+    names = [a.get("Name") for a in assertion.iter(f"{S}Attribute")]
+    assert "Authentification_mode" in names and "Authentification_Mode" not in names
+    assert verify_vihf(reparse(assertion), verify_settings).vihf.mode is AuthMode.INDIRECTE
+
+
+@pytest.mark.parametrize("mode", list(AuthMode), ids=str)
+def test_xmlsec1_verifies_what_we_sign(pki, load, mode, xmlsec1, tmp_path):
+    profile = example_profile(pki, mode)
+    path = tmp_path / "vihf.xml"
+    path.write_bytes(etree.tostring(signed(profile, load)))
+    # xmlsec1 reads one certificate per PEM file: give it the bundle split up.
+    certificates = x509.load_pem_x509_certificates(pki.ca_bundle.read_bytes())
+    command = [xmlsec1, "--verify", "--id-attr:ID", f"{SAML_NS}:Assertion"]
+    for index, certificate in enumerate(certificates):
+        pem = tmp_path / f"ca{index}.pem"
+        pem.write_bytes(certificate.public_bytes(Encoding.PEM))
+        trusted = certificate.subject == certificate.issuer
+        command += ["--trusted-pem" if trusted else "--untrusted-pem", str(pem)]
+    result = subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_xmlsec1_rejects_a_tampered_assertion(pki, load, xmlsec1, tmp_path):
+    assertion = signed(example_profile(pki, AuthMode.INDIRECTE), load)
+    assertion.find(f"{S}Subject/{S}NameID").text = "899700000002"
+    path = tmp_path / "vihf.xml"
+    path.write_bytes(etree.tostring(assertion))
+    root = tmp_path / "root.pem"
+    root.write_bytes(pki.root_ca.read_bytes())
+    result = subprocess.run(
+        [xmlsec1, "--verify", "--id-attr:ID", f"{SAML_NS}:Assertion"]
+        + ["--pubkey-cert-pem", str(pki.cert("org-sign")), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+
+
+def refused(assertion: etree._Element, settings: VerifySettings, **kwargs) -> SignatureError:
+    with pytest.raises(SignatureError) as caught:
+        verify_vihf(reparse(assertion), settings, **kwargs)
+    return caught.value
+
+
+@pytest.fixture
+def indirect(pki):
+    return example_profile(pki, AuthMode.INDIRECTE)
+
+
+def test_tampered_attribute_is_refused(indirect, load, verify_settings):
+    assertion = signed(indirect, load)
+    for value in assertion.iter(f"{S}AttributeValue"):
+        if value.text == "499900000001001":
+            value.text = "499900000009999"
+    assert refused(assertion, verify_settings).reason == "invalid-signature"
+
+
+def test_unsigned_assertion_is_refused(indirect, verify_settings, load):
+    unsigned = build_assertion(indirect.identity, load("org-sign").dn)
+    assert refused(unsigned, verify_settings).reason == "unsigned"
+
+
+def test_moved_signature_is_refused(indirect, load, verify_settings):
+    assertion = signed(indirect, load)
+    signature = assertion.find(f"{DS}Signature")
+    assertion.find(f"{S}Subject").append(signature)
+    assert refused(assertion, verify_settings).reason == "unsigned"
+
+
+def test_signature_wrapping_with_another_id_is_refused(indirect, load, verify_settings):
+    genuine = signed(indirect, load)
+    evil = reparse(genuine)
+    evil.set("ID", "_evil")
+    evil.find(f"{S}Subject/{S}NameID").text = "899700000666"
+    # The genuine signed assertion hides in Advice; the outer one reuses its signature.
+    advice = etree.Element(f"{S}Advice")
+    advice.append(reparse(genuine))
+    evil.insert(3, advice)
+    assert refused(evil, verify_settings).reason == "wrapping"
+
+
+def test_signature_wrapping_with_a_duplicate_id_is_refused(indirect, load, verify_settings):
+    genuine = signed(indirect, load)
+    evil = reparse(genuine)
+    evil.find(f"{S}Subject/{S}NameID").text = "899700000666"
+    advice = etree.Element(f"{S}Advice")
+    advice.append(reparse(genuine))
+    evil.insert(3, advice)
+    assert refused(evil, verify_settings).reason == "wrapping"
+
+
+def test_untrusted_signer_is_refused(indirect, verify_settings, tmp_path):
+    stranger = examplepki.generate(tmp_path / "stranger")
+    from transport.credentials import load_pkcs12
+
+    signer = load_pkcs12(stranger.p12("org-sign"), stranger.password).signer
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    assert refused(assertion, verify_settings).reason == "untrusted"
+
+
+def test_authentication_only_signer_is_refused(indirect, load, verify_settings):
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), load("org-auth").signer)
+    error = refused(assertion, verify_settings)
+    assert error.reason == "key-usage"
+    assert "nonRepudiation" in error.message
+
+
+def _own_ca(tmp_path: Path) -> tuple[examplepki.Issued, Path]:
+    now = datetime.now(UTC)
+    root = examplepki.make_ca(
+        "TEST AC EXPIRY", not_before=now - timedelta(days=800), not_after=now + timedelta(days=800)
+    )
+    bundle = tmp_path / "ca.pem"
+    examplepki.write_pem_cert(bundle, root.cert)
+    return root, bundle
+
+
+def _signer(root: examplepki.Issued, not_before: datetime, not_after: datetime) -> SoftwareSigner:
+    issued = examplepki.issue(
+        root,
+        x509.Name.from_rfc4514_string("CN=SIGNER,OU=499900000001001,O=TEST,C=FR"),
+        key_usage={"digital_signature", "content_commitment"},
+        extended_key_usage=(ExtendedKeyUsageOID.EMAIL_PROTECTION,),
+        not_before=not_before,
+        not_after=not_after,
+    )
+    return SoftwareSigner(issued.key, issued.cert)
+
+
+def test_expired_signer_is_refused(indirect, tmp_path):
+    root, bundle = _own_ca(tmp_path)
+    now = datetime.now(UTC)
+    signer = _signer(root, now - timedelta(days=400), now - timedelta(days=1))
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    assert refused(assertion, VerifySettings(bundle)).reason == "expired"
+
+
+def test_not_yet_valid_signer_is_refused(indirect, tmp_path):
+    root, bundle = _own_ca(tmp_path)
+    now = datetime.now(UTC)
+    signer = _signer(root, now + timedelta(days=1), now + timedelta(days=400))
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    assert refused(assertion, VerifySettings(bundle)).reason == "not-yet-valid"
+
+
+def test_a_signer_from_the_same_ca_is_accepted(indirect, tmp_path):
+    root, bundle = _own_ca(tmp_path)
+    now = datetime.now(UTC)
+    signer = _signer(root, now - timedelta(days=1), now + timedelta(days=1))
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    assert verify_vihf(reparse(assertion), VerifySettings(bundle)).signer_dn.startswith("CN=SIGNER")
+
+
+def test_issue_instant_and_conditions_are_enforced_with_clock_skew(indirect, load):
+    now = datetime.now(UTC)
+    settings = VerifySettings(load("org-sign") and indirect.ca_bundle)
+    vihf = indirect.identity.with_patient(PATIENT)
+    signer = load("org-sign").signer
+    future = sign_vihf(vihf, signer, now=now + timedelta(minutes=10))
+    assert refused(future, settings).reason == "stale"
+    within_skew = sign_vihf(vihf, signer, now=now + timedelta(minutes=2))
+    assert verify_vihf(reparse(within_skew), settings).vihf.mode is AuthMode.INDIRECTE
+    old = sign_vihf(vihf, signer, now=now - timedelta(hours=2))
+    assert verify_vihf(reparse(old), settings) is not None
+    assert refused(old, settings, max_age=timedelta(minutes=30)).reason == "stale"
+    bounded = sign_vihf(
+        vihf, signer, now=now - timedelta(minutes=20), options=VihfOptions(validity=timedelta(minutes=10))
+    )
+    assert refused(bounded, settings).reason == "stale"
+
+
+def test_issuer_other_than_the_signer_is_refused(indirect, load, verify_settings):
+    vihf = indirect.identity.with_patient(PATIENT)
+    from transport.xmlsig import sign_enveloped
+
+    unsigned = build_assertion(vihf, "CN=SOMEONE ELSE,O=TEST,C=FR")
+    assertion = sign_enveloped(unsigned, load("org-sign").signer, after=f"{S}Issuer")
+    assert "not the signer" in refused(assertion, verify_settings).message
+
+
+def test_sha1_is_refused_unless_allowed(indirect, load, verify_settings):
+    assertion = signed(indirect, load)
+    method = assertion.find(f"{DS}Signature/{DS}SignedInfo/{DS}SignatureMethod")
+    method.set("Algorithm", "http://www.w3.org/2000/09/xmldsig#rsa-sha1")
+    assert refused(assertion, verify_settings).reason in {"malformed", "invalid-signature"}
+
+
+# --- validation: what the DMP would refuse, refused before anything is signed ---
+
+
+def invalid(vihf) -> VihfValidationError:
+    with pytest.raises(VihfValidationError) as caught:
+        vihf.validate()
+    return caught.value
+
+
+def test_indirect_mode_requires_the_user_name(indirect):
+    error = invalid(replace(indirect.identity, user_name=None))
+    assert error.field == "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
+
+
+def test_direct_mode_does_not_require_the_user_name(pki):
+    direct = example_profile(pki, AuthMode.DIRECTE).identity
+    assert direct.user_name is None
+    assert direct.validate() is direct
+
+
+def test_a_doctor_needs_a_specialty(indirect):
+    error = invalid(replace(indirect.identity, roles=indirect.identity.roles[:1]))
+    assert "specialty" in error.message
+
+
+def test_a_pharmacist_needs_a_specialty(indirect):
+    pharmacist = (Code("21", "1.2.250.1.71.1.2.7", "Pharmacien"),)
+    assert "specialty" in invalid(replace(indirect.identity, roles=pharmacist)).message
+
+
+def test_a_nurse_needs_no_specialty(indirect):
+    nurse = (Code("60", "1.2.250.1.71.1.2.7", "Infirmier"),)
+    replace(indirect.identity, roles=nurse).validate()
+
+
+def test_no_role_is_refused(indirect):
+    assert "role" in invalid(replace(indirect.identity, roles=())).message
+
+
+@pytest.mark.parametrize(
+    "ins, oid, words",
+    [
+        ("27903512151898", INS_TEST_OID, "13 characters"),
+        ("279035121518988", INS_TEST_OID, "key"),
+        ("2790351215189AB", INS_TEST_OID, "13 characters"),
+        ("279035121518989", "1.2.3.4", "authority"),
+    ],
+)
+def test_malformed_ins_is_refused(indirect, ins, oid, words):
+    error = invalid(indirect.identity.with_patient(Patient(ins, oid)))
+    assert words in error.message
+
+
+def test_corsican_ins_key_is_computed_on_19_and_18():
+    from transport.vihf import validate_ins
+
+    body = "101012A123456"
+    key = 97 - int(body.replace("2A", "19")) % 97
+    validate_ins(Patient(f"{body}{key:02d}", INS_TEST_OID))
+
+
+@pytest.mark.parametrize("sector", ["SA7", "XX07^1.2.250.1.71.4.2.4", "SA07^1.2.3"])
+def test_malformed_sector_is_refused(indirect, sector):
+    assert invalid(replace(indirect.identity, sector=sector)).field == "Secteur_Activite"
+
+
+@pytest.mark.parametrize("field", ["subject_id", "structure_id"])
+def test_missing_required_identity_is_refused(indirect, field):
+    invalid(replace(indirect.identity, **{field: " "}))
+
+
+def test_missing_lps_data_is_refused(indirect):
+    lps = replace(indirect.identity.lps, homologation_id="")
+    assert invalid(replace(indirect.identity, lps=lps)).field == "LPS_ID_HOMOLOGATION_DMP"
+
+
+def test_signing_validates_first(indirect, load):
+    with pytest.raises(VihfValidationError):
+        sign_vihf(replace(indirect.identity, user_name=""), load("org-sign").signer)
+
+
+def test_read_vihf_reads_the_official_example_layout():
+    from tests.conftest import REFERENCE
+
+    path = REFERENCE / "dmp-examples" / "VIHF_INDIRECTE_signed.xml"
+    if not path.is_file():
+        pytest.skip(f"official examples not available at {path}")
+    vihf = read_vihf(etree.fromstring(path.read_bytes()))
+    assert vihf.mode is AuthMode.INDIRECTE
+    assert vihf.roles[0].code == "10"
+    assert vihf.patient is not None and vihf.patient.oid == INS_TEST_OID
