@@ -20,7 +20,7 @@ structure_id = "499900000001001"
 sector = "SA07"
 roles = [
   {{ code = "10", system = "1.2.250.1.71.1.2.7", display = "Médecin" }},
-  {{ code = "SM26", system = "1.2.250.1.71.4.2.5", display = "Qualifié en Médecine Générale (SM)" }},
+  {{ code = "SM26", system = "1.2.250.1.71.4.2.5", display = "Médecine Générale (SM)" }},
 ]
 
 [lps]
@@ -86,8 +86,10 @@ def test_smoke_fails_and_names_the_step(profile_file, monkeypatch, capsys):
 def test_vihf_build_then_verify(profile_file, pki, tmp_path, capsys):
     out = tmp_path / "vihf.xml"
     code = main(
-        ["vihf", "build", "--profile", str(profile_file), "--ins", "279035121518989"]
-        + ["--ins-oid", "1.2.250.1.213.1.4.10", "--out", str(out)]
+        [
+            *("vihf", "build", "--profile", str(profile_file), "--ins", "279035121518989"),
+            *("--ins-oid", "1.2.250.1.213.1.4.10", "--out", str(out)),
+        ]
     )
     assert code == 0
     assert main(["vihf", "verify", str(out), "--ca", str(pki.ca_bundle), "--json"]) == 0

@@ -11,6 +11,7 @@ import pytest
 from lxml import etree
 
 from tests.conftest import DATA, REFERENCE
+from tests.test_vihf import PATIENT
 from transport import examplepki
 from transport.addressing import SOAP12_NS, WSA_NS, Flavour
 from transport.client import SoapClient, build_envelope, load_wsdl
@@ -21,7 +22,6 @@ from transport.tls import create_session
 from transport.trace import Tracer
 from transport.vihf import SAML_NS, AuthMode, sign_vihf
 from transport.wsse import WSSE_NS
-from tests.test_vihf import PATIENT
 
 WSDL = DATA / "echo.wsdl"
 MUST_UNDERSTAND = f"{{{SOAP12_NS}}}mustUnderstand"
@@ -198,7 +198,7 @@ SCHEMAS = {
     "http://www.w3.org/2000/09/xmldsig#": XT + "xmldsig-core-schema.xsd",
     "http://www.w3.org/2001/04/xmlenc#": XT + "xenc-schema.xsd",
     "http://www.w3.org/2005/08/addressing": "/usr/share/xml/shibboleth/ws-addr.xsd",
-    "urn:oasis:names:tc:SAML:2.0:assertion": "/usr/share/xml/opensaml/saml-schema-assertion-2.0.xsd",
+    SAML_NS: "/usr/share/xml/opensaml/saml-schema-assertion-2.0.xsd",
 }
 
 

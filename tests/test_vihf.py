@@ -141,11 +141,11 @@ def test_xmlsec1_rejects_a_tampered_assertion(pki, load, xmlsec1, tmp_path):
     assertion.find(f"{S}Subject/{S}NameID").text = "899700000002"
     path = tmp_path / "vihf.xml"
     path.write_bytes(etree.tostring(assertion))
-    root = tmp_path / "root.pem"
-    root.write_bytes(pki.root_ca.read_bytes())
     result = subprocess.run(
-        [xmlsec1, "--verify", "--id-attr:ID", f"{SAML_NS}:Assertion"]
-        + ["--pubkey-cert-pem", str(pki.cert("org-sign")), str(path)],
+        [
+            *(xmlsec1, "--verify", "--id-attr:ID", f"{SAML_NS}:Assertion"),
+            *("--pubkey-cert-pem", str(pki.cert("org-sign")), str(path)),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -281,7 +281,10 @@ def test_issue_instant_and_conditions_are_enforced_with_clock_skew(indirect, loa
     assert verify_vihf(reparse(old), settings) is not None
     assert refused(old, settings, max_age=timedelta(minutes=30)).reason == "stale"
     bounded = sign_vihf(
-        vihf, signer, now=now - timedelta(minutes=20), options=VihfOptions(validity=timedelta(minutes=10))
+        vihf,
+        signer,
+        now=now - timedelta(minutes=20),
+        options=VihfOptions(validity=timedelta(minutes=10)),
     )
     assert refused(bounded, settings).reason == "stale"
 

@@ -131,7 +131,8 @@ def _vihf_verify(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
     assertions = document.xpath(
-        "descendant-or-self::saml2:Assertion", namespaces={"saml2": "urn:oasis:names:tc:SAML:2.0:assertion"}
+        "descendant-or-self::saml2:Assertion",
+        namespaces={"saml2": "urn:oasis:names:tc:SAML:2.0:assertion"},
     )
     settings = VerifySettings(
         args.ca, clock_skew=timedelta(seconds=args.clock_skew), allow_sha1=args.allow_sha1
@@ -139,7 +140,9 @@ def _vihf_verify(args: argparse.Namespace) -> int:
     max_age = timedelta(seconds=args.max_age) if args.max_age else None
     try:
         if len(assertions) != 1:
-            raise SignatureError("malformed", f"expected one SAML assertion, found {len(assertions)}")
+            raise SignatureError(
+                "malformed", f"expected one SAML assertion, found {len(assertions)}"
+            )
         verified = verify_vihf(assertions[0], settings, max_age=max_age)
     except (SignatureError, UsageError) as error:
         reason = getattr(error, "reason", "invalid")

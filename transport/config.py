@@ -77,7 +77,7 @@ class Profile:
     signature_credential: CredentialSpec
     ca_bundle: Path
     endpoints: Mapping[str, str]
-    vihf_options: VihfOptions = VihfOptions()
+    vihf_options: VihfOptions = field(default_factory=VihfOptions)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     source: str = "<built-in>"

@@ -99,7 +99,7 @@ class FaultDetail:
 
 
 class SoapFault(ServiceError):
-    """A SOAP 1.2 fault: ``code`` (``soap:Sender``/``soap:Receiver``…), ``subcodes`` outermost first.
+    """A SOAP 1.2 fault: ``code`` (``Sender``, ``Receiver``…), ``subcodes`` outermost first.
 
     ``subcode`` is the innermost subcode's local name (``DMPInvalidCertificate``, ``siram_40``…),
     ``service_code`` and ``severity`` come from the first structured fault detail when present.

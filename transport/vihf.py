@@ -1,9 +1,9 @@
 """The VIHF: the SAML 2.0 assertion that identifies the caller to the DMP and other CI-SIS services.
 
 :class:`Vihf` holds every attribute of the volet's table, validated the way the DMP would;
-:func:`build_assertion` writes it as a ``saml2:Assertion`` in the order the schema and the volet
-require; :func:`sign_vihf` signs it with a signature credential; :func:`verify_vihf` checks a received
-one and reads it back, trusting only what the signature covers.
+:func:`build_assertion` writes it as a ``saml2:Assertion`` in the order the schema and the
+volet require; :func:`sign_vihf` signs it with a signature credential; :func:`verify_vihf`
+checks a received one and reads it back, trusting only what the signature covers.
 """
 
 from __future__ import annotations
@@ -178,14 +178,14 @@ class Vihf:
                     _ROLE, f"malformed role {role.code!r}/{role.code_system!r}"
                 )
         first = self.roles[0]
-        if first.code_system == PROFESSION_SYSTEM and first.code in _DOCTOR_OR_PHARMACIST:
-            if len(self.roles) < 2:
-                raise VihfValidationError(
-                    _ROLE,
-                    "a doctor or pharmacist needs a second role with the specialty",
-                    hint=f"add e.g. Code('SM26', '{SPECIALTY_SYSTEM}', 'Qualifié en Médecine "
-                    "Générale (SM)')",
-                )
+        needs_specialty = first.code in _DOCTOR_OR_PHARMACIST
+        if first.code_system == PROFESSION_SYSTEM and needs_specialty and len(self.roles) < 2:
+            raise VihfValidationError(
+                _ROLE,
+                "a doctor or pharmacist needs a second role with the specialty",
+                hint=f"add e.g. Code('SM26', '{SPECIALTY_SYSTEM}', 'Qualifié en Médecine "
+                "Générale (SM)')",
+            )
 
 
 def _require(name: str, value: str | None, why: str = "required") -> None:
@@ -331,7 +331,7 @@ def sign_vihf(
 
 @dataclass(frozen=True)
 class VerifiedVihf:
-    """A verified VIHF: the identity read from the signed assertion, and the signer's certificate."""
+    """A verified VIHF: the identity read from the signed assertion, and who signed it."""
 
     vihf: Vihf
     assertion_id: str

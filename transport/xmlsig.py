@@ -159,7 +159,7 @@ def verify_enveloped(
     id_attribute: str = "ID",
     now: datetime | None = None,
 ) -> Verified:
-    """Verify the enveloped signature of ``element`` and return what it covers, or SignatureError."""
+    """Verify the enveloped signature of ``element``; return what it covers, or SignatureError."""
     now = now or datetime.now(UTC)
     standalone = parse_xml(etree.tostring(element))
     signature = _single_signature(standalone)
@@ -182,13 +182,15 @@ def verify_enveloped(
             standalone, x509_cert=leaf, id_attribute=id_attribute, expect_config=config
         )
     except InvalidDigest:
-        raise SignatureError("invalid-signature", "signed content was altered (digest mismatch)")
+        raise SignatureError(
+            "invalid-signature", "signed content was altered (digest mismatch)"
+        ) from None
     except InvalidSignature as error:
-        raise SignatureError("invalid-signature", f"signature does not verify: {error}")
+        raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
     except InvalidCertificate as error:
-        raise SignatureError("untrusted", f"signer certificate refused: {error}")
+        raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
     except InvalidInput as error:
-        raise SignatureError("malformed", f"malformed signature: {error}")
+        raise SignatureError("malformed", f"malformed signature: {error}") from None
     assert not isinstance(result, list)
     signed = result.signed_xml
     if signed is None or signed.tag != standalone.tag or signed.get(id_attribute) != identifier:

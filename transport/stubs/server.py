@@ -33,7 +33,7 @@ _FAULT_PREFIXES = {
 
 @dataclass(frozen=True)
 class StubRequest:
-    """One HTTP request as a stub handler sees it; ``client_certificate`` passed TLS verification."""
+    """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks)."""
 
     method: str
     path: str
