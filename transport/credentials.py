@@ -3,8 +3,8 @@
 A :class:`Credential` is what the rest of the library needs from a PKCS#12 file, a PEM pair or (with
 the ``pkcs11`` extra) a smart card: the certificate and its chain, the facts the VIHF and the
 téléservices headers are built from (RFC 2253 DN, OU, IdNat, key usages), and a :class:`Signer`.
-Loading a PKCS#12 or PEM key costs tens of milliseconds (RSA key validation); signing with the loaded
-key about half a millisecond, so a credential is loaded once and kept for the life of the client.
+Loading a PKCS#12 or PEM key costs tens of milliseconds (RSA key validation); signing with the
+loaded key about half a millisecond, so a credential is loaded once and kept for the client's life.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SIGNATURE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "rsa-sha384": hashes.SHA384,
     "rsa-sha512": hashes.SHA512,
 }
-"""Signature algorithms a :class:`Signer` accepts (RSA PKCS#1 v1.5), by their XML-DSig short name."""
+"""Signature algorithms a :class:`Signer` accepts (RSA PKCS#1 v1.5), by XML-DSig short name."""
 
 
 class Purpose(enum.Enum):
@@ -56,7 +56,7 @@ class Signer(Protocol):
 
 
 def hash_for(algorithm: str) -> hashes.HashAlgorithm:
-    """The hash object of a signature algorithm short name, or ValueError naming the allowed ones."""
+    """The hash of a signature algorithm short name, or ValueError naming the allowed ones."""
     try:
         return SIGNATURE_HASHES[algorithm]()
     except KeyError:
@@ -181,7 +181,7 @@ class Credential:
 
     @property
     def organizational_unit(self) -> str | None:
-        """The subject OU: the structure's national id on an ORG certificate, the profession on a CPS."""
+        """The subject OU: the structure's id on an ORG certificate, the profession on a CPS."""
         return _first(self.certificate.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
 
     @property
@@ -209,7 +209,7 @@ class Credential:
         return self.certificate.not_valid_after_utc
 
     def check(self, purpose: Purpose, *, now: datetime | None = None) -> Credential:
-        """Return self if the certificate is valid now and allows ``purpose``, else CredentialError."""
+        """Self if the certificate is valid now and allows ``purpose``, else CredentialError."""
         check_validity(self.certificate, self.source, now=now)
         check_usage(self.certificate, purpose, self.source)
         return self
@@ -221,7 +221,7 @@ def _first(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
 
 
 def certificate_key_usages(certificate: x509.Certificate) -> frozenset[str]:
-    """The key usages of a certificate by their RFC 5280 names; empty when the extension is absent."""
+    """The key usages of a certificate by RFC 5280 name; empty when the extension is absent."""
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
