@@ -315,19 +315,18 @@ def _assert_server_speaks_tls11(pki: ExamplePKI, server: StubServer) -> None:
 def test_plain_http_is_refused_before_connecting(
     org_auth: Credential, settings: TLSSettings
 ) -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
+    # The port is bound but does not listen: had the session tried to connect, the error would be
+    # a TransportError (connection refused), not the ConfigurationError raised before connecting.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
         with (
             create_session(org_auth, settings) as session,
-            pytest.raises(ConfigurationError, match="plain HTTP"),
+            pytest.raises(ConfigurationError, match="plain HTTP") as caught,
         ):
             send(session, f"http://127.0.0.1:{port}/service", BODY, HEADERS)
-        # Nothing connected: the request never left the process.
-        with pytest.raises(BlockingIOError):
-            listener.accept()
+    assert not isinstance(caught.value, TransportError)
+    assert f"http://127.0.0.1:{port}/service" in str(caught.value)
 
 
 def test_connection_refused_is_a_transport_error_not_tls(
@@ -344,6 +343,20 @@ def test_connection_refused_is_a_transport_error_not_tls(
             send(session, f"https://127.0.0.1:{port}/service", BODY, HEADERS)
     assert not isinstance(caught.value, TLSError)
     assert str(port) in str(caught.value)
+
+
+def test_connection_refused_on_url_containing_ssl_is_not_tls(
+    org_auth: Credential, settings: TLSSettings
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        with (
+            create_session(org_auth, settings) as session,
+            pytest.raises(TransportError) as caught,
+        ):
+            send(session, f"https://127.0.0.1:{port}/SSLService", BODY, HEADERS)
+    assert not isinstance(caught.value, TLSError)
 
 
 def test_missing_ca_bundle_is_a_configuration_error(org_auth: Credential, tmp_path: Path) -> None:
@@ -503,3 +516,12 @@ def test_dmp_cipher_names_are_known_to_openssl() -> None:
     for suite in DMP_CIPHERS:
         context.set_ciphers(suite)
         assert [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"] == [suite]
+
+
+def test_a_signature_certificate_is_refused_before_any_handshake(
+    pki: examplepki.ExamplePKI, settings: TLSSettings
+) -> None:
+    signature = load_pkcs12(pki.p12("org-sign"), pki.password)
+    with pytest.raises(CredentialError, match="clientAuth") as caught:
+        create_session(signature, settings)
+    assert caught.value.source == str(pki.p12("org-sign"))

@@ -9,8 +9,9 @@ exact bytes of every exchange are written to disk.
 
 from __future__ import annotations
 
+import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def send(
     except requests.exceptions.Timeout:
         raise TransportError(f"{address} did not answer in time") from None
     except requests.exceptions.ConnectionError as error:
-        if "SSL" in str(error) or "EOF occurred" in str(error):
+        if any(isinstance(link, ssl.SSLError) for link in _chain(error)):
             raise TLSError(
                 f"TLS connection to {address} was refused: {_root_cause(error)}",
                 hint="the server may require a client certificate it trusts",
@@ -162,13 +163,26 @@ def send(
         raise TransportError(f"cannot connect to {address}: {_root_cause(error)}") from None
 
 
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and every error behind it: causes, contexts and urllib3's ``reason``s."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        link = pending.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        for nested in (link.__cause__, link.__context__, getattr(link, "reason", None)):
+            if isinstance(nested, BaseException):
+                pending.append(nested)
+        pending.extend(arg for arg in link.args if isinstance(arg, BaseException))
+
+
 def _root_cause(error: BaseException) -> str:
-    while error.__context__ is not None and error.__cause__ is None:
-        error = error.__context__
-    while error.__cause__ is not None:
-        error = error.__cause__
-    reason = getattr(error, "reason", None)
-    return str(reason or error)
+    """The innermost error's message: the one that says what really failed."""
+    *_, innermost = _chain(error)
+    return str(innermost)
 
 
 class SoapClient:

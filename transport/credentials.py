@@ -154,7 +154,8 @@ class Credential:
     """A certificate with its chain and the means to sign with its key.
 
     ``source`` names where it came from (a file path or a token) for error messages; ``chain`` holds
-    the intermediate certificates, leaf excluded; ``private_key`` is present only for keys held in
+    the other certificates of the file (intermediates, and the root when the file has it), leaf
+    excluded; ``private_key`` is present only for keys held in
     memory (PKCS#12, PEM), which the TLS layer needs.
     """
 

@@ -21,7 +21,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from requests.adapters import HTTPAdapter
 
-from .credentials import Credential
+from .credentials import Credential, Purpose
 from .errors import ConfigurationError, CredentialError
 
 DMP_CIPHERS = (
@@ -75,12 +75,14 @@ def create_context(credential: Credential | None, settings: TLSSettings) -> ssl.
 
 
 def load_client_certificate(context: ssl.SSLContext, credential: Credential) -> None:
-    """Give ``context`` the credential's certificate, chain and key.
+    """Give ``context`` the credential's certificate, chain and key, once the certificate is
+    checked for TLS client use (dates, clientAuth): CredentialError before any handshake.
 
     ``ssl`` only reads keys from a path, so the key is written encrypted under a random one-time
     password to an anonymous in-memory file (a 0600 temporary file where memfd is missing) that is
     closed as soon as OpenSSL has read it: the key never touches the disk unprotected.
     """
+    credential.check(Purpose.TLS_CLIENT)
     if credential.private_key is None:
         raise CredentialError(
             credential.source, "this credential's key cannot be used by Python's TLS stack"

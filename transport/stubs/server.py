@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -131,6 +132,8 @@ class _Server(ThreadingHTTPServer):
         return wrapped, client
 
     def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], _HandshakeFailed):
+            return  # already logged by the handler, with the TLS reason
         log.warning("connection from %s ended abnormally", client_address, exc_info=False)
 
 
