@@ -106,18 +106,24 @@ def _private_file(data: bytes) -> Iterator[str]:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("cisis-transport", 0)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
         return
     handle, path = tempfile.mkstemp(prefix="cisis-transport-")
     try:
-        os.write(handle, data)  # mkstemp creates the file 0600
+        _write_all(handle, data)  # mkstemp creates the file 0600
         os.close(handle)
         yield path
     finally:
         os.unlink(path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class MutualTLSAdapter(HTTPAdapter):
