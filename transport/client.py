@@ -82,7 +82,9 @@ _current: ContextVar[_Call] = ContextVar("cisis_transport_call")
 
 
 class _Addressing(zeep.Plugin):
-    """Replaces zeep's WS-Addressing headers with the volet's, and checks ``RelatesTo``."""
+    """Replaces zeep's WS-Addressing headers with the volet's; on the way back raises a SOAP
+    fault as :class:`SoapFault` (zeep's own parser chokes on subcode prefixes it cannot resolve),
+    then checks ``RelatesTo``."""
 
     def egress(
         self, envelope: etree._Element, http_headers: dict, operation: Any, binding_options: dict
@@ -99,6 +101,7 @@ class _Addressing(zeep.Plugin):
     def ingress(
         self, envelope: etree._Element, http_headers: dict, operation: Any
     ) -> tuple[etree._Element, dict]:
+        raise_for_fault(envelope)
         relates_to = addressing.read(envelope, "RelatesTo")
         call = _current.get()
         if relates_to is not None and relates_to != call.message_id:
@@ -235,7 +238,9 @@ class SoapClient:
         try:
             return self._service[operation](**body)
         except zeep.exceptions.Fault as fault:
-            raise fault_from_zeep(fault) from None
+            # Only reached for an error status whose body holds no SOAP fault: real faults were
+            # raised by raise_for_fault on the way in.
+            raise SoapFault(fault.message or "", code="Receiver") from None
         except zeep.exceptions.TransportError as error:
             raise TransportError(
                 f"{self.address} answered HTTP {error.status_code} without a SOAP response"
@@ -244,19 +249,6 @@ class SoapClient:
             raise TransportError(f"{self.address} answered with malformed XML") from None
         finally:
             _current.reset(token)
-
-
-def fault_from_zeep(fault: zeep.exceptions.Fault) -> SoapFault:
-    """Our :class:`SoapFault` from zeep's, with local-name codes and structured details."""
-    code = (fault.code or "").rpartition(":")[2] or "Receiver"
-    subcodes = tuple(
-        getattr(subcode, "localname", None) or str(subcode).rpartition(":")[2]
-        for subcode in (fault.subcodes or ())
-    )
-    detail = fault.detail if isinstance(fault.detail, etree._Element) else None
-    return SoapFault(
-        fault.message or "", code=code, subcodes=subcodes, details=fault_details(detail)
-    )
 
 
 def fault_details(detail: etree._Element | None) -> tuple[FaultDetail, ...]:

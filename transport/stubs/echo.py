@@ -24,7 +24,6 @@ from .server import StubRequest, StubResponse, soap12_fault
 
 log = logging.getLogger("transport.stubs")
 
-WSSE_FAULT_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _CERTIFICATE_REASONS = frozenset({"key-usage", "untrusted", "expired", "not-yet-valid"})
 
 

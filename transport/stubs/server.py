@@ -20,16 +20,13 @@ from pathlib import Path
 from cryptography import x509
 from lxml import etree
 
-from ..addressing import SOAP12_NS
+from ..addressing import SOAP12_NS, WSA_NS
+from ..wsse import WSSE_NS
 
 log = logging.getLogger("transport.stubs")
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
-_FAULT_PREFIXES = {
-    "soap": SOAP12_NS,
-    "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
-    "wsa": "http://www.w3.org/2005/08/addressing",
-}
+_FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
 
 
 @dataclass(frozen=True)
