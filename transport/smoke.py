@@ -97,15 +97,20 @@ def run(profile_path: Path | None = None, trace: Path | None = None) -> Iterator
         )
 
 
-def _profile_steps(profile: Profile) -> Iterator[StepResult]:
-    holder: dict[str, Credential] = {}
-
-    def credentials() -> str:
+def _credentials_step(
+    name: str, profile: Profile, holder: dict[str, Credential], label: Callable[[Credential], str]
+) -> StepResult:
+    def load() -> str:
         holder["tls"] = profile.tls_credential.load(Purpose.TLS_CLIENT)
         holder["signature"] = profile.signature_credential.load(Purpose.SIGNATURE)
-        return f"TLS {holder['tls'].dn}; signature {holder['signature'].dn}"
+        return f"TLS {label(holder['tls'])}; signature {label(holder['signature'])}"
 
-    result = run_step("credentials", credentials)
+    return run_step(name, load)
+
+
+def _profile_steps(profile: Profile) -> Iterator[StepResult]:
+    holder: dict[str, Credential] = {}
+    result = _credentials_step("credentials", profile, holder, lambda c: c.dn)
     yield result
     if result.ok:
         yield run_step("vihf", lambda: _vihf(profile, holder["signature"]))
@@ -113,13 +118,9 @@ def _profile_steps(profile: Profile) -> Iterator[StepResult]:
 
 def _mode_steps(profile: Profile, mode: AuthMode, tracer: Tracer | None) -> Iterator[StepResult]:
     holder: dict[str, Credential] = {}
-
-    def credentials() -> str:
-        holder["tls"] = profile.tls_credential.load(Purpose.TLS_CLIENT)
-        holder["signature"] = profile.signature_credential.load(Purpose.SIGNATURE)
-        return f"TLS {holder['tls'].common_name}; signature {holder['signature'].common_name}"
-
-    result = run_step(f"credentials ({mode})", credentials)
+    result = _credentials_step(
+        f"credentials ({mode})", profile, holder, lambda c: c.common_name or c.dn
+    )
     yield result
     if not result.ok:
         return
