@@ -1,7 +1,10 @@
 """The HTTPS server under every stub: mutual TLS, threads, a size limit, a log line per request.
 
-A handler receives a :class:`StubRequest` (path, headers, body, the client's verified certificate)
-and returns a :class:`StubResponse`. The server never logs bodies, only path, status and duration.
+A handler receives a :class:`StubRequest` (path, headers, the body as a spooled stream, the client's
+verified certificate) and returns a :class:`StubResponse` (bytes, or chunks streamed from disk).
+Request bodies larger than a megabyte are spooled to a temporary file, never held in memory;
+``Content-Length`` and ``Transfer-Encoding: chunked`` are both accepted. The server never logs
+bodies, only path, status and duration.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import logging
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography import x509
 from lxml import etree
@@ -26,28 +32,51 @@ from ..wsse import WSSE_NS
 log = logging.getLogger("transport.stubs")
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+SPOOL_IN_MEMORY = 1024 * 1024
+"""Request bodies up to this many bytes stay in memory; larger ones go to a temporary file."""
+_CHUNK = 64 * 1024
 _FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
 
 
 @dataclass(frozen=True)
 class StubRequest:
-    """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks)."""
+    """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks).
+
+    ``stream`` is the body, positioned at its start (``headers`` keys are lower case). Handlers of
+    large bodies read ``stream``; the others use ``body``.
+    """
 
     method: str
     path: str
     headers: Mapping[str, str]
-    body: bytes
+    stream: BinaryIO
     client_certificate: x509.Certificate | None
+
+    @cached_property
+    def body(self) -> bytes:
+        """The whole body as bytes."""
+        self.stream.seek(0)
+        return self.stream.read()
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` header, empty when absent."""
+        return self.headers.get("content-type", "")
 
 
 @dataclass(frozen=True)
 class StubResponse:
-    """What a handler answers: HTTP status, body bytes, content type, extra headers."""
+    """What a handler answers: HTTP status, body, content type, extra headers.
+
+    ``body`` is bytes, or an iterable of byte chunks written as they come (with ``length``, the
+    total in bytes, sent as ``Content-Length``; without it the response is chunked).
+    """
 
     status: int
-    body: bytes
+    body: bytes | Iterable[bytes]
     content_type: str = SOAP_CONTENT_TYPE
     headers: Mapping[str, str] = field(default_factory=dict)
+    length: int | None = None
 
 
 Handler = Callable[[StubRequest], StubResponse]
@@ -156,35 +185,93 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         started = time.perf_counter()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_request_bytes:
-            self._answer(StubResponse(413, b"request too large", "text/plain"), started)
-            self.close_connection = True
+        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, prefix="cisis-stub-") as spool:
+            try:
+                self._receive(spool)
+            except _TooLarge:
+                self._answer(StubResponse(413, b"request too large", "text/plain"), started)
+                self.close_connection = True
+                return
+            except (ValueError, _BadBody) as error:
+                self._answer(StubResponse(400, f"{error}".encode(), "text/plain"), started)
+                self.close_connection = True
+                return
+            spool.seek(0)
+            der = self.request.getpeercert(binary_form=True)
+            request = StubRequest(
+                "POST",
+                self.path,
+                {key.lower(): value for key, value in self.headers.items()},
+                spool,  # type: ignore[arg-type]
+                x509.load_der_x509_certificate(der) if der else None,
+            )
+            try:
+                response = self.server.app(request)
+            except Exception:
+                log.exception("stub handler failed on %s", self.path)
+                response = StubResponse(500, soap12_fault("Receiver", "internal stub error"))
+            self._answer(response, started)
+
+    def _receive(self, spool: BinaryIO) -> None:
+        """Copy the request body into ``spool``, enforcing the size limit."""
+        limit = self.server.max_request_bytes
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            received = 0
+            while size := self._chunk_size():
+                received += size
+                if received > limit:
+                    raise _TooLarge
+                self._copy(spool, size)
+                if self.rfile.read(2) != b"\r\n":
+                    raise _BadBody("malformed chunked body")
+            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields carry nothing a stub needs
             return
-        body = self.rfile.read(length)
-        der = self.request.getpeercert(binary_form=True)
-        request = StubRequest(
-            "POST",
-            self.path,
-            {key.lower(): value for key, value in self.headers.items()},
-            body,
-            x509.load_der_x509_certificate(der) if der else None,
-        )
-        try:
-            response = self.server.app(request)
-        except Exception:
-            log.exception("stub handler failed on %s", self.path)
-            response = StubResponse(500, soap12_fault("Receiver", "internal stub error"))
-        self._answer(response, started)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise _BadBody("negative Content-Length")
+        if length > limit:
+            raise _TooLarge
+        self._copy(spool, length)
+
+    def _chunk_size(self) -> int:
+        line = self.rfile.readline(1024)
+        if not line.endswith(b"\n"):
+            raise _BadBody("malformed chunk size line")
+        return int(line.split(b";", 1)[0].strip(), 16)
+
+    def _copy(self, spool: BinaryIO, size: int) -> None:
+        while size > 0:
+            data = self.rfile.read(min(size, _CHUNK))
+            if not data:
+                raise _BadBody("the body ended early")
+            spool.write(data)
+            size -= len(data)
 
     def _answer(self, response: StubResponse, started: float) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        body = response.body
+        chunked = not isinstance(body, bytes) and response.length is None
+        if isinstance(body, bytes):
+            self.send_header("Content-Length", str(len(body)))
+        elif response.length is not None:
+            self.send_header("Content-Length", str(response.length))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if isinstance(body, bytes):
+            self.wfile.write(body)
+        else:
+            for chunk in body:
+                if chunk and chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                elif chunk:
+                    self.wfile.write(chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
         elapsed = (time.perf_counter() - started) * 1000
         log.info("%s %s -> %d in %.1f ms", self.command, self.path, response.status, elapsed)
 
@@ -194,6 +281,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class _HandshakeFailed(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadBody(Exception):
     pass
 
 
@@ -210,7 +305,7 @@ class StubServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        max_request_bytes: int = 64 * 1024 * 1024,
+        max_request_bytes: int = 1024 * 1024 * 1024,
     ) -> None:
         self._server = _Server((host, port), handler, tls.context(), max_request_bytes)
         self._thread: threading.Thread | None = None

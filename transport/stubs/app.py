@@ -1,0 +1,169 @@
+"""All the stubs behind one HTTPS server: the DMP-style services and the téléservices.
+
+:class:`Stubs` starts the server on loopback (a free port by default) with the example PKI's server
+certificate, requiring client certificates from its CA, and state in a data directory (a temporary
+one unless given). DMP services answer under ``/si-dmp-server/v2/services/<service>``, the
+téléservices under ``/lps``; each service dispatches on ``wsa:Action``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .. import examplepki
+from ..xmlsig import VerifySettings
+from .patients import PatientRegistry
+from .server import Handler, ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
+from .store import DATABASE_NAME, BlobStore, Database
+
+log = logging.getLogger("transport.stubs")
+
+DMP_PREFIX = "/si-dmp-server/v2/services/"
+TELESERVICES_PATH = "/lps"
+
+SERVICES: Mapping[str, tuple[str, str]] = {
+    "patients": ("transport.stubs.dmp", "PatientsService"),
+    "patientsPDQ": ("transport.stubs.dmp", "PdqService"),
+    "habilitations": ("transport.stubs.dmp", "HabilitationsService"),
+    "patientsSpecific": ("transport.stubs.dmp", "PatientsSpecificService"),
+    "registry": ("transport.stubs.xds", "RegistryService"),
+    "repository": ("transport.stubs.xds", "RepositoryService"),
+    "lps": ("transport.stubs.insi", "TeleservicesService"),
+}
+"""Every stub service: its name, and the module and class implementing it. A service class is
+built with a :class:`StubContext` and called with each :class:`StubRequest`."""
+
+
+def service_path(name: str) -> str:
+    """The URL path a service answers on: ``/lps`` for the téléservices, else the DMP's."""
+    return TELESERVICES_PATH if name == "lps" else f"{DMP_PREFIX}{name}"
+
+
+@dataclass(frozen=True)
+class StubContext:
+    """What every service shares: the CA its callers' signatures must chain to, and the state."""
+
+    verify: VerifySettings
+    database: Database
+    blobs: BlobStore
+    patients: PatientRegistry
+    data_dir: Path
+
+    @classmethod
+    def open(cls, data_dir: Path, ca_bundle: Path) -> StubContext:
+        """The context over the state kept in ``data_dir`` (created when missing)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(data_dir / DATABASE_NAME)
+        return cls(
+            VerifySettings(ca_bundle),
+            database,
+            BlobStore(data_dir / "documents"),
+            PatientRegistry(database),
+            data_dir,
+        )
+
+
+class StubApp:
+    """The request handler: routes each request to the service mounted on its path."""
+
+    def __init__(self, routes: Mapping[str, Handler]) -> None:
+        self.routes = dict(routes)
+
+    def __call__(self, request: StubRequest) -> StubResponse:
+        path = urlsplit(request.path).path.rstrip("/")
+        handler = self.routes.get(path)
+        if handler is None:
+            return StubResponse(
+                404, soap12_fault("Sender", f"aucun service à l'adresse {path}", subcodes=())
+            )
+        return handler(request)
+
+
+def build_routes(context: StubContext, services: Iterable[str] | None = None) -> dict[str, Handler]:
+    """An instance of each named service (all of :data:`SERVICES` by default), by URL path."""
+    routes: dict[str, Handler] = {}
+    for name in services if services is not None else SERVICES:
+        module_name, class_name = SERVICES[name]
+        service = getattr(importlib.import_module(module_name), class_name)
+        routes[service_path(name)] = service(context)
+    return routes
+
+
+class Stubs:
+    """The stub server with its services and state; a context manager, or ``start``/``stop``.
+
+    ``pki``: whose server certificate to present and whose CA clients must chain to (default: the
+    example PKI of :func:`transport.config.example_pki_directory`). ``data_dir``: where the state
+    lives (default: a temporary directory removed on stop). ``services``: a subset of
+    :data:`SERVICES` to mount (default: all).
+    """
+
+    def __init__(
+        self,
+        *,
+        pki: examplepki.ExamplePKI | None = None,
+        data_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        services: Iterable[str] | None = None,
+        max_request_bytes: int = 1024 * 1024 * 1024,
+    ) -> None:
+        if pki is None:
+            from ..config import example_pki_directory
+
+            pki = examplepki.load(example_pki_directory())
+        self.pki = pki
+        self._temporary = None
+        if data_dir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="cisis-stub-")
+            data_dir = Path(self._temporary.name)
+        self.context = StubContext.open(data_dir, pki.ca_bundle)
+        self.server = StubServer(
+            StubApp(build_routes(self.context, services)),
+            ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle),
+            host=host,
+            port=port,
+            max_request_bytes=max_request_bytes,
+        )
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, ``https://host:port``."""
+        return self.server.url
+
+    def dmp_url(self, service: str) -> str:
+        """The URL of one DMP service (``patients``, ``registry``, …)."""
+        return f"{self.url}{DMP_PREFIX}{service}"
+
+    @property
+    def teleservices_url(self) -> str:
+        """The URL of the téléservices (``…/lps``)."""
+        return f"{self.url}{TELESERVICES_PATH}"
+
+    def start(self) -> Stubs:
+        """Serve in a background thread; return self."""
+        self.server.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` is called from another one."""
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving, then close the state (and remove it when it was temporary)."""
+        self.server.stop()
+        self.context.database.close()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+
+    def __enter__(self) -> Stubs:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
