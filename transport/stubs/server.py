@@ -114,11 +114,19 @@ class ServerTLS:
 
 
 def soap12_fault(
-    code: str, reason: str, *, subcodes: tuple[str, ...] = (), detail: etree._Element | None = None
+    code: str,
+    reason: str,
+    *,
+    subcodes: tuple[str, ...] = (),
+    detail: etree._Element | None = None,
+    namespaces: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A SOAP 1.2 fault envelope; ``code`` is ``Sender`` or ``Receiver``; ``subcodes`` are QNames
-    with the prefix ``soap``, ``wsse`` or ``wsa`` (bare names get ``soap``), outermost first."""
-    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap=_FAULT_PREFIXES)
+    """A SOAP 1.2 fault envelope; ``code`` is ``Sender`` or ``Receiver``; ``subcodes`` are QNames,
+    outermost first, with the prefix ``soap``, ``wsse``, ``wsa`` or one of ``namespaces`` (a
+    prefix → URI mapping declared on the envelope); bare names get ``soap``."""
+    envelope = etree.Element(
+        f"{{{SOAP12_NS}}}Envelope", nsmap={**_FAULT_PREFIXES, **(namespaces or {})}
+    )
     body = etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body")
     fault = etree.SubElement(body, f"{{{SOAP12_NS}}}Fault")
     holder = etree.SubElement(fault, f"{{{SOAP12_NS}}}Code")
