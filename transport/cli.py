@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
@@ -23,6 +25,7 @@ from .config import Profile, example_pki_directory, example_profile, load_profil
 from .credentials import Purpose
 from .errors import CisisError, SignatureError, UsageError
 from .smoke import run
+from .stubs.app import SERVICES, Stubs, service_path
 from .vihf import INS_NIR_OID, AuthMode, Patient, sign_vihf, verify_vihf
 from .xmlparse import parse_xml
 from .xmlsig import VerifySettings
@@ -41,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--profile", type=Path, help="profile (TOML); default: bundled stubs")
     smoke.add_argument("--json", action="store_true", help="one JSON document on stdout")
     smoke.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange to DIR")
+
+    stub = commands.add_parser("stub", help="serve the DMP and téléservices stubs until Ctrl-C")
+    stub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    stub.add_argument("--port", type=int, default=8443, help="port (8443; 0: any free port)")
+    stub.add_argument("--data", type=Path, metavar="DIR", help="keep the state in DIR")
+    stub.add_argument(
+        "--pki", type=Path, metavar="DIR", help="example PKI directory (default: certs-example)"
+    )
 
     vihf = commands.add_parser("vihf", help="build or verify a VIHF").add_subparsers(
         dest="vihf_command", required=True
@@ -73,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "smoke":
             return _smoke(args)
+        if args.command == "stub":
+            return _stub(args)
         if args.vihf_command == "build":
             return _vihf_build(args)
         return _vihf_verify(args)
@@ -99,6 +112,32 @@ def _smoke(args: argparse.Namespace) -> int:
     else:
         print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
     return 0 if results and not failed else 1
+
+
+def _stub(args: argparse.Namespace) -> int:
+    logging.getLogger("transport.stubs").setLevel(logging.INFO)
+    pki = examplepki.load(args.pki or example_pki_directory())
+    try:
+        stubs = Stubs(pki=pki, data_dir=args.data, host=args.host, port=args.port)
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
+    stubs.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print(f"cisis-transport stub listening on {stubs.url}")
+    for name in SERVICES:
+        print(f"  {name:<17} {stubs.url}{service_path(name)}")
+    print(f"state in {stubs.context.data_dir}{'' if args.data else ' (temporary)'}")
+    print(f"clients need a certificate from {pki.ca_bundle}; Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stubs.stop()
+    print("stopped")
+    return 0
 
 
 def _profile(path: Path | None, mode: str | None) -> Profile:

@@ -109,6 +109,23 @@ class BlobStore:
         _sync_directory(path.parent)
         return Blob(digest.hexdigest(), size, path)
 
+    def adopt(self, source: Path, sha256: str, size: int) -> Blob:
+        """Move the file ``source`` (on the store's file system, of hash ``sha256`` and ``size``
+        bytes, both already computed by whoever wrote it) into the store, synced."""
+        with source.open("rb") as handle:
+            os.fsync(handle.fileno())
+        path = self.path(sha256)
+        path.parent.mkdir(exist_ok=True)
+        os.replace(source, path)
+        _sync_directory(path.parent)
+        return Blob(sha256, size, path)
+
+    def incoming(self) -> Path:
+        """A directory on the store's file system for files to :meth:`adopt`."""
+        directory = self.directory / ".incoming"
+        directory.mkdir(exist_ok=True)
+        return directory
+
     def path(self, sha256: str) -> Path:
         """Where the content of hash ``sha256`` is (or would be) stored."""
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):

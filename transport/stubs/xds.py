@@ -1,0 +1,665 @@
+"""The DMP-style XDS.b registry and repository: ITI-41 submit, ITI-18 query, ITI-43 retrieve,
+ITI-57 status and metadata updates, over one SQLite table of document versions.
+
+Every request first passes the common checks (:func:`transport.stubs.echo.check_envelope`: SOAP
+1.2, WS-Addressing, a verified VIHF); then the VIHF must name the patient the request is about, the
+patient's DMP must be open and the caller (VIHF NameID) authorised on it. Business errors are
+``RegistryError`` entries with the IHE codes where IHE defines one; the DMP-specific ones
+(``DMPAccessDenied``, ``DMPClosed``) are this stub's names, the DMP's catalogue not being public.
+
+Documents are stored byte-exact in the blob store; the repository reads MTOM requests from the
+spooled request stream into files and streams retrieved documents from disk, so no document is
+ever held whole in memory. A document is acknowledged only after its content and its row are
+durable. Documents masked from professionals (``MASQUE_PS``) are visible to their submitter only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lxml import etree
+
+from .. import mtom
+from ..addressing import SOAP12_NS
+from ..errors import CisisError, ValidationError
+from ..services import xds
+from ..vihf import Patient
+from ..xmlparse import parse_xml
+from .app import StubContext
+from .echo import Checked, Refused, check_envelope, response_envelope
+from .patients import Authorisation, DmpStatus, now_text
+from .server import StubRequest, StubResponse
+
+log = logging.getLogger("transport.stubs")
+
+REPOSITORY_UNIQUE_ID = "1.2.250.1.213.4.1.1.1.2"
+"""The repository unique id the DMP answers with (official TD3.1/TD3.2 examples)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS xds_documents (
+    entry_uuid TEXT PRIMARY KEY,
+    logical_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    unique_id TEXT NOT NULL,
+    ins TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    status TEXT NOT NULL,
+    metadata BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    submission_set TEXT NOT NULL,
+    submitted_by TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    UNIQUE (logical_id, version)
+);
+CREATE INDEX IF NOT EXISTS xds_documents_patient ON xds_documents (ins, oid, status);
+CREATE INDEX IF NOT EXISTS xds_documents_unique_id ON xds_documents (unique_id);
+CREATE TABLE IF NOT EXISTS xds_submission_sets (
+    unique_id TEXT PRIMARY KEY,
+    ins TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    submitted_at TEXT NOT NULL
+);
+"""
+
+_RESPONSE_ACTIONS = {
+    xds.ACTION_PROVIDE_AND_REGISTER: f"{xds.ACTION_PROVIDE_AND_REGISTER}Response",
+    xds.ACTION_RETRIEVE: f"{xds.ACTION_RETRIEVE}Response",
+    xds.ACTION_STORED_QUERY: f"{xds.ACTION_STORED_QUERY}Response",
+    xds.ACTION_UPDATE: f"{xds.ACTION_UPDATE}Response",
+}
+_DIGESTS = {
+    "http://www.w3.org/2000/09/xmldsig#sha1": "sha1",
+    "http://www.w3.org/2001/04/xmlenc#sha256": "sha256",
+    "http://www.w3.org/2001/04/xmldsig-more#sha384": "sha384",
+    "http://www.w3.org/2001/04/xmlenc#sha512": "sha512",
+}
+_DS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+class _Rejected(Exception):
+    """A request answered with registry errors (and no change)."""
+
+    def __init__(self, *errors: xds.RegistryError) -> None:
+        super().__init__(errors[0].context)
+        self.errors = errors
+
+
+def _error(code: str, context: str, location: str | None = None) -> _Rejected:
+    return _Rejected(xds.RegistryError(code, context, "Error", location))
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """One version of a document in the stub: its registry metadata and where its bytes are."""
+
+    entry: xds.DocumentEntry
+    sha256: str
+    submitted_by: str
+
+
+class DocumentStore:
+    """The XDS tables over the stubs' database and blob store."""
+
+    def __init__(self, context: StubContext) -> None:
+        self.context = context
+        context.database.ensure(SCHEMA)
+
+    def _documents(self, where: str, parameters: Sequence[object]) -> list[StoredDocument]:
+        # ``where`` is always one of this class's literal clauses; values are bound parameters.
+        sql = (
+            "SELECT entry_uuid, logical_id, version, status, metadata, sha256, submitted_by"  # noqa: S608
+            f" FROM xds_documents WHERE {where} ORDER BY submitted_at, rowid"
+        )
+        rows = self.context.database.query(sql, parameters)
+        return [
+            StoredDocument(
+                replace(
+                    xds.read_document_entry(parse_xml(row["metadata"])),
+                    entry_uuid=row["entry_uuid"],
+                    logical_id=row["logical_id"],
+                    version=str(row["version"]),
+                    status=row["status"],
+                ),
+                row["sha256"],
+                row["submitted_by"],
+            )
+            for row in rows
+        ]
+
+    def for_patient(self, patient: Patient, statuses: Sequence[str]) -> list[StoredDocument]:
+        """The patient's document versions whose status is one of ``statuses``."""
+        marks = ",".join("?" * len(statuses))
+        return self._documents(
+            f"ins = ? AND oid = ? AND status IN ({marks})", (patient.ins, patient.oid, *statuses)
+        )
+
+    def by_entry_uuid(self, entry_uuid: str) -> StoredDocument | None:
+        """The version with this entryUUID."""
+        found = self._documents("entry_uuid = ?", (entry_uuid,))
+        return found[0] if found else None
+
+    def by_unique_id(self, unique_id: str) -> list[StoredDocument]:
+        """Every version of the document with this uniqueId, oldest first."""
+        return self._documents("unique_id = ?", (unique_id,))
+
+    def submission_set_exists(self, unique_id: str) -> bool:
+        """Whether a submission set with this uniqueId was registered."""
+        return bool(
+            self.context.database.query(
+                "SELECT 1 FROM xds_submission_sets WHERE unique_id = ?", (unique_id,)
+            )
+        )
+
+
+def _metadata(entry: xds.DocumentEntry) -> bytes:
+    """The stored form of an entry: its ExtrinsicObject, registry fields left to the row."""
+    bare = replace(entry, entry_uuid=None, logical_id=None, version=None, status=None)
+    element = xds.document_entry_element(bare, "stored")
+    return etree.tostring(element)
+
+
+class _XdsService:
+    """What the registry and the repository share: checks, access control, answers."""
+
+    def __init__(self, context: StubContext) -> None:
+        self.context = context
+        self.documents = DocumentStore(context)
+        self.operations: dict[str, Callable[..., etree._Element | StubResponse]] = {}
+
+    def caller_patient(self, checked: Checked, patient: Patient) -> None:
+        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorised."""
+        vihf = checked.vihf.vihf
+        if vihf.patient != patient:
+            raise _error(
+                "XDSPatientIdDoesNotMatch",
+                "le patient de la requête n'est pas celui du VIHF (resource-id)",
+            )
+        status = self.context.patients.status(patient)
+        if status is DmpStatus.ABSENT:
+            raise _error("XDSUnknownPatientId", "aucun DMP pour ce patient")
+        if status is DmpStatus.CLOSED:
+            raise _error("DMPClosed", "le DMP de ce patient est fermé")
+        if self.context.patients.authorisation(patient, vihf.subject_id) is not Authorisation.VALID:
+            raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
+
+    def visible(self, checked: Checked, document: StoredDocument) -> bool:
+        """Whether the caller may see this document (masked ones: their submitter only)."""
+        return not document.entry.masked or document.submitted_by == checked.vihf.vihf.subject_id
+
+    def answer(self, checked: Checked, payload: etree._Element) -> StubResponse:
+        """The SOAP 1.2 response to ``checked`` carrying ``payload``."""
+        return StubResponse(
+            200, response_envelope(_RESPONSE_ACTIONS[checked.action], checked.message_id, payload)
+        )
+
+    def dispatch(self, checked: Checked, request: StubRequest, extra: object) -> StubResponse:
+        """Run the operation of ``checked.action`` and answer with its payload."""
+        operation = self.operations.get(checked.action)
+        if operation is None:
+            return Refused(
+                "Sender",
+                "wsa:ActionNotSupported",
+                f"action non prise en charge par ce service : {checked.action}",
+            ).response()
+        try:
+            payload = operation(checked, request, extra)
+        except _Rejected as rejected:
+            log.info("%s rejected: %s", checked.action, rejected.errors[0].code)
+            payload = self.failure(checked.action, rejected.errors)
+        except ValidationError as error:
+            log.info("%s invalid: %s", checked.action, error.field)
+            payload = self.failure(
+                checked.action, (xds.RegistryError("XDSRegistryMetadataError", error.message),)
+            )
+        if isinstance(payload, StubResponse):
+            return payload
+        assert isinstance(payload, etree._Element)
+        return self.answer(checked, payload)
+
+    def failure(self, action: str, errors: Sequence[xds.RegistryError]) -> etree._Element:
+        """The failure payload of ``action`` carrying ``errors``."""
+        if action == xds.ACTION_STORED_QUERY:
+            return xds.query_response(errors=errors)
+        if action == xds.ACTION_RETRIEVE:
+            return xds.retrieve_response((), errors)
+        return xds.registry_response(errors)
+
+
+def _body_child(checked: Checked) -> etree._Element:
+    body = checked.envelope.find(f"{{{SOAP12_NS}}}Body")
+    if body is None or len(body) != 1:
+        raise ValidationError("Body", "the SOAP body must hold exactly one element")
+    return body[0]
+
+
+class RegistryService(_XdsService):
+    """The ``registry`` service: ITI-18 stored queries and ITI-57 updates."""
+
+    def __init__(self, context: StubContext) -> None:
+        super().__init__(context)
+        self.operations = {
+            xds.ACTION_STORED_QUERY: self.stored_query,
+            xds.ACTION_UPDATE: self.update,
+        }
+
+    def __call__(self, request: StubRequest) -> StubResponse:
+        try:
+            checked = check_envelope(request.body, self.context.verify)
+        except Refused as refusal:
+            log.info("registry refused: %s", refusal.subcode)
+            return refusal.response()
+        return self.dispatch(checked, request, None)
+
+    def stored_query(self, checked: Checked, request: StubRequest, extra: object) -> etree._Element:
+        """ITI-18: FindDocuments and GetDocuments, with the ebRS paging window."""
+        query = xds.read_query_request(_body_child(checked))
+        if query.query_id == xds.FIND_DOCUMENTS:
+            found = self._find_documents(checked, query)
+        elif query.query_id == xds.GET_DOCUMENTS:
+            found = self._get_documents(checked, query)
+        else:
+            raise _error("XDSUnknownStoredQuery", f"requête stockée inconnue : {query.query_id}")
+        visible = [document.entry for document in found if self.visible(checked, document)]
+        window = visible[query.start_index :]
+        if query.max_results >= 0:
+            window = window[: query.max_results]
+        paged = query.start_index > 0 or query.max_results >= 0
+        total = len(visible) if paged else None
+        if query.return_type == "ObjectRef":
+            references = [entry.entry_uuid or "" for entry in window]
+            return xds.query_response(
+                object_refs=references, start_index=query.start_index, total=total
+            )
+        if query.return_type != "LeafClass":
+            raise _error("XDSRegistryError", f"returnType non pris en charge : {query.return_type}")
+        return xds.query_response(window, start_index=query.start_index, total=total)
+
+    def _find_documents(self, checked: Checked, query: xds.StoredQuery) -> list[StoredDocument]:
+        patients = _parameter(query, "$XDSDocumentEntryPatientId", required=True)
+        if len(patients) != 1:
+            raise _error("XDSStoredQueryParamNumber", "un seul $XDSDocumentEntryPatientId")
+        patient = xds.read_patient_id(patients[0])
+        self.caller_patient(checked, patient)
+        statuses = _parameter(query, "$XDSDocumentEntryStatus", required=True)
+        unknown = set(statuses) - xds.STATUSES
+        if unknown:
+            raise _error("XDSRegistryError", f"statut inconnu : {sorted(unknown)[0]}")
+        return self.documents.for_patient(patient, statuses)
+
+    def _get_documents(self, checked: Checked, query: xds.StoredQuery) -> list[StoredDocument]:
+        patient = checked.vihf.vihf.patient
+        if patient is None:
+            raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
+        self.caller_patient(checked, patient)
+        uuids = _parameter(query, "$XDSDocumentEntryEntryUUID")
+        unique_ids = _parameter(query, "$XDSDocumentEntryUniqueId")
+        if bool(uuids) == bool(unique_ids):
+            raise _error(
+                "XDSStoredQueryParamNumber",
+                "$XDSDocumentEntryEntryUUID ou $XDSDocumentEntryUniqueId, l'un des deux",
+            )
+        found: list[StoredDocument] = []
+        for entry_uuid in uuids:
+            document = self.documents.by_entry_uuid(entry_uuid)
+            found.extend([document] if document else [])
+        for unique_id in unique_ids:
+            found.extend(self.documents.by_unique_id(unique_id))
+        return [document for document in found if document.entry.patient == patient]
+
+    def update(self, checked: Checked, request: StubRequest, extra: object) -> etree._Element:
+        """ITI-57: an availability status change, or a new version of a document's metadata."""
+        submission = xds.read_submit_objects(_body_child(checked))
+        self.caller_patient(checked, submission.submission_set.patient)
+        if self.documents.submission_set_exists(submission.submission_set.unique_id):
+            raise _error("XDSDuplicateUniqueIdInRegistry", "uniqueId de lot déjà enregistré")
+        changes = [a for a in submission.associations if a.type == xds.UPDATE_AVAILABILITY_STATUS]
+        if changes and not submission.entries:
+            self._change_status(checked, submission, changes)
+        elif len(submission.entries) == 1 and not changes:
+            self._new_version(checked, submission)
+        else:
+            raise _error(
+                "XDSMetadataUpdateOperationError",
+                "une mise à jour porte sur un changement de statut ou une nouvelle version",
+            )
+        return xds.registry_response()
+
+    def _change_status(
+        self, checked: Checked, submission: xds.Submission, changes: Sequence[xds.Association]
+    ) -> None:
+        patient = submission.submission_set.patient
+        planned = []
+        for change in changes:
+            document = self.documents.by_entry_uuid(change.target)
+            if document is None or document.entry.patient != patient:
+                raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
+            if not self.visible(checked, document):
+                raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
+            original = change.slots.get("OriginalStatus", ("",))[0]
+            new = change.slots.get("NewStatus", ("",))[0]
+            if original != document.entry.status:
+                raise _error(
+                    "XDSMetadataUpdateError",
+                    f"le statut actuel n'est pas {original!r}",
+                    change.target,
+                )
+            if new not in xds.STATUSES:
+                raise _error("XDSMetadataUpdateError", f"statut inconnu : {new!r}", change.target)
+            planned.append((new, change.target))
+        with self.context.database.transaction() as connection:
+            _register_set(connection, submission)
+            connection.executemany(
+                "UPDATE xds_documents SET status = ? WHERE entry_uuid = ?", planned
+            )
+
+    def _new_version(self, checked: Checked, submission: xds.Submission) -> None:
+        ((object_id, entry),) = submission.entries.items()
+        members = [
+            a for a in submission.associations if a.type == xds.HAS_MEMBER and a.target == object_id
+        ]
+        previous = members[0].slots.get("PreviousVersion", ("",))[0] if members else ""
+        versions = [
+            document
+            for document in self.documents.by_unique_id(entry.unique_id)
+            if document.entry.logical_id == entry.logical_id
+        ]
+        current = next((d for d in versions if d.entry.status == xds.APPROVED), None)
+        if current is None or current.entry.patient != submission.submission_set.patient:
+            raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
+        if not self.visible(checked, current):
+            raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
+        if previous != current.entry.version:
+            raise _error(
+                "XDSMetadataVersionError",
+                f"la version courante est {current.entry.version}, pas {previous!r}",
+                entry.logical_id,
+            )
+        if (entry.hash, entry.size) != (None, None) and (entry.hash, entry.size) != (
+            current.entry.hash,
+            current.entry.size,
+        ):
+            raise _error("XDSMetadataUpdateError", "le hash et la taille ne changent pas")
+        updated = replace(
+            entry,
+            hash=current.entry.hash,
+            size=current.entry.size,
+            repository_unique_id=current.entry.repository_unique_id,
+        )
+        with self.context.database.transaction() as connection:
+            _register_set(connection, submission)
+            connection.execute(
+                "UPDATE xds_documents SET status = ? WHERE entry_uuid = ?",
+                (xds.DEPRECATED, current.entry.entry_uuid),
+            )
+            _insert(
+                connection,
+                updated,
+                xds.new_entry_uuid(),
+                current.entry.logical_id or "",
+                int(current.entry.version or "1") + 1,
+                current.sha256,
+                submission.submission_set.unique_id,
+                current.submitted_by,
+            )
+
+
+def _parameter(query: xds.StoredQuery, name: str, *, required: bool = False) -> tuple[str, ...]:
+    values = tuple(
+        item for value in query.parameters.get(name, ()) for item in xds.parse_list(value)
+    )
+    if required and not values:
+        raise _error("XDSStoredQueryParamNumber", f"paramètre requis absent : {name}")
+    return values
+
+
+def _register_set(connection: sqlite3.Connection, submission: xds.Submission) -> None:
+    patient = submission.submission_set.patient
+    connection.execute(
+        "INSERT INTO xds_submission_sets (unique_id, ins, oid, submitted_at) VALUES (?,?,?,?)",
+        (submission.submission_set.unique_id, patient.ins, patient.oid, now_text()),
+    )
+
+
+def _insert(
+    connection: sqlite3.Connection,
+    entry: xds.DocumentEntry,
+    entry_uuid: str,
+    logical_id: str,
+    version: int,
+    sha256: str,
+    submission_set: str,
+    submitted_by: str,
+) -> None:
+    connection.execute(
+        "INSERT INTO xds_documents (entry_uuid, logical_id, version, unique_id, ins, oid, status,"
+        " metadata, sha256, submission_set, submitted_by, submitted_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            entry_uuid,
+            logical_id,
+            version,
+            entry.unique_id,
+            entry.patient.ins,
+            entry.patient.oid,
+            xds.APPROVED,
+            _metadata(entry),
+            sha256,
+            submission_set,
+            submitted_by,
+            now_text(),
+        ),
+    )
+
+
+class RepositoryService(_XdsService):
+    """The ``repository`` service: ITI-41 submissions and ITI-43 retrievals, MTOM both ways."""
+
+    def __init__(self, context: StubContext) -> None:
+        super().__init__(context)
+        self.operations = {
+            xds.ACTION_PROVIDE_AND_REGISTER: self.provide_and_register,
+            xds.ACTION_RETRIEVE: self.retrieve,
+        }
+
+    def __call__(self, request: StubRequest) -> StubResponse:
+        incoming = Path(tempfile.mkdtemp(dir=self.context.blobs.incoming()))
+        try:
+            try:
+                request.stream.seek(0)
+                decoded = mtom.decode(request.stream, request.content_type, directory=incoming)
+            except CisisError as error:
+                return Refused("Sender", "soap:MalformedMessage", error.message).response()
+            try:
+                checked = check_envelope(decoded.root, self.context.verify)
+            except Refused as refusal:
+                log.info("repository refused: %s", refusal.subcode)
+                return refusal.response()
+            return self.dispatch(checked, request, decoded)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+
+    def provide_and_register(
+        self, checked: Checked, request: StubRequest, decoded: object
+    ) -> etree._Element:
+        """ITI-41: check the submission, store each document byte-exact, register it."""
+        assert isinstance(decoded, mtom.Decoded)
+        submission = xds.read_provide_and_register(_body_child(checked))
+        patient = submission.submission_set.patient
+        self.caller_patient(checked, patient)
+        if not submission.entries:
+            raise _error("XDSRegistryMetadataError", "le lot ne contient aucun document")
+        if self.documents.submission_set_exists(submission.submission_set.unique_id):
+            raise _error("XDSDuplicateUniqueIdInRegistry", "uniqueId de lot déjà enregistré")
+        parts = {
+            object_id: self._part(decoded, submission, object_id)
+            for object_id in submission.entries
+        }
+        for object_id, entry in submission.entries.items():
+            self._check_entry(patient, object_id, entry, parts[object_id])
+        self._check_signatures(submission, parts)
+        self._store(checked, submission, parts)
+        return xds.registry_response()
+
+    @staticmethod
+    def _part(decoded: mtom.Decoded, submission: xds.Submission, object_id: str) -> mtom.Part:
+        include = submission.includes.get(object_id)
+        if include is None:
+            raise _error("XDSMissingDocument", "document sans contenu", object_id)
+        try:
+            return decoded.part_for(include)
+        except CisisError:
+            raise _error("XDSMissingDocument", "pièce MTOM absente", object_id) from None
+
+    def _check_entry(
+        self, patient: Patient, object_id: str, entry: xds.DocumentEntry, part: mtom.Part
+    ) -> None:
+        if entry.patient != patient:
+            raise _error(
+                "XDSPatientIdDoesNotMatch",
+                "patient du document différent de celui du lot",
+                object_id,
+            )
+        sha1 = _part_digest(part, "sha1")
+        if entry.hash is not None and entry.hash.lower() != sha1:
+            raise _error("XDSRepositoryMetadataError", "le hash ne correspond pas", object_id)
+        if entry.size is not None and entry.size != part.size:
+            raise _error("XDSRepositoryMetadataError", "la taille ne correspond pas", object_id)
+        if self.documents.by_unique_id(entry.unique_id):
+            raise _error(
+                "XDSDocumentUniqueIdError", "uniqueId de document déjà enregistré", object_id
+            )
+
+    def _check_signatures(self, submission: xds.Submission, parts: dict[str, mtom.Part]) -> None:
+        """A signature document (``signs`` the set) must reference every other document of the
+        set by ``urn:oid:<uniqueId>``, with digests of their exact bytes (IHE DSG manifest)."""
+        for association in submission.associations:
+            if association.type != xds.SIGNS:
+                continue
+            if association.target != submission.submission_set_id:
+                raise _error("XDSRegistryMetadataError", "signs doit viser le lot")
+            if association.source not in parts:
+                raise _error("XDSRegistryMetadataError", "document de signature inconnu")
+            signature = parts[association.source]
+            others = {
+                f"urn:oid:{entry.unique_id}": parts[object_id]
+                for object_id, entry in submission.entries.items()
+                if object_id != association.source
+            }
+            _check_manifest(signature, others)
+
+    def _store(
+        self, checked: Checked, submission: xds.Submission, parts: dict[str, mtom.Part]
+    ) -> None:
+        stored = {
+            object_id: self.context.blobs.adopt(part.path, part.sha256, part.size)
+            if part.path is not None
+            else self.context.blobs.put(part.read_bytes())
+            for object_id, part in parts.items()
+        }
+        with self.context.database.transaction() as connection:
+            _register_set(connection, submission)
+            for object_id, entry in submission.entries.items():
+                blob = stored[object_id]
+                registered = replace(
+                    entry,
+                    hash=_part_digest(parts[object_id], "sha1"),
+                    size=blob.size,
+                    repository_unique_id=REPOSITORY_UNIQUE_ID,
+                )
+                entry_uuid = xds.new_entry_uuid()
+                _insert(
+                    connection,
+                    registered,
+                    entry_uuid,
+                    entry_uuid,
+                    1,
+                    blob.sha256,
+                    submission.submission_set.unique_id,
+                    checked.vihf.vihf.subject_id,
+                )
+
+    def retrieve(self, checked: Checked, request: StubRequest, extra: object) -> StubResponse:
+        """ITI-43: the requested documents as MTOM parts streamed from the blob store."""
+        wanted = xds.read_retrieve_request(_body_child(checked))
+        patient = checked.vihf.vihf.patient
+        if patient is None:
+            raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
+        self.caller_patient(checked, patient)
+        found, errors, attachments = [], [], []
+        for item in wanted:
+            document = self._retrievable(checked, patient, item)
+            if document is None:
+                errors.append(
+                    xds.RegistryError(
+                        "XDSDocumentUniqueIdError",
+                        "document inconnu ou non consultable",
+                        location=item.document_unique_id,
+                    )
+                )
+                continue
+            content_id = mtom.new_content_id()
+            found.append((item, document.entry.mime_type, content_id))
+            attachments.append(
+                mtom.Attachment(
+                    content_id,
+                    self.context.blobs.path(document.sha256),
+                    document.entry.mime_type,
+                )
+            )
+        payload = xds.retrieve_response(found, errors)
+        envelope = response_envelope(_RESPONSE_ACTIONS[checked.action], checked.message_id, payload)
+        message = mtom.encode(envelope, attachments)
+        return StubResponse(200, message.chunks(), message.content_type, length=message.length)
+
+    def _retrievable(
+        self, checked: Checked, patient: Patient, item: xds.DocumentRequest
+    ) -> StoredDocument | None:
+        if item.repository_unique_id != REPOSITORY_UNIQUE_ID:
+            return None
+        versions = [
+            document
+            for document in self.documents.by_unique_id(item.document_unique_id)
+            if document.entry.patient == patient
+            and document.entry.status in (xds.APPROVED, xds.ARCHIVED)
+            and self.visible(checked, document)
+        ]
+        return versions[-1] if versions else None
+
+
+def _part_digest(part: mtom.Part, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with part.open() as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_manifest(signature: mtom.Part, documents: dict[str, mtom.Part]) -> None:
+    try:
+        root = parse_xml(signature.read_bytes())
+    except CisisError:
+        raise _error("XDSRegistryMetadataError", "document de signature illisible") from None
+    references = root.findall(f".//{{{_DS}}}Manifest/{{{_DS}}}Reference")
+    named = {reference.get("URI", ""): reference for reference in references}
+    missing = sorted(set(documents) - set(named))
+    if missing:
+        raise _error("XDSRegistryMetadataError", f"signature sans référence à {missing[0]}")
+    for uri, part in documents.items():
+        reference = named[uri]
+        if reference.find(f"{{{_DS}}}Transforms") is not None:
+            continue  # a transformed (canonicalised) digest is the signer's to vouch for
+        method = reference.find(f"{{{_DS}}}DigestMethod")
+        algorithm = _DIGESTS.get(method.get("Algorithm", "") if method is not None else "")
+        if algorithm is None:
+            raise _error("XDSRegistryMetadataError", f"algorithme d'empreinte inconnu ({uri})")
+        expected = base64.b64decode(reference.findtext(f"{{{_DS}}}DigestValue") or "")
+        if bytes.fromhex(_part_digest(part, algorithm)) != expected:
+            raise _error("XDSRegistryMetadataError", f"empreinte du manifeste fausse ({uri})")
