@@ -1,0 +1,435 @@
+"""INSi messages: the two searches and their ``RESULTAT``, written and read by client and stub.
+
+``rechercherInsAvecTraitsIdentite`` sends ``RECSANSVITALE`` (``http://www.cnamts.fr/INSiRecSans``):
+birth name, first name(s), sex, birth date, optional birthplace. ``rechercherInsAvecCarteVitale``
+sends ``RECVITALE`` (``http://www.cnamts.fr/INSiRecVit``): the NIRs read from the Vitale card, the
+birth date and rank. Both answer ``RESULTAT`` (``http://www.cnamts.fr/INSiResultat``): a report
+(``CR``: ``00`` one identity found, ``01`` none, ``02`` several) and, for ``00``, the individual's
+active INS (NIR or NIA), its history and the reference identity traits (``TIQ``).
+
+Readers find elements by namespace whatever the prefixes, and accept the ``RESULTAT`` element, the
+SOAP body or the whole envelope, with or without a header (the services' answers differ). Dates of
+birth are kept as strings: they are "lunar" (``1950-00-00`` when the day and month are unknown).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from lxml import etree
+
+from ..addressing import SOAP12_NS
+from ..errors import ValidationError
+from ..vihf import INS_NIA_OID, Patient
+
+RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
+RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
+RESULTAT_NS = "http://www.cnamts.fr/INSiResultat"
+
+ACTION_SEARCH_TRAITS = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecTraitsIdentite"
+ACTION_SEARCH_VITALE = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecCarteVitale"
+RESPONSE_ACTIONS = {
+    ACTION_SEARCH_TRAITS: f"{ACTION_SEARCH_TRAITS}Response",
+    ACTION_SEARCH_VITALE: f"{ACTION_SEARCH_VITALE}Response",
+}
+"""The output action of each operation (WSDL ``wsaw:Action``)."""
+
+_LUNAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_COG = re.compile(r"[A-Za-z0-9]{5}")
+_NIR = re.compile(r"[0-9]{6}[A-Za-z0-9][0-9]{6}")
+_KEY = re.compile(r"[0-9]{2}")
+_XSD_DATE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(Z|[+-][0-9]{2}:[0-9]{2})?")
+_SEXES = frozenset({"M", "F"})
+
+
+class Report(enum.StrEnum):
+    """``CR/CodeCR``: the outcome of a search."""
+
+    FOUND = "00"
+    NOT_FOUND = "01"
+    SEVERAL = "02"
+
+    @property
+    def label(self) -> str:
+        """The ``LibelleCR`` the service sends with the code."""
+        return _LABELS[self]
+
+
+_LABELS = {
+    Report.FOUND: "OK",
+    Report.NOT_FOUND: "Aucune identite trouvee",
+    Report.SEVERAL: "Plusieurs identites trouvees",
+}
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraitsSearch:
+    """``RECSANSVITALE``: a search by identity traits.
+
+    ``birth_name``: the birth name, upper case. ``first_names``: one ``Prenom`` each (callers
+    usually send one first name per call). ``sex``: ``M`` or ``F``. ``birth_date``: ``YYYY-MM-DD``
+    (lunar dates allowed). ``birthplace``: the INSEE COG code of the birthplace (5 characters,
+    ``99xxx`` abroad), optional.
+    """
+
+    birth_name: str
+    first_names: tuple[str, ...]
+    sex: str
+    birth_date: str
+    birthplace: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "first_names", tuple(self.first_names))
+
+    def validate(self) -> TraitsSearch:
+        """Return self, or ValidationError naming the first trait the service would refuse."""
+        _require("NomNaissance", self.birth_name)
+        if not any(name.strip() for name in self.first_names):
+            raise ValidationError("Prenom", "at least one first name is required")
+        if self.sex not in _SEXES:
+            raise ValidationError("Sexe", f"expected M or F, not {self.sex!r}")
+        _check_lunar_date("DateNaissance", self.birth_date)
+        if self.birthplace is not None and not _COG.fullmatch(self.birthplace):
+            raise ValidationError("LieuNaissance", "expected a 5-character INSEE COG code")
+        return self
+
+
+@dataclass(frozen=True)
+class Matricule:
+    """A NIR as INSi carries it: 13 characters, its 2-digit key, and ``TypeMatricule``."""
+
+    number: str
+    key: str | None = None
+    kind: str | None = None
+
+    def validate(self, where: str) -> Matricule:
+        """Return self, or ValidationError naming ``where`` when the NIR is malformed."""
+        if not _NIR.fullmatch(self.number):
+            raise ValidationError(f"{where}/NumIdentifiant", "a NIR is 13 characters")
+        if self.key is not None and not _KEY.fullmatch(self.key):
+            raise ValidationError(f"{where}/Cle", "the key is 2 digits")
+        return self
+
+
+@dataclass(frozen=True)
+class VitaleSearch:
+    """``RECVITALE``: a search with the data of a Vitale card.
+
+    ``individual``: the beneficiary's own NIR (``MatriculeIndividu``) when the card holds it;
+    ``holder``: the NIR of the insured person who opens the rights (``MatriculeOD``). At least one
+    is required. ``birth_date``: ``YYYY-MM-DD`` (lunar). ``rank``: ``RangNaissance``, the rank
+    among twins (``1`` usually).
+    """
+
+    birth_date: str
+    individual: Matricule | None = None
+    holder: Matricule | None = None
+    birth_name: str | None = None
+    rank: str | None = None
+
+    def validate(self) -> VitaleSearch:
+        """Return self, or ValidationError naming the first field the service would refuse."""
+        if self.individual is None and self.holder is None:
+            raise ValidationError("MatriculeIndividu", "a NIR from the card is required")
+        if self.individual is not None:
+            self.individual.validate("MatriculeIndividu")
+        if self.holder is not None:
+            self.holder.validate("MatriculeOD")
+        _check_lunar_date("DateNaissance", self.birth_date)
+        if self.rank is not None and not self.rank.isdigit():
+            raise ValidationError("RangNaissance", f"not a rank: {self.rank!r}")
+        return self
+
+
+def _require(name: str, value: str | None) -> None:
+    if value is None or not value.strip():
+        raise ValidationError(name, "required")
+
+
+def _check_lunar_date(name: str, value: str | None) -> None:
+    if value is None or not _LUNAR_DATE.fullmatch(value):
+        raise ValidationError(name, f"expected YYYY-MM-DD, not {value!r}")
+
+
+def _sub(parent: etree._Element, namespace: str, tag: str, text: str | None) -> None:
+    if text is not None:
+        etree.SubElement(parent, f"{{{namespace}}}{tag}").text = text
+
+
+def build_traits_search(search: TraitsSearch) -> etree._Element:
+    """The ``RECSANSVITALE`` body of ``search`` (validated first)."""
+    search.validate()
+    element = etree.Element(
+        f"{{{RECSANS_NS}}}RECSANSVITALE", nsmap={"insi_recsans_ins": RECSANS_NS}
+    )
+    _sub(element, RECSANS_NS, "NomNaissance", search.birth_name)
+    for first_name in search.first_names:
+        _sub(element, RECSANS_NS, "Prenom", first_name)
+    _sub(element, RECSANS_NS, "Sexe", search.sex)
+    _sub(element, RECSANS_NS, "DateNaissance", search.birth_date)
+    _sub(element, RECSANS_NS, "LieuNaissance", search.birthplace)
+    return element
+
+
+def read_traits_search(element: etree._Element) -> TraitsSearch:
+    """Read and validate a ``RECSANSVITALE``; ValidationError names what is missing or wrong."""
+    _expect(element, RECSANS_NS, "RECSANSVITALE")
+    return TraitsSearch(
+        birth_name=_text(element, RECSANS_NS, "NomNaissance") or "",
+        first_names=tuple(
+            (name.text or "").strip() for name in element.findall(f"{{{RECSANS_NS}}}Prenom")
+        ),
+        sex=_text(element, RECSANS_NS, "Sexe") or "",
+        birth_date=_text(element, RECSANS_NS, "DateNaissance") or "",
+        birthplace=_text(element, RECSANS_NS, "LieuNaissance") or None,
+    ).validate()
+
+
+def build_vitale_search(search: VitaleSearch) -> etree._Element:
+    """The ``RECVITALE`` body of ``search`` (validated first)."""
+    search.validate()
+    element = etree.Element(f"{{{RECVIT_NS}}}RECVITALE", nsmap={"insi_recvit_ins": RECVIT_NS})
+    for tag, matricule in (
+        ("MatriculeIndividu", search.individual),
+        ("MatriculeOD", search.holder),
+    ):
+        if matricule is not None:
+            element.append(_matricule_element(RECVIT_NS, tag, matricule))
+    _sub(element, RECVIT_NS, "NomNaissance", search.birth_name)
+    _sub(element, RECVIT_NS, "DateNaissance", search.birth_date)
+    _sub(element, RECVIT_NS, "RangNaissance", search.rank)
+    return element
+
+
+def read_vitale_search(element: etree._Element) -> VitaleSearch:
+    """Read and validate a ``RECVITALE``; ValidationError names what is missing or wrong."""
+    _expect(element, RECVIT_NS, "RECVITALE")
+    individual = element.find(f"{{{RECVIT_NS}}}MatriculeIndividu")
+    holder = element.find(f"{{{RECVIT_NS}}}MatriculeOD")
+    return VitaleSearch(
+        birth_date=_text(element, RECVIT_NS, "DateNaissance") or "",
+        individual=_read_matricule(RECVIT_NS, individual) if individual is not None else None,
+        holder=_read_matricule(RECVIT_NS, holder) if holder is not None else None,
+        birth_name=_text(element, RECVIT_NS, "NomNaissance") or None,
+        rank=_text(element, RECVIT_NS, "RangNaissance") or None,
+    ).validate()
+
+
+def _matricule_element(namespace: str, tag: str, matricule: Matricule) -> etree._Element:
+    element = etree.Element(f"{{{namespace}}}{tag}")
+    _sub(element, namespace, "NumIdentifiant", matricule.number)
+    _sub(element, namespace, "Cle", matricule.key)
+    _sub(element, namespace, "TypeMatricule", matricule.kind)
+    return element
+
+
+def _read_matricule(namespace: str, element: etree._Element) -> Matricule:
+    return Matricule(
+        number=_text(element, namespace, "NumIdentifiant") or "",
+        key=_text(element, namespace, "Cle") or None,
+        kind=_text(element, namespace, "TypeMatricule") or None,
+    )
+
+
+# --- the result ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ins:
+    """An INS: the individual's NIR or NIA (``IdIndividu``), its authority ``oid`` and, for a
+    historical one, the dates it was in use (``DateDeb``/``DateFin``)."""
+
+    id: Matricule
+    oid: str
+    start: date | None = None
+    end: date | None = None
+
+    @property
+    def value(self) -> str:
+        """The 15-character INS (13 characters and the key), as the DMP and the VIHF carry it."""
+        return f"{self.id.number}{self.id.key or ''}"
+
+    @property
+    def is_nia(self) -> bool:
+        """True for a NIA (provisional number given while the NIR is unknown)."""
+        return self.oid == INS_NIA_OID
+
+    @property
+    def patient(self) -> Patient:
+        """The INS as the VIHF and the DMP services name a patient."""
+        return Patient(self.value, self.oid)
+
+
+@dataclass(frozen=True)
+class Traits:
+    """``TIQ``: the reference identity traits. ``first_name``: the first first name
+    (``Prenom``), ``first_names``: the whole list as one string (``ListePrenom``)."""
+
+    birth_name: str | None
+    first_names: str | None
+    sex: str | None
+    birth_date: str | None
+    birthplace: str | None
+    first_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Individual:
+    """``INDIVIDU``: the active INS, the former ones (most recent first) and the traits."""
+
+    active: Ins
+    traits: Traits
+    history: tuple[Ins, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "history", tuple(self.history))
+
+
+@dataclass(frozen=True)
+class Resultat:
+    """``RESULTAT``: the report code and label, and the individual when exactly one was found."""
+
+    code: str
+    label: str
+    individual: Individual | None = None
+
+    @classmethod
+    def of(cls, report: Report, individual: Individual | None = None) -> Resultat:
+        """The result of ``report`` with its standard label."""
+        return cls(str(report), report.label, individual)
+
+    @property
+    def report(self) -> Report | None:
+        """The report as a :class:`Report`, None for a code this library does not know."""
+        try:
+            return Report(self.code)
+        except ValueError:
+            return None
+
+
+def build_resultat(resultat: Resultat) -> etree._Element:
+    """The ``RESULTAT`` element of ``resultat``."""
+    element = etree.Element(_r("RESULTAT"), nsmap={"insi_resultat_ins": RESULTAT_NS})
+    report = etree.SubElement(element, _r("CR"))
+    etree.SubElement(report, _r("CodeCR")).text = resultat.code
+    etree.SubElement(report, _r("LibelleCR")).text = resultat.label
+    individual = resultat.individual
+    if individual is not None:
+        holder = etree.SubElement(element, _r("INDIVIDU"))
+        holder.append(_ins_element("INSACTIF", individual.active))
+        holder.extend(_ins_element("INSHISTO", former) for former in individual.history)
+        traits = etree.SubElement(holder, _r("TIQ"))
+        for tag, value in (
+            ("NomNaissance", individual.traits.birth_name),
+            ("Prenom", individual.traits.first_name),
+            ("ListePrenom", individual.traits.first_names),
+            ("Sexe", individual.traits.sex),
+            ("DateNaissance", individual.traits.birth_date),
+            ("LieuNaissance", individual.traits.birthplace),
+        ):
+            _sub(traits, RESULTAT_NS, tag, value)
+    return element
+
+
+def _r(name: str) -> str:
+    return f"{{{RESULTAT_NS}}}{name}"
+
+
+def _ins_element(tag: str, ins: Ins) -> etree._Element:
+    element = etree.Element(_r(tag))
+    element.append(_matricule_element(RESULTAT_NS, "IdIndividu", ins.id))
+    _sub(element, RESULTAT_NS, "OID", ins.oid)
+    _sub(element, RESULTAT_NS, "DateDeb", ins.start.isoformat() if ins.start else None)
+    _sub(element, RESULTAT_NS, "DateFin", ins.end.isoformat() if ins.end else None)
+    return element
+
+
+def read_resultat(element: etree._Element) -> Resultat:
+    """Read a ``RESULTAT``, given itself, the SOAP body or the envelope; ValidationError when it
+    is missing or lacks a required part. Children are found by name, in any order."""
+    resultat = _resultat_element(element)
+    report = resultat.find(_r("CR"))
+    if report is None:
+        raise ValidationError("CR", "RESULTAT without a report")
+    code = _text(report, RESULTAT_NS, "CodeCR")
+    if not code:
+        raise ValidationError("CR/CodeCR", "required")
+    holder = resultat.find(_r("INDIVIDU"))
+    return Resultat(
+        code=code,
+        label=_text(report, RESULTAT_NS, "LibelleCR") or "",
+        individual=_read_individual(holder) if holder is not None else None,
+    )
+
+
+def _resultat_element(element: etree._Element) -> etree._Element:
+    if element.tag == f"{{{SOAP12_NS}}}Envelope":
+        body = element.find(f"{{{SOAP12_NS}}}Body")
+        if body is None:
+            raise ValidationError("Body", "the envelope has no body")
+        element = body
+    if element.tag == f"{{{SOAP12_NS}}}Body":
+        found = element.find(_r("RESULTAT"))
+        if found is None:
+            raise ValidationError("RESULTAT", "the body holds no RESULTAT")
+        element = found
+    _expect(element, RESULTAT_NS, "RESULTAT")
+    return element
+
+
+def _read_individual(element: etree._Element) -> Individual:
+    active = element.find(_r("INSACTIF"))
+    traits = element.find(_r("TIQ"))
+    if active is None or traits is None:
+        raise ValidationError("INDIVIDU", "INSACTIF and TIQ are required")
+    return Individual(
+        active=_read_ins(active, "INSACTIF"),
+        traits=Traits(
+            birth_name=_text(traits, RESULTAT_NS, "NomNaissance"),
+            first_names=_text(traits, RESULTAT_NS, "ListePrenom"),
+            sex=_text(traits, RESULTAT_NS, "Sexe"),
+            birth_date=_text(traits, RESULTAT_NS, "DateNaissance"),
+            birthplace=_text(traits, RESULTAT_NS, "LieuNaissance"),
+            first_name=_text(traits, RESULTAT_NS, "Prenom"),
+        ),
+        history=tuple(_read_ins(former, "INSHISTO") for former in element.findall(_r("INSHISTO"))),
+    )
+
+
+def _read_ins(element: etree._Element, where: str) -> Ins:
+    identifier = element.find(_r("IdIndividu"))
+    oid = _text(element, RESULTAT_NS, "OID")
+    if identifier is None or not oid:
+        raise ValidationError(where, "IdIndividu and OID are required")
+    return Ins(
+        id=_read_matricule(RESULTAT_NS, identifier).validate(f"{where}/IdIndividu"),
+        oid=oid,
+        start=_xsd_date(_text(element, RESULTAT_NS, "DateDeb"), f"{where}/DateDeb"),
+        end=_xsd_date(_text(element, RESULTAT_NS, "DateFin"), f"{where}/DateFin"),
+    )
+
+
+def _xsd_date(value: str | None, where: str) -> date | None:
+    if not value:
+        return None
+    match = _XSD_DATE.fullmatch(value)
+    try:
+        return date.fromisoformat(match.group(1)) if match else date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(where, f"not a date: {value!r}") from None
+
+
+def _expect(element: etree._Element, namespace: str, name: str) -> None:
+    if element.tag != f"{{{namespace}}}{name}":
+        raise ValidationError(name, f"expected {{{namespace}}}{name}, found {element.tag}")
+
+
+def _text(element: etree._Element, namespace: str, tag: str) -> str | None:
+    found = element.find(f"{{{namespace}}}{tag}")
+    return (found.text or "").strip() if found is not None else None

@@ -1,0 +1,611 @@
+"""The téléservices (TLSi) transport messages, shared by the client and the stub.
+
+Every request to ``https://<host>/lps`` carries, in this order: ``ctxbam:ContexteBAM``
+(``urn:siram:bam:ctxbam``, Version ``01_02``), ``ctxlps:ContexteLPS`` (``urn:siram:lps:ctxlps``,
+Nature ``CTXLPS``, Version ``01_00``), ``wsa:Action``, ``wsa:MessageID`` (``uuid:…``) and, in card
+mode only, ``wsse:Security`` holding the signed "assertion PS". In software-certificate mode the
+caller is the ``INSI-AUTO``/``INSI-MANU`` certificate of the mutual TLS session and there is no
+``wsse:Security``.
+
+This module writes and reads the two contexts and the assertion PS, builds the whole envelope
+(:func:`build_request`) and posts it (:func:`post`). Faults come back as
+:class:`transport.errors.SoapFault`: its ``details`` hold the ``siram:Erreur`` ``code``,
+``severite`` and ``messageID`` (read by :func:`transport.client.fault_details`).
+Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import requests
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from .. import addressing
+from ..addressing import SOAP12_NS, Flavour
+from ..client import build_envelope, raise_for_fault, send
+from ..credentials import Credential, Signer, rfc2253_dn
+from ..errors import CredentialError, SignatureError, TransportError, ValidationError
+from ..vihf import SAML_NS, X509_SUBJECT_NAME, _check_times, _instant
+from ..xmlparse import XMLSecurityError, parse_xml
+from ..xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+
+CTXBAM_NS = "urn:siram:bam:ctxbam"
+CTXLPS_NS = "urn:siram:lps:ctxlps"
+SIRAM_NS = "urn:siram"
+CTXBAM_VERSION = "01_02"
+CTXLPS_VERSION = "01_00"
+CTXLPS_NATURE = "CTXLPS"
+IDAM_REFERENCE = "4"
+"""The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorisation number."""
+
+SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale"})
+"""The values of ``siram:Erreur/@severite`` (``schema_faultSOAP_V01_01.xsd``)."""
+
+SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+_NIR = re.compile(r"[0-9]{6}[AB0-9][0-9]{6}")
+_KEY = re.compile(r"[0-9]{2}")
+_LUNAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_PORTEUR = re.compile(r"[0-9]")
+
+
+def _bam(name: str) -> str:
+    return f"{{{CTXBAM_NS}}}{name}"
+
+
+def _lps(name: str) -> str:
+    return f"{{{CTXLPS_NS}}}{name}"
+
+
+def _saml(name: str) -> str:
+    return f"{{{SAML_NS}}}{name}"
+
+
+# --- ContexteLPS ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Software:
+    """The calling software as ``ContexteLPS/LPS`` names it.
+
+    ``idam``: the CNDA authorisation number. ``version``: the software version. ``instance``: the
+    installation's UUID, generated once and kept for the life of the installation. ``nom``:
+    ``urn:lps:<name>:<version>`` (see :meth:`named`).
+    """
+
+    idam: str
+    version: str
+    instance: str
+    nom: str
+
+    @classmethod
+    def named(cls, name: str, version: str, *, idam: str, instance: str) -> Software:
+        """The software ``name`` in ``version``, with ``Nom`` in its ``urn:lps:`` form."""
+        return cls(idam=idam, version=version, instance=instance, nom=f"urn:lps:{name}:{version}")
+
+
+@dataclass(frozen=True)
+class ContexteLPS:
+    """The ``ContexteLPS`` header: a message id, its time (UTC), the emitter and the software."""
+
+    id: str
+    time: datetime
+    emitter: str | None
+    software: Software | None
+    version: str = CTXLPS_VERSION
+    nature: str | None = CTXLPS_NATURE
+
+    @classmethod
+    def new(
+        cls, emitter: str | None, software: Software, *, now: datetime | None = None
+    ) -> ContexteLPS:
+        """A context for one new request: a fresh UUID and the current UTC time."""
+        return cls(str(uuid.uuid4()), now or datetime.now(UTC), emitter, software)
+
+
+def build_contexte_lps(context: ContexteLPS) -> etree._Element:
+    """The ``ctxlps:ContexteLPS`` element of ``context``."""
+    element = etree.Element(_lps("ContexteLPS"), nsmap={"ctxlps": CTXLPS_NS})
+    if context.nature is not None:
+        element.set("Nature", context.nature)
+    element.set("Version", context.version)
+    etree.SubElement(element, _lps("Id")).text = context.id
+    etree.SubElement(element, _lps("Temps")).text = _instant(context.time)
+    if context.emitter is not None:
+        etree.SubElement(element, _lps("Emetteur")).text = context.emitter
+    software = context.software
+    if software is not None:
+        lps = etree.SubElement(element, _lps("LPS"))
+        etree.SubElement(lps, _lps("IDAM"), R=IDAM_REFERENCE).text = software.idam
+        etree.SubElement(lps, _lps("Version")).text = software.version
+        etree.SubElement(lps, _lps("Instance")).text = software.instance
+        etree.SubElement(lps, _lps("Nom")).text = software.nom
+    return element
+
+
+def read_contexte_lps(element: etree._Element) -> ContexteLPS:
+    """Read a ``ctxlps:ContexteLPS``; ValidationError names the first missing or wrong field."""
+    _expect(element, _lps("ContexteLPS"))
+    nature = element.get("Nature")
+    if nature is not None and nature != CTXLPS_NATURE:
+        raise ValidationError("ContexteLPS/@Nature", f"must be {CTXLPS_NATURE}, not {nature!r}")
+    lps = element.find(_lps("LPS"))
+    software = None
+    if lps is not None:
+        software = Software(
+            idam=_text(lps, _lps("IDAM")) or "",
+            version=_text(lps, _lps("Version")) or "",
+            instance=_text(lps, _lps("Instance")) or "",
+            nom=_text(lps, _lps("Nom")) or "",
+        )
+    return ContexteLPS(
+        id=_required(element, _lps("Id"), "ContexteLPS/Id"),
+        time=parse_time(_required(element, _lps("Temps"), "ContexteLPS/Temps"), "Temps"),
+        emitter=_text(element, _lps("Emetteur")),
+        software=software,
+        version=_version(element, "ContexteLPS"),
+        nature=nature,
+    )
+
+
+# --- ContexteBAM ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Nir:
+    """A NIR as the contexts carry it: 13 characters (``2A``/``2B`` for Corsica) and the key."""
+
+    number: str
+    key: str
+
+    def validate(self, where: str) -> Nir:
+        """Return self, or ValidationError naming ``where`` when the NIR is malformed."""
+        if not _NIR.fullmatch(self.number):
+            raise ValidationError(f"{where}/Num", "a NIR is 13 characters (6 digits, A/B/digit, 6)")
+        if not _KEY.fullmatch(self.key):
+            raise ValidationError(f"{where}/Cle", "the NIR key is 2 digits")
+        return self
+
+
+@dataclass(frozen=True)
+class Beneficiary:
+    """``COUVERTURE/BENEFICIAIRE``, read from a Vitale card: NIR, birth date (``YYYY-MM-DD``,
+    lunar dates allowed), rank of birth, and ``porteur`` (one digit)."""
+
+    nir: Nir | None = None
+    certified_on: date | None = None
+    birth_date: str | None = None
+    rank: int | None = None
+    porteur: str | None = None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """``COUVERTURE``: empty for a search by identity traits, filled from a Vitale card else."""
+
+    grand_regime: str | None = None
+    organisme: str | None = None
+    code_centre: str | None = None
+    insured: Nir | None = None
+    beneficiary: Beneficiary | None = None
+
+
+@dataclass(frozen=True)
+class ContexteBAM:
+    """The ``ContexteBAM`` header: a message id, its time (UTC), the emitter and the coverage.
+
+    ``reference_date`` is ``DateRef``, the date the rights are asked for (UTC), when given.
+    """
+
+    id: str
+    time: datetime
+    emitter: str | None
+    coverage: Coverage = field(default_factory=Coverage)
+    reference_date: datetime | None = None
+    version: str = CTXBAM_VERSION
+
+    @classmethod
+    def new(
+        cls,
+        emitter: str | None,
+        coverage: Coverage | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> ContexteBAM:
+        """A context for one new request: a fresh UUID and the current UTC time."""
+        return cls(str(uuid.uuid4()), now or datetime.now(UTC), emitter, coverage or Coverage())
+
+
+def build_contexte_bam(context: ContexteBAM) -> etree._Element:
+    """The ``ctxbam:ContexteBAM`` element of ``context`` (NIRs are checked first)."""
+    element = etree.Element(_bam("ContexteBAM"), nsmap={"ctxbam": CTXBAM_NS})
+    element.set("Version", context.version)
+    etree.SubElement(element, _bam("Id")).text = context.id
+    etree.SubElement(element, _bam("Temps")).text = _instant(context.time)
+    if context.emitter is not None:
+        etree.SubElement(element, _bam("Emetteur")).text = context.emitter
+    if context.reference_date is not None:
+        etree.SubElement(element, _bam("DateRef")).text = _instant(context.reference_date)
+    coverage = context.coverage
+    holder = etree.SubElement(element, _bam("COUVERTURE"))
+    for tag, value in (
+        ("GrandRegime", coverage.grand_regime),
+        ("Organisme", coverage.organisme),
+        ("CodeCentre", coverage.code_centre),
+    ):
+        if value is not None:
+            etree.SubElement(holder, _bam(tag)).text = value
+    if coverage.insured is not None:
+        insured = etree.SubElement(holder, _bam("ASSURE"))
+        _nir_element(insured, "Id", coverage.insured.validate("ASSURE/Id"))
+    if coverage.beneficiary is not None:
+        holder.append(_beneficiary_element(coverage.beneficiary))
+    return element
+
+
+def _nir_element(parent: etree._Element, tag: str, nir: Nir) -> etree._Element:
+    element = etree.SubElement(parent, _bam(tag))
+    etree.SubElement(element, _bam("Num")).text = nir.number
+    etree.SubElement(element, _bam("Cle")).text = nir.key
+    return element
+
+
+def _beneficiary_element(beneficiary: Beneficiary) -> etree._Element:
+    element = etree.Element(_bam("BENEFICIAIRE"))
+    if beneficiary.nir is not None:
+        nir = _nir_element(element, "Nir", beneficiary.nir.validate("BENEFICIAIRE/Nir"))
+        certified_on = beneficiary.certified_on
+        if certified_on is not None:
+            etree.SubElement(nir, _bam("DateCertification")).text = certified_on.isoformat()
+    if beneficiary.birth_date is not None:
+        if not _LUNAR_DATE.fullmatch(beneficiary.birth_date):
+            raise ValidationError("BENEFICIAIRE/DateNai", "expected YYYY-MM-DD")
+        etree.SubElement(element, _bam("DateNai")).text = beneficiary.birth_date
+    if beneficiary.rank is not None:
+        etree.SubElement(element, _bam("Rang")).text = str(beneficiary.rank)
+    if beneficiary.porteur is not None:
+        if not _PORTEUR.fullmatch(beneficiary.porteur):
+            raise ValidationError("BENEFICIAIRE/Porteur", "expected one digit")
+        etree.SubElement(element, _bam("Porteur")).text = beneficiary.porteur
+    return element
+
+
+def read_contexte_bam(element: etree._Element) -> ContexteBAM:
+    """Read a ``ctxbam:ContexteBAM``; ValidationError names the first missing or wrong field."""
+    _expect(element, _bam("ContexteBAM"))
+    nature = element.get("Nature")
+    if nature is not None and nature != "CTXBAM":
+        raise ValidationError("ContexteBAM/@Nature", f"must be CTXBAM, not {nature!r}")
+    holder = element.find(_bam("COUVERTURE"))
+    if holder is None:
+        raise ValidationError("ContexteBAM/COUVERTURE", "required (empty for a traits search)")
+    reference = _text(element, _bam("DateRef"))
+    return ContexteBAM(
+        id=_required(element, _bam("Id"), "ContexteBAM/Id"),
+        time=parse_time(_required(element, _bam("Temps"), "ContexteBAM/Temps"), "Temps"),
+        emitter=_text(element, _bam("Emetteur")),
+        coverage=_read_coverage(holder),
+        reference_date=parse_time(reference, "DateRef") if reference is not None else None,
+        version=_version(element, "ContexteBAM"),
+    )
+
+
+def _read_coverage(holder: etree._Element) -> Coverage:
+    insured = holder.find(f"{_bam('ASSURE')}/{_bam('Id')}")
+    beneficiary = holder.find(_bam("BENEFICIAIRE"))
+    return Coverage(
+        grand_regime=_text(holder, _bam("GrandRegime")),
+        organisme=_text(holder, _bam("Organisme")),
+        code_centre=_text(holder, _bam("CodeCentre")),
+        insured=_read_nir(insured, "ASSURE/Id") if insured is not None else None,
+        beneficiary=_read_beneficiary(beneficiary) if beneficiary is not None else None,
+    )
+
+
+def _read_nir(element: etree._Element, where: str) -> Nir:
+    return Nir(_text(element, _bam("Num")) or "", _text(element, _bam("Cle")) or "").validate(where)
+
+
+def _read_beneficiary(element: etree._Element) -> Beneficiary:
+    nir = element.find(_bam("Nir"))
+    certified = nir.findtext(_bam("DateCertification")) if nir is not None else None
+    rank = _text(element, _bam("Rang"))
+    if rank is not None and not rank.isdigit():
+        raise ValidationError("BENEFICIAIRE/Rang", f"not an integer: {rank!r}")
+    try:
+        certified_on = date.fromisoformat(certified.strip()) if certified else None
+    except ValueError:
+        raise ValidationError("BENEFICIAIRE/Nir/DateCertification", "expected YYYY-MM-DD") from None
+    return Beneficiary(
+        nir=_read_nir(nir, "BENEFICIAIRE/Nir") if nir is not None else None,
+        certified_on=certified_on,
+        birth_date=_text(element, _bam("DateNai")),
+        rank=int(rank) if rank is not None else None,
+        porteur=_text(element, _bam("Porteur")),
+    )
+
+
+# --- shared readers ------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None, what: str) -> datetime:
+    """An ``xsd:dateTime`` as an aware UTC datetime (no zone: UTC); ValidationError naming
+    ``what`` when it is not one."""
+    try:
+        moment = datetime.fromisoformat((value or "").strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(what, f"not an ISO 8601 date and time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _expect(element: etree._Element, tag: str) -> None:
+    if element.tag != tag:
+        raise ValidationError(etree.QName(tag).localname, f"unexpected element {element.tag}")
+
+
+def _text(element: etree._Element, tag: str) -> str | None:
+    found = element.find(tag)
+    if found is None:
+        return None
+    return (found.text or "").strip()
+
+
+def _required(element: etree._Element, tag: str, what: str) -> str:
+    value = _text(element, tag)
+    if not value:
+        raise ValidationError(what, "required")
+    return value
+
+
+def _version(element: etree._Element, what: str) -> str:
+    version = element.get("Version")
+    if not version:
+        raise ValidationError(f"{what}/@Version", "required")
+    return version
+
+
+# --- assertion PS --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AssertionPS:
+    """The "assertion PS" of card mode: who the professional is, as their card says.
+
+    ``professional_id``: ``Subject/NameID``, the professional's id on the card (the CN of its
+    certificates). ``billing_id``: the ``identifiantFacturation`` attribute. ``sector``: the
+    ``secteurActivite`` attribute, a bare code such as ``SA05``.
+    """
+
+    professional_id: str
+    billing_id: str | None = None
+    sector: str | None = None
+    name_qualifier: str = "CPS"
+
+
+_ATTRIBUTES = (("identifiantFacturation", "billing_id"), ("secteurActivite", "sector"))
+
+
+def build_assertion_ps(
+    assertion: AssertionPS,
+    issuer: str,
+    *,
+    now: datetime | None = None,
+    assertion_id: str | None = None,
+) -> etree._Element:
+    """The unsigned ``saml2:Assertion`` of ``assertion``; ``issuer`` is the signer's RFC 2253 DN.
+
+    Issuer, Subject/NameID (with ``NameQualifier``) and an AttributeStatement with the attributes
+    that are set: no Conditions and no AuthnStatement, as the services' samples show.
+    """
+    if not assertion.professional_id.strip():
+        raise ValidationError("NameID", "the professional's id is required")
+    element = etree.Element(
+        _saml("Assertion"),
+        nsmap={"saml2": SAML_NS},
+        ID=assertion_id or f"_{uuid.uuid4()}",
+        IssueInstant=_instant(now or datetime.now(UTC)),
+        Version="2.0",
+    )
+    etree.SubElement(element, _saml("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
+    subject = etree.SubElement(element, _saml("Subject"))
+    name_id = etree.SubElement(subject, _saml("NameID"), NameQualifier=assertion.name_qualifier)
+    name_id.text = assertion.professional_id
+    values = [(name, getattr(assertion, key)) for name, key in _ATTRIBUTES]
+    if any(value is not None for _name, value in values):
+        statement = etree.SubElement(element, _saml("AttributeStatement"))
+        for name, value in values:
+            if value is not None:
+                attribute = etree.SubElement(statement, _saml("Attribute"), Name=name)
+                etree.SubElement(attribute, _saml("AttributeValue")).text = value
+    return element
+
+
+def sign_assertion_ps(
+    assertion: AssertionPS,
+    signer: Signer,
+    *,
+    now: datetime | None = None,
+    assertion_id: str | None = None,
+    algorithm: str = "rsa-sha256",
+) -> etree._Element:
+    """Build and sign the assertion PS with the card's signature key (RSA-SHA256 by default).
+
+    The ``Issuer`` is the RFC 2253 DN of ``signer.certificate``; ``ds:Signature`` follows it.
+    """
+    issuer = rfc2253_dn(signer.certificate.subject)
+    unsigned = build_assertion_ps(assertion, issuer, now=now, assertion_id=assertion_id)
+    return sign_enveloped(unsigned, signer, algorithm=algorithm, after=_saml("Issuer"))
+
+
+def read_assertion_ps(element: etree._Element) -> AssertionPS:
+    """Read an assertion PS (signed or not: nothing is verified here)."""
+    name_id = element.find(f"{_saml('Subject')}/{_saml('NameID')}")
+    if name_id is None or not (name_id.text or "").strip():
+        raise ValidationError("NameID", "the assertion PS names no professional")
+    values: dict[str, str] = {}
+    for attribute in element.iterfind(f"{_saml('AttributeStatement')}/{_saml('Attribute')}"):
+        value = attribute.findtext(_saml("AttributeValue"))
+        if value is not None:
+            values.setdefault(attribute.get("Name", ""), value.strip())
+    return AssertionPS(
+        professional_id=(name_id.text or "").strip(),
+        billing_id=values.get("identifiantFacturation"),
+        sector=values.get("secteurActivite"),
+        name_qualifier=name_id.get("NameQualifier", ""),
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedAssertionPS:
+    """A verified assertion PS: what it says, and who signed it."""
+
+    assertion: AssertionPS
+    assertion_id: str
+    issue_instant: datetime
+    signer_dn: str
+    algorithm: str
+    element: etree._Element = field(repr=False)
+
+
+def verify_assertion_ps(
+    element: etree._Element,
+    settings: VerifySettings,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+) -> VerifiedAssertionPS:
+    """Verify a signed assertion PS and read it back from what the signature covers.
+
+    Refuses (SignatureError): unsigned, altered, wrapped, untrusted signer, a signer certificate
+    that is not a signature one (when ``settings.require_non_repudiation``, the default), an
+    ``Issuer`` that is not the signer's DN, a ``NameID`` that is not the signer's CN (the card's
+    holder signs for themself), an ``IssueInstant`` in the future or older than ``max_age``.
+    """
+    now = now or datetime.now(UTC)
+    if element.tag != _saml("Assertion"):
+        raise SignatureError("malformed", f"not a SAML 2.0 assertion: {element.tag}")
+    verified = verify_enveloped(element, settings, now=now)
+    signed = verified.element
+    signer_dn = rfc2253_dn(verified.signer.subject)
+    issuer = signed.findtext(_saml("Issuer"))
+    if issuer != signer_dn:
+        raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
+    issued = _check_times(signed, now, settings.clock_skew, max_age)
+    try:
+        assertion = read_assertion_ps(signed)
+    except ValidationError as error:
+        raise SignatureError("malformed", error.message) from None
+    holder = verified.signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_names = {str(attribute.value) for attribute in holder}
+    if assertion.professional_id not in common_names:
+        raise SignatureError(
+            "malformed", "the NameID of the assertion PS is not the signer's card holder"
+        )
+    return VerifiedAssertionPS(
+        assertion, signed.get("ID", ""), issued, signer_dn, verified.algorithm, signed
+    )
+
+
+# --- the emitter ---------------------------------------------------------------------------------
+
+
+def emitter_from_certificate(credential: Credential) -> str:
+    """The contexts' ``Emetteur`` in certificate mode: the OU (the structure's id) of the
+    ``INSI-AUTO``/``INSI-MANU`` certificate."""
+    unit = credential.organizational_unit
+    if not unit:
+        raise CredentialError(
+            credential.source,
+            "the certificate has no OU, from which the téléservices emitter is taken",
+            hint="use the structure's IGC-Santé ORG AUTH_CLI certificate named INSI-AUTO/INSI-MANU",
+        )
+    return unit
+
+
+def emitter_from_assertion(assertion: etree._Element) -> str:
+    """The contexts' ``Emetteur`` in card mode: the ``NameID`` of the assertion PS."""
+    return read_assertion_ps(assertion).professional_id
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+
+def siram_error(
+    code: str, message: str, *, severity: str = "erreur", message_id: str | None = None
+) -> etree._Element:
+    """The ``siram:Erreur`` of a fault detail: service ``code`` (``desir_5xx``, ``insi_1xx``…),
+    ``severity`` (one of :data:`SEVERITIES`), the request's MessageID, the technical message."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severite {severity!r} (use {', '.join(sorted(SEVERITIES))})")
+    element = etree.Element(f"{{{SIRAM_NS}}}Erreur", nsmap={"siram": SIRAM_NS})
+    element.set("code", code)
+    element.set("severite", severity)
+    if message_id:
+        element.set("messageID", message_id)
+    element.text = message
+    return element
+
+
+# --- the envelope --------------------------------------------------------------------------------
+
+
+def build_request(
+    action: str,
+    payload: etree._Element,
+    *,
+    contexte_bam: ContexteBAM,
+    contexte_lps: ContexteLPS,
+    assertions: Sequence[etree._Element] = (),
+    message_id: str | None = None,
+) -> etree._Element:
+    """The whole SOAP 1.2 request: ContexteBAM, ContexteLPS, wsa:Action, wsa:MessageID (a new
+    ``uuid:`` one unless given) and, when ``assertions`` are given (card mode), wsse:Security."""
+    # The téléservices send no wsa:To, so the address build_envelope would put there is unused.
+    envelope = build_envelope(
+        action, "", payload, assertions=assertions, flavour=Flavour.TLSI, message_id=message_id
+    )
+    header = addressing.soap_header(envelope)
+    header.insert(0, build_contexte_bam(contexte_bam))
+    header.insert(1, build_contexte_lps(contexte_lps))
+    return envelope
+
+
+def post(session: requests.Session, url: str, envelope: etree._Element) -> etree._Element:
+    """Send ``envelope`` (from :func:`build_request`) and return the first child of the answer's
+    body (``RESULTAT`` for INSi).
+
+    SoapFault when the service answers a fault; TransportError when the answer is not a SOAP 1.2
+    envelope with a body, or relates to another request.
+    """
+    action = addressing.read(envelope, "Action") or ""
+    message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    response = send(
+        session, url, message, {"Content-Type": f'{SOAP_CONTENT_TYPE}; action="{action}"'}
+    )
+    try:
+        answer = parse_xml(response.content)
+    except XMLSecurityError:
+        raise TransportError(
+            f"{url} answered HTTP {response.status_code} without a SOAP envelope"
+        ) from None
+    if answer.tag != f"{{{SOAP12_NS}}}Envelope":
+        raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
+    raise_for_fault(answer)
+    if response.status_code != 200:
+        raise TransportError(f"{url} answered HTTP {response.status_code} without a SOAP fault")
+    relates_to = addressing.read(answer, "RelatesTo")
+    sent_id = addressing.read(envelope, "MessageID")
+    if relates_to is not None and relates_to != sent_id:
+        raise TransportError(f"the response relates to {relates_to}, not to {sent_id}")
+    body = answer.find(f"{{{SOAP12_NS}}}Body")
+    payload = next(iter(body.iterchildren("{*}*")), None) if body is not None else None
+    if payload is None:
+        raise TransportError(f"{url} answered an envelope with an empty body")
+    return payload

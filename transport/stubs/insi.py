@@ -1,0 +1,523 @@
+"""The téléservices stub at ``/lps``: INSi, checked the way the Assurance Maladie service checks.
+
+Every request goes through, in order: a well-formed SOAP 1.2 envelope; ``wsa:Action`` and
+``wsa:MessageID``; a valid ``ContexteBAM`` (Version ``01_02``) and ``ContexteLPS`` (Version
+``01_00``, with ``LPS/IDAM``); then the access mode. With a ``wsse:Security`` header (card mode) it
+must hold exactly one assertion PS, which must verify against the stubs' CA and be signed with a
+signature certificate by the card holder it names. Without one (software-certificate mode), the
+mutual-TLS client certificate's CN must be ``INSI-AUTO`` or ``INSI-MANU``. The stub's TLS server
+requires a client certificate in both modes (the real card-mode host does not).
+
+Faults are SOAP 1.2 faults (HTTP 500) with subcode ``siram:siram_NN`` and a ``siram:Erreur``
+detail (``code``, ``severite``, ``messageID`` echoing the request's MessageID when it has one):
+
+============================================  ========  =========  ==========  ================
+refusal                                       Code      subcode    code        source
+============================================  ========  =========  ==========  ================
+no ContexteLPS, or no IDAM in it              Sender    siram_100  desir_550   live capture
+certificate CN, or assertion PS refused       Sender    siram_100  desir_560   code: padoa doc
+malformed XML, not SOAP 1.2, no WS-A,         Sender    siram_10   desir_500   project's choice
+bad context, unknown action, bad body
+birth name missing                            Sender    siram_10   insi_19     ABAK tests
+state unreadable (SQLite error)               Receiver  siram_40   insi_102    live capture
+============================================  ========  =========  ==========  ================
+
+No full list of the real codes is public (research-tlsi-insi.md §3): the subcodes of desir_560 and
+of desir_500, and desir_500 itself, are this project's choices.
+
+Answers: a normal ``RESULTAT`` in a body without a SOAP header, as every captured INSi response
+(so no ``wsa:RelatesTo``; the MessageID is echoed in faults only).
+
+State: the test identities live in the ``insi_`` tables of the stubs' SQLite database, seeded
+idempotently with the CNDA test persons (research-tlsi-insi.md §6). Their NIRs are invented for
+the stub (valid keys, authority :data:`~transport.vihf.INS_TEST_OID`, spec §5); the NIA of
+PROVISOIRE MATRICULE has the NIA authority. HOUILLES PIERRE PAUL JACQUES is deliberately absent
+(CR 01); the two DE VINCI LEONARDO differ only by birthplace (CR 02 without it).
+
+Search by traits: same birth name, sex and birth date, same birthplace when one is given, and first
+names that match the person's list (:func:`first_names_match`); one person → CR 00, none → CR 01,
+more → CR 02.
+
+Search with Vitale card data: the card's NIR (``MatriculeIndividu``, else ``MatriculeOD``: a test
+person is their own insured person) is looked up among the NIRs, active or former, of the test
+persons (never a NIA: cards carry NIRs); its key, when sent, must be that NIR's key; the birth date
+must be the person's, and the birth name too when sent. The answer is the person's active INS.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from ..addressing import SOAP12_NS, read
+from ..errors import SignatureError, ValidationError
+from ..services.insi import (
+    ACTION_SEARCH_TRAITS,
+    ACTION_SEARCH_VITALE,
+    Individual,
+    Ins,
+    Matricule,
+    Report,
+    Resultat,
+    Traits,
+    TraitsSearch,
+    VitaleSearch,
+    build_resultat,
+    read_traits_search,
+    read_vitale_search,
+)
+from ..services.tlsi import (
+    CTXBAM_NS,
+    CTXBAM_VERSION,
+    CTXLPS_NS,
+    CTXLPS_VERSION,
+    SIRAM_NS,
+    read_contexte_bam,
+    read_contexte_lps,
+    siram_error,
+    verify_assertion_ps,
+)
+from ..vihf import INS_NIA_OID, INS_TEST_OID
+from ..wsse import WSSE_NS, find_assertions
+from ..xmlparse import parse_xml
+from ..xmlsig import VerifySettings
+from .app import StubContext
+from .server import StubRequest, StubResponse, soap12_fault
+from .store import Database
+
+log = logging.getLogger("transport.stubs")
+
+ALLOWED_COMMON_NAMES = frozenset({"INSI-AUTO", "INSI-MANU"})
+"""The CNs a software certificate must have to call INSi."""
+ASSERTION_MAX_AGE = timedelta(minutes=10)
+"""How old an assertion PS may be (the real limit is not published; the VIHF's is used)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS insi_persons (
+    person_id INTEGER PRIMARY KEY,
+    birth_name TEXT NOT NULL,
+    first_names TEXT NOT NULL,
+    sex TEXT NOT NULL CHECK (sex IN ('M', 'F')),
+    birth_date TEXT NOT NULL,
+    birthplace TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS insi_persons_traits ON insi_persons (birth_name, birth_date);
+CREATE TABLE IF NOT EXISTS insi_identifiers (
+    number TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT,
+    person_id INTEGER NOT NULL REFERENCES insi_persons (person_id),
+    position INTEGER NOT NULL,
+    start_date TEXT,
+    end_date TEXT,
+    PRIMARY KEY (number, oid),
+    UNIQUE (person_id, position)
+);
+"""
+"""An identifier at position 0 is the person's active INS; 1, 2… their former ones."""
+
+
+def _person(
+    name: str,
+    first_names: str,
+    sex: str,
+    birth_date: str,
+    birthplace: str,
+    ins: str,
+    *history: Ins,
+    oid: str = INS_TEST_OID,
+) -> Individual:
+    traits = Traits(name, first_names, sex, birth_date, birthplace, first_names.split()[0])
+    return Individual(Ins(Matricule(ins[:13], ins[13:]), oid), traits, history)
+
+
+TEST_PERSONS: tuple[Individual, ...] = (
+    _person(
+        "ECETINSI",
+        "PIERRE-ALAIN MURIEL FLORIANT",
+        "M",
+        "2009-07-14",
+        "63220",
+        "109076322051718",
+        Ins(
+            Matricule("2090763220517", "65", "NIR"),
+            INS_TEST_OID,
+            date(2009, 7, 20),
+            date(2019, 2, 28),
+        ),
+        Ins(Matricule("1090663220244", "81", "NIR"), INS_TEST_OID),
+    ),
+    _person("DE VINCI", "LEONARDO", "M", "2014-02-01", "63220", "114026322039113"),
+    _person("DE VINCI", "LEONARDO", "M", "2014-02-01", "99127", "114029912705830"),
+    _person(
+        "PROVISOIRE", "MATRICULE", "M", "2009-07-01", "63220", "109076322090221", oid=INS_NIA_OID
+    ),
+    _person(
+        "D'ARTAGNAN DE L'HERAULT", "PIERRE-ALAIN", "M", "2001-06-17", "63220", "101066322012708"
+    ),
+    _person("ADRTROIS", "TOUSSAINT", "M", "1960-01-01", "2B020", "160012B02003378"),
+    _person("TCHITCHI", "OLA CATARINA BELLA", "F", "1936-06-21", "97411", "236069741108675"),
+    _person("CORSE", "ANTHONY", "M", "1980-03-02", "2B020", "180032B02004588"),
+    _person("HERMANN", "GATIEN", "M", "1981-03-24", "67482", "181036748221314"),
+    _person("NESSI", "NATHALIE", "F", "1977-07-14", "75115", "277077511531849"),
+    _person("ADRUN", "ZOE", "F", "1975-12-31", "69123", "275126912340265"),
+    _person("ADRDEUX", "LAURENT", "M", "1981-01-01", "33063", "181013306315743"),
+    _person("ADRTROIS", "DOMINIQUE", "F", "1997-02-26", "13055", "297021305526492"),
+)
+"""The seeded test identities (CNDA test persons of research-tlsi-insi.md §6, invented NIRs)."""
+
+
+def normalise(value: str) -> str:
+    """A name as the stub compares it: upper case, spaces collapsed."""
+    return " ".join(value.upper().split())
+
+
+def first_names_match(requested: Sequence[str], first_names: str) -> bool:
+    """Whether the first name(s) of a search designate a person whose first names are
+    ``first_names``: the requested names, joined, are the whole list or its beginning, or a
+    single requested name is any one of the list."""
+    wanted = normalise(" ".join(requested)).split()
+    listed = normalise(first_names).split()
+    if not wanted:
+        return False
+    return wanted == listed[: len(wanted)] or (len(wanted) == 1 and wanted[0] in listed)
+
+
+class InsiRegistry:
+    """The INSi test identities in the stubs' database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        database.ensure(SCHEMA)
+
+    def seed(self) -> None:
+        """Add every :data:`TEST_PERSONS` entry not already there."""
+        for person in TEST_PERSONS:
+            self.add(person)
+
+    def add(self, individual: Individual) -> bool:
+        """Store ``individual`` unless its active INS is already known; True when added."""
+        active = individual.active
+        with self.database.transaction() as connection:
+            known = connection.execute(
+                "SELECT 1 FROM insi_identifiers WHERE number = ? AND oid = ?",
+                (active.id.number, active.oid),
+            ).fetchone()
+            if known:
+                return False
+            traits = individual.traits
+            person_id = connection.execute(
+                "INSERT INTO insi_persons (birth_name, first_names, sex, birth_date, birthplace)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    normalise(traits.birth_name or ""),
+                    normalise(traits.first_names or ""),
+                    traits.sex,
+                    traits.birth_date,
+                    traits.birthplace,
+                ),
+            ).lastrowid
+            for position, ins in enumerate((active, *individual.history)):
+                connection.execute(
+                    "INSERT INTO insi_identifiers (number, oid, key, kind, person_id, position,"
+                    " start_date, end_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ins.id.number,
+                        ins.oid,
+                        ins.id.key,
+                        ins.id.kind,
+                        person_id,
+                        position,
+                        ins.start.isoformat() if ins.start else None,
+                        ins.end.isoformat() if ins.end else None,
+                    ),
+                )
+        return True
+
+    def search_traits(self, search: TraitsSearch) -> Resultat:
+        """The answer to a search by traits (see the module's matching rules)."""
+        birthplace = search.birthplace.upper() if search.birthplace else None
+        rows = self.database.query(
+            "SELECT * FROM insi_persons WHERE birth_name = ? AND sex = ? AND birth_date = ?"
+            " AND (? IS NULL OR birthplace = ?) ORDER BY person_id",
+            (normalise(search.birth_name), search.sex, search.birth_date, birthplace, birthplace),
+        )
+        matches = [row for row in rows if first_names_match(search.first_names, row["first_names"])]
+        return self._answer(matches)
+
+    def search_vitale(self, search: VitaleSearch) -> Resultat:
+        """The answer to a search with Vitale card data (see the module's mapping)."""
+        card_nir = search.individual or search.holder
+        assert card_nir is not None  # VitaleSearch.validate requires one
+        rows = self.database.query(
+            "SELECT p.* FROM insi_persons p JOIN insi_identifiers i USING (person_id)"
+            " WHERE i.number = ? AND i.oid != ? AND (? IS NULL OR i.key = ?)"
+            " ORDER BY p.person_id",
+            (card_nir.number, INS_NIA_OID, card_nir.key, card_nir.key),
+        )
+        matches = [
+            row
+            for row in rows
+            if row["birth_date"] == search.birth_date
+            and (search.birth_name is None or row["birth_name"] == normalise(search.birth_name))
+        ]
+        return self._answer(matches)
+
+    def _answer(self, matches: list[sqlite3.Row]) -> Resultat:
+        if not matches:
+            return Resultat.of(Report.NOT_FOUND)
+        if len(matches) > 1:
+            return Resultat.of(Report.SEVERAL)
+        return Resultat.of(Report.FOUND, self._individual(matches[0]))
+
+    def _individual(self, person: sqlite3.Row) -> Individual:
+        identifiers = [
+            Ins(
+                Matricule(row["number"], row["key"], row["kind"]),
+                row["oid"],
+                date.fromisoformat(row["start_date"]) if row["start_date"] else None,
+                date.fromisoformat(row["end_date"]) if row["end_date"] else None,
+            )
+            for row in self.database.query(
+                "SELECT * FROM insi_identifiers WHERE person_id = ? ORDER BY position",
+                (person["person_id"],),
+            )
+        ]
+        traits = Traits(
+            birth_name=person["birth_name"],
+            first_names=person["first_names"],
+            sex=person["sex"],
+            birth_date=person["birth_date"],
+            birthplace=person["birthplace"],
+            first_name=person["first_names"].split()[0],
+        )
+        return Individual(identifiers[0], traits, tuple(identifiers[1:]))
+
+
+class Refusal(Exception):
+    """A request the service refuses: the SOAP fault and the ``siram:Erreur`` to answer with."""
+
+    def __init__(
+        self,
+        code: str,
+        subcode: str,
+        service_code: str,
+        reason: str,
+        detail: str,
+        severity: str = "erreur",
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.subcode = subcode
+        self.service_code = service_code
+        self.reason = reason
+        self.detail = detail
+        self.severity = severity
+
+    def response(self, message_id: str | None) -> StubResponse:
+        """The HTTP 500 SOAP fault of this refusal, echoing ``message_id`` when known."""
+        error = siram_error(
+            self.service_code, self.detail, severity=self.severity, message_id=message_id
+        )
+        fault = soap12_fault(
+            self.code,
+            self.reason,
+            subcodes=(f"siram:{self.subcode}",),
+            detail=error,
+            namespaces={"siram": SIRAM_NS},
+        )
+        return StubResponse(500, fault)
+
+
+def invalid_request(detail: str) -> Refusal:
+    """A request that does not follow the service's contract."""
+    return Refusal(
+        "Sender", "siram_10", "desir_500", "La requête n'est pas conforme au service.", detail
+    )
+
+
+def unknown_software(detail: str) -> Refusal:
+    """A request whose software is not identified (no ContexteLPS or no IDAM)."""
+    return Refusal(
+        "Sender",
+        "siram_100",
+        "desir_550",
+        "L'accès par ce progiciel au service n'est pas autorisé. Contactez l'éditeur du progiciel"
+        " ou votre responsable informatique.",
+        detail,
+    )
+
+
+def access_denied(detail: str) -> Refusal:
+    """A caller whose certificate or assertion PS does not give access to INSi."""
+    return Refusal(
+        "Sender",
+        "siram_100",
+        "desir_560",
+        "Vous ne disposez pas des droits suffisants pour accéder à ce service.",
+        detail,
+    )
+
+
+def unavailable(detail: str) -> Refusal:
+    """The service cannot answer now."""
+    return Refusal(
+        "Receiver",
+        "siram_40",
+        "insi_102",
+        "Le service est temporairement inaccessible. Veuillez renouveler votre demande"
+        " ultérieurement.",
+        detail,
+        severity="fatale",
+    )
+
+
+def _header(envelope: etree._Element, namespace: str, name: str) -> etree._Element | None:
+    found = envelope.findall(f"{{{SOAP12_NS}}}Header/{{{namespace}}}{name}")
+    if len(found) > 1:
+        raise invalid_request(f"more than one {name} header")
+    return found[0] if found else None
+
+
+def check_contexts(envelope: etree._Element) -> None:
+    """Refuse a request without a valid ContexteBAM and ContexteLPS."""
+    bam = _header(envelope, CTXBAM_NS, "ContexteBAM")
+    lps = _header(envelope, CTXLPS_NS, "ContexteLPS")
+    if lps is None:
+        raise unknown_software("ContexteLPS absent : numéro d'autorisation du logiciel inconnu.")
+    if bam is None:
+        raise invalid_request("ContexteBAM absent.")
+    try:
+        bam_context = read_contexte_bam(bam)
+        lps_context = read_contexte_lps(lps)
+    except ValidationError as error:
+        raise invalid_request(f"Contexte invalide : {error.message}") from None
+    if bam_context.version != CTXBAM_VERSION:
+        raise invalid_request(f"ContexteBAM Version {bam_context.version} non supportée.")
+    if lps_context.version != CTXLPS_VERSION:
+        raise invalid_request(f"ContexteLPS Version {lps_context.version} non supportée.")
+    if lps_context.software is None or not lps_context.software.idam:
+        raise unknown_software("Numéro d'autorisation du logiciel inconnu.")
+
+
+def check_access(
+    envelope: etree._Element, certificate: x509.Certificate | None, settings: VerifySettings
+) -> None:
+    """Refuse a caller without access: in card mode (a ``wsse:Security`` header) its one
+    assertion PS must verify with ``settings``; otherwise the TLS certificate's CN is checked."""
+    if envelope.find(f"{{{SOAP12_NS}}}Header/{{{WSSE_NS}}}Security") is not None:
+        try:
+            assertions = find_assertions(envelope)
+            if len(assertions) != 1:
+                raise SignatureError("malformed", "wsse:Security must hold one assertion PS")
+            verify_assertion_ps(assertions[0], settings, max_age=ASSERTION_MAX_AGE)
+        except SignatureError as error:
+            raise access_denied(f"Assertion PS refusée : {error.message}") from None
+        return
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME) if certificate else []
+    if not names or str(names[0].value) not in ALLOWED_COMMON_NAMES:
+        raise access_denied(
+            "Niveau d'accès insuffisant : le certificat logiciel doit être nommé INSI-AUTO ou"
+            " INSI-MANU."
+        )
+
+
+class TeleservicesService:
+    """The ``/lps`` handler: INSi's two searches over the test identities."""
+
+    def __init__(self, context: StubContext) -> None:
+        self.settings = context.verify
+        self.registry = InsiRegistry(context.database)
+        self.registry.seed()
+        self.operations: dict[str, Callable[[etree._Element], Resultat]] = {
+            ACTION_SEARCH_TRAITS: self.search_traits,
+            ACTION_SEARCH_VITALE: self.search_vitale,
+        }
+
+    def __call__(self, request: StubRequest) -> StubResponse:
+        message_id = None
+        try:
+            envelope = _envelope(request.body)
+            message_id = read(envelope, "MessageID")
+            action = _action(envelope)
+            check_contexts(envelope)
+            check_access(envelope, request.client_certificate, self.settings)
+            operation = self.operations.get(action)
+            if operation is None:
+                raise invalid_request(f"Action inconnue : {action}")
+            resultat = operation(_payload(envelope))
+        except Refusal as refusal:
+            log.info("lps refused: %s %s", refusal.subcode, refusal.service_code)
+            return refusal.response(message_id)
+        return StubResponse(200, _answer(build_resultat(resultat)))
+
+    def search_traits(self, payload: etree._Element) -> Resultat:
+        """``rechercherInsAvecTraitsIdentite``."""
+        try:
+            search = read_traits_search(payload)
+        except ValidationError as error:
+            if error.field == "NomNaissance":
+                raise Refusal(
+                    "Sender",
+                    "siram_10",
+                    "insi_19",
+                    "Le champ nom de naissance est obligatoire.",
+                    error.message,
+                ) from None
+            raise invalid_request(f"Traits d'identité invalides : {error.message}") from None
+        return _guarded(lambda: self.registry.search_traits(search))
+
+    def search_vitale(self, payload: etree._Element) -> Resultat:
+        """``rechercherInsAvecCarteVitale``."""
+        try:
+            search = read_vitale_search(payload)
+        except ValidationError as error:
+            raise invalid_request(
+                f"Données de la carte Vitale invalides : {error.message}"
+            ) from None
+        return _guarded(lambda: self.registry.search_vitale(search))
+
+
+def _guarded(search: Callable[[], Resultat]) -> Resultat:
+    try:
+        return search()
+    except sqlite3.Error as error:
+        raise unavailable(f"Base des identités indisponible : {error}") from None
+
+
+def _envelope(body: bytes) -> etree._Element:
+    try:
+        envelope = parse_xml(body)
+    except SignatureError as error:
+        raise invalid_request(f"Message illisible : {error.message}") from None
+    if envelope.tag != f"{{{SOAP12_NS}}}Envelope":
+        raise invalid_request("Une enveloppe SOAP 1.2 est attendue.")
+    return envelope
+
+
+def _action(envelope: etree._Element) -> str:
+    action, message_id = read(envelope, "Action"), read(envelope, "MessageID")
+    if not action or not message_id:
+        raise invalid_request("wsa:Action et wsa:MessageID sont obligatoires.")
+    return action
+
+
+def _payload(envelope: etree._Element) -> etree._Element:
+    body = envelope.find(f"{{{SOAP12_NS}}}Body")
+    payload = next(iter(body.iterchildren("{*}*")), None) if body is not None else None
+    if payload is None:
+        raise invalid_request("Le corps du message est vide.")
+    return payload
+
+
+def _answer(payload: etree._Element) -> bytes:
+    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS})
+    etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body").append(payload)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
