@@ -1,0 +1,466 @@
+"""The DMP-specific messages of ``habilitations`` and ``patientsSpecific``, both ways.
+
+``habilitations`` (namespace ``urn:si-dmp-habilitations``): :class:`SetAuthorization` (TD0.3, the
+caller adds or removes their own authorisation on the patient's DMP) answered by
+:class:`SetAuthorizationAnswer`; :class:`ListAuthorizations` (TD1.6, the professionals authorised
+on or blocked from the DMP) answered by :class:`AuthorizationList`. ``patientsSpecific``
+(namespace ``urn:si-dmp-patients``): :class:`PatientListQuery` (TD0.4, the DMPs the caller is
+authorised on) answered by :class:`PatientListAnswer`. The patient, when there is one, is the VIHF's
+``resource-id``: these bodies never name it.
+
+Every answer carries an :class:`Outcome` (``output/status``: :class:`DmpCode` ``DMPOk`` or an
+error code, and ``output/context``, free text). ``build()`` makes the body element, ``read()``
+reads one and raises :class:`transport.errors.ValidationError` naming what is malformed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from lxml import etree
+
+from ..errors import ValidationError
+from ..vihf import INS_OIDS, Patient
+from .hl7v3 import PROFESSIONAL_ID_ROOT, DmpCode, Identifier, hl7_time, parse_hl7_time
+
+HABILITATIONS_NS = "urn:si-dmp-habilitations"
+PATIENTS_NS = "urn:si-dmp-patients"
+
+ACTION_SET_AUTHORIZATION = f"{HABILITATIONS_NS}:HabilitationsEndPoint:setAuthorization"
+ACTION_SET_AUTHORIZATION_RESPONSE = f"{ACTION_SET_AUTHORIZATION}Response"
+ACTION_LIST_AUTHORIZATIONS = f"{HABILITATIONS_NS}:HabilitationsEndPoint:listAuthorizationByPatient"
+ACTION_LIST_AUTHORIZATIONS_RESPONSE = f"{ACTION_LIST_AUTHORIZATIONS}Response"
+ACTION_PATIENT_LIST = f"{PATIENTS_NS}:PatientSpecificEndPoint:patientList"
+ACTION_PATIENT_LIST_RESPONSE = f"{ACTION_PATIENT_LIST}Response"
+
+TREATING_PHYSICIAN_ROLE = "MEDECIN_TRAITANT"
+"""The one ``roleType`` of the schema: the caller is (or stops being) the DMP treating doctor."""
+
+
+class AuthorizationAction(enum.StrEnum):
+    """TD0.3 ``action``: add or remove the caller's authorisation."""
+
+    AJOUT = "AJOUT"
+    SUPPRESSION = "SUPPRESSION"
+
+
+class ListMode(enum.StrEnum):
+    """TD1.6 ``mode``: authorised professionals, blocked ones, or both; also each entry's state."""
+
+    ACTIVE = "ACTIVE"
+    INTERDITE = "INTERDITE"
+    TOUTE = "TOUTE"
+
+
+class DateType(enum.StrEnum):
+    """TD0.4 ``dateType``: what ``startDate`` bounds, the last authorisation or the last
+    document added."""
+
+    LASTAUTORIZATION = "LASTAUTORIZATION"
+    LASTDOC = "LASTDOC"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """``output/status`` and ``output/context`` of an answer."""
+
+    status: str
+    context: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is ``DMPOk``."""
+        return self.status == DmpCode.OK
+
+    def write(self, output: etree._Element, namespace: str) -> None:
+        """Append ``status`` and ``context`` (when set) to ``output``."""
+        _sub(output, namespace, "status", self.status)
+        if self.context is not None:
+            _sub(output, namespace, "context", self.context)
+
+    @classmethod
+    def read(cls, output: etree._Element, namespace: str) -> Outcome:
+        """Read them from an ``output`` element."""
+        status = _text(output, namespace, "status")
+        if not status:
+            raise ValidationError("output/status", "missing status")
+        context = output.find(f"{{{namespace}}}context")
+        return cls(status, (context.text or "") if context is not None else None)
+
+
+# --- TD0.3 setAuthorization ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetAuthorization:
+    """TD0.3: the caller adds (``AJOUT``) or removes (``SUPPRESSION``) their authorisation on the
+    VIHF patient's DMP; with ``treating_physician``, the ``MEDECIN_TRAITANT`` role instead."""
+
+    action: AuthorizationAction = AuthorizationAction.AJOUT
+    treating_physician: bool = False
+
+    def build(self) -> etree._Element:
+        """The ``setAuthorization`` element."""
+        root = _root(HABILITATIONS_NS, "setAuthorization")
+        _sub(root, HABILITATIONS_NS, "action", self.action.value)
+        if self.treating_physician:
+            _sub(root, HABILITATIONS_NS, "role", TREATING_PHYSICIAN_ROLE)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> SetAuthorization:
+        """Read a ``setAuthorization`` element."""
+        _expect(root, HABILITATIONS_NS, "setAuthorization")
+        role = _text(root, HABILITATIONS_NS, "role")
+        if role not in ("", TREATING_PHYSICIAN_ROLE):
+            raise ValidationError("role", f"only {TREATING_PHYSICIAN_ROLE} is defined")
+        return cls(
+            _enum(
+                AuthorizationAction, _text(root, HABILITATIONS_NS, "action") or "AJOUT", "action"
+            ),
+            bool(role),
+        )
+
+
+@dataclass(frozen=True)
+class SetAuthorizationAnswer:
+    """The answer to :class:`SetAuthorization`."""
+
+    outcome: Outcome
+
+    def build(self) -> etree._Element:
+        """The ``setAuthorizationResponse`` element."""
+        root = _root(HABILITATIONS_NS, "setAuthorizationResponse")
+        self.outcome.write(_sub(root, HABILITATIONS_NS, "output"), HABILITATIONS_NS)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> SetAuthorizationAnswer:
+        """Read a ``setAuthorizationResponse`` element."""
+        _expect(root, HABILITATIONS_NS, "setAuthorizationResponse")
+        return cls(Outcome.read(_output(root, HABILITATIONS_NS), HABILITATIONS_NS))
+
+
+# --- TD1.6 listAuthorizationByPatient ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListAuthorizations:
+    """TD1.6: who is authorised on (``ACTIVE``) or blocked from (``INTERDITE``) the VIHF
+    patient's DMP; ``TOUTE`` or None: both."""
+
+    mode: ListMode | None = ListMode.TOUTE
+
+    def build(self) -> etree._Element:
+        """The ``listAuthorizationByPatient`` element."""
+        root = _root(HABILITATIONS_NS, "listAuthorizationByPatient")
+        if self.mode is not None:
+            _sub(root, HABILITATIONS_NS, "mode", self.mode.value)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> ListAuthorizations:
+        """Read a ``listAuthorizationByPatient`` element."""
+        _expect(root, HABILITATIONS_NS, "listAuthorizationByPatient")
+        mode = _text(root, HABILITATIONS_NS, "mode")
+        return cls(_enum(ListMode, mode, "mode") if mode else None)
+
+
+@dataclass(frozen=True)
+class AuthorizationEntry:
+    """One professional in a TD1.6 list.
+
+    ``professional_id``: IdNat under ``id_type`` (an OID); ``specialties``: ``(code, label)``
+    pairs such as ``("G15_10/SM26", "Médecin - …")``; ``mode``: ``ACTIVE`` or ``INTERDITE``;
+    ``started``/``last_action``: UTC, to the second.
+    """
+
+    professional_id: str
+    last_name: str = ""
+    first_name: str = ""
+    specialties: tuple[tuple[str, str], ...] = ()
+    started: datetime | None = None
+    last_action: datetime | None = None
+    mode: ListMode = ListMode.ACTIVE
+    treating_physician: bool = False
+    id_type: str = PROFESSIONAL_ID_ROOT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "specialties", tuple(tuple(pair) for pair in self.specialties))
+
+    def write(self, parent: etree._Element) -> None:
+        """Append a ``listOfAuthorizationByPatient`` (in the schema's element order)."""
+        ns = HABILITATIONS_NS
+        entry = _sub(parent, ns, "listOfAuthorizationByPatient")
+        _sub(entry, ns, "nationalId", self.professional_id)
+        _sub(entry, ns, "nationalIdType", self.id_type)
+        _sub(entry, ns, "firstName", self.first_name)
+        _sub(entry, ns, "lastName", self.last_name)
+        for code, _ in self.specialties:
+            _sub(entry, ns, "codeSpeciality", code)
+        for _, label in self.specialties:
+            _sub(entry, ns, "libSpeciality", label)
+        if self.started is not None:
+            _sub(entry, ns, "startOfAuthorization", hl7_time(self.started))
+        if self.last_action is not None:
+            _sub(entry, ns, "lastActionDate", hl7_time(self.last_action))
+        _sub(entry, ns, "mode", self.mode.value)
+        if self.treating_physician:
+            _sub(entry, ns, "specificRight", TREATING_PHYSICIAN_ROLE)
+
+    @classmethod
+    def read(cls, entry: etree._Element) -> AuthorizationEntry:
+        """Read a ``listOfAuthorizationByPatient`` element."""
+        ns = HABILITATIONS_NS
+        professional_id = _text(entry, ns, "nationalId")
+        if not professional_id:
+            raise ValidationError("listOfAuthorizationByPatient/nationalId", "missing")
+        codes = [element.text or "" for element in _children(entry, ns, "codeSpeciality")]
+        labels = [element.text or "" for element in _children(entry, ns, "libSpeciality")]
+        rights = {element.text for element in _children(entry, ns, "specificRight")}
+        return cls(
+            professional_id,
+            _text(entry, ns, "lastName"),
+            _text(entry, ns, "firstName"),
+            tuple(zip(codes, labels + [""] * (len(codes) - len(labels)), strict=False)),
+            _time(entry, ns, "startOfAuthorization"),
+            _time(entry, ns, "lastActionDate"),
+            _enum(ListMode, _text(entry, ns, "mode") or "ACTIVE", "mode"),
+            TREATING_PHYSICIAN_ROLE in rights,
+            _text(entry, ns, "nationalIdType") or PROFESSIONAL_ID_ROOT,
+        )
+
+
+@dataclass(frozen=True)
+class AuthorizationList:
+    """The answer to :class:`ListAuthorizations`."""
+
+    outcome: Outcome
+    entries: tuple[AuthorizationEntry, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", tuple(self.entries))
+
+    def build(self) -> etree._Element:
+        """The ``listAuthorizationByPatientResponse`` element."""
+        root = _root(HABILITATIONS_NS, "listAuthorizationByPatientResponse")
+        output = _sub(root, HABILITATIONS_NS, "output")
+        for entry in self.entries:
+            entry.write(output)
+        self.outcome.write(output, HABILITATIONS_NS)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> AuthorizationList:
+        """Read a ``listAuthorizationByPatientResponse`` element."""
+        _expect(root, HABILITATIONS_NS, "listAuthorizationByPatientResponse")
+        output = _output(root, HABILITATIONS_NS)
+        return cls(
+            Outcome.read(output, HABILITATIONS_NS),
+            tuple(
+                AuthorizationEntry.read(entry)
+                for entry in _children(output, HABILITATIONS_NS, "listOfAuthorizationByPatient")
+            ),
+        )
+
+
+# --- TD0.4 patientList ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientListQuery:
+    """TD0.4: the DMPs the caller is authorised on, optionally only those whose ``date_type``
+    date (last authorisation, last document) is at or after ``start_date``."""
+
+    start_date: datetime | None = None
+    date_type: DateType | None = None
+
+    def build(self) -> etree._Element:
+        """The ``patientList`` element."""
+        root = _root(PATIENTS_NS, "patientList")
+        if self.start_date is not None:
+            _sub(root, PATIENTS_NS, "startDate", hl7_time(self.start_date))
+        if self.date_type is not None:
+            _sub(root, PATIENTS_NS, "dateType", self.date_type.value)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> PatientListQuery:
+        """Read a ``patientList`` element."""
+        _expect(root, PATIENTS_NS, "patientList")
+        date_type = _text(root, PATIENTS_NS, "dateType")
+        return cls(
+            _time(root, PATIENTS_NS, "startDate"),
+            _enum(DateType, date_type, "dateType") if date_type else None,
+        )
+
+
+@dataclass(frozen=True)
+class AuthorizedPatient:
+    """One DMP of a TD0.4 list.
+
+    ``identifiers``: ``nationalId`` (extension) under ``nationalIdType`` (root);
+    ``birth_date``: ``YYYYMMDD``; ``treating_physician``: the caller is its DMP treating doctor
+    (``MT``); ``message``: unread messages; dates: UTC, to the second.
+    """
+
+    identifiers: tuple[Identifier, ...]
+    last_name: str = ""
+    first_name: str = ""
+    birth_date: str | None = None
+    treating_physician: bool = False
+    message: bool = False
+    last_access: datetime | None = None
+    last_update: datetime | None = None
+    last_add: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "identifiers", tuple(self.identifiers))
+
+    @property
+    def patient(self) -> Patient | None:
+        """The INS among the identifiers, or None."""
+        return next(
+            (Patient(i.extension, i.root) for i in self.identifiers if i.root in INS_OIDS),
+            None,
+        )
+
+    def write(self, parent: etree._Element) -> None:
+        """Append a ``patientlistData`` (in the schema's element order)."""
+        ns = PATIENTS_NS
+        entry = _sub(parent, ns, "patientlistData")
+        for identifier in self.identifiers:
+            holder = _sub(entry, ns, "patientIdentifier")
+            _sub(holder, ns, "nationalId", identifier.extension or "")
+            _sub(holder, ns, "nationalIdType", identifier.root)
+        _sub(entry, ns, "lastName", self.last_name)
+        _sub(entry, ns, "firstName", self.first_name)
+        if self.birth_date:
+            _sub(entry, ns, "dateOfBirth", self.birth_date)
+        _sub(entry, ns, "MT", "true" if self.treating_physician else "false")
+        _sub(entry, ns, "message", "true" if self.message else "false")
+        for name, moment in (
+            ("lastAccessDate", self.last_access),
+            ("lastUpdateDate", self.last_update),
+            ("lastAddDate", self.last_add),
+        ):
+            if moment is not None:
+                _sub(entry, ns, name, hl7_time(moment))
+
+    @classmethod
+    def read(cls, entry: etree._Element) -> AuthorizedPatient:
+        """Read a ``patientlistData`` element."""
+        ns = PATIENTS_NS
+        identifiers = tuple(
+            Identifier(_text(holder, ns, "nationalIdType"), _text(holder, ns, "nationalId"))
+            for holder in _children(entry, ns, "patientIdentifier")
+        )
+        if not identifiers or not all(i.root and i.extension for i in identifiers):
+            raise ValidationError("patientlistData/patientIdentifier", "missing identifier")
+        return cls(
+            identifiers,
+            _text(entry, ns, "lastName"),
+            _text(entry, ns, "firstName"),
+            _text(entry, ns, "dateOfBirth") or None,
+            _boolean(entry, ns, "MT"),
+            _boolean(entry, ns, "message"),
+            _time(entry, ns, "lastAccessDate"),
+            _time(entry, ns, "lastUpdateDate"),
+            _time(entry, ns, "lastAddDate"),
+        )
+
+
+@dataclass(frozen=True)
+class PatientListAnswer:
+    """The answer to :class:`PatientListQuery`."""
+
+    outcome: Outcome
+    patients: tuple[AuthorizedPatient, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patients", tuple(self.patients))
+
+    def build(self) -> etree._Element:
+        """The ``patientListResponse`` element."""
+        root = _root(PATIENTS_NS, "patientListResponse")
+        output = _sub(root, PATIENTS_NS, "output")
+        for patient in self.patients:
+            patient.write(output)
+        self.outcome.write(output, PATIENTS_NS)
+        return root
+
+    @classmethod
+    def read(cls, root: etree._Element) -> PatientListAnswer:
+        """Read a ``patientListResponse`` element."""
+        _expect(root, PATIENTS_NS, "patientListResponse")
+        output = _output(root, PATIENTS_NS)
+        return cls(
+            Outcome.read(output, PATIENTS_NS),
+            tuple(
+                AuthorizedPatient.read(entry)
+                for entry in _children(output, PATIENTS_NS, "patientlistData")
+            ),
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _root(namespace: str, name: str) -> etree._Element:
+    return etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})
+
+
+def _sub(
+    parent: etree._Element, namespace: str, name: str, text: str | None = None
+) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{namespace}}}{name}")
+    element.text = text
+    return element
+
+
+def _expect(root: etree._Element, namespace: str, name: str) -> None:
+    if root.tag != f"{{{namespace}}}{name}":
+        raise ValidationError("Body", f"expected {{{namespace}}}{name}")
+
+
+def _children(parent: etree._Element, namespace: str, name: str) -> Iterator[etree._Element]:
+    return parent.iterfind(f"{{{namespace}}}{name}")
+
+
+def _output(root: etree._Element, namespace: str) -> etree._Element:
+    output = root.find(f"{{{namespace}}}output")
+    if output is None:
+        raise ValidationError("output", "missing element")
+    return output
+
+
+def _text(parent: etree._Element, namespace: str, name: str) -> str:
+    element = parent.find(f"{{{namespace}}}{name}")
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _time(parent: etree._Element, namespace: str, name: str) -> datetime | None:
+    text = _text(parent, namespace, name)
+    return parse_hl7_time(text, name) if text else None
+
+
+def _boolean(parent: etree._Element, namespace: str, name: str) -> bool:
+    text = _text(parent, namespace, name)
+    if text not in ("true", "false", "1", "0"):
+        raise ValidationError(name, "not an xs:boolean")
+    return text in ("true", "1")
+
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+def _enum(kind: type[_E], value: str, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValidationError(what, f"not one of {allowed}") from None
