@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from ..errors import ValidationError
+from ..mtom import XOP_NS, include
 from ..vihf import Patient
 
 RIM_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
@@ -26,7 +27,6 @@ RS_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 LCM_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
 QUERY_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 XDSB_NS = "urn:ihe:iti:xds-b:2007"
-XOP_NS = "http://www.w3.org/2004/08/xop/include"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 NSMAP = {"rim": RIM_NS, "rs": RS_NS, "lcm": LCM_NS, "query": QUERY_NS, "xdsb": XDSB_NS}
 
@@ -455,15 +455,6 @@ def provide_and_register_request(
 def _submit_objects(parent: etree._Element) -> etree._Element:
     request = etree.SubElement(parent, _q(LCM_NS, "SubmitObjectsRequest"))
     return etree.SubElement(request, _rim("RegistryObjectList"))
-
-
-def include(content_id: str) -> etree._Element:
-    """An ``xop:Include`` referring to the MIME part ``content_id``."""
-    from urllib.parse import quote
-
-    element = etree.Element(_q(XOP_NS, "Include"), nsmap={"xop": XOP_NS})
-    element.set("href", f"cid:{quote(content_id, safe='@.-_~!$&*+=:;')}")
-    return element
 
 
 def update_status_request(

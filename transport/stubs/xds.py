@@ -502,11 +502,12 @@ class RepositoryService(_XdsService):
             object_id: self._part(decoded, submission, object_id)
             for object_id in submission.entries
         }
+        sha1 = {object_id: _part_digest(part, "sha1") for object_id, part in parts.items()}
         for object_id, entry in submission.entries.items():
-            self._check_entry(patient, object_id, entry, parts[object_id])
-        self._check_signatures(submission, parts)
-        self._store(checked, submission, parts)
-        return xds.registry_response()
+            self._check_entry(patient, object_id, entry, parts[object_id], sha1[object_id])
+        warnings = self._check_signatures(submission, parts)
+        self._store(checked, submission, parts, sha1)
+        return xds.registry_response(warnings)
 
     @staticmethod
     def _part(decoded: mtom.Decoded, submission: xds.Submission, object_id: str) -> mtom.Part:
@@ -519,7 +520,12 @@ class RepositoryService(_XdsService):
             raise _error("XDSMissingDocument", "pièce MTOM absente", object_id) from None
 
     def _check_entry(
-        self, patient: Patient, object_id: str, entry: xds.DocumentEntry, part: mtom.Part
+        self,
+        patient: Patient,
+        object_id: str,
+        entry: xds.DocumentEntry,
+        part: mtom.Part,
+        sha1: str,
     ) -> None:
         if entry.patient != patient:
             raise _error(
@@ -527,7 +533,6 @@ class RepositoryService(_XdsService):
                 "patient du document différent de celui du lot",
                 object_id,
             )
-        sha1 = _part_digest(part, "sha1")
         if entry.hash is not None and entry.hash.lower() != sha1:
             raise _error("XDSRepositoryMetadataError", "le hash ne correspond pas", object_id)
         if entry.size is not None and entry.size != part.size:
@@ -537,26 +542,36 @@ class RepositoryService(_XdsService):
                 "XDSDocumentUniqueIdError", "uniqueId de document déjà enregistré", object_id
             )
 
-    def _check_signatures(self, submission: xds.Submission, parts: dict[str, mtom.Part]) -> None:
-        """A signature document (``signs`` the set) must reference every other document of the
-        set by ``urn:oid:<uniqueId>``, with digests of their exact bytes (IHE DSG manifest)."""
+    def _check_signatures(
+        self, submission: xds.Submission, parts: dict[str, mtom.Part]
+    ) -> list[xds.RegistryError]:
+        """Warnings about the set's signature document (``signs`` the set): it must reference
+        every other document of the set by ``urn:oid:<uniqueId>`` with the digest of its exact
+        bytes (IHE DSG manifest). Warnings, not errors: the DMP's own example submission carries a
+        manifest made for other documents."""
+        warnings = []
         for association in submission.associations:
             if association.type != xds.SIGNS:
                 continue
-            if association.target != submission.submission_set_id:
-                raise _error("XDSRegistryMetadataError", "signs doit viser le lot")
-            if association.source not in parts:
-                raise _error("XDSRegistryMetadataError", "document de signature inconnu")
-            signature = parts[association.source]
+            if (
+                association.target != submission.submission_set_id
+                or association.source not in parts
+            ):
+                raise _error("XDSRegistryMetadataError", "signs relie la signature au lot")
             others = {
                 f"urn:oid:{entry.unique_id}": parts[object_id]
                 for object_id, entry in submission.entries.items()
                 if object_id != association.source
             }
-            _check_manifest(signature, others)
+            warnings.extend(_check_manifest(parts[association.source], others))
+        return warnings
 
     def _store(
-        self, checked: Checked, submission: xds.Submission, parts: dict[str, mtom.Part]
+        self,
+        checked: Checked,
+        submission: xds.Submission,
+        parts: dict[str, mtom.Part],
+        sha1: dict[str, str],
     ) -> None:
         stored = {
             object_id: self.context.blobs.adopt(part.path, part.sha256, part.size)
@@ -570,7 +585,7 @@ class RepositoryService(_XdsService):
                 blob = stored[object_id]
                 registered = replace(
                     entry,
-                    hash=_part_digest(parts[object_id], "sha1"),
+                    hash=sha1[object_id],
                     size=blob.size,
                     repository_unique_id=REPOSITORY_UNIQUE_ID,
                 )
@@ -642,24 +657,39 @@ def _part_digest(part: mtom.Part, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _check_manifest(signature: mtom.Part, documents: dict[str, mtom.Part]) -> None:
+def _check_manifest(
+    signature: mtom.Part, documents: dict[str, mtom.Part]
+) -> list[xds.RegistryError]:
     try:
         root = parse_xml(signature.read_bytes())
     except CisisError:
-        raise _error("XDSRegistryMetadataError", "document de signature illisible") from None
+        return [_warning("document de signature illisible")]
     references = root.findall(f".//{{{_DS}}}Manifest/{{{_DS}}}Reference")
     named = {reference.get("URI", ""): reference for reference in references}
-    missing = sorted(set(documents) - set(named))
-    if missing:
-        raise _error("XDSRegistryMetadataError", f"signature sans référence à {missing[0]}")
+    warnings = []
     for uri, part in documents.items():
-        reference = named[uri]
+        reference = named.get(uri)
+        if reference is None:
+            warnings.append(_warning(f"la signature ne référence pas {uri}"))
+            continue
         if reference.find(f"{{{_DS}}}Transforms") is not None:
             continue  # a transformed (canonicalised) digest is the signer's to vouch for
         method = reference.find(f"{{{_DS}}}DigestMethod")
         algorithm = _DIGESTS.get(method.get("Algorithm", "") if method is not None else "")
+        expected = reference.findtext(f"{{{_DS}}}DigestValue") or ""
         if algorithm is None:
-            raise _error("XDSRegistryMetadataError", f"algorithme d'empreinte inconnu ({uri})")
-        expected = base64.b64decode(reference.findtext(f"{{{_DS}}}DigestValue") or "")
-        if bytes.fromhex(_part_digest(part, algorithm)) != expected:
-            raise _error("XDSRegistryMetadataError", f"empreinte du manifeste fausse ({uri})")
+            warnings.append(_warning(f"algorithme d'empreinte inconnu pour {uri}"))
+        elif _part_digest(part, algorithm) != _hex(expected):
+            warnings.append(_warning(f"l'empreinte de {uri} ne correspond pas au document"))
+    return warnings
+
+
+def _hex(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except ValueError:
+        return ""
+
+
+def _warning(context: str) -> xds.RegistryError:
+    return xds.RegistryError("XDSRegistryMetadataError", context, "Warning")
