@@ -16,8 +16,8 @@ Decisions on points the standards leave open or that peers get wrong:
 - A delimiter is CRLF ``--boundary`` followed by optional spaces or tabs and CRLF, or by ``--`` for
   the last one; a line that merely starts with ``--boundary`` and goes on is data.
 - Content-Transfer-Encoding ``binary``, ``8bit``, ``7bit`` or none: the bytes are taken as they are;
-  ``base64`` is decoded (streamed), since XOP does not forbid it; anything else (quoted-printable)
-  is refused.
+  ``base64`` is decoded (streamed): MIME allows it and it costs little to accept; anything else
+  (quoted-printable) is refused, since no SOAP stack sends it.
 - The root part is the one the ``start`` parameter names, else the first (RFC 2387 §3.2).
 - Preamble and epilogue are read and ignored.
 """
@@ -57,9 +57,11 @@ _MAX_PADDING = 256  # transport padding (spaces, tabs) accepted after a boundary
 _CRLF_HINT = "MIME lines end with CRLF; a body saved with bare LF line ends cannot be decoded"
 _DEFAULT_PART_TYPE = "text/plain; charset=us-ascii"  # RFC 2045 §5.2, for a part without one
 _IDENTITY_ENCODINGS = frozenset({"", "binary", "8bit", "7bit"})
-# Visible ASCII without the characters that end or quote a Content-ID or a quoted-string.
+# Visible ASCII without <, >, " and \, which end or quote a Content-ID.
 _CONTENT_ID = re.compile(r"[!#-;=?-\[\]-~]+")
+# Printable ASCII: no CR or LF that would end the header early.
 _HEADER_VALUE = re.compile(r"[ -~]+")
+# Printable ASCII a quoted-string carries without escapes (no " or \).
 _QUOTABLE = re.compile(r"[ !#-\[\]-~]*")
 # RFC 2046 §5.1.1 bchars, 1 to 70, not ending with a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
@@ -239,12 +241,9 @@ def _part_head(boundary: str, content_type: str, content_id: str, *, first: bool
 def _source_piece(attachment: Attachment) -> bytes | _FileRange:
     if isinstance(attachment.source, bytes):
         return attachment.source
-    try:
-        return _FileRange(attachment.source, attachment.size)
-    except OSError as error:
-        raise ValidationError(
-            "source", f"cannot read {attachment.source}: {error.strerror}"
-        ) from None
+    if not attachment.source.is_file():
+        raise ValidationError("source", f"{attachment.source} is not a file")
+    return _FileRange(attachment.source, attachment.size)
 
 
 def _read_file(piece: _FileRange) -> Iterator[bytes]:
