@@ -122,8 +122,9 @@ class DmpCode(enum.StrEnum):
 
     ``DMPOk``, ``DMPFound`` (create or reactivate an open DMP) and ``DMPClosed`` (close a closed
     one) are those the ANS sample code handles; the DMP publishes no full catalogue, so
-    ``DMPNotFound`` (no DMP for this patient) and ``DMPAccessDenied`` (the caller is not
-    authorised, or blocked, on this DMP) are this project's names for the other two cases.
+    ``DMPNotFound`` (no DMP for this patient), ``DMPAccessDenied`` (the caller is not
+    authorised, or blocked, on this DMP) and ``DMPPatientMismatch`` (the message names another
+    patient than the VIHF's ``resource-id``) are this project's names for the other cases.
     """
 
     OK = "DMPOk"
@@ -131,6 +132,7 @@ class DmpCode(enum.StrEnum):
     CLOSED = "DMPClosed"
     NOT_FOUND = "DMPNotFound"
     ACCESS_DENIED = "DMPAccessDenied"
+    PATIENT_MISMATCH = "DMPPatientMismatch"
 
 
 # --- small datatypes -----------------------------------------------------------------------------

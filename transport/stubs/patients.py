@@ -1,7 +1,9 @@
 """The DMP stub's patient registry: which DMPs exist, their status, and who is authorised on them.
 
 Shared by the patient-management services (HL7v3, habilitations, patientsSpecific) and the XDS
-registry and repository, which refuse documents of a patient whose DMP is not open.
+registry and repository, which refuse documents of a patient whose DMP is not open. Times are
+stored as :func:`now_text` writes them. Writes take the caller's connection, inside its
+:meth:`transport.stubs.store.Database.transaction`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import enum
 import json
 import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +29,7 @@ CREATE TABLE IF NOT EXISTS dmp_patients (
     updated_at TEXT NOT NULL,
     closed_at TEXT,
     close_reason TEXT,
+    last_document_at TEXT,
     PRIMARY KEY (ins, oid)
 );
 CREATE TABLE IF NOT EXISTS dmp_authorisations (
@@ -35,6 +39,10 @@ CREATE TABLE IF NOT EXISTS dmp_authorisations (
     status TEXT NOT NULL CHECK (status IN ('VALIDE', 'INTERDIT')),
     professional_name TEXT,
     updated_at TEXT NOT NULL,
+    created_at TEXT,
+    treating_physician INTEGER NOT NULL DEFAULT 0 CHECK (treating_physician IN (0, 1)),
+    speciality_code TEXT,
+    speciality_label TEXT,
     PRIMARY KEY (ins, oid, professional),
     FOREIGN KEY (ins, oid) REFERENCES dmp_patients (ins, oid)
 );
@@ -60,6 +68,74 @@ class Authorisation(enum.StrEnum):
 def now_text() -> str:
     """The current UTC time as the stub stores it (ISO 8601, milliseconds, ``Z``)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """A time stored by :func:`now_text`, as an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class DmpRecord:
+    """One patient's DMP: status, administrative data (a JSON object) and its dates.
+
+    ``close_reason`` is the code given when it was last closed; ``last_document_at`` the time a
+    document was last added (see :meth:`PatientRegistry.record_document`).
+    """
+
+    patient: Patient
+    status: DmpStatus
+    demographics: Mapping[str, Any]
+    created_at: str
+    updated_at: str
+    closed_at: str | None = None
+    close_reason: str | None = None
+    last_document_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthorisationRecord:
+    """One professional's authorisation on one DMP, as stored.
+
+    ``speciality``: ``(code, label)`` such as ``("G15_10/SM26", "Médecin - …")``, or None.
+    ``created_at``: when the authorisation was first recorded.
+    """
+
+    patient: Patient
+    professional: str
+    status: Authorisation
+    professional_name: str | None
+    speciality: tuple[str, str] | None
+    treating_physician: bool
+    created_at: str
+    updated_at: str
+
+
+def _dmp(row: sqlite3.Row) -> DmpRecord:
+    return DmpRecord(
+        Patient(row["ins"], row["oid"]),
+        DmpStatus(row["status"]),
+        json.loads(row["demographics"]),
+        row["created_at"],
+        row["updated_at"],
+        row["closed_at"],
+        row["close_reason"],
+        row["last_document_at"],
+    )
+
+
+def _authorisation(row: sqlite3.Row) -> AuthorisationRecord:
+    code, label = row["speciality_code"], row["speciality_label"]
+    return AuthorisationRecord(
+        Patient(row["ins"], row["oid"]),
+        row["professional"],
+        Authorisation(row["status"]),
+        row["professional_name"],
+        (code, label or "") if code else None,
+        bool(row["treating_physician"]),
+        row["created_at"] or row["updated_at"],
+        row["updated_at"],
+    )
 
 
 class PatientRegistry:
@@ -92,6 +168,90 @@ class PatientRegistry:
         )
         return Authorisation(rows[0]["status"]) if rows else Authorisation.ABSENT
 
+    def record(self, patient: Patient) -> DmpRecord | None:
+        """The patient's DMP, or None when there is none."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_patients WHERE ins = ? AND oid = ?", (patient.ins, patient.oid)
+        )
+        return _dmp(rows[0]) if rows else None
+
+    def records(self, status: DmpStatus) -> list[DmpRecord]:
+        """Every DMP in ``status`` (open or closed), oldest first."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_patients WHERE status = ? ORDER BY created_at", (status.value,)
+        )
+        return [_dmp(row) for row in rows]
+
+    def create(
+        self, connection: sqlite3.Connection, patient: Patient, demographics: Mapping[str, Any]
+    ) -> None:
+        """Open a DMP for a patient who has none."""
+        now = now_text()
+        connection.execute(
+            "INSERT INTO dmp_patients (ins, oid, status, demographics, created_at, updated_at)"
+            " VALUES (?, ?, 'open', ?, ?, ?)",
+            (patient.ins, patient.oid, json.dumps(demographics), now, now),
+        )
+
+    def reactivate(self, connection: sqlite3.Connection, patient: Patient) -> None:
+        """Open again a closed DMP (its close reason and date stay as history)."""
+        connection.execute(
+            "UPDATE dmp_patients SET status = 'open', updated_at = ? WHERE ins = ? AND oid = ?",
+            (now_text(), patient.ins, patient.oid),
+        )
+
+    def update(
+        self, connection: sqlite3.Connection, patient: Patient, demographics: Mapping[str, Any]
+    ) -> None:
+        """Replace the administrative data of a DMP."""
+        connection.execute(
+            "UPDATE dmp_patients SET demographics = ?, updated_at = ? WHERE ins = ? AND oid = ?",
+            (json.dumps(demographics), now_text(), patient.ins, patient.oid),
+        )
+
+    def close(self, connection: sqlite3.Connection, patient: Patient, reason: str | None) -> None:
+        """Close a DMP, keeping the reason (a code such as ``FERMETURE_DEMANDE_PATIENT``)."""
+        now = now_text()
+        connection.execute(
+            "UPDATE dmp_patients SET status = 'closed', closed_at = ?, close_reason = ?,"
+            " updated_at = ? WHERE ins = ? AND oid = ?",
+            (now, reason, now, patient.ins, patient.oid),
+        )
+
+    def record_document(self, connection: sqlite3.Connection, patient: Patient) -> None:
+        """Note that a document was just added to the DMP (TD0.4 ``LASTDOC`` filters on it)."""
+        connection.execute(
+            "UPDATE dmp_patients SET last_document_at = ? WHERE ins = ? AND oid = ?",
+            (now_text(), patient.ins, patient.oid),
+        )
+
+    def authorisation_record(
+        self, patient: Patient, professional: str
+    ) -> AuthorisationRecord | None:
+        """The professional's stored authorisation on the DMP, or None."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_authorisations WHERE ins = ? AND oid = ? AND professional = ?",
+            (patient.ins, patient.oid, professional),
+        )
+        return _authorisation(rows[0]) if rows else None
+
+    def authorisations_on(self, patient: Patient) -> list[AuthorisationRecord]:
+        """Every professional authorised on or blocked from the patient's DMP, oldest first."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_authorisations WHERE ins = ? AND oid = ?"
+            " ORDER BY created_at, professional",
+            (patient.ins, patient.oid),
+        )
+        return [_authorisation(row) for row in rows]
+
+    def authorisations_of(self, professional: str) -> list[AuthorisationRecord]:
+        """Every DMP the professional is authorised on or blocked from, oldest first."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_authorisations WHERE professional = ? ORDER BY created_at, ins",
+            (professional,),
+        )
+        return [_authorisation(row) for row in rows]
+
     def set_authorisation(
         self,
         connection: sqlite3.Connection,
@@ -99,19 +259,55 @@ class PatientRegistry:
         professional: str,
         status: Authorisation,
         professional_name: str | None = None,
+        *,
+        speciality: tuple[str, str] | None = None,
     ) -> None:
-        """Record an authorisation inside the caller's transaction (ABSENT removes it)."""
+        """Record an authorisation inside the caller's transaction (ABSENT removes it).
+
+        ``speciality``: the professional's ``(code, label)``, kept when None is given.
+        """
         if status is Authorisation.ABSENT:
             connection.execute(
                 "DELETE FROM dmp_authorisations WHERE ins = ? AND oid = ? AND professional = ?",
                 (patient.ins, patient.oid, professional),
             )
             return
+        code, label = speciality or (None, None)
+        now = now_text()
         connection.execute(
-            "INSERT INTO dmp_authorisations"
-            " (ins, oid, professional, status, professional_name, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO dmp_authorisations (ins, oid, professional, status, professional_name,"
+            " updated_at, created_at, speciality_code, speciality_label)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (ins, oid, professional) DO UPDATE SET status = excluded.status,"
-            " professional_name = excluded.professional_name, updated_at = excluded.updated_at",
-            (patient.ins, patient.oid, professional, status.value, professional_name, now_text()),
+            " professional_name = excluded.professional_name, updated_at = excluded.updated_at,"
+            " speciality_code = coalesce(excluded.speciality_code, speciality_code),"
+            " speciality_label = coalesce(excluded.speciality_label, speciality_label)",
+            (
+                patient.ins,
+                patient.oid,
+                professional,
+                status.value,
+                professional_name,
+                now,
+                now,
+                code,
+                label,
+            ),
+        )
+
+    def set_treating_physician(
+        self, connection: sqlite3.Connection, patient: Patient, professional: str, value: bool
+    ) -> None:
+        """Make the professional the DMP's treating doctor (the only one), or not; they must
+        already be recorded on it."""
+        if value:
+            connection.execute(
+                "UPDATE dmp_authorisations SET treating_physician = 0"
+                " WHERE ins = ? AND oid = ? AND professional != ?",
+                (patient.ins, patient.oid, professional),
+            )
+        connection.execute(
+            "UPDATE dmp_authorisations SET treating_physician = ?, updated_at = ?"
+            " WHERE ins = ? AND oid = ? AND professional = ?",
+            (int(value), now_text(), patient.ins, patient.oid, professional),
         )
