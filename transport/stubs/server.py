@@ -35,6 +35,8 @@ SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 SPOOL_IN_MEMORY = 1024 * 1024
 """Request bodies up to this many bytes stay in memory; larger ones go to a temporary file."""
 _CHUNK = 64 * 1024
+DRAIN_BYTES = 1024 * 1024
+"""How much of an over-limit body is read and dropped before the connection is cut."""
 _FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
 
 
@@ -221,26 +223,28 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._answer(response, started)
 
     def _receive(self, spool: BinaryIO) -> None:
-        """Copy the request body into ``spool``, enforcing the size limit."""
+        """Copy the request body into ``spool``, enforcing the size limit.
+
+        Past the limit the rest is read and dropped, up to :data:`DRAIN_BYTES` more, so that a
+        client still sending can read the 413 instead of a reset connection."""
         limit = self.server.max_request_bytes
+        sink = _LimitedSink(spool, limit)
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            received = 0
             while size := self._chunk_size():
-                received += size
-                if received > limit:
-                    raise _TooLarge
-                self._copy(spool, size)
+                self._copy(sink, size)
                 if self.rfile.read(2) != b"\r\n":
                     raise _BadBody("malformed chunked body")
             while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                 pass  # trailer fields carry nothing a stub needs
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length < 0:
-            raise _BadBody("negative Content-Length")
-        if length > limit:
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise _BadBody("negative Content-Length")
+            if length > limit + DRAIN_BYTES:
+                raise _TooLarge
+            self._copy(sink, length)
+        if sink.over:
             raise _TooLarge
-        self._copy(spool, length)
 
     def _chunk_size(self) -> int:
         line = self.rfile.readline(1024)
@@ -248,7 +252,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raise _BadBody("malformed chunk size line")
         return int(line.split(b";", 1)[0].strip(), 16)
 
-    def _copy(self, spool: BinaryIO, size: int) -> None:
+    def _copy(self, spool: BinaryIO | _LimitedSink, size: int) -> None:
         while size > 0:
             data = self.rfile.read(min(size, _CHUNK))
             if not data:
@@ -294,6 +298,26 @@ class _HandshakeFailed(Exception):
 
 class _TooLarge(Exception):
     pass
+
+
+class _LimitedSink:
+    """Writes to ``target`` up to ``limit`` bytes, then drops; raises past DRAIN_BYTES more."""
+
+    def __init__(self, target: BinaryIO, limit: int) -> None:
+        self.target = target
+        self.limit = limit
+        self.written = 0
+
+    @property
+    def over(self) -> bool:
+        return self.written > self.limit
+
+    def write(self, data: bytes) -> None:
+        if self.written + len(data) <= self.limit:
+            self.target.write(data)
+        self.written += len(data)
+        if self.written > self.limit + DRAIN_BYTES:
+            raise _TooLarge
 
 
 class _BadBody(Exception):

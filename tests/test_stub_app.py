@@ -1,0 +1,172 @@
+"""The stub server as a whole: routing, limits, hostile input, concurrency, the command line."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from transport.client import raise_for_fault, send
+from transport.credentials import load_pkcs12
+from transport.errors import SoapFault
+from transport.stubs.app import SERVICES, Stubs, service_path
+from transport.tls import TLSSettings, create_session
+from transport.xmlparse import parse_xml
+
+from .test_stub_xds import DOCTOR, PATIENT, Caller, entry, find, open_dmp, retrieve, submit
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+    b"<soap:Envelope xmlns:soap='http://www.w3.org/2003/05/soap-envelope'>"
+    b"<soap:Body>&lol2;</soap:Body></soap:Envelope>"
+)
+
+
+@pytest.fixture
+def session(pki):
+    credential = load_pkcs12(pki.p12("org-auth"), pki.password)
+    with create_session(credential, TLSSettings(ca_bundle=pki.ca_bundle)) as opened:
+        yield opened
+
+
+@pytest.fixture
+def stubs(pki, tmp_path):
+    with Stubs(
+        pki=pki, data_dir=tmp_path / "state", services=["registry", "repository", "lps"]
+    ) as s:
+        yield s
+
+
+def post(session, url: str, body: bytes, content_type: str = "application/soap+xml"):
+    return send(session, url, body, {"Content-Type": content_type})
+
+
+def test_unknown_path_is_a_soap_fault(stubs, session):
+    response = post(session, f"{stubs.url}/si-dmp-server/v2/services/nothing", b"<x/>")
+    assert response.status_code == 404
+    with pytest.raises(SoapFault, match="nothing"):
+        raise_for_fault(parse_xml(response.content))
+
+
+HOSTILE = {
+    "empty": b"",
+    "not xml": b"\x00\xff garbage",
+    "entities": BILLION_LAUGHS,
+    "soap 1.1": b"<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'><s:Body/></s:Envelope>",
+    "no headers": b"<soap:Envelope xmlns:soap='http://www.w3.org/2003/05/soap-envelope'><soap:Body/>"
+    b"</soap:Envelope>",
+    "random": random.Random(7).randbytes(4096),
+}
+
+
+@pytest.mark.parametrize("name", ["registry", "repository", "lps"])
+@pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_input_gets_a_fault_and_the_server_keeps_serving(stubs, session, name, body):
+    response = post(session, f"{stubs.url}{service_path(name)}", body)
+    assert 400 <= response.status_code < 600
+    with pytest.raises(SoapFault):
+        raise_for_fault(parse_xml(response.content))
+    follow_up = post(session, f"{stubs.url}{service_path(name)}", b"<x/>")
+    assert follow_up.status_code >= 400 and follow_up.content.startswith(b"<?xml")
+
+
+def test_request_size_limit(pki, tmp_path, session):
+    with Stubs(pki=pki, data_dir=tmp_path, services=["registry"], max_request_bytes=1000) as small:
+        url = small.dmp_url("registry")
+        assert post(session, url, b"<x/>" * 1000).status_code == 413
+        chunked = post(session, url, iter([b"<x/>"] * 1000))
+        assert chunked.status_code == 413
+        assert post(session, url, b"<x/>").status_code == 500  # still serving: a SOAP fault
+
+
+def test_chunked_request_body(stubs):
+    caller = Caller(stubs)
+    open_dmp(stubs, PATIENT, DOCTOR)
+    content = os.urandom(300_000)
+    metadata = entry(content)
+    # Caller.post sends MTOM bodies as a generator: requests uploads them chunked.
+    assert submit(caller, (metadata, content)).ok
+    assert retrieve(caller, metadata.unique_id)[1] == {metadata.unique_id: content}
+
+
+def test_concurrent_clients(stubs):
+    open_dmp(stubs, PATIENT, DOCTOR)
+    callers = [Caller(stubs) for _ in range(4)]
+    contents = [os.urandom(20_000 + n) for n in range(16)]
+    entries = [entry(content) for content in contents]
+
+    def round_trip(number: int) -> bool:
+        caller = callers[number % len(callers)]
+        submitted = submit(caller, (entries[number], contents[number])).ok
+        _, back = retrieve(caller, entries[number].unique_id)
+        return submitted and back == {entries[number].unique_id: contents[number]}
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(round_trip, range(len(contents))))
+    assert len(find(callers[0]).entries) == len(contents)
+
+
+def test_no_client_certificate(stubs, pki):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.post(
+            stubs.dmp_url("registry"), data=b"<x/>", verify=str(pki.ca_bundle), timeout=10
+        )
+
+
+def test_log_lines_carry_no_patient_identifier(stubs, caller_log):
+    caller = Caller(stubs)
+    open_dmp(stubs, PATIENT, DOCTOR)
+    assert submit(caller, (entry(b"x"), b"x")).ok
+    find(caller)
+    lines = caller_log()
+    assert any("registry" in line and "200" in line for line in lines)
+    assert not [line for line in lines if PATIENT.ins in line or DOCTOR in line]
+
+
+@pytest.fixture
+def caller_log(caplog):
+    caplog.set_level("INFO", logger="transport.stubs")
+    return lambda: [record.getMessage() for record in caplog.records]
+
+
+def test_every_service_is_mounted(pki, tmp_path):
+    with Stubs(pki=pki, data_dir=tmp_path) as everything:
+        assert set(everything.server._server.app.routes) == {service_path(n) for n in SERVICES}
+
+
+def test_stub_command_serves_until_interrupted(pki, tmp_path):
+    data = tmp_path / "state"
+    command = [sys.executable, "-m", "transport", "stub", "--port", "0", "--data", str(data)]
+    process = subprocess.Popen(
+        [*command, "--pki", str(pki.directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        match = re.search(r"listening on (https://\S+)", first)
+        assert match, first + process.stderr.read()
+        listing = [process.stdout.readline() for _ in SERVICES]
+        assert any(service_path("registry") in line for line in listing)
+        credential = load_pkcs12(pki.p12("org-auth"), pki.password)
+        with create_session(credential, TLSSettings(ca_bundle=pki.ca_bundle)) as opened:
+            url = f"{match.group(1)}{service_path('registry')}"
+            response = post(opened, url, b"<x/>")
+        assert response.status_code == 500
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "stopped" in out
+    assert (data / "stubs.sqlite3").is_file()
+    assert f"POST {service_path('registry')} -> 500" in err
