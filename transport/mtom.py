@@ -326,7 +326,9 @@ def decode(
     max_in_memory: int = MAX_IN_MEMORY,
 ) -> Decoded:
     """Decode a body of type ``content_type`` (the HTTP header value) read from ``source``: a binary
-    stream (``read``), an iterable of byte chunks (``response.iter_content(n)``) or bytes.
+    stream (``read``), an iterable of byte chunks (``response.iter_content(n)``) or bytes. With
+    requests, post with ``stream=True`` and pass ``response.iter_content(CHUNK_SIZE)``, which undoes
+    any Content-Encoding (``response.raw`` does not).
 
     With ``directory``, each attachment goes to a new file there (mode 0600) as it arrives; without
     it, attachments are kept as bytes. The root part is always kept in memory. A part kept in memory
@@ -399,7 +401,7 @@ def _read_all(chunks: Iterator[bytes], limit: int) -> bytes:
 class _State(enum.Enum):
     PREAMBLE = "before the first boundary"
     HEADERS = "inside the headers of a part"
-    BODY = "inside a part, before the closing boundary"
+    BODY = "inside a part"
     EPILOGUE = "after the closing boundary"
 
 
@@ -457,7 +459,7 @@ class _Parser:
             pass
         if self._state is not _State.EPILOGUE:
             raise MtomError(
-                f"the multipart body ends {self._state.value} (no closing boundary)",
+                f"the multipart body ends {self._state.value}, without its closing boundary",
                 hint=_CRLF_HINT if self._state is _State.PREAMBLE else None,
             )
         if self._root is None and self._start:
@@ -641,7 +643,7 @@ class _Sink:
         if self._size > self._limit:
             raise MtomError(
                 f"part {self._number} is larger than {self._limit} bytes",
-                hint="decode with a directory to write attachments to files",
+                hint=None if self.is_root else "decode with a directory to keep parts in files",
             )
         self._memory += data
 
