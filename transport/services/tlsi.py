@@ -491,7 +491,12 @@ def verify_assertion_ps(
     now = now or datetime.now(UTC)
     if element.tag != _saml("Assertion"):
         raise SignatureError("malformed", f"not a SAML 2.0 assertion: {element.tag}")
-    verified = verify_enveloped(element, settings, now=now)
+    try:
+        verified = verify_enveloped(element, settings, now=now)
+    except (etree.DocumentInvalid, ValueError) as error:
+        # signxml lets lxml's schema error and base64's ValueError through on a malformed
+        # ds:Signature and verify_enveloped does not map them (yet): a malformed signature.
+        raise SignatureError("malformed", f"malformed signature: {error}") from None
     signed = verified.element
     signer_dn = rfc2253_dn(verified.signer.subject)
     issuer = signed.findtext(_saml("Issuer"))
