@@ -67,6 +67,10 @@ class TLSError(TransportError):
     """The TLS handshake failed: untrusted server, refused client certificate, protocol mismatch."""
 
 
+class MtomError(TransportError):
+    """A multipart/related (MTOM/XOP) body is malformed, or an attachment changed while sent."""
+
+
 class SignatureError(CisisError):
     """An XML signature or the certificate behind it was refused.
 

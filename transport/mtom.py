@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote
 
 from lxml import etree
 
-from .errors import TransportError, ValidationError
+from .errors import MtomError, ValidationError
 
 XOP_NS = "http://www.w3.org/2004/08/xop/include"
 CHUNK_SIZE = 256 * 1024
@@ -66,10 +66,6 @@ _QUOTABLE = re.compile(r"[ !#-\[\]-~]*")
 # RFC 2046 §5.1.1 bchars, 1 to 70, not ending with a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _PARAMETER = re.compile(r';\s*([^\s;=]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))', re.DOTALL)
-
-
-class MtomError(TransportError):
-    """A multipart/related (MTOM/XOP) body is malformed, or an attachment changed while sent."""
 
 
 # --- encoding ----------------------------------------------------------------------------------
