@@ -382,7 +382,7 @@ def unavailable(detail: str) -> Refusal:
 def _header(envelope: etree._Element, namespace: str, name: str) -> etree._Element | None:
     found = envelope.findall(f"{{{SOAP12_NS}}}Header/{{{namespace}}}{name}")
     if len(found) > 1:
-        raise invalid_request(f"more than one {name} header")
+        raise invalid_request(f"En-tête {name} en double.")
     return found[0] if found else None
 
 
