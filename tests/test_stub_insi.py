@@ -14,7 +14,7 @@ from lxml import etree
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
 from transport.addressing import SOAP12_NS, WSA_NS, read
-from transport.client import raise_for_fault
+from transport.client import raise_for_fault, wsdl_path
 from transport.errors import SoapFault, ValidationError
 from transport.services.insi import (
     ACTION_SEARCH_TRAITS,
@@ -43,11 +43,16 @@ from transport.services.tlsi import (
     AssertionPS,
     ContexteBAM,
     ContexteLPS,
+    Coverage,
+    Nir,
     build_assertion_ps,
+    build_contexte_bam,
+    build_contexte_lps,
     build_request,
     emitter_from_certificate,
     post,
     sign_assertion_ps,
+    siram_error,
 )
 from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS, InsiRegistry, first_names_match
@@ -129,6 +134,40 @@ def test_resultat_round_trip_validates_against_the_official_schema(insi_schema):
         element = build_resultat(resultat)
         assert_valid(insi_schema, element)
         assert read_resultat(reparse(element)) == resultat
+
+
+PROJECT_SCHEMAS = {
+    "http://www.cnamts.fr/INSiRecSans": "recsans.xsd",
+    "http://www.cnamts.fr/INSiRecVit": "recvitale.xsd",
+    RESULTAT_NS: "resultat.xsd",
+    CTXBAM_NS: "ctxbam.xsd",
+    CTXLPS_NS: "ctxlps.xsd",
+    SIRAM_NS: "siram.xsd",
+}
+
+
+def test_messages_validate_against_the_project_schemas():
+    directory = wsdl_path("insi/insi.wsdl").parent
+    imports = "".join(
+        f'<xs:import namespace="{namespace}" schemaLocation="{(directory / name).as_uri()}"/>'
+        for namespace, name in PROJECT_SCHEMAS.items()
+    )
+    schema = etree.XMLSchema(
+        etree.fromstring(
+            f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
+        )
+    )
+    coverage = Coverage(insured=Nir("1090763220517", "18"))
+    for element in (
+        build_traits_search(replace(DE_VINCI, birthplace="63220")),
+        build_vitale_search(VitaleSearch("2009-07-14", holder=Matricule("1090763220517", "18"))),
+        build_resultat(Resultat.of(Report.FOUND, TEST_PERSONS[0])),
+        build_resultat(Resultat.of(Report.NOT_FOUND)),
+        build_contexte_bam(ContexteBAM.new("499900000001001", coverage)),
+        build_contexte_lps(ContexteLPS.new("499900000001001", SOFTWARE)),
+        siram_error("desir_500", "Requête invalide.", message_id="uuid:1"),
+    ):
+        assert_valid(schema, element)
 
 
 def sample(name: str) -> bytes:
