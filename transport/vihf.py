@@ -226,7 +226,8 @@ def _q(name: str) -> str:
     return f"{{{SAML_NS}}}{name}"
 
 
-def _instant(moment: datetime) -> str:
+def format_instant(moment: datetime) -> str:
+    """A SAML/TLSi instant: UTC, ISO 8601 with milliseconds and ``Z``."""
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
@@ -247,7 +248,7 @@ def build_assertion(
         _q("Assertion"),
         nsmap={"saml2": SAML_NS, "xsi": XSI_NS, "xs": XS_NS},
         ID=assertion_id or f"_{uuid.uuid4()}",
-        IssueInstant=_instant(now),
+        IssueInstant=format_instant(now),
         Version="2.0",
     )
     etree.SubElement(assertion, _q("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
@@ -257,10 +258,10 @@ def build_assertion(
         etree.SubElement(
             assertion,
             _q("Conditions"),
-            NotBefore=_instant(now),
-            NotOnOrAfter=_instant(now + options.validity),
+            NotBefore=format_instant(now),
+            NotOnOrAfter=format_instant(now + options.validity),
         )
-    statement = etree.SubElement(assertion, _q("AuthnStatement"), AuthnInstant=_instant(now))
+    statement = etree.SubElement(assertion, _q("AuthnStatement"), AuthnInstant=format_instant(now))
     context = etree.SubElement(statement, _q("AuthnContext"))
     etree.SubElement(context, _q("AuthnContextClassRef")).text = vihf.authn_context
     if vihf.authn_context_decl:
@@ -365,7 +366,7 @@ def verify_vihf(
     issuer = _text(signed, "Issuer")
     if issuer != signer_dn:
         raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
-    issued = _check_times(signed, now, settings.clock_skew, max_age)
+    issued = check_times(signed, now, settings.clock_skew, max_age)
     vihf = read_vihf(signed).validate()
     return VerifiedVihf(
         vihf, signed.get("ID", ""), issued, issuer, signer_dn, verified.algorithm, signed
@@ -382,9 +383,11 @@ def _parse_instant(value: str | None, what: str) -> datetime:
     return moment
 
 
-def _check_times(
+def check_times(
     signed: etree._Element, now: datetime, skew: timedelta, max_age: timedelta | None
 ) -> datetime:
+    """Check a signed assertion's ``IssueInstant`` (not in the future, not older than ``max_age``)
+    and its ``Conditions`` window against ``now`` with ``skew``; return the issue instant."""
     issued = _parse_instant(signed.get("IssueInstant"), "IssueInstant")
     if issued > now + skew:
         raise SignatureError("stale", f"IssueInstant {signed.get('IssueInstant')} is in the future")

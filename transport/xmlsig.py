@@ -189,7 +189,8 @@ def verify_enveloped(
         raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
     except InvalidCertificate as error:
         raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
-    except InvalidInput as error:
+    except (InvalidInput, etree.DocumentInvalid, ValueError) as error:
+        # signxml lets a schema-invalid ds:Signature and bad base64 through as lxml/ValueError.
         raise SignatureError("malformed", f"malformed signature: {error}") from None
     assert not isinstance(result, list)
     signed = result.signed_xml
