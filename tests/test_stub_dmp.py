@@ -556,6 +556,12 @@ def test_vihf_missing_a_required_attribute(doctor: Caller, attribute: str) -> No
     assert (fault.code, fault.subcode) == ("Sender", "DMPVIHFInvalide")
 
 
+def test_vihf_for_another_resource_than_the_dmp(doctor: Caller) -> None:
+    elsewhere = replace(doctor, identity=replace(doctor.identity, resource_urn="urn:autre"))
+    fault = _fault(lambda: elsewhere.exists(new_patient()))
+    assert (fault.code, fault.subcode) == ("Sender", "DMPVIHFInvalide")
+
+
 def test_patient_transactions_need_the_vihf_resource_id(doctor: Caller) -> None:
     patient = new_patient()
     doctor.create(patient)
