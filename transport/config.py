@@ -69,7 +69,10 @@ class Profile:
     """Everything needed to call the services as one user of one structure.
 
     ``identity`` is the VIHF without a patient (each call adds its own); ``endpoints`` maps a
-    service family (``dmp``, ``tlsi``) to its base URL.
+    service family (``dmp``, ``tlsi``) to its base URL. ``tlsi_idam`` is the software's CNDA
+    authorisation number for the téléservices (``[lps] idam``; None: the homologation id is
+    sent); ``insi_credential`` the INSI-AUTO/INSI-MANU certificate of the téléservices'
+    certificate mode (``[credentials.insi]``; None: the ``tls`` one).
     """
 
     identity: Vihf
@@ -81,6 +84,8 @@ class Profile:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     source: str = "<built-in>"
+    tlsi_idam: str | None = None
+    insi_credential: CredentialSpec | None = None
 
     def tls_settings(self, *, dmp: bool = True) -> TLSSettings:
         """TLS settings for a DMP endpoint (restricted suites) or another service."""
@@ -169,7 +174,15 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
         connect_timeout=float(tls.get("connect_timeout", 10.0)),
         read_timeout=float(tls.get("read_timeout", 60.0)),
         source=source,
+        tlsi_idam=_optional_string(lps, "idam", f"{source} [lps]"),
+        insi_credential=(
+            _credential(credentials, "insi", base, source) if "insi" in credentials else None
+        ),
     )
+
+
+def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | None:
+    return _string(section, key, where) if key in section else None
 
 
 def _mode(value: str, where: str) -> AuthMode:

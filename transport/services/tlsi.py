@@ -16,11 +16,16 @@ Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
 
 from __future__ import annotations
 
+import enum
+import logging
+import os
 import re
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import requests
 from cryptography.x509.oid import NameOID
@@ -29,8 +34,18 @@ from lxml import etree
 from .. import addressing
 from ..addressing import SOAP12_NS, Flavour
 from ..client import build_envelope, raise_for_fault, send
-from ..credentials import Credential, Signer, rfc2253_dn
-from ..errors import CredentialError, SignatureError, TransportError, ValidationError
+from ..config import Profile
+from ..credentials import Credential, Purpose, Signer, rfc2253_dn
+from ..errors import (
+    ConfigurationError,
+    CredentialError,
+    SignatureError,
+    SoapFault,
+    TransportError,
+    ValidationError,
+)
+from ..tls import TLSSettings, create_session
+from ..trace import Tracer
 from ..vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
 from ..xmlparse import XMLSecurityError, parse_xml
 from ..xmlsig import VerifySettings, sign_enveloped, verify_enveloped
@@ -553,6 +568,28 @@ def siram_error(
     return element
 
 
+# --- faults: what to do -------------------------------------------------------------------------
+
+_HINTS = {
+    "desir_550": "the service does not know this software: set `idam` under [lps] in the profile "
+    "to the CNDA authorisation number (IDAM) of the software",
+    "desir_560": "access refused: in certificate mode use the structure's ORG AUTH_CLI certificate "
+    "named INSI-AUTO or INSI-MANU; in card mode check the card and its signature certificate",
+    "desir_500": "the service could not read the request: run again with --trace and compare the "
+    "request with the service's contract",
+    "insi_19": "the birth name (nom de naissance) is required",
+    "insi_102": "the service is temporarily unavailable: send the request again later",
+    "insi_111": "the téléservices are unavailable: send the request again later",
+}
+_SUBCODE_HINTS = {"siram_40": "the service failed on its side: send the request again later"}
+
+
+def fault_hint(fault: SoapFault) -> str | None:
+    """An English hint of what to do about a téléservices fault, for the codes known here
+    (``siram:Erreur/@code`` first, then the ``siram_NN`` subcode); None for the others."""
+    return _HINTS.get(fault.service_code or "") or _SUBCODE_HINTS.get(fault.subcode or "")
+
+
 # --- the envelope --------------------------------------------------------------------------------
 
 
@@ -577,18 +614,30 @@ def build_request(
     return envelope
 
 
-def post(session: requests.Session, url: str, envelope: etree._Element) -> etree._Element:
+def post(
+    session: requests.Session,
+    url: str,
+    envelope: etree._Element,
+    *,
+    tracer: Tracer | None = None,
+) -> etree._Element:
     """Send ``envelope`` (from :func:`build_request`) and return the first child of the answer's
-    body (``RESULTAT`` for INSi).
+    body (``RESULTAT`` for INSi); with ``tracer``, the exact bytes sent and received are written.
 
-    SoapFault when the service answers a fault; TransportError when the answer is not a SOAP 1.2
-    envelope with a body, or relates to another request.
+    SoapFault (with a hint for the known ``siram:Erreur`` codes) when the service answers a fault;
+    TransportError when the answer is not a SOAP 1.2 envelope with a body, or relates to another
+    request.
     """
     action = addressing.read(envelope, "Action") or ""
     message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+    prefix = tracer.next_prefix(action.rpartition(":")[2]) if tracer is not None else ""
+    if tracer is not None:
+        tracer.write(prefix, "request", message)
     response = send(
         session, url, message, {"Content-Type": f'{SOAP_CONTENT_TYPE}; action="{action}"'}
     )
+    if tracer is not None:
+        tracer.write(prefix, "response", response.content)
     try:
         answer = parse_xml(response.content)
     except XMLSecurityError:
@@ -597,7 +646,11 @@ def post(session: requests.Session, url: str, envelope: etree._Element) -> etree
         ) from None
     if answer.tag != f"{{{SOAP12_NS}}}Envelope":
         raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
-    raise_for_fault(answer)
+    try:
+        raise_for_fault(answer)
+    except SoapFault as fault:
+        fault.hint = fault.hint or fault_hint(fault)
+        raise
     if response.status_code != 200:
         raise TransportError(f"{url} answered HTTP {response.status_code} without a SOAP fault")
     relates_to = addressing.read(answer, "RelatesTo")
@@ -609,3 +662,199 @@ def post(session: requests.Session, url: str, envelope: etree._Element) -> etree
     if payload is None:
         raise TransportError(f"{url} answered an envelope with an empty body")
     return payload
+
+
+# --- the installation ----------------------------------------------------------------------------
+
+INSTALLATION_FILE = "installation-id"
+
+
+def config_directory() -> Path:
+    """The user's cisis-transport configuration directory: ``$XDG_CONFIG_HOME/cisis-transport``,
+    else ``~/.config/cisis-transport``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "cisis-transport"
+
+
+def installation_id(directory: Path | None = None) -> str:
+    """The installation's UUID (``ContexteLPS/LPS/Instance``): read from ``installation-id`` in
+    ``directory`` (default :func:`config_directory`), created there once if missing.
+
+    Two processes starting together agree on one id: the file is published with a hard link,
+    which never replaces an existing one.
+    """
+    directory = directory or config_directory()
+    path = directory / INSTALLATION_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as handle:
+            handle.write(f"{uuid.uuid4()}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(handle.name, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(handle.name)
+    text = path.read_text(encoding="utf-8").strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ConfigurationError(
+            f"{path}: not an installation UUID",
+            hint="restore the file, or delete it to declare a new installation",
+        ) from None
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+log = logging.getLogger("transport.tlsi")
+
+ALLOWED_COMMON_NAMES = frozenset({"INSI-AUTO", "INSI-MANU"})
+"""The CNs the services accept on a software certificate (research-tlsi-insi.md §2.1)."""
+
+
+class AccessMode(enum.StrEnum):
+    """How the caller is authenticated: the structure's software certificate, or a CPx card."""
+
+    CERTIFICATE = "certificate"
+    CARD = "card"
+
+
+class TeleservicesClient:
+    """Calls the téléservices at one ``/lps`` URL as one software installation and one caller.
+
+    Certificate mode (no ``signature``): the mutual-TLS ``tls_credential`` is the structure's
+    INSI-AUTO/INSI-MANU certificate, the emitter is its OU, no ``wsse:Security`` is sent; a
+    certificate with another CN is warned about when the client is made, before anything is sent.
+    Card mode (``signature`` given): every call carries an assertion PS signed with the card's
+    signature credential (RSA-SHA256), naming the card holder (``billing_id`` and ``sector``
+    as its attributes when given); the emitter is the holder's id; ``tls_credential`` may be None
+    (the real card-mode host authenticates the server only).
+
+    One pooled keep-alive session serves every call; the client may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        software: Software,
+        tls_settings: TLSSettings,
+        *,
+        tls_credential: Credential | None,
+        signature: Credential | None = None,
+        billing_id: str | None = None,
+        sector: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.url = url
+        self.software = software
+        self.tracer = tracer
+        self._signature = signature
+        self._professional: AssertionPS | None = None
+        if signature is None:
+            if tls_credential is None:
+                raise ConfigurationError(
+                    "certificate mode needs the INSI-AUTO/INSI-MANU TLS credential"
+                )
+            self.mode = AccessMode.CERTIFICATE
+            self.emitter = emitter_from_certificate(tls_credential)
+            warn_unless_insi_certificate(tls_credential)
+        else:
+            self.mode = AccessMode.CARD
+            holder = signature.common_name
+            if not holder:
+                raise CredentialError(signature.source, "the signature certificate has no CN")
+            self._professional = AssertionPS(holder, billing_id=billing_id, sector=sector)
+            self.emitter = holder
+        self.session = create_session(tls_credential, tls_settings)
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        mode: AccessMode,
+        *,
+        url: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> TeleservicesClient:
+        """A client for ``profile``: its ``tlsi`` endpoint (or ``url``), its LPS with the
+        installation id, and in certificate mode its ``insi`` credential (else its ``tls`` one),
+        in card mode its ``tls`` and ``signature`` credentials."""
+        endpoint = url or profile.endpoint("tlsi")
+        settings = profile.tls_settings(dmp=False)
+        if mode is AccessMode.CARD:
+            return cls(
+                endpoint,
+                profile_software(profile),
+                settings,
+                tls_credential=profile.tls_credential.load(Purpose.TLS_CLIENT),
+                signature=profile.signature_credential.load(Purpose.SIGNATURE),
+                sector=profile.identity.sector,
+                tracer=tracer,
+            )
+        spec = profile.insi_credential or profile.tls_credential
+        return cls(
+            endpoint,
+            profile_software(profile),
+            settings,
+            tls_credential=spec.load(Purpose.TLS_CLIENT),
+            tracer=tracer,
+        )
+
+    def call(
+        self, action: str, payload: etree._Element, *, coverage: Coverage | None = None
+    ) -> etree._Element:
+        """Send ``payload`` as ``action`` with fresh contexts (``coverage`` in ContexteBAM, empty
+        by default) and, in card mode, a freshly signed assertion PS; return the answer's body
+        payload. Any téléservice (ADRi, IMTi…) can be called this way with its body built from
+        its WSDL. SoapFault for a fault (with the siram codes and a hint), TransportError else."""
+        assertions = []
+        if self._signature is not None and self._professional is not None:
+            assertions.append(sign_assertion_ps(self._professional, self._signature.signer))
+        envelope = build_request(
+            action,
+            payload,
+            contexte_bam=ContexteBAM.new(self.emitter, coverage),
+            contexte_lps=ContexteLPS.new(self.emitter, self.software),
+            assertions=assertions,
+        )
+        return post(self.session, self.url, envelope, tracer=self.tracer)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> TeleservicesClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def warn_unless_insi_certificate(credential: Credential) -> bool:
+    """Log a warning and return False when the certificate's CN is not one the téléservices
+    accept in certificate mode (they would refuse every call with ``desir_560``)."""
+    if credential.common_name in ALLOWED_COMMON_NAMES:
+        return True
+    log.warning(
+        "the TLS certificate %s is named %r, not INSI-AUTO or INSI-MANU: the téléservices will "
+        "refuse it in certificate mode (desir_560); use the structure's ORG AUTH_CLI certificate "
+        "named INSI-AUTO (batch) or INSI-MANU (desk), or card mode",
+        credential.source,
+        credential.common_name,
+    )
+    return False
+
+
+def profile_software(profile: Profile, directory: Path | None = None) -> Software:
+    """The ``ContexteLPS/LPS`` of ``profile``: its LPS name and version, its téléservices
+    authorisation number (``[lps] idam``, else the homologation id) and the installation id."""
+    lps = profile.identity.lps
+    return Software.named(
+        lps.name,
+        lps.version,
+        idam=profile.tlsi_idam or lps.homologation_id,
+        instance=installation_id(directory),
+    )

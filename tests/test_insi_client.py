@@ -1,0 +1,181 @@
+"""The téléservices client and the INSi facade against the ``/lps`` stub over mutual TLS: both
+access modes, the installation id, traces, faults with their hints, the first-name practice."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from transport.addressing import SOAP12_NS, read
+from transport.config import example_profile
+from transport.errors import ConfigurationError, SoapFault
+from transport.services.insi import (
+    ACTION_SEARCH_TRAITS,
+    RECSANS_NS,
+    Report,
+    TraitsSearch,
+    build_traits_search,
+    read_resultat,
+)
+from transport.services.tlsi import (
+    CTXLPS_NS,
+    AccessMode,
+    ContexteBAM,
+    ContexteLPS,
+    Software,
+    TeleservicesClient,
+    build_request,
+    installation_id,
+    post,
+    read_contexte_lps,
+)
+from transport.stubs.app import Stubs
+from transport.stubs.insi import TEST_PERSONS
+from transport.tls import TLSSettings
+from transport.trace import Tracer
+from transport.vihf import AuthMode
+from transport.wsse import WSSE_NS
+
+ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+@pytest.fixture(scope="module")
+def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
+    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
+        yield running
+
+
+def software() -> Software:
+    return Software.named("cisis-transport", "0.1.0", idam="CISIS-TEST", instance=installation_id())
+
+
+def make_client(pki, load, stubs, *, tls="insi-auto", card=False, tracer=None):
+    return TeleservicesClient(
+        stubs.teleservices_url,
+        software(),
+        TLSSettings(ca_bundle=pki.ca_bundle),
+        tls_credential=load(tls),
+        signature=load("cps-sign") if card else None,
+        sector="SA07" if card else None,
+        tracer=tracer,
+    )
+
+
+def traces(directory: Path) -> list[etree._Element]:
+    return [etree.fromstring(path.read_bytes()) for path in sorted(directory.glob("*-request.xml"))]
+
+
+# --- the installation id -------------------------------------------------------------------------
+
+
+def test_installation_id_is_created_once_and_kept(config_home):
+    first = installation_id()
+    assert uuid.UUID(first)
+    assert (config_home / "cisis-transport" / "installation-id").read_text().strip() == first
+    assert installation_id() == first
+
+
+def test_a_corrupt_installation_id_is_refused(config_home):
+    (config_home / "cisis-transport").mkdir(parents=True)
+    (config_home / "cisis-transport" / "installation-id").write_text("not a uuid")
+    with pytest.raises(ConfigurationError):
+        installation_id()
+
+
+# --- the two access modes ------------------------------------------------------------------------
+
+
+def test_certificate_mode_sends_no_security_and_traces_the_exact_bytes(pki, load, stubs, tmp_path):
+    tracer = Tracer(tmp_path / "trace")
+    with make_client(pki, load, stubs, tracer=tracer) as client:
+        assert client.mode is AccessMode.CERTIFICATE
+        answer = client.call(ACTION_SEARCH_TRAITS, build_traits_search(ECETINSI))
+    assert read_resultat(answer).individual == TEST_PERSONS[0]
+    [request] = traces(tmp_path / "trace")
+    assert request.find(f"{{{SOAP12_NS}}}Header/{{{WSSE_NS}}}Security") is None
+    context = read_contexte_lps(request.find(f"{{{SOAP12_NS}}}Header/{{{CTXLPS_NS}}}ContexteLPS"))
+    assert context.emitter == load("insi-auto").organizational_unit
+    assert context.software.instance == installation_id()
+    [response] = sorted((tmp_path / "trace").glob("*-response.xml"))
+    assert read_resultat(etree.fromstring(response.read_bytes())).report is Report.FOUND
+
+
+def test_card_mode_signs_a_fresh_assertion_ps_per_call(pki, load, stubs, tmp_path):
+    tracer = Tracer(tmp_path / "trace")
+    with make_client(pki, load, stubs, tls="cps-auth", card=True, tracer=tracer) as client:
+        assert client.mode is AccessMode.CARD
+        for _ in range(2):
+            answer = client.call(ACTION_SEARCH_TRAITS, build_traits_search(ECETINSI))
+            assert read_resultat(answer).individual == TEST_PERSONS[0]
+    ids = []
+    for request in traces(tmp_path / "trace"):
+        [assertion] = request.iterfind(f".//{{{WSSE_NS}}}Security/*")
+        assert assertion.findtext("{*}Subject/{*}NameID") == load("cps-sign").common_name
+        method = assertion.find(".//{*}SignatureMethod").get("Algorithm")
+        assert method.endswith("rsa-sha256")
+        ids.append(assertion.get("ID"))
+    assert len(set(ids)) == 2
+
+
+def test_a_wrongly_named_certificate_is_warned_about_then_refused(pki, load, stubs, caplog):
+    with caplog.at_level(logging.WARNING, logger="transport.tlsi"):
+        client = make_client(pki, load, stubs, tls="org-auth")
+    assert "INSI-AUTO" in caplog.text and "desir_560" in caplog.text
+    with client, pytest.raises(SoapFault) as caught:
+        client.call(ACTION_SEARCH_TRAITS, build_traits_search(ECETINSI))
+    fault = caught.value
+    assert (fault.subcode, fault.service_code, fault.severity) == (
+        "siram_100",
+        "desir_560",
+        "erreur",
+    )
+    assert "INSI-AUTO" in fault.hint
+
+
+def test_a_request_without_contexte_lps_is_refused_with_its_message_id(pki, load, stubs):
+    client = make_client(pki, load, stubs)
+    envelope = build_request(
+        ACTION_SEARCH_TRAITS,
+        build_traits_search(ECETINSI),
+        contexte_bam=ContexteBAM.new(client.emitter),
+        contexte_lps=ContexteLPS.new(client.emitter, client.software),
+    )
+    header = envelope.find(f"{{{SOAP12_NS}}}Header")
+    header.remove(header.find(f"{{{CTXLPS_NS}}}ContexteLPS"))
+    with client, pytest.raises(SoapFault) as caught:
+        post(client.session, client.url, envelope)
+    fault = caught.value
+    assert (fault.subcode, fault.service_code) == ("siram_100", "desir_550")
+    assert fault.details[0].message_id == read(envelope, "MessageID")
+    assert "idam" in fault.hint
+
+
+def test_a_service_fault_carries_the_siram_codes_and_a_hint(pki, load, stubs):
+    payload = etree.Element(f"{{{RECSANS_NS}}}RECSANSVITALE")
+    for tag, value in (("Prenom", "PIERRE"), ("Sexe", "M"), ("DateNaissance", "2009-07-14")):
+        etree.SubElement(payload, f"{{{RECSANS_NS}}}{tag}").text = value
+    with make_client(pki, load, stubs) as client, pytest.raises(SoapFault) as caught:
+        client.call(ACTION_SEARCH_TRAITS, payload)
+    fault = caught.value
+    assert (fault.code, fault.subcode, fault.service_code) == ("Sender", "siram_10", "insi_19")
+    assert fault.details[0].message_id and "birth name" in fault.hint
+
+
+def test_from_profile_uses_the_profile_lps_idam_and_insi_credential(pki, load, stubs):
+    profile = example_profile(pki, AuthMode.DIRECTE, {"tlsi": stubs.teleservices_url})
+    with TeleservicesClient.from_profile(profile, AccessMode.CARD) as client:
+        assert client.software.idam == profile.identity.lps.homologation_id
+        assert client.emitter == load("cps-sign").common_name
+        answer = client.call(ACTION_SEARCH_TRAITS, build_traits_search(ECETINSI))
+    assert read_resultat(answer).report is Report.FOUND
