@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,17 @@ from lxml import etree
 
 from transport.addressing import SOAP12_NS, read
 from transport.config import example_profile
-from transport.errors import ConfigurationError, SoapFault
+from transport.errors import ConfigurationError, SoapFault, ValidationError
 from transport.services.insi import (
     ACTION_SEARCH_TRAITS,
     RECSANS_NS,
+    RECVIT_NS,
+    InsiClient,
     Report,
     TraitsSearch,
     build_traits_search,
     read_resultat,
+    traits_query,
 )
 from transport.services.tlsi import (
     CTXLPS_NS,
@@ -179,3 +183,95 @@ def test_from_profile_uses_the_profile_lps_idam_and_insi_credential(pki, load, s
         assert client.emitter == load("cps-sign").common_name
         answer = client.call(ACTION_SEARCH_TRAITS, build_traits_search(ECETINSI))
     assert read_resultat(answer).report is Report.FOUND
+
+
+# --- the INSi facade -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def insi(pki, load, stubs, tmp_path) -> Iterator[tuple[InsiClient, Path]]:
+    tracer = Tracer(tmp_path / "insi-trace")
+    with make_client(pki, load, stubs, tracer=tracer) as client:
+        yield InsiClient(client), tmp_path / "insi-trace"
+
+
+def sent_first_names(directory: Path) -> list[list[str]]:
+    return [
+        [name.text for name in request.iter(f"{{{RECSANS_NS}}}Prenom")]
+        for request in traces(directory)
+    ]
+
+
+def test_search_by_traits_normalises_and_finds_the_identity_with_its_history(insi):
+    client, trace = insi
+    outcome = client.search_by_traits(" Écétinsi ", "pierre-alain", "m", "2009-07-14")
+    assert (outcome.code, outcome.label) == ("00", "OK")
+    assert outcome.active == TEST_PERSONS[0].active
+    assert outcome.history == TEST_PERSONS[0].history and len(outcome.history) == 2
+    assert outcome.traits.first_names == "PIERRE-ALAIN MURIEL FLORIANT"
+    assert outcome.qualifiable
+    [request] = traces(trace)
+    assert request.findtext(f".//{{{RECSANS_NS}}}NomNaissance") == "ECETINSI"
+    assert request.findtext(f".//{{{RECSANS_NS}}}Sexe") == "M"
+
+
+def test_one_call_per_first_name_stopping_at_the_first_cr_00(insi):
+    client, trace = insi
+    outcome = client.search_by_traits("ECETINSI", ["JEAN", "MURIEL", "FLORIANT"], "M", "2009-07-14")
+    assert outcome.report is Report.FOUND
+    assert sent_first_names(trace) == [["JEAN"], ["MURIEL"]]
+    assert [search.first_names for search in outcome.searches] == [("JEAN",), ("MURIEL",)]
+
+
+def test_every_first_name_then_all_together_before_cr_01(insi):
+    client, trace = insi
+    outcome = client.search_by_traits("HOUILLES", "PIERRE PAUL JACQUES", "M", "1993-01-27")
+    assert (outcome.code, outcome.label) == ("01", "Aucune identite trouvee")
+    assert outcome.active is None and not outcome.qualifiable
+    assert sent_first_names(trace) == [["PIERRE"], ["PAUL"], ["JACQUES"], ["PIERRE PAUL JACQUES"]]
+
+
+def test_homonyms_give_cr_02_until_the_birthplace_tells_them_apart(insi):
+    client, _trace = insi
+    several = client.search_by_traits("DE VINCI", "LEONARDO", "M", "2014-02-01")
+    assert several.code == "02" and several.active is None and not several.qualifiable
+    found = client.search_by_traits("de vinci", "Leonardo", "M", date(2014, 2, 1), "63220")
+    assert found.code == "00" and found.traits.birthplace == "63220"
+
+
+@pytest.mark.parametrize(
+    ("traits", "field"),
+    [
+        (("D'ÆION", "CŒUR", "M", "2001-01-01"), "NomNaissance"),
+        (("DUPONT", "JEAN2", "M", "2001-01-01"), "Prenom"),
+        (("DUPONT", " ", "M", "2001-01-01"), "Prenom"),
+        (("DUPONT", "JEAN", "X", "2001-01-01"), "Sexe"),
+        (("DUPONT", "JEAN", "M", "2001-13-01"), "DateNaissance"),
+        (("DUPONT", "JEAN", "M", "2001-00-05"), "DateNaissance"),
+        (("DUPONT", "JEAN", "M", "01/02/2001"), "DateNaissance"),
+        (("DUPONT", "JEAN", "M", "2001-01-01", "750"), "LieuNaissance"),
+    ],
+)
+def test_bad_traits_are_refused_before_anything_is_sent(insi, traits, field):
+    client, trace = insi
+    with pytest.raises(ValidationError) as caught:
+        client.search_by_traits(*traits)
+    assert caught.value.field == field
+    assert traces(trace) == []
+
+
+def test_lunar_dates_and_corsican_places_are_accepted():
+    query = traits_query("d’artagnan de l’hérault", "Pierre-Alain", "M", "2001-00-00", "2b020")
+    assert query.birth_name == "D'ARTAGNAN DE L'HERAULT"
+    assert (query.birth_date, query.birthplace) == ("2001-00-00", "2B020")
+
+
+def test_search_by_vitale_finds_the_active_ins(insi):
+    client, trace = insi
+    person = TEST_PERSONS[0]
+    outcome = client.search_by_vitale(person.traits.birth_date, nir_individu=person.active.value)
+    assert outcome.active == person.active and outcome.qualifiable
+    [request] = traces(trace)
+    assert request.find(f".//{{{RECVIT_NS}}}MatriculeIndividu") is not None
+    with pytest.raises(ValidationError):
+        client.search_by_vitale("2009-07-14", nir_individu="12345")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -24,6 +26,7 @@ from lxml import etree
 from ..addressing import SOAP12_NS
 from ..errors import ValidationError
 from ..vihf import INS_NIA_OID, Patient
+from .tlsi import TeleservicesClient
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
 RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
@@ -433,3 +436,241 @@ def _expect(element: etree._Element, namespace: str, name: str) -> None:
 def _text(element: etree._Element, namespace: str, tag: str) -> str | None:
     found = element.find(f"{{{namespace}}}{tag}")
     return (found.text or "").strip() if found is not None else None
+
+
+# --- the facade ----------------------------------------------------------------------------------
+
+# padoa's name pattern (research-tlsi-insi.md §1.5): letters joined by one space, an apostrophe or
+# one or two hyphens.
+_NAME = re.compile(r"[A-Z]+(?:(?:-{1,2}|[' ])[A-Z]+)*")
+_COG_CODE = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{3}")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
+
+
+def normalise_name(value: str, field: str) -> str:
+    """``value`` as the service expects a name: accents removed, upper case, single spaces;
+    ValidationError naming ``field`` when other characters remain (Æ, Œ, digits…)."""
+    decomposed = unicodedata.normalize("NFKD", value or "").translate(_APOSTROPHES)
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    text = " ".join(plain.upper().split())
+    if not text:
+        raise ValidationError(field, "required")
+    if not _NAME.fullmatch(text):
+        raise ValidationError(
+            field,
+            f"{text!r} holds characters the service refuses",
+            hint="letters A-Z only, words joined by a space, an apostrophe or a hyphen "
+            "(write Æ as AE and Œ as OE)",
+        )
+    return text
+
+
+def normalise_birth_date(value: str | date) -> str:
+    """A birth date as ``YYYY-MM-DD``; the day, or the day and month, may be ``00`` when
+    unknown (a "lunar" date); ValidationError otherwise."""
+    if isinstance(value, date):
+        return value.isoformat()
+    text = (value or "").strip()
+    if not _LUNAR_DATE.fullmatch(text):
+        raise ValidationError("DateNaissance", f"expected YYYY-MM-DD, not {text!r}")
+    year, month, day = (int(part) for part in text.split("-"))
+    if month == 0 and day != 0:
+        raise ValidationError("DateNaissance", f"{text}: a day without a month")
+    try:
+        date(year, month or 1, day or 1)
+    except ValueError:
+        raise ValidationError("DateNaissance", f"{text} is not a date") from None
+    return text
+
+
+def normalise_cog(value: str) -> str:
+    """An INSEE COG code of a birthplace: 5 digits (``2A``/``2B`` for Corsica, ``99xxx``
+    abroad), upper case; ValidationError otherwise."""
+    text = (value or "").strip().upper()
+    if not _COG_CODE.fullmatch(text):
+        raise ValidationError("LieuNaissance", f"{text!r} is not an INSEE COG code (5 characters)")
+    return text
+
+
+def traits_query(
+    nom_naissance: str,
+    prenoms: str | Sequence[str],
+    sexe: str,
+    date_naissance: str | date,
+    lieu_naissance: str | None = None,
+) -> TraitsSearch:
+    """The normalised, validated search of these traits, with every first name apart
+    (``prenoms`` as a list, or one string separated by spaces)."""
+    birth_name = normalise_name(nom_naissance, "NomNaissance")
+    given = [prenoms] if isinstance(prenoms, str) else list(prenoms)
+    first_names = tuple(
+        normalise_name(name, "Prenom") for value in given for name in (value or "").split()
+    )
+    if not first_names:
+        raise ValidationError("Prenom", "at least one first name is required")
+    sex = (sexe or "").strip().upper()
+    if sex not in _SEXES:
+        raise ValidationError("Sexe", f"expected M or F, not {sexe!r}")
+    return TraitsSearch(
+        birth_name=birth_name,
+        first_names=first_names,
+        sex=sex,
+        birth_date=normalise_birth_date(date_naissance),
+        birthplace=normalise_cog(lieu_naissance) if lieu_naissance else None,
+    ).validate()
+
+
+def first_name_attempts(query: TraitsSearch) -> tuple[TraitsSearch, ...]:
+    """The searches of the field's practice: one per first name, then (when there are several)
+    all of them together in one ``Prenom`` separated by spaces."""
+    attempts = [
+        TraitsSearch(query.birth_name, (name,), query.sex, query.birth_date, query.birthplace)
+        for name in query.first_names
+    ]
+    if len(query.first_names) > 1:
+        joined = (" ".join(query.first_names),)
+        attempts.append(
+            TraitsSearch(query.birth_name, joined, query.sex, query.birth_date, query.birthplace)
+        )
+    return tuple(attempts)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a search found: the ``RESULTAT`` kept, the searches sent in order, and the traits
+    asked for (None for a Vitale search)."""
+
+    resultat: Resultat
+    searches: tuple[TraitsSearch | VitaleSearch, ...]
+    query: TraitsSearch | None = None
+
+    @property
+    def code(self) -> str:
+        """``CodeCR``: ``00`` one identity, ``01`` none, ``02`` several."""
+        return self.resultat.code
+
+    @property
+    def label(self) -> str:
+        """``LibelleCR``."""
+        return self.resultat.label
+
+    @property
+    def report(self) -> Report | None:
+        """The code as a :class:`Report` (None for a code this library does not know)."""
+        return self.resultat.report
+
+    @property
+    def active(self) -> Ins | None:
+        """The active INS (NIR or NIA), for CR 00."""
+        individual = self.resultat.individual
+        return individual.active if individual else None
+
+    @property
+    def history(self) -> tuple[Ins, ...]:
+        """The former INS, most recent first."""
+        individual = self.resultat.individual
+        return individual.history if individual else ()
+
+    @property
+    def traits(self) -> Traits | None:
+        """The reference identity traits, to be copied into the patient's record."""
+        individual = self.resultat.individual
+        return individual.traits if individual else None
+
+    @property
+    def qualifiable(self) -> bool:
+        """True when the answer allows the identity to be qualified: one identity (CR 00) whose
+        birth name, sex and birth date are the ones searched (for a Vitale search: its birth
+        date). Qualification also needs the identity checked on an identity document, which
+        only the desk can do."""
+        traits = self.traits
+        if self.resultat.report is not Report.FOUND or traits is None:
+            return False
+        if self.query is None:
+            searched = self.searches[-1] if self.searches else None
+            return isinstance(searched, VitaleSearch) and searched.birth_date == traits.birth_date
+        return (traits.birth_name, traits.sex, traits.birth_date) == (
+            self.query.birth_name,
+            self.query.sex,
+            self.query.birth_date,
+        )
+
+
+def _matricule(value: str | Matricule | None, where: str) -> Matricule | None:
+    if value is None or isinstance(value, Matricule):
+        return value
+    text = "".join(value.split()).upper()
+    if len(text) not in (13, 15):
+        raise ValidationError(where, "a NIR is 13 characters, or 15 with its key")
+    return Matricule(text[:13], text[13:] or None).validate(where)
+
+
+class InsiClient:
+    """INSi's two searches over a :class:`~transport.services.tlsi.TeleservicesClient`."""
+
+    def __init__(self, teleservices: TeleservicesClient) -> None:
+        self.teleservices = teleservices
+
+    def search(self, search: TraitsSearch | VitaleSearch) -> Resultat:
+        """Send one search as it is (validated first) and read its ``RESULTAT``."""
+        if isinstance(search, TraitsSearch):
+            answer = self.teleservices.call(ACTION_SEARCH_TRAITS, build_traits_search(search))
+        else:
+            answer = self.teleservices.call(ACTION_SEARCH_VITALE, build_vitale_search(search))
+        return read_resultat(answer)
+
+    def search_by_traits(
+        self,
+        nom_naissance: str,
+        prenoms: str | Sequence[str],
+        sexe: str,
+        date_naissance: str | date,
+        lieu_naissance: str | None = None,
+    ) -> SearchOutcome:
+        """Search the INS of these traits the way the field does (padoa
+        ``insi-person.class.ts``, SAPA ``InsSoapClient.findINS``, research-tlsi-insi.md §1.5):
+        one call per first name, then one with all first names together, stopping at the first
+        CR 00.
+
+        The traits are normalised (upper case, accents removed) and validated before anything is
+        sent (ValidationError). ``date_naissance``: ``YYYY-MM-DD`` (lunar dates allowed) or a
+        date; ``lieu_naissance``: INSEE COG code. Without a CR 00, the outcome keeps a CR 02 if
+        any call answered one (the birthplace may tell the homonyms apart), else the last answer.
+        """
+        query = traits_query(nom_naissance, prenoms, sexe, date_naissance, lieu_naissance)
+        return self.search_query(query)
+
+    def search_query(self, query: TraitsSearch) -> SearchOutcome:
+        """:meth:`search_by_traits` of an already normalised query."""
+        sent: list[TraitsSearch | VitaleSearch] = []
+        kept: Resultat | None = None
+        for attempt in first_name_attempts(query.validate()):
+            sent.append(attempt)
+            resultat = self.search(attempt)
+            if resultat.report is Report.FOUND:
+                return SearchOutcome(resultat, tuple(sent), query)
+            if kept is None or kept.report is not Report.SEVERAL:
+                kept = resultat
+        assert kept is not None  # a validated query has a first name, hence one attempt
+        return SearchOutcome(kept, tuple(sent), query)
+
+    def search_by_vitale(
+        self,
+        date_naissance: str | date,
+        *,
+        nir_individu: str | Matricule | None = None,
+        nir_ouvrant_droit: str | Matricule | None = None,
+        nom_naissance: str | None = None,
+        rang_naissance: int | str | None = None,
+    ) -> SearchOutcome:
+        """Search the INS with the data read from a Vitale card: the beneficiary's NIR
+        (``nir_individu``) and/or the insured person's (``nir_ouvrant_droit``), 13 characters or
+        15 with the key, the birth date and rank; validated before anything is sent."""
+        search = VitaleSearch(
+            birth_date=normalise_birth_date(date_naissance),
+            individual=_matricule(nir_individu, "MatriculeIndividu"),
+            holder=_matricule(nir_ouvrant_droit, "MatriculeOD"),
+            birth_name=normalise_name(nom_naissance, "NomNaissance") if nom_naissance else None,
+            rank=str(rang_naissance) if rang_naissance is not None else None,
+        ).validate()
+        return SearchOutcome(self.search(search), (search,))
