@@ -196,6 +196,11 @@ def schema_for(element: etree._Element) -> tuple[etree.XMLSchema, etree._Element
     return hl7_schema(edition, name.localname), element
 
 
+def schemas_present() -> bool:
+    """Whether the official schemas are there (without them, schema checks are skipped)."""
+    return SCHEMAS.is_dir() and WSDLS.is_dir()
+
+
 def assert_valid(element: etree._Element) -> None:
     schema, message = schema_for(element)
     reparsed = etree.fromstring(etree.tostring(message))
