@@ -1,0 +1,168 @@
+"""INSi batch against the ``/lps`` stub over mutual TLS: hundreds of rows with bounded
+concurrency, interrupted and resumed, every row answered exactly once."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_insi_client import make_client
+from transport.errors import TransportError, UsageError
+from transport.services.insi import InsiClient, TraitsSearch
+from transport.services.insi_batch import OUTPUT_COLUMNS, answered_rows, run_batch
+from transport.stubs.app import Stubs
+from transport.stubs.insi import TEST_PERSONS
+
+ROWS = [
+    ("ECETINSI", "JEAN PIERRE-ALAIN", "M", "2009-07-14", "", "00", TEST_PERSONS[0].active.value),
+    ("DE VINCI", "LEONARDO", "M", "2014-02-01", "", "02", ""),
+    ("DE VINCI", "LEONARDO", "M", "2014-02-01", "99127", "00", TEST_PERSONS[2].active.value),
+    ("HOUILLES", "PIERRE PAUL JACQUES", "M", "1993-01-27", "", "01", ""),
+    ("Nessi", "Nathalie", "F", "1977-07-14", "", "00", TEST_PERSONS[9].active.value),
+    ("D'ÆION", "CŒUR", "M", "2001-01-01", "", "", ""),
+]
+REPEAT = 50  # 300 rows
+
+
+@pytest.fixture(scope="module")
+def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
+    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
+        yield running
+
+
+@pytest.fixture
+def insi(pki, load, stubs, tmp_path, monkeypatch) -> Iterator[InsiClient]:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with make_client(pki, load, stubs) as client:
+        yield InsiClient(client)
+
+
+def write_input(path: Path) -> list[tuple[str, ...]]:
+    expected = []
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "nom", "prenoms", "sexe", "naissance", "lieu"])
+        for index in range(REPEAT):
+            for number, (nom, prenoms, sexe, naissance, lieu, cr, ins) in enumerate(ROWS):
+                writer.writerow([f"P{index}-{number}", nom, prenoms, sexe, naissance, lieu])
+                expected.append((cr, ins))
+    return expected
+
+
+def read_output(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == OUTPUT_COLUMNS
+        return list(reader)
+
+
+class Counting:
+    """Counts the rows searched, and fails after ``fail_after`` of them."""
+
+    def __init__(self, insi: InsiClient, fail_after: int | None = None) -> None:
+        self.insi = insi
+        self.fail_after = fail_after
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, query: TraitsSearch):
+        with self._lock:
+            self.calls += 1
+            if self.fail_after is not None and self.calls > self.fail_after:
+                raise RuntimeError("injected interruption")
+        return self.insi.search_query(query)
+
+
+def assert_every_row_once(rows: list[dict[str, str]], expected: list[tuple[str, ...]]) -> None:
+    numbers = [int(row["row"]) for row in rows]
+    assert sorted(numbers) == list(range(1, len(expected) + 1))
+    for row in rows:
+        cr, ins = expected[int(row["row"]) - 1]
+        assert (row["cr"], row["ins"]) == (cr, ins)
+        assert row["id"] == f"P{(int(row['row']) - 1) // len(ROWS)}-{(int(row['row']) - 1) % 6}"
+        if cr:
+            assert row["status"] == "ok" and row["qualifiable"] == ("yes" if cr == "00" else "no")
+        else:
+            assert (row["status"], row["error_code"]) == ("invalid", "validation")
+            assert row["calls"] == ""
+
+
+def test_a_few_hundred_rows_are_answered_once_each(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    seen = []
+    summary = run_batch(
+        tmp_path / "in.csv",
+        tmp_path / "out.csv",
+        Counting(insi),
+        concurrency=4,
+        rate=10_000,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert (summary.total, summary.skipped, summary.answered, summary.unanswered) == (
+        300,
+        0,
+        300,
+        0,
+    )
+    assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+    assert seen[-1] == (300, 300) and len(seen) == 300
+    by_number = {int(row["row"]): row for row in read_output(tmp_path / "out.csv")}
+    assert by_number[1]["calls"] == "2"  # JEAN (CR 01), then PIERRE-ALAIN (CR 00)
+    assert by_number[4]["calls"] == "4"  # three first names, then all together
+
+
+def test_an_interrupted_run_resumes_without_sending_answered_rows_again(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    first = Counting(insi, fail_after=120)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", first, concurrency=4)
+    kept = read_output(tmp_path / "out.csv")
+    assert 0 < len(kept) < 300
+    answered_before = {int(row["row"]) for row in kept}
+    second = Counting(insi)
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", second, concurrency=3)
+    assert summary.skipped == len(kept) and summary.answered == 300 - len(kept)
+    rows = read_output(tmp_path / "out.csv")
+    assert_every_row_once(rows, expected)
+    resent = {int(row["row"]) for row in rows[len(kept) :]}
+    assert not resent & answered_before
+    # Nothing more to do: a third run sends nothing.
+    third = Counting(insi)
+    assert run_batch(tmp_path / "in.csv", tmp_path / "out.csv", third).answered == 0
+    assert third.calls == 0
+
+
+def test_a_torn_last_line_is_dropped_and_the_row_sent_again(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query, concurrency=2)
+    data = (tmp_path / "out.csv").read_bytes()
+    lines = data.splitlines(keepends=True)
+    torn = b"".join(lines[:-1]) + lines[-1][:5]
+    (tmp_path / "out.csv").write_bytes(torn)
+    assert len(answered_rows(tmp_path / "out.csv")) == 299
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query)
+    assert summary.answered == 1
+    assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+
+
+def test_transport_failures_leave_rows_for_the_next_run(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+
+    def unreachable(query):
+        raise TransportError("cannot connect")
+
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", unreachable)
+    assert summary.unanswered == 250 and summary.answered == 50  # the invalid rows
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query)
+    assert (summary.skipped, summary.answered, summary.unanswered) == (50, 250, 0)
+    assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+
+
+def test_an_input_without_the_required_columns_is_refused(tmp_path):
+    (tmp_path / "in.csv").write_text("nom,prenoms\nA,B\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="sexe, naissance"):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", lambda query: None)
