@@ -14,18 +14,28 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 
 from lxml import etree
 
 from . import __version__, examplepki
-from .config import Profile, example_pki_directory, example_profile, load_profile
+from .config import (
+    CredentialSpec,
+    Profile,
+    example_pki_directory,
+    example_profile,
+    load_profile,
+)
 from .credentials import Purpose
 from .errors import CisisError, SignatureError, UsageError
+from .services.insi import Ins, InsiClient, SearchOutcome
+from .services.insi_batch import run_batch
+from .services.tlsi import AccessMode, TeleservicesClient
 from .smoke import run
 from .stubs.app import SERVICES, Stubs, service_path
+from .trace import Tracer
 from .vihf import INS_NIR_OID, AuthMode, Patient, sign_vihf, verify_vihf
 from .xmlparse import parse_xml
 from .xmlsig import VerifySettings
@@ -70,7 +80,40 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--clock-skew", type=float, default=300, help="seconds (default 300)")
     verify.add_argument("--max-age", type=float, help="refuse older assertions (seconds)")
     verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _insi_parser(commands)
     return parser
+
+
+def _insi_parser(commands: argparse._SubParsersAction) -> None:
+    insi = commands.add_parser("insi", help="search INS with INSi, one by one or in batch")
+    actions = insi.add_subparsers(dest="insi_command", required=True)
+    search = actions.add_parser("search", help="search an INS by identity traits")
+    search.add_argument("--nom", required=True, help="birth name")
+    search.add_argument("--prenom", action="append", required=True, help="a first name (repeat)")
+    search.add_argument("--sexe", required=True, type=str.upper, choices=["M", "F"])
+    search.add_argument("--naissance", required=True, help="birth date YYYY-MM-DD")
+    search.add_argument("--lieu", help="birthplace: INSEE COG code")
+    vitale = actions.add_parser("vitale", help="search an INS with the data of a Vitale card")
+    vitale.add_argument("--nir", help="the beneficiary's NIR (13 characters, or 15 with the key)")
+    vitale.add_argument("--nir-od", help="the insured person's NIR (MatriculeOD)")
+    vitale.add_argument("--naissance", required=True, help="birth date YYYY-MM-DD")
+    vitale.add_argument("--nom", help="birth name")
+    vitale.add_argument("--rang", help="rank of birth")
+    batch = actions.add_parser("batch", help="search every row of a CSV file (resumable)")
+    batch.add_argument("input", type=Path, help="CSV: nom, prenoms, sexe, naissance[, lieu, id]")
+    batch.add_argument("--out", type=Path, required=True, help="output CSV (appended, resumed)")
+    batch.add_argument("--concurrency", type=int, default=4, help="calls at once (default 4)")
+    batch.add_argument("--rate", type=float, help="at most R rows per second")
+    for command in (search, vitale, batch):
+        command.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
+        command.add_argument("--endpoint", help="the téléservices URL (…/lps)")
+        command.add_argument(
+            "--mode",
+            choices=[mode.value for mode in AccessMode],
+            help="certificate (INSI-AUTO, the default) or card (assertion PS)",
+        )
+        command.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        command.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _smoke(args)
         if args.command == "stub":
             return _stub(args)
+        if args.command == "insi":
+            return _insi(args)
         if args.vihf_command == "build":
             return _vihf_build(args)
         return _vihf_verify(args)
@@ -205,3 +250,104 @@ def _vihf_verify(args: argparse.Namespace) -> int:
     else:
         print(f"valid: {report['mode']} VIHF {report['assertion_id']} signed by {report['signer']}")
     return 0
+
+
+def _insi_client(args: argparse.Namespace) -> InsiClient:
+    """The INSi client of the command: the profile's, or the example PKI's (``insi-auto`` in
+    certificate mode, the CPS-like card credentials in card mode)."""
+    if args.profile is not None:
+        profile = load_profile(args.profile)
+        mode = AccessMode(args.mode) if args.mode else AccessMode.CERTIFICATE
+    else:
+        mode = AccessMode(args.mode or AccessMode.CERTIFICATE)
+        pki = examplepki.load(example_pki_directory())
+        card = mode is AccessMode.CARD
+        profile = example_profile(pki, AuthMode.DIRECTE if card else AuthMode.INDIRECTE)
+        insi = CredentialSpec(pkcs12=pki.p12("insi-auto"), password=pki.password)
+        profile = replace(profile, insi_credential=insi)
+    tracer = Tracer(args.trace) if args.trace else None
+    return InsiClient(
+        TeleservicesClient.from_profile(profile, mode, url=args.endpoint, tracer=tracer)
+    )
+
+
+def _outcome_report(outcome: SearchOutcome) -> dict[str, object]:
+    traits = outcome.traits
+    return {
+        "cr": outcome.code,
+        "label": outcome.label,
+        "qualifiable": outcome.qualifiable,
+        "calls": len(outcome.searches),
+        "ins": _ins_report(outcome.active) if outcome.active else None,
+        "history": [_ins_report(former) for former in outcome.history],
+        "traits": asdict(traits) if traits else None,
+    }
+
+
+def _ins_report(ins: Ins) -> dict[str, object]:
+    return {
+        "value": ins.value,
+        "oid": ins.oid,
+        "nia": ins.is_nia,
+        "start": ins.start.isoformat() if ins.start else None,
+        "end": ins.end.isoformat() if ins.end else None,
+    }
+
+
+def _insi(args: argparse.Namespace) -> int:
+    if args.insi_command == "batch":
+        return _insi_batch(args)
+    client = _insi_client(args)
+    with client.teleservices:
+        if args.insi_command == "search":
+            outcome = client.search_by_traits(
+                args.nom, args.prenom, args.sexe, args.naissance, args.lieu
+            )
+        else:
+            outcome = client.search_by_vitale(
+                args.naissance,
+                nir_individu=args.nir,
+                nir_ouvrant_droit=args.nir_od,
+                nom_naissance=args.nom,
+                rang_naissance=args.rang,
+            )
+    report = _outcome_report(outcome)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"CR {outcome.code} {outcome.label} ({len(outcome.searches)} call(s))")
+        if outcome.active is not None and outcome.traits is not None:
+            traits = outcome.traits
+            print(f"INS {outcome.active.value} ({outcome.active.oid})")
+            print(f"{traits.birth_name} {traits.first_names} {traits.sex} {traits.birth_date}")
+            for former in outcome.history:
+                print(f"former INS {former.value} ({former.oid})")
+            print("qualifiable" if outcome.qualifiable else "not qualifiable")
+    # Exit 1 unless exactly one identity was found: the command's purpose is an INS.
+    return 0 if outcome.code == "00" else 1
+
+
+def _insi_batch(args: argparse.Namespace) -> int:
+    client = _insi_client(args)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} rows", end="" if done < total else "\n", file=sys.stderr)
+
+    with client.teleservices:
+        summary = run_batch(
+            args.input,
+            args.out,
+            client.search_query,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            progress=progress,
+        )
+    if args.json:
+        print(json.dumps(asdict(summary)))
+    else:
+        print(
+            f"{summary.total} rows: {summary.skipped} answered before, {summary.answered} now, "
+            f"{summary.unanswered} left (run again to send them)"
+        )
+    # Unanswered rows failed on the way (transport): exit 3, as for any transport failure.
+    return 3 if summary.unanswered else 0
