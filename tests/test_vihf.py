@@ -383,3 +383,12 @@ def test_read_vihf_reads_the_official_example_layout():
     assert vihf.mode is AuthMode.INDIRECTE
     assert vihf.roles[0].code == "10"
     assert vihf.patient is not None and vihf.patient.oid == INS_TEST_OID
+
+
+def test_signing_and_verifying_log_no_patient_data(indirect, load, verify_settings, caplog):
+    caplog.set_level("DEBUG")
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), load("org-sign").signer)
+    verify_vihf(reparse(assertion), verify_settings)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert PATIENT.ins not in logged
+    assert "MEDECIN0001" not in logged

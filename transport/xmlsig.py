@@ -12,6 +12,7 @@ dates and its key usage with our own policy, then returns only what the signatur
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,9 @@ from signxml import (
 from .credentials import Signer, certificate_key_usages
 from .errors import SignatureError
 from .xmlparse import parse_xml
+
+# signxml logs whole canonicalised documents at DEBUG: VIHFs hold patient identifiers and names.
+logging.getLogger("signxml").setLevel(logging.INFO)
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from lxml import etree
 
-from ..addressing import SOAP12_NS, WSA_NS, read
+from ..addressing import ANONYMOUS, SOAP12_NS, WSA_NS, new_message_id, read
 from ..errors import SignatureError, VihfValidationError
 from ..vihf import VerifiedVihf
 from ..wsse import verify_security
@@ -87,10 +87,13 @@ def check_envelope(
 
 
 def response_envelope(action: str, relates_to: str, payload: etree._Element) -> bytes:
-    """A SOAP 1.2 response with the WS-Addressing headers the services send back."""
+    """A SOAP 1.2 response with the WS-Addressing headers the services send back (Action, a
+    MessageID of its own, To anonymous, RelatesTo the request's MessageID)."""
     envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS, "wsa": WSA_NS})
     header = etree.SubElement(envelope, f"{{{SOAP12_NS}}}Header")
     etree.SubElement(header, f"{{{WSA_NS}}}Action").text = action
+    etree.SubElement(header, f"{{{WSA_NS}}}MessageID").text = new_message_id()
+    etree.SubElement(header, f"{{{WSA_NS}}}To").text = ANONYMOUS
     etree.SubElement(header, f"{{{WSA_NS}}}RelatesTo").text = relates_to
     etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body").append(payload)
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")

@@ -581,6 +581,7 @@ class RepositoryService(_XdsService):
         }
         with self.context.database.transaction() as connection:
             _register_set(connection, submission)
+            self.context.patients.record_document(connection, submission.submission_set.patient)
             for object_id, entry in submission.entries.items():
                 blob = stored[object_id]
                 registered = replace(
