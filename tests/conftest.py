@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
 
 from transport import examplepki
 from transport.config import example_profile
 from transport.credentials import Credential, load_pkcs12
 from transport.stubs.echo import EchoService
 from transport.stubs.server import ServerTLS, StubServer
-from transport.vihf import AuthMode
+from transport.vihf import SAML_NS, AuthMode
 from transport.xmlsig import VerifySettings
 
 DATA = Path(__file__).parent / "data"
@@ -66,3 +70,23 @@ def xmlsec1() -> str:
     if path is None:
         pytest.skip("xmlsec1 is not installed (Debian package xmlsec1); CI installs it")
     return path
+
+
+@pytest.fixture
+def xmlsec1_verify(xmlsec1: str, pki: examplepki.ExamplePKI, tmp_path: Path):
+    """Verify a signed SAML assertion with xmlsec1 against the example CA; the completed run."""
+
+    def verify(assertion: etree._Element) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "assertion.xml"
+        path.write_bytes(etree.tostring(assertion))
+        command = [xmlsec1, "--verify", "--id-attr:ID", f"{SAML_NS}:Assertion"]
+        # xmlsec1 reads one certificate per PEM file: give it the bundle split up.
+        certificates = x509.load_pem_x509_certificates(pki.ca_bundle.read_bytes())
+        for index, certificate in enumerate(certificates):
+            pem = tmp_path / f"ca{index}.pem"
+            pem.write_bytes(certificate.public_bytes(Encoding.PEM))
+            trusted = certificate.subject == certificate.issuer
+            command += ["--trusted-pem" if trusted else "--untrusted-pem", str(pem)]
+        return subprocess.run([*command, str(path)], capture_output=True, text=True, check=False)
+
+    return verify
