@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -170,3 +171,24 @@ def test_stub_command_serves_until_interrupted(pki, tmp_path):
     assert "stopped" in out
     assert (data / "stubs.sqlite3").is_file()
     assert f"POST {service_path('registry')} -> 500" in err
+
+
+def test_acknowledged_document_survives_a_killed_stub(pki, tmp_path):
+    data = tmp_path / "state"
+    with Stubs(pki=pki, data_dir=data, services=["registry"]) as seeding:
+        open_dmp(seeding, PATIENT, DOCTOR)
+    command = [sys.executable, "-m", "transport", "stub", "--port", "0", "--data", str(data)]
+    process = subprocess.Popen(
+        [*command, "--pki", str(pki.directory)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = re.search(r"listening on (https://\S+)", process.stdout.readline()).group(1)
+        remote = SimpleNamespace(pki=pki, dmp_url=lambda name: f"{url}{service_path(name)}")
+        content = bytes(range(256)) * 1000 + b"\r\n"
+        metadata = entry(content)
+        assert submit(Caller(remote), (metadata, content)).ok
+    finally:
+        process.kill()  # SIGKILL: no clean shutdown, no chance to flush anything more
+        process.wait(timeout=30)
+    with Stubs(pki=pki, data_dir=data, services=["registry", "repository"]) as restarted:
+        assert retrieve(Caller(restarted), metadata.unique_id)[1] == {metadata.unique_id: content}
