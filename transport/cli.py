@@ -168,7 +168,9 @@ def _stub(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
     stubs.start()
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    # Ctrl-C and SIGTERM end the wait below, and only that: shutdown then runs uninterrupted.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
     print(f"cisis-transport stub listening on {stubs.url}")
     for name in SERVICES:
         print(f"  {name:<17} {stubs.url}{service_path(name)}")
@@ -176,9 +178,8 @@ def _stub(args: argparse.Namespace) -> int:
     print(f"clients need a certificate from {pki.ca_bundle}; Ctrl-C stops")
     sys.stdout.flush()
     try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+        while not stopped.wait(1):
+            pass
     finally:
         stubs.stop()
     print("stopped")
