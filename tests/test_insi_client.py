@@ -13,6 +13,7 @@ import pytest
 from lxml import etree
 
 from transport.addressing import SOAP12_NS, read
+from transport.client import wsdl_path
 from transport.config import example_profile
 from transport.errors import ConfigurationError, SoapFault, ValidationError
 from transport.services.insi import (
@@ -113,6 +114,32 @@ def test_certificate_mode_sends_no_security_and_traces_the_exact_bytes(pki, load
     assert context.software.instance == installation_id()
     [response] = sorted((tmp_path / "trace").glob("*-response.xml"))
     assert read_resultat(etree.fromstring(response.read_bytes())).report is Report.FOUND
+
+
+def test_any_operation_of_a_vendor_held_wsdl_gets_the_same_headers(pki, load, stubs, tmp_path):
+    # The project's INSi WSDL stands in for a contract the vendor holds (ADRi, IMTi…).
+    tracer = Tracer(tmp_path / "trace")
+    with make_client(pki, load, stubs, tracer=tracer) as client:
+        answer = client.call_operation(
+            wsdl_path("insi/insi.wsdl"),
+            "rechercherInsAvecTraitsIdentite",
+            NomNaissance=ECETINSI.birth_name,
+            Prenom=list(ECETINSI.first_names),
+            Sexe=ECETINSI.sex,
+            DateNaissance=ECETINSI.birth_date,
+        )
+        with pytest.raises(ConfigurationError, match="rechercherAutreChose"):
+            client.call_operation(wsdl_path("insi/insi.wsdl"), "rechercherAutreChose")
+    assert read_resultat(answer).individual == TEST_PERSONS[0]
+    [request] = traces(tmp_path / "trace")
+    assert read(request, "Action") == ACTION_SEARCH_TRAITS
+    header = request.find(f"{{{SOAP12_NS}}}Header")
+    assert [etree.QName(child).localname for child in header] == [
+        "ContexteBAM",
+        "ContexteLPS",
+        "Action",
+        "MessageID",
+    ]
 
 
 def test_card_mode_signs_a_fresh_assertion_ps_per_call(pki, load, stubs, tmp_path):

@@ -16,6 +16,7 @@ Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -26,14 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography.x509.oid import NameOID
 from lxml import etree
+from zeep.wsdl.bindings import Soap12Binding
 
 from .. import addressing
 from ..addressing import SOAP12_NS, Flavour
-from ..client import build_envelope, raise_for_fault, send
+from ..client import build_envelope, load_wsdl, raise_for_fault, send
 from ..config import Profile
 from ..credentials import Credential, Purpose, Signer, rfc2253_dn
 from ..errors import (
@@ -822,6 +825,27 @@ class TeleservicesClient:
         )
         return post(self.session, self.url, envelope, tracer=self.tracer)
 
+    def call_operation(
+        self,
+        wsdl: str | Path,
+        operation: str,
+        *,
+        coverage: Coverage | None = None,
+        **arguments: object,
+    ) -> etree._Element:
+        """Call ``operation`` of any téléservice whose WSDL the vendor holds (ADRi, IMTi…): zeep
+        writes the body from ``arguments`` (the input element's children, by name), the action
+        comes from the WSDL, and headers and security are those of :meth:`call`."""
+        found = _wsdl_operation(wsdl, operation)
+        action = found.abstract.wsa_action or found.soapaction
+        if not action:
+            raise ConfigurationError(f"{operation} has no action in {wsdl}")
+        message = found.input.serialize(**arguments)
+        body = message.content.find(f"{{{SOAP12_NS}}}Body")
+        if body is None or len(body) != 1:
+            raise ConfigurationError(f"{operation} in {wsdl} is not a document/literal operation")
+        return self.call(action, body[0], coverage=coverage)
+
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
@@ -831,6 +855,15 @@ class TeleservicesClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _wsdl_operation(wsdl: str | Path, operation: str) -> Any:
+    """The SOAP 1.2 binding operation named ``operation`` in ``wsdl``."""
+    for binding in load_wsdl(wsdl).bindings.values():
+        if isinstance(binding, Soap12Binding):
+            with contextlib.suppress(ValueError):
+                return binding.get(operation)
+    raise ConfigurationError(f"no SOAP 1.2 operation {operation!r} in {wsdl}")
 
 
 def warn_unless_insi_certificate(credential: Credential) -> bool:
