@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..vihf import Patient
+from ..vihf import Patient, format_instant
 from .store import Database
 
 SCHEMA = """
@@ -67,7 +67,7 @@ class Authorisation(enum.StrEnum):
 
 def now_text() -> str:
     """The current UTC time as the stub stores it (ISO 8601, milliseconds, ``Z``)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_instant(datetime.now(UTC))
 
 
 def parse_time(text: str) -> datetime:
