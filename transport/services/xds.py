@@ -587,7 +587,7 @@ def read_query_request(element: etree._Element) -> StoredQuery:
     option = element.find(_q(QUERY_NS, "ResponseOption"))
     return StoredQuery(
         adhoc.get("id", ""),
-        {name: values for name, values in _slots(adhoc).items()},
+        _slots(adhoc),
         option.get("returnType", "LeafClass") if option is not None else "LeafClass",
         _integer(element.get("startIndex"), "startIndex", 0),
         _integer(element.get("maxResults"), "maxResults", -1),
