@@ -145,11 +145,20 @@ class _Transport(zeep.Transport):
 
 
 def send(
-    session: requests.Session, address: str, body: Any, headers: dict[str, str]
+    session: requests.Session,
+    address: str,
+    body: Any,
+    headers: dict[str, str],
+    *,
+    stream: bool = False,
 ) -> requests.Response:
-    """POST ``body`` to ``address`` and map requests' failures to TLSError/TransportError."""
+    """POST ``body`` to ``address`` and map requests' failures to TLSError/TransportError.
+
+    With ``stream``, the answer's body is left unread for ``response.iter_content`` (a large
+    MTOM answer goes to disk as it arrives); the caller closes the response.
+    """
     try:
-        return session.post(address, data=body, headers=headers)
+        return session.post(address, data=body, headers=headers, stream=stream)
     except requests.exceptions.SSLError as error:
         raise TLSError(
             f"TLS handshake with {address} failed: {_root_cause(error)}",

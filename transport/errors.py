@@ -9,6 +9,10 @@ credential, TLS and transport failures to 3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .services.xds import RegistryError
 
 
 class CisisError(Exception):
@@ -139,3 +143,71 @@ class SoapFault(ServiceError):
     def severity(self) -> str | None:
         """Severity of the first service error in the fault detail, or None."""
         return self.details[0].severity if self.details else None
+
+
+class DmpError(ServiceError):
+    """The DMP refused a patient or authorisation transaction: an HL7v3 acknowledgement ``AE`` or
+    ``AR``, or an ``output/status`` other than ``DMPOk``.
+
+    ``transaction`` names it (``TD0.2``…); ``code`` is the DMP code (``DMPAccessDenied``,
+    ``DMPNotFound``…); ``details`` every (code, text) pair of the answer, first one first.
+    """
+
+    def __init__(
+        self,
+        transaction: str,
+        code: str,
+        text: str = "",
+        *,
+        details: tuple[tuple[str, str], ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        message = f"{transaction} refused: {code}" + (f": {text}" if text else "")
+        super().__init__(message, hint=hint)
+        self.transaction = transaction
+        self.code = code
+        self.text = text
+        self.details = details or ((code, text),)
+
+
+class XdsError(ServiceError):
+    """An XDS.b registry or repository answered ``Failure`` or ``PartialSuccess``.
+
+    ``status`` is the ebRS status URN; ``errors`` the :class:`transport.services.xds.RegistryError`
+    list, errors and warnings; ``code`` the first error's code.
+    """
+
+    def __init__(
+        self,
+        transaction: str,
+        status: str,
+        errors: tuple[RegistryError, ...],
+        *,
+        hint: str | None = None,
+    ) -> None:
+        failing = [error for error in errors if error.is_error] or list(errors)
+        summary = "; ".join(f"{error.code}: {error.context}" for error in failing[:3])
+        label = status.rpartition(":")[2]
+        super().__init__(f"{transaction} {label}" + (f": {summary}" if summary else ""), hint=hint)
+        self.transaction = transaction
+        self.status = status
+        self.errors = errors
+
+    @property
+    def code(self) -> str | None:
+        """The code of the first error (a warning's when there is no error), or None."""
+        failing = [error for error in self.errors if error.is_error] or list(self.errors)
+        return failing[0].code if failing else None
+
+
+class IntegrityError(ServiceError):
+    """A retrieved document differs from what the registry says of it (size or SHA-1 hash)."""
+
+    def __init__(self, document_unique_id: str, what: str, expected: str, received: str) -> None:
+        super().__init__(
+            f"document {document_unique_id}: {what} is {received}, the registry says {expected}",
+            hint="the document was not kept; retry, and report it to the service if it persists",
+        )
+        self.document_unique_id = document_unique_id
+        self.expected = expected
+        self.received = received

@@ -262,14 +262,15 @@ def _read_file(piece: _FileRange) -> Iterator[bytes]:
 @dataclass(frozen=True)
 class Part:
     """A received attachment: its Content-ID (without ``<>``), MIME type, headers (names in lower
-    case), size in bytes and SHA-256 (hex) of its bytes, which are in the file ``path`` or in
-    ``data``."""
+    case), size in bytes, SHA-256 and SHA-1 (hex; the XDS ``hash`` is a SHA-1) of its bytes,
+    which are in the file ``path`` or in ``data``."""
 
     content_id: str
     content_type: str
     headers: Mapping[str, str]
     size: int
     sha256: str
+    sha1: str
     path: Path | None = None
     data: bytes | None = None
 
@@ -625,6 +626,7 @@ class _Sink:
         self._limit = limit
         self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
         self._hash = hashlib.sha256()
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
         self._size = 0
         self._memory = bytearray()
 
@@ -632,6 +634,7 @@ class _Sink:
         if self._transfer is not None:
             data = self._transfer.decode(bytes(data))
         self._hash.update(data)
+        self._sha1.update(data)
         self._size += len(data)
         if self._file is not None:
             self._file.write(data)
@@ -653,6 +656,7 @@ class _Sink:
             MappingProxyType(self._headers),
             self._size,
             self._hash.hexdigest(),
+            self._sha1.hexdigest(),
             self.path,
             bytes(self._memory) if self._file is None else None,
         )

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 
 class Tracer:
@@ -37,11 +38,18 @@ class Tracer:
         if mime is not None:
             self._write(f"{prefix}-{direction}.mime", mime)
 
+    def open_mime(self, prefix: str, direction: str) -> BinaryIO:
+        """The ``.mime`` file of one direction, open for writing, for a multipart body written
+        as it streams (a large MTOM body is never held whole in memory)."""
+        return self._open(f"{prefix}-{direction}.mime")
+
     def _write(self, name: str, data: bytes) -> None:
-        path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
+        with self._open(name) as handle:
             handle.write(data)
+
+    def _open(self, name: str) -> BinaryIO:
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return os.fdopen(fd, "wb")
 
 
 def _next_index(directory: Path) -> int:
