@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -55,6 +56,18 @@ class Signer(Protocol):
     def sign(self, data: bytes, algorithm: str = "rsa-sha256") -> bytes: ...
 
 
+@runtime_checkable
+class DigestSigner(Signer, Protocol):
+    """A :class:`Signer` that also signs a digest computed elsewhere, as a TLS stack asks.
+
+    ``digest`` is the raw hash of ``algorithm``'s hash function (32 bytes for ``rsa-sha256``); the
+    result is the RSA PKCS#1 v1.5 signature of its DigestInfo, the same bytes
+    ``sign(data, algorithm)`` gives for data with that digest.
+    """
+
+    def sign_digest(self, digest: bytes, algorithm: str = "rsa-sha256") -> bytes: ...
+
+
 def hash_for(algorithm: str) -> hashes.HashAlgorithm:
     """The hash of a signature algorithm short name, or ValueError naming the allowed ones."""
     try:
@@ -73,6 +86,9 @@ class SoftwareSigner:
 
     def sign(self, data: bytes, algorithm: str = "rsa-sha256") -> bytes:
         return self.key.sign(data, padding.PKCS1v15(), hash_for(algorithm))
+
+    def sign_digest(self, digest: bytes, algorithm: str = "rsa-sha256") -> bytes:
+        return self.key.sign(digest, padding.PKCS1v15(), Prehashed(hash_for(algorithm)))
 
 
 _KEY_USAGE_NAMES = {
@@ -155,8 +171,9 @@ class Credential:
 
     ``source`` names where it came from (a file path or a token) for error messages; ``chain`` holds
     the other certificates of the file (intermediates, and the root when the file has it), leaf
-    excluded; ``private_key`` is present only for keys held in
-    memory (PKCS#12, PEM), which the TLS layer needs.
+    excluded; ``private_key`` is present only for keys held in memory (PKCS#12, PEM); a key that
+    stays on a card (None) reaches TLS through its signer, which must then be a
+    :class:`DigestSigner`.
     """
 
     source: str
@@ -287,11 +304,12 @@ def check_usage(certificate: x509.Certificate, purpose: Purpose, source: str) ->
 
 
 def _check_key_matches(key: rsa.RSAPrivateKey, certificate: x509.Certificate, source: str) -> None:
-    if key.public_key().public_numbers() != _rsa_public_key(certificate, source).public_numbers():
+    if key.public_key().public_numbers() != rsa_public_key(certificate, source).public_numbers():
         raise CredentialError(source, "the private key does not match the certificate")
 
 
-def _rsa_public_key(certificate: x509.Certificate, source: str) -> rsa.RSAPublicKey:
+def rsa_public_key(certificate: x509.Certificate, source: str) -> rsa.RSAPublicKey:
+    """The certificate's RSA public key, or CredentialError for any other key type."""
     public_key = certificate.public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise CredentialError(source, "only RSA keys are supported (the services sign with RSA)")

@@ -3,15 +3,27 @@
 The context speaks TLS 1.2 at least, verifies the server against the configured CA bundle only
 (never the system store, never off), presents the client's authentication certificate and, for the
 DMP, offers only the TLS 1.2 cipher suites of PDT-INF-579. The TLS layer never parses XML.
+
+A key that stays on a card (a PKCS#11 credential) cannot be handed to Python's ``ssl``, which only
+reads key files. For such a key the context's OpenSSL ``SSL_CTX`` (the very libssl that ``_ssl``
+links, reached through ctypes) gets an RSA key whose method sends each signature to the
+credential's :class:`~transport.credentials.DigestSigner`; the connection is then held to TLS 1.2
+with RSA PKCS#1 v1.5 signatures, the only scheme CPS cards perform (TLS 1.3 requires RSA-PSS).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import itertools
 import os
 import secrets
 import ssl
+import sys
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +33,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from requests.adapters import HTTPAdapter
 
-from .credentials import Credential, Purpose
+from .credentials import Credential, DigestSigner, Purpose, rsa_public_key
 from .errors import ConfigurationError, CredentialError
 
 DMP_CIPHERS = (
@@ -84,9 +96,8 @@ def load_client_certificate(context: ssl.SSLContext, credential: Credential) -> 
     """
     credential.check(Purpose.TLS_CLIENT)
     if credential.private_key is None:
-        raise CredentialError(
-            credential.source, "this credential's key cannot be used by Python's TLS stack"
-        )
+        _use_external_key(context, credential)
+        return
     one_time = secrets.token_bytes(32)
     key_pem = credential.private_key.private_bytes(
         serialization.Encoding.PEM,
@@ -124,6 +135,262 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+# --- Keys outside the process: OpenSSL signs through the credential's signer ------------------
+
+# An external key signs only RSA PKCS#1 v1.5, which TLS 1.3 forbids for CertificateVerify.
+_EXTERNAL_SIGALGS = b"RSA+SHA256:RSA+SHA384:RSA+SHA512"
+_NID_ALGORITHMS = {672: "rsa-sha256", 673: "rsa-sha384", 674: "rsa-sha512"}  # NID_sha256…
+_SSL_CTRL_CHAIN_CERT = 89
+_SSL_CTRL_SET_CLIENT_SIGALGS_LIST = 102
+_EVP_PKEY_RSA = 6
+_APP_DATA = 0  # RSA_set_app_data's ex_data index
+_CERT_REQUIRED_FLAGS = 3  # SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+
+_SIGN = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_uint,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint),
+    ctypes.c_void_p,
+)
+_RAW = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
+)
+_PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "OpenSSL_version_num": (ctypes.c_ulong, ()),
+    "SSL_CTX_get_options": (ctypes.c_uint64, (ctypes.c_void_p,)),
+    "SSL_CTX_get_verify_mode": (ctypes.c_int, (ctypes.c_void_p,)),
+    "SSL_CTX_ctrl": (
+        ctypes.c_long,
+        (ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p),
+    ),
+    "SSL_CTX_use_certificate": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_void_p)),
+    "SSL_CTX_use_PrivateKey": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_void_p)),
+    "d2i_X509": (
+        ctypes.c_void_p,
+        (ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_long),
+    ),
+    "X509_free": (None, (ctypes.c_void_p,)),
+    "BN_bin2bn": (ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p)),
+    "BN_free": (None, (ctypes.c_void_p,)),
+    "RSA_new": (ctypes.c_void_p, ()),
+    "RSA_free": (None, (ctypes.c_void_p,)),
+    "RSA_set0_key": (
+        ctypes.c_int,
+        (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p),
+    ),
+    "RSA_set_method": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_void_p)),
+    "RSA_set_ex_data": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)),
+    "RSA_get_ex_data": (ctypes.c_void_p, (ctypes.c_void_p, ctypes.c_int)),
+    "RSA_PKCS1_OpenSSL": (ctypes.c_void_p, ()),
+    "RSA_meth_dup": (ctypes.c_void_p, (ctypes.c_void_p,)),
+    "RSA_meth_set1_name": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_char_p)),
+    "RSA_meth_set_sign": (ctypes.c_int, (ctypes.c_void_p, _SIGN)),
+    "RSA_meth_set_priv_enc": (ctypes.c_int, (ctypes.c_void_p, _RAW)),
+    "RSA_meth_set_priv_dec": (ctypes.c_int, (ctypes.c_void_p, _RAW)),
+    "EVP_PKEY_new": (ctypes.c_void_p, ()),
+    "EVP_PKEY_assign": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)),
+    "EVP_PKEY_free": (None, (ctypes.c_void_p,)),
+    "ERR_get_error": (ctypes.c_ulong, ()),
+    "ERR_error_string_n": (None, (ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t)),
+    "ERR_clear_error": (None, ()),
+}
+
+
+@dataclass(frozen=True)
+class _ExternalKey:
+    signer: DigestSigner
+    source: str
+    size: int  # bytes of a signature
+
+
+_external_keys: dict[int, _ExternalKey] = {}
+_handles = itertools.count(1)
+_failure = threading.local()  # the CredentialError of this thread's last failed handshake
+
+
+def _openssl_unavailable(reason: str) -> CredentialError:
+    return CredentialError(
+        "TLS",
+        f"a key held on a card cannot be used for TLS here: {reason}",
+        hint="use CPython 3.11+ linked with OpenSSL 3 (Debian's python3), or the card's "
+        "certificate exported with its key in a PKCS#12 file where policy allows",
+    )
+
+
+@functools.cache
+def _openssl() -> tuple[ctypes.CDLL, int]:
+    """The functions of the libssl/libcrypto ``_ssl`` uses, and our RSA method's address."""
+    import _ssl  # the extension module: its dependencies are the libraries to call
+
+    if sys.implementation.name != "cpython":
+        raise _openssl_unavailable(f"{sys.implementation.name} is not CPython")
+    try:
+        library = ctypes.CDLL(_ssl.__file__)
+        for name, (restype, argtypes) in _PROTOTYPES.items():
+            function = getattr(library, name)
+            function.restype = restype
+            function.argtypes = argtypes
+    except (OSError, AttributeError) as error:
+        raise _openssl_unavailable(f"OpenSSL functions not reachable ({error})") from None
+    if library.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
+        raise _openssl_unavailable("the ssl module and its library disagree on OpenSSL's version")
+    if ssl.OPENSSL_VERSION_INFO < (3, 0):
+        raise _openssl_unavailable(f"{ssl.OPENSSL_VERSION} is older than OpenSSL 3.0")
+    method = library.RSA_meth_dup(library.RSA_PKCS1_OpenSSL())
+    if not method:
+        raise _openssl_unavailable("cannot create an RSA method")
+    library.RSA_meth_set1_name(method, b"cisis-transport external signer")
+    library.RSA_meth_set_sign(method, _sign_callback)
+    library.RSA_meth_set_priv_enc(method, _refuse_raw_callback)
+    library.RSA_meth_set_priv_dec(method, _refuse_raw_callback)
+    return library, method
+
+
+def _ssl_ctx(library: ctypes.CDLL, context: ssl.SSLContext) -> int:
+    """The ``SSL_CTX *`` behind ``context``: CPython's context object holds it right after its
+    object header. Checked against the context's options and verify mode before any use."""
+    pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    if (
+        not isinstance(context, ssl.SSLContext)
+        or not pointer
+        or library.SSL_CTX_get_options(pointer) != context.options
+        or context.verify_mode is not ssl.CERT_REQUIRED
+        or library.SSL_CTX_get_verify_mode(pointer) != _CERT_REQUIRED_FLAGS
+    ):
+        raise _openssl_unavailable("this Python's SSL context does not have the expected layout")
+    return pointer
+
+
+def _openssl_error(library: ctypes.CDLL) -> str:
+    code = library.ERR_get_error()
+    library.ERR_clear_error()
+    if not code:
+        return "unknown OpenSSL error"
+    buffer = ctypes.create_string_buffer(256)
+    library.ERR_error_string_n(code, buffer, len(buffer))
+    return buffer.value.decode(errors="replace")
+
+
+def _use_external_key(context: ssl.SSLContext, credential: Credential) -> None:
+    """Present ``credential``'s certificate and chain on ``context`` with a key whose every
+    signature is made by its signer (the card), for as long as the context lives."""
+    signer = credential.signer
+    if not isinstance(signer, DigestSigner):
+        raise CredentialError(
+            credential.source, "this credential's signer cannot sign for TLS (no sign_digest)"
+        )
+    library, method = _openssl()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    pointer = _ssl_ctx(library, context)
+    if not library.SSL_CTX_ctrl(
+        pointer, _SSL_CTRL_SET_CLIENT_SIGALGS_LIST, 0, ctypes.c_char_p(_EXTERNAL_SIGALGS)
+    ):
+        raise _openssl_unavailable(_openssl_error(library))
+    for index, certificate in enumerate((credential.certificate, *credential.chain)):
+        _add_certificate(
+            library, pointer, certificate.public_bytes(serialization.Encoding.DER), index
+        )
+    public = rsa_public_key(credential.certificate, credential.source)
+    handle = next(_handles)
+    _external_keys[handle] = _ExternalKey(signer, credential.source, (public.key_size + 7) // 8)
+    # A socket keeps its context alive, so the key is needed no longer than the context.
+    weakref.finalize(context, _external_keys.pop, handle, None)
+    key = _rsa_key(library, method, public.public_numbers(), handle)
+    try:
+        if library.SSL_CTX_use_PrivateKey(pointer, key) != 1:
+            raise CredentialError(
+                credential.source,
+                f"OpenSSL refused the card's key for TLS: {_openssl_error(library)}",
+            )
+    finally:
+        library.EVP_PKEY_free(key)
+
+
+def _add_certificate(library: ctypes.CDLL, pointer: int, der: bytes, index: int) -> None:
+    buffer = ctypes.create_string_buffer(der, len(der))
+    cursor = ctypes.c_void_p(ctypes.addressof(buffer))
+    x509 = library.d2i_X509(None, ctypes.byref(cursor), len(der))
+    if not x509:
+        raise _openssl_unavailable(f"OpenSSL cannot read a certificate: {_openssl_error(library)}")
+    try:
+        if index == 0:
+            done = library.SSL_CTX_use_certificate(pointer, x509) == 1
+        else:
+            done = library.SSL_CTX_ctrl(pointer, _SSL_CTRL_CHAIN_CERT, 1, x509) == 1
+        if not done:
+            raise _openssl_unavailable(_openssl_error(library))
+    finally:
+        library.X509_free(x509)  # the SSL_CTX holds its own reference
+
+
+def _rsa_key(library: ctypes.CDLL, method: int, numbers: Any, handle: int) -> int:
+    """An EVP_PKEY with the public half of the key and our method for its private operations."""
+    rsa = library.RSA_new()
+    modulus = numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+    exponent = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+    n = library.BN_bin2bn(modulus, len(modulus), None)
+    e = library.BN_bin2bn(exponent, len(exponent), None)
+    if not (rsa and n and e and library.RSA_set0_key(rsa, n, e, None) == 1):
+        for number in (n, e):
+            library.BN_free(number)
+        library.RSA_free(rsa)
+        raise _openssl_unavailable(_openssl_error(library))
+    key = library.EVP_PKEY_new()
+    if not (
+        library.RSA_set_method(rsa, method) == 1
+        and library.RSA_set_ex_data(rsa, _APP_DATA, handle) == 1
+        and key
+        and library.EVP_PKEY_assign(key, _EVP_PKEY_RSA, rsa) == 1
+    ):
+        library.RSA_free(rsa)
+        library.EVP_PKEY_free(key)
+        raise _openssl_unavailable(_openssl_error(library))
+    return key
+
+
+@_SIGN
+def _sign_callback(nid: int, digest: int, length: int, out: int, out_length: Any, rsa: int) -> int:
+    # Called by OpenSSL inside the handshake, in the thread that makes it: an exception cannot
+    # cross OpenSSL, so it is kept for MutualTLSAdapter.send to raise once the handshake failed.
+    library, _method = _openssl()
+    key = _external_keys.get(library.RSA_get_ex_data(rsa, _APP_DATA) or 0)
+    if key is None:
+        return 0
+    try:
+        algorithm = _NID_ALGORITHMS.get(nid)
+        if algorithm is None:
+            raise CredentialError(key.source, f"TLS asked for an unsupported hash (NID {nid})")
+        signature = key.signer.sign_digest(ctypes.string_at(digest, length), algorithm)
+        if len(signature) != key.size:
+            raise CredentialError(key.source, "the card returned a signature of the wrong size")
+    except CredentialError as error:
+        _failure.error = error
+        return 0
+    except Exception as error:  # any signer failure must end the handshake, not the process
+        _failure.error = CredentialError(key.source, f"signing for TLS failed: {error}")
+        return 0
+    ctypes.memmove(out, signature, len(signature))
+    out_length[0] = len(signature)
+    return 1
+
+
+@_RAW
+def _refuse_raw_callback(length: int, data: int, out: int, rsa: int, padding: int) -> int:
+    # Raw RSA (PSS padding done by OpenSSL, decryption) never reaches the card: the sigalgs
+    # set above keep TLS on PKCS#1 v1.5 signatures, so this is only a guard.
+    return -1
+
+
+def take_signing_failure() -> CredentialError | None:
+    """The CredentialError that ended this thread's last handshake with a card key, once."""
+    error = getattr(_failure, "error", None)
+    _failure.error = None
+    return error
 
 
 class MutualTLSAdapter(HTTPAdapter):
@@ -164,7 +431,15 @@ class MutualTLSAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
+        take_signing_failure()
+        try:
+            return super().send(request, **kwargs)
+        except requests.exceptions.ConnectionError:
+            # The card's own error (wrong state, removed) says more than the failed handshake.
+            failure = take_signing_failure()
+            if failure is not None:
+                raise failure from None
+            raise
 
 
 def create_session(credential: Credential | None, settings: TLSSettings) -> requests.Session:
