@@ -39,6 +39,9 @@ SERVICES: Mapping[str, tuple[str, str]] = {
 """Every stub service: its name, and the module and class implementing it. A service class is
 built with a :class:`StubContext` and called with each :class:`StubRequest`."""
 
+DMP_SERVICES = tuple(name for name in SERVICES if name != "lps")
+"""The DMP services (everything but the téléservices)."""
+
 
 def service_path(name: str) -> str:
     """The URL path a service answers on: ``/lps`` for the téléservices, else the DMP's."""
@@ -136,6 +139,11 @@ class Stubs:
     def url(self) -> str:
         """The server's base URL, ``https://host:port``."""
         return self.server.url
+
+    @property
+    def dmp_base_url(self) -> str:
+        """The base URL of the DMP services (``…/si-dmp-server/v2/services``), for DmpClient."""
+        return f"{self.url}{DMP_PREFIX}".rstrip("/")
 
     def dmp_url(self, service: str) -> str:
         """The URL of one DMP service (``patients``, ``registry``, …)."""

@@ -1,0 +1,320 @@
+"""The DMP client facade against the DMP stub over real mutual TLS: every transaction, in the
+indirect and direct modes, each error family, byte-exact documents, traces and progress."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.test_hl7v3 import demographics, oppositions
+from tests.test_stub_dmp import new_patient
+from tests.test_stub_xds import entry
+from transport import examplepki
+from transport.config import example_profile
+from transport.errors import DmpError, IntegrityError, SoapFault, ValidationError, XdsError
+from transport.services import xds
+from transport.services.authorisations import AuthorizationAction, ListMode
+from transport.services.dmp import DmpClient, Document
+from transport.services.hl7v3 import OPPOSITION_BREAK_GLASS, Observation, Traits
+from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.trace import Tracer
+from transport.vihf import AuthMode, Patient
+
+SERVICES = list(DMP_SERVICES)
+COLLEAGUE = "899700000002"
+
+
+@pytest.fixture(scope="module")
+def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
+    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=SERVICES) as running:
+        yield running
+
+
+def make_client(
+    stubs: Stubs, mode: AuthMode = AuthMode.INDIRECTE, *, subject: str | None = None, **options
+) -> DmpClient:
+    profile = example_profile(stubs.pki, mode, {"dmp": stubs.dmp_base_url})
+    if subject is not None:
+        profile = replace(profile, identity=replace(profile.identity, subject_id=subject))
+    return DmpClient.from_profile(profile, **options)
+
+
+@pytest.fixture(scope="module", params=list(AuthMode), ids=str)
+def client(stubs: Stubs, request: pytest.FixtureRequest) -> Iterator[DmpClient]:
+    with make_client(stubs, request.param) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def indirect(stubs: Stubs) -> Iterator[DmpClient]:
+    with make_client(stubs) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def colleague(stubs: Stubs) -> Iterator[DmpClient]:
+    with make_client(stubs, subject=COLLEAGUE) as made:
+        yield made
+
+
+def opened(client: DmpClient) -> Patient:
+    """A new patient with an open DMP created by ``client`` (who is then authorised)."""
+    patient = new_patient()
+    client.create(patient, demographics(), oppositions=oppositions())
+    return patient
+
+
+def document(patient: Patient, content: bytes | Path, **changes) -> Document:
+    data = content.read_bytes() if isinstance(content, Path) else content
+    return Document(entry(data, patient, **changes), content)
+
+
+# --- patients --------------------------------------------------------------------------------
+
+
+def test_lifecycle_of_a_dmp(client: DmpClient) -> None:
+    patient = new_patient()
+    assert client.exists(patient).exists is False
+
+    created = client.create(patient, demographics(), oppositions=oppositions())
+    assert created.patient == patient and created.active
+
+    existence = client.exists(patient)
+    assert existence.exists and existence.active and existence.authorised
+    assert existence.record is not None and existence.record.patient == patient
+
+    record = client.consult(patient)
+    assert record.demographics is not None
+    assert record.demographics.family == demographics().family
+    assert record.demographics.birth_date == demographics().birth_date
+
+    moved = replace(demographics(), family="TESTPATIENT-NOUVEAU")
+    client.update(patient, moved, observations=(Observation(OPPOSITION_BREAK_GLASS, True),))
+    after = client.consult(patient)
+    assert after.demographics is not None and after.demographics.family == "TESTPATIENT-NOUVEAU"
+    assert Observation(OPPOSITION_BREAK_GLASS, True) in after.observations
+
+    closed = client.close_dmp(patient, moved)
+    assert closed.active is False
+    assert client.exists(patient).active is False
+
+    reopened = client.reactivate(patient, moved)
+    assert reopened.active
+    assert client.exists(patient).active
+
+
+def test_refusals_are_dmp_errors_with_the_code_and_a_hint(
+    indirect: DmpClient, colleague: DmpClient
+) -> None:
+    unknown = new_patient()
+    with pytest.raises(DmpError) as not_found:
+        indirect.consult(unknown)
+    assert not_found.value.code == "DMPNotFound"
+    assert not_found.value.transaction == "TD1.3a"
+    assert not_found.value.hint and "TD1.1" in not_found.value.hint
+    assert not_found.value.exit_code == 1
+
+    patient = opened(indirect)
+    with pytest.raises(DmpError) as found:
+        indirect.create(patient, demographics())
+    assert found.value.code == "DMPFound"
+
+    with pytest.raises(DmpError) as denied:
+        colleague.consult(patient)
+    assert denied.value.code == "DMPAccessDenied"
+    existence = colleague.exists(patient)
+    assert existence.exists and not existence.authorised
+
+
+def test_find_patients_without_ins(indirect: DmpClient) -> None:
+    patient = opened(indirect)
+    person = demographics()
+    found = indirect.find_patients(
+        Traits(family=person.family, given=person.given[0], birth_date=person.birth_date)
+    )
+    assert patient in [candidate.patient for candidate in found]
+    assert indirect.find_patients(Traits(family="PERSONNE-INCONNUE-XYZ")) == ()
+
+
+# --- authorisations --------------------------------------------------------------------------
+
+
+def test_authorisations(indirect: DmpClient, colleague: DmpClient) -> None:
+    patient = opened(indirect)
+    assert patient not in [item.patient for item in colleague.list_patients().patients]
+
+    assert colleague.set_authorization(patient).ok
+    assert colleague.exists(patient).authorised
+    assert patient in [item.patient for item in colleague.list_patients().patients]
+
+    listed = indirect.list_authorizations(patient, ListMode.TOUTE)
+    professionals = {item.professional_id for item in listed.entries}
+    assert {indirect.identity.subject_id, COLLEAGUE} <= professionals
+
+    assert colleague.set_authorization(patient, AuthorizationAction.SUPPRESSION).ok
+    assert not colleague.exists(patient).authorised
+    with pytest.raises(DmpError) as denied:
+        colleague.list_authorizations(patient)
+    assert denied.value.code == "DMPAccessDenied" and denied.value.transaction == "TD1.6"
+
+
+# --- documents -------------------------------------------------------------------------------
+
+PAYLOADS = {
+    "empty": b"",
+    "one byte": b"x",
+    "ends with CR LF": b"<ClinicalDocument/>\r\n",
+    "every byte value": bytes(range(256)) * 16,
+}
+
+
+@pytest.mark.parametrize("content", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_submitted_documents_come_back_byte_exact(
+    client: DmpClient, content: bytes, tmp_path: Path
+) -> None:
+    patient = opened(client)
+    source = tmp_path / "document.bin"
+    source.write_bytes(content)
+    in_memory, from_file = document(patient, content), document(patient, source)
+    submitted = client.submit([in_memory, from_file])
+    assert [item.size for item in submitted.entries] == [len(content)] * 2
+
+    found = client.find_documents(patient)
+    assert {item.unique_id for item in found.entries} == {
+        in_memory.entry.unique_id,
+        from_file.entry.unique_id,
+    }
+    retrieved = client.retrieve(patient, found.entries)
+    assert retrieved.complete
+    assert [item.read_bytes() for item in retrieved.documents] == [content, content]
+
+    into = tmp_path / "out"
+    into.mkdir()
+    on_disk = client.retrieve(patient, [from_file.entry.unique_id], directory=into)
+    (only,) = on_disk.documents
+    assert only.path is not None and only.path.parent == into
+    assert only.path.read_bytes() == content
+    assert only.sha1 == hashlib.sha1(content, usedforsecurity=False).hexdigest()
+
+
+def test_search_pages_through_large_results(indirect: DmpClient) -> None:
+    patient = opened(indirect)
+    documents = [document(patient, f"document {number}".encode()) for number in range(7)]
+    indirect.submit(documents)
+    paged = indirect.find_documents(patient, page_size=3)
+    assert paged.total == 7
+    assert sorted(item.unique_id for item in paged.entries) == sorted(
+        item.entry.unique_id for item in documents
+    )
+    by_id = indirect.get_documents(patient, unique_ids=[documents[2].entry.unique_id])
+    assert [item.unique_id for item in by_id.entries] == [documents[2].entry.unique_id]
+    uuids = [paged.entries[0].entry_uuid]
+    assert indirect.get_documents(patient, entry_uuids=uuids).entries[0].entry_uuid == uuids[0]
+
+
+def test_mask_delete_archive(indirect: DmpClient, colleague: DmpClient) -> None:
+    patient = opened(indirect)
+    colleague.set_authorization(patient)
+    hidden, deleted, archived = (document(patient, name) for name in (b"a", b"b", b"c"))
+    indirect.submit([hidden, deleted, archived])
+    found = indirect.find_documents(patient)
+
+    indirect.mask(found.by_unique_id(hidden.entry.unique_id))
+    indirect.delete(found.by_unique_id(deleted.entry.unique_id))
+    indirect.archive(found.by_unique_id(archived.entry.unique_id))
+
+    visible = indirect.find_documents(patient)
+    assert [item.unique_id for item in visible.entries] == [hidden.entry.unique_id]
+    assert visible.entries[0].masked
+    assert colleague.find_documents(patient).entries == ()
+    gone = indirect.find_documents(patient, (xds.DELETED, xds.ARCHIVED))
+    assert {item.unique_id: item.status for item in gone.entries} == {
+        deleted.entry.unique_id: xds.DELETED,
+        archived.entry.unique_id: xds.ARCHIVED,
+    }
+    with pytest.raises(ValidationError):
+        indirect.mask(visible.entries[0])
+
+
+def test_xds_failures_and_partial_success(indirect: DmpClient, colleague: DmpClient) -> None:
+    patient = opened(indirect)
+    kept = document(patient, b"present")
+    indirect.submit([kept])
+
+    with pytest.raises(XdsError) as refused:
+        colleague.submit([document(patient, b"intrus")])
+    assert refused.value.status == xds.FAILURE and refused.value.code
+    assert refused.value.exit_code == 1
+
+    with pytest.raises(XdsError) as missing:
+        indirect.retrieve(patient, ["1.2.3.4.404"])
+    assert missing.value.code == "XDSDocumentUniqueIdError"
+
+    partial = indirect.retrieve(patient, [kept.entry.unique_id, "1.2.3.4.404"])
+    assert not partial.complete and partial.status == xds.PARTIAL_SUCCESS
+    assert [item.document_unique_id for item in partial.documents] == [kept.entry.unique_id]
+    assert [error.code for error in partial.errors] == ["XDSDocumentUniqueIdError"]
+
+
+def test_a_document_that_differs_from_its_metadata_is_refused(
+    indirect: DmpClient, tmp_path: Path
+) -> None:
+    patient = opened(indirect)
+    sent = document(patient, b"le vrai contenu")
+    indirect.submit([sent])
+    (found,) = indirect.find_documents(patient).entries
+    forged = replace(found, hash=hashlib.sha1(b"autre", usedforsecurity=False).hexdigest())
+    with pytest.raises(IntegrityError) as error:
+        indirect.retrieve(patient, [forged], directory=tmp_path)
+    assert error.value.document_unique_id == sent.entry.unique_id
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vihf_signed_by_an_untrusted_key_is_a_soap_fault(stubs: Stubs, tmp_path: Path) -> None:
+    stranger = examplepki.generate(tmp_path / "other")
+    profile = example_profile(stubs.pki, AuthMode.INDIRECTE, {"dmp": stubs.dmp_base_url})
+    foreign = example_profile(stranger).signature_credential
+    client = DmpClient.from_profile(replace(profile, signature_credential=foreign))
+    with client, pytest.raises(SoapFault) as fault:
+        client.exists(new_patient())
+    assert fault.value.code == "Sender" and fault.value.subcode
+
+
+def test_bad_input_is_refused_before_sending(indirect: DmpClient) -> None:
+    with pytest.raises(ValidationError):
+        indirect.submit([])
+    with pytest.raises(ValidationError):
+        indirect.submit([document(new_patient(), b"a"), document(new_patient(), b"b")])
+    with pytest.raises(ValidationError):
+        indirect.find_documents(new_patient(), page_size=0)
+
+
+# --- traces and progress ---------------------------------------------------------------------
+
+
+def test_traces_and_progress(stubs: Stubs, tmp_path: Path) -> None:
+    tracer = Tracer(tmp_path / "trace")
+    with make_client(stubs, tracer=tracer) as client:
+        patient = opened(client)
+        content = bytes(range(256)) * 4096
+        sent: list[tuple[int, int | None]] = []
+        client.submit([document(patient, content)], progress=lambda d, t: sent.append((d, t)))
+        received: list[tuple[int, int | None]] = []
+        (found,) = client.find_documents(patient).entries
+        client.retrieve(patient, [found], progress=lambda d, t: received.append((d, t)))
+    done, total = sent[-1]
+    assert done == total and total is not None and total > len(content)
+    assert [d for d, _ in sent] == sorted(d for d, _ in sent)
+    assert received[-1][0] > len(content)
+    names = sorted(path.name for path in tracer.directory.iterdir())
+    submit_mime = next(name for name in names if name.endswith("-request.mime"))
+    assert (tracer.directory / submit_mime).stat().st_size == total
+    assert any(name.endswith("ProvideAndRegisterDocumentSet-b-request.xml") for name in names)
+    assert any(name.endswith("RetrieveDocumentSet-response.mime") for name in names)
+    assert any(name.endswith("PRPA_IN201311UV02-response.xml") for name in names)
+    raw = (tracer.directory / submit_mime).read_bytes()
+    assert content in raw

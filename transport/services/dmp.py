@@ -1,0 +1,911 @@
+"""The DMP client: every LPS transaction of the volet (TD0.2 to TD3.3d) as one method.
+
+:class:`DmpClient` holds one mutual-TLS session to one DMP endpoint set and the professional's
+identity; each call builds its own VIHF (the identity, the call's patient and purpose of use),
+signs it, sends the request and returns a frozen result. The messages themselves are written and
+read by :mod:`transport.services.hl7v3` (patients, PDQ), :mod:`transport.services.authorisations`
+(habilitations, patientsSpecific) and :mod:`transport.services.xds` (registry, repository).
+
+What the service answers is mapped, never dropped: an HL7v3 ``AE``/``AR`` acknowledgement or a
+status other than ``DMPOk`` raises :class:`transport.errors.DmpError`; an XDS ``Failure`` raises
+:class:`transport.errors.XdsError` (a retrieval's ``PartialSuccess`` is returned, with its errors,
+as :attr:`Retrieved.complete` False); warnings come back with the result; SOAP faults raise
+:class:`transport.errors.SoapFault`.
+
+Documents travel as streamed MTOM (:mod:`transport.mtom`): a submitted file is read from disk in
+chunks while it is sent, and a retrieved document can be written to a directory as it arrives, its
+size and SHA-1 checked against the registry's metadata when the caller gives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import requests
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from .. import addressing, mtom
+from ..addressing import SOAP12_NS
+from ..client import build_envelope, raise_for_fault, send
+from ..config import Profile
+from ..credentials import Credential, Purpose
+from ..errors import (
+    DmpError,
+    IntegrityError,
+    TransportError,
+    ValidationError,
+    XdsError,
+)
+from ..tls import TLSSettings, create_session
+from ..trace import Tracer
+from ..vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
+from ..xmlparse import XMLSecurityError, parse_xml
+from . import authorisations, hl7v3, xds
+from .authorisations import (
+    AuthorizationAction,
+    AuthorizationList,
+    ListAuthorizations,
+    ListMode,
+    Outcome,
+    PatientListAnswer,
+    PatientListQuery,
+    SetAuthorization,
+)
+from .hl7v3 import (
+    CLOSED_AT_PATIENT_REQUEST,
+    CONSENT_TO_OPEN,
+    CONSENT_TO_REACTIVATE,
+    Acknowledgement,
+    Demographics,
+    Device,
+    Observation,
+    PatientRecord,
+    Reason,
+    Registration,
+    RegistrationRequest,
+    Traits,
+)
+
+log = logging.getLogger("transport.dmp")
+
+DMP_REPOSITORY_UNIQUE_ID = "1.2.250.1.213.4.1.1.1.2"
+"""The DMP repository's ``RepositoryUniqueId`` (the official TD3.2 example's)."""
+
+MASKED_FROM_PROFESSIONALS_CODE = xds.Coded(
+    xds.MASKED_FROM_PROFESSIONALS,
+    xds.DMP_CONFIDENTIALITY_SYSTEM,
+    "Non visible par les professionnels de santé",
+)
+"""The confidentiality code TD3.3a adds to hide a document from other professionals."""
+
+DEFAULT_CONTENT_TYPE = xds.Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour")
+"""A submission set's default ``contentTypeCode``; pass the one fitting the activity."""
+
+Progress = Callable[[int, int | None], None]
+"""A transfer progress callback: bytes moved so far, and the total when known."""
+
+_MTOM_SERVICES = frozenset({"repository"})
+_SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Existence:
+    """TD0.2: whether the patient has a DMP and what the caller may do with it.
+
+    ``active``: False for a closed DMP; ``authorisation``: the caller's authorisation
+    (``VALIDE``, ``INTERDIT``, ``NON_EXISTE``); ``treating_physician``: whether the caller is the
+    patient's DMP treating doctor. ``record`` holds the identifiers and name the DMP shows.
+    """
+
+    exists: bool
+    active: bool = False
+    authorisation: str | None = None
+    treating_physician: bool | None = None
+    record: PatientRecord | None = None
+
+    @property
+    def authorised(self) -> bool:
+        """Whether the caller holds a valid authorisation on this DMP."""
+        return self.authorisation == "VALIDE"
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document to submit (TD2.1): its metadata and its bytes, or the file that holds them.
+
+    ``hash`` and ``size`` of ``entry`` are computed from the content when the document is sent.
+    """
+
+    entry: xds.DocumentEntry
+    content: bytes | Path
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.content, bytes | Path):
+            raise ValidationError("content", "a document's content is bytes or a pathlib.Path")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """TD2.1 accepted: the submission set and the entries as sent (hash and size filled in),
+    the signature document's entry last when the set was signed; ``warnings`` from the registry."""
+
+    submission_set: xds.SubmissionSet
+    entries: tuple[xds.DocumentEntry, ...]
+    warnings: tuple[xds.RegistryError, ...] = ()
+
+
+@dataclass(frozen=True)
+class DocumentList:
+    """TD3.1: the entries found (every page), ``total`` as the registry counts them, warnings."""
+
+    entries: tuple[xds.DocumentEntry, ...]
+    total: int | None = None
+    warnings: tuple[xds.RegistryError, ...] = ()
+
+    def by_unique_id(self, unique_id: str) -> xds.DocumentEntry:
+        """The entry of the document ``unique_id`` (KeyError when absent)."""
+        for entry in self.entries:
+            if entry.unique_id == unique_id:
+                return entry
+        raise KeyError(unique_id)
+
+
+@dataclass(frozen=True)
+class DocumentContent:
+    """One retrieved document (TD3.2): ids, MIME type, size in bytes, SHA-1 (hex, the XDS hash),
+    and its bytes: in the file ``path`` (retrieval into a directory) or in ``data``."""
+
+    document_unique_id: str
+    repository_unique_id: str
+    mime_type: str
+    size: int
+    sha1: str
+    path: Path | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    def read_bytes(self) -> bytes:
+        """The whole document."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """TD3.2: the documents returned, and the repository's status and errors.
+
+    ``complete`` is False for a ``PartialSuccess``: some documents are missing and ``errors``
+    says which and why.
+    """
+
+    status: str
+    documents: tuple[DocumentContent, ...]
+    errors: tuple[xds.RegistryError, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every document asked for came back."""
+        return self.status == xds.SUCCESS
+
+    def document(self, unique_id: str) -> DocumentContent:
+        """The returned document ``unique_id`` (KeyError when it did not come back)."""
+        for document in self.documents:
+            if document.document_unique_id == unique_id:
+                return document
+        raise KeyError(unique_id)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A received answer: the body's payload element and the MIME parts beside it."""
+
+    payload: etree._Element
+    parts: mtom.Decoded
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+def software_device(vihf: Vihf) -> Device:
+    """The LPS as an HL7v3 device: an OID derived from its name and DMP homologation id (so
+    that it is the same on every installation of one software version line) and its name."""
+    seed = f"cisis-transport:{vihf.lps.name}:{vihf.lps.homologation_id}"
+    return Device(f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, seed).int}", vihf.lps.name)
+
+
+def _names(vihf: Vihf, credential: Credential) -> tuple[str, str]:
+    """The professional's family and given names: from the VIHF's ``subject-id`` "NOM Prénom"
+    (indirect modes), else from the card certificate's SN and GN (direct mode)."""
+    if vihf.user_name:
+        family, _, given = vihf.user_name.partition(" ")
+        return family, given
+    family = _attribute(credential, NameOID.SURNAME) or credential.common_name or ""
+    return family, _attribute(credential, NameOID.GIVEN_NAME) or ""
+
+
+def _attribute(credential: Credential, oid: x509.ObjectIdentifier) -> str | None:
+    """The first value of one attribute of the credential's subject, or None."""
+    values = credential.certificate.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else None
+
+
+class DmpClient:
+    """Calls the DMP services under one base URL (``…/si-dmp-server/v2/services``) as one
+    professional.
+
+    ``identity`` is the VIHF without a patient; ``signature`` signs each VIHF (the structure's
+    ORG SIGN certificate in the indirect modes, the card's signature key in direct mode);
+    ``tls_credential`` authenticates the TLS session. ``structure_name`` defaults to the
+    signature certificate's organisation. One pooled session serves every call; the client may be
+    shared between threads.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        identity: Vihf,
+        signature: Credential,
+        tls_credential: Credential | None,
+        tls_settings: TLSSettings,
+        vihf_options: VihfOptions | None = None,
+        structure_name: str | None = None,
+        repository_unique_id: str = DMP_REPOSITORY_UNIQUE_ID,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.identity = identity.with_patient(None)
+        self.signature = signature
+        self.vihf_options = vihf_options or VihfOptions()
+        self.repository_unique_id = repository_unique_id
+        self.tracer = tracer
+        self.device = software_device(identity)
+        self.structure_name = (
+            structure_name
+            or _attribute(signature, NameOID.ORGANIZATION_NAME)
+            or identity.structure_id
+        )
+        family, given = _names(identity, signature)
+        self.author = hl7v3.Author.from_vihf(
+            identity, self.structure_name, family=family, given=given
+        )
+        role = self.author.role
+        self.document_author = xds.Author.professional(
+            identity.subject_id,
+            family,
+            given,
+            specialty=f"{role.code}^{role.display_name}^{role.code_system}" if role else None,
+            institution=self.structure_name,
+            structure_id=identity.structure_id,
+        )
+        self.session = create_session(tls_credential, tls_settings)
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        *,
+        endpoint: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> DmpClient:
+        """A client for ``profile``: its ``dmp`` endpoint (or ``endpoint``), identity, TLS and
+        signature credentials, VIHF options."""
+        return cls(
+            endpoint or profile.endpoint("dmp"),
+            identity=profile.identity,
+            signature=profile.signature_credential.load(Purpose.SIGNATURE),
+            tls_credential=profile.tls_credential.load(Purpose.TLS_CLIENT),
+            tls_settings=profile.tls_settings(),
+            vihf_options=profile.vihf_options,
+            tracer=tracer,
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> DmpClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- patients (HL7v3) ------------------------------------------------------------------------
+
+    def exists(self, patient: Patient, *, purpose_of_use: Code | None = None) -> Existence:
+        """TD0.2: does ``patient`` have a DMP, and is the caller authorised on it."""
+        answer = self._demographics(Reason.TEST_EXST, patient, purpose_of_use)
+        if not answer.found:
+            return Existence(False)
+        assert answer.record is not None  # found says so
+        return Existence(
+            True,
+            answer.record.active,
+            answer.authorisation,
+            answer.treating_physician,
+            answer.record,
+        )
+
+    def consult(self, patient: Patient, *, purpose_of_use: Code | None = None) -> PatientRecord:
+        """TD1.3a: the DMP's administrative data (identity, address, consents, oppositions)."""
+        answer = self._demographics(Reason.CNSLT_DATA, patient, purpose_of_use)
+        if answer.record is None:
+            raise DmpError("TD1.3a", hl7v3.DmpCode.NOT_FOUND, "the answer holds no record")
+        return answer.record
+
+    def create(
+        self,
+        patient: Patient,
+        demographics: Demographics,
+        *,
+        oppositions: Sequence[Observation] = (),
+    ) -> PatientRecord:
+        """TD1.1: open a DMP with the patient's consent (``CONSENTEMENT_OUVERTURE_DMP``) and the
+        oppositions they expressed (break-glass, emergency access)."""
+        observations = (Observation(CONSENT_TO_OPEN, True), *oppositions)
+        return self._register(Reason.CREA_RD, patient, demographics, observations)
+
+    def reactivate(self, patient: Patient, demographics: Demographics) -> PatientRecord:
+        """TD1.2: reopen a closed DMP with the patient's consent (name only is sent)."""
+        observations = (Observation(CONSENT_TO_REACTIVATE, True),)
+        return self._register(Reason.REAC, patient, demographics.name_only, observations)
+
+    def update(
+        self,
+        patient: Patient,
+        demographics: Demographics,
+        *,
+        observations: Sequence[Observation] = (),
+    ) -> PatientRecord:
+        """TD1.3b: replace the administrative data, and change oppositions when given."""
+        return self._register(Reason.MODIF_DATA, patient, demographics, tuple(observations))
+
+    def close_dmp(
+        self, patient: Patient, demographics: Demographics, *, reason: Code | None = None
+    ) -> PatientRecord:
+        """TD1.4: close the DMP (at the patient's request unless ``reason`` says otherwise)."""
+        return self._register(
+            Reason.FERM,
+            patient,
+            demographics.name_only,
+            (),
+            close_reason=reason or CLOSED_AT_PATIENT_REQUEST,
+        )
+
+    def find_patients(self, traits: Traits) -> tuple[PatientRecord, ...]:
+        """TD0.5: the patients matching ``traits`` (IHE PDQv3), for a patient without INS."""
+        query = hl7v3.CandidatesQuery.new(traits, self.device)
+        payload = self._call("patientsPDQ", hl7v3.ACTION_FIND_CANDIDATES, query.build(), None)
+        answer = hl7v3.CandidatesAnswer.read(payload.payload)
+        _raise_for_acknowledgement("TD0.5", answer.acknowledgement)
+        return answer.candidates
+
+    # --- authorisations --------------------------------------------------------------------------
+
+    def set_authorization(
+        self,
+        patient: Patient,
+        action: AuthorizationAction = AuthorizationAction.AJOUT,
+        *,
+        treating_physician: bool = False,
+    ) -> Outcome:
+        """TD0.3: add (or remove) the caller's authorisation on the patient's DMP, or their
+        treating-doctor role with ``treating_physician``. The outcome's ``context`` says when
+        nothing changed."""
+        request = SetAuthorization(action, treating_physician)
+        answer = self._call(
+            "habilitations", authorisations.ACTION_SET_AUTHORIZATION, request.build(), patient
+        )
+        outcome = authorisations.SetAuthorizationAnswer.read(answer.payload).outcome
+        return _checked_outcome("TD0.3", outcome)
+
+    def list_authorizations(
+        self, patient: Patient, mode: ListMode | None = ListMode.TOUTE
+    ) -> AuthorizationList:
+        """TD1.6: the professionals authorised on (and blocked from) the patient's DMP."""
+        answer = self._call(
+            "habilitations",
+            authorisations.ACTION_LIST_AUTHORIZATIONS,
+            ListAuthorizations(mode).build(),
+            patient,
+        )
+        found = AuthorizationList.read(answer.payload)
+        _checked_outcome("TD1.6", found.outcome)
+        return found
+
+    def list_patients(self, query: PatientListQuery | None = None) -> PatientListAnswer:
+        """TD0.4: the DMPs the caller is authorised on (filtered by date when asked)."""
+        answer = self._call(
+            "patientsSpecific",
+            authorisations.ACTION_PATIENT_LIST,
+            (query or PatientListQuery()).build(),
+            None,
+        )
+        found = PatientListAnswer.read(answer.payload)
+        _checked_outcome("TD0.4", found.outcome)
+        return found
+
+    # --- documents (XDS.b) -----------------------------------------------------------------------
+
+    def submission_set(
+        self,
+        patient: Patient,
+        *,
+        title: str | None = None,
+        content_type: xds.Coded = DEFAULT_CONTENT_TYPE,
+        comments: str | None = None,
+    ) -> xds.SubmissionSet:
+        """A new submission set for ``patient``, authored by the caller, sent by this LPS."""
+        return xds.SubmissionSet(
+            patient=patient,
+            unique_id=xds.new_unique_id(),
+            source_id=self.device.root,
+            submission_time=xds.xds_time(datetime.now(UTC)),
+            content_type=content_type,
+            authors=(self.document_author,),
+            title=title,
+            comments=comments,
+        )
+
+    def submit(
+        self,
+        documents: Sequence[Document],
+        *,
+        submission_set: xds.SubmissionSet | None = None,
+        progress: Progress | None = None,
+    ) -> Submitted:
+        """TD2.1: send ``documents`` (one patient) with their metadata in one submission set.
+
+        Hash and size are computed from the content (files are read twice, in chunks: once to
+        hash, once to send; nothing is held whole in memory). XdsError when the registry refuses.
+        """
+        if not documents:
+            raise ValidationError("documents", "a submission holds at least one document")
+        patient = documents[0].entry.patient
+        if any(document.entry.patient != patient for document in documents):
+            raise ValidationError("patient", "every document of a submission is the same patient's")
+        submission = submission_set or self.submission_set(patient)
+        outgoing, attachments, entries = [], [], []
+        for document in documents:
+            entry = document.entry.with_content(_content_chunks(document.content))
+            content_id = mtom.new_content_id()
+            outgoing.append(xds.OutgoingDocument(entry, content_id))
+            attachments.append(mtom.Attachment(content_id, document.content, entry.mime_type))
+            entries.append(entry)
+        payload = xds.provide_and_register_request(submission, outgoing)
+        answer = self._call(
+            "repository",
+            xds.ACTION_PROVIDE_AND_REGISTER,
+            payload,
+            patient,
+            attachments=tuple(attachments),
+            progress=progress,
+        )
+        result = xds.read_registry_response(answer.payload)
+        _raise_unless_success("TD2.1", result)
+        return Submitted(submission, tuple(entries), result.errors)
+
+    def find_documents(
+        self,
+        patient: Patient,
+        statuses: Iterable[str] = (xds.APPROVED,),
+        *,
+        page_size: int | None = None,
+    ) -> DocumentList:
+        """TD3.1 FindDocuments: the patient's documents in ``statuses``; with ``page_size``,
+        fetched a page at a time (ebRS ``startIndex``/``maxResults``) until every one is in."""
+        statuses = tuple(statuses)
+        if page_size is not None and page_size < 1:
+            raise ValidationError("page_size", "a page holds at least one entry")
+        entries: list[xds.DocumentEntry] = []
+        warnings: list[xds.RegistryError] = []
+        while True:
+            query = xds.find_documents(
+                patient,
+                statuses,
+                start_index=len(entries),
+                max_results=page_size if page_size is not None else -1,
+            )
+            page = self._query(patient, query)
+            entries.extend(page.entries)
+            warnings.extend(page.errors)
+            done = page_size is None or not page.entries or len(page.entries) < page_size
+            if done or (page.total is not None and len(entries) >= page.total):
+                return DocumentList(tuple(entries), page.total, tuple(warnings))
+
+    def get_documents(
+        self,
+        patient: Patient,
+        *,
+        entry_uuids: Iterable[str] = (),
+        unique_ids: Iterable[str] = (),
+    ) -> DocumentList:
+        """TD3.1 GetDocuments: the entries with these entryUUIDs or these uniqueIds."""
+        query = xds.get_documents(entry_uuids=entry_uuids, unique_ids=unique_ids)
+        page = self._query(patient, query)
+        return DocumentList(page.entries, page.total, page.errors)
+
+    def retrieve(
+        self,
+        patient: Patient,
+        documents: Sequence[xds.DocumentEntry | str],
+        *,
+        directory: Path | None = None,
+        progress: Progress | None = None,
+    ) -> Retrieved:
+        """TD3.2: the documents named by their entries (from :meth:`find_documents`: the
+        repository comes from the entry, and size and hash are checked) or by their uniqueIds.
+
+        With ``directory``, each document is written to a new file there as it arrives (any
+        size); without it, documents are returned as bytes (up to
+        :data:`transport.mtom.MAX_IN_MEMORY` each). IntegrityError, with the document's file
+        removed, when a document's size or SHA-1 differs from its entry's; XdsError when none
+        could be returned.
+        """
+        if not documents:
+            raise ValidationError("documents", "name at least one document to retrieve")
+        expected = {
+            item.unique_id: item for item in documents if isinstance(item, xds.DocumentEntry)
+        }
+        requests_ = [
+            xds.DocumentRequest(
+                item.repository_unique_id or self.repository_unique_id, item.unique_id
+            )
+            if isinstance(item, xds.DocumentEntry)
+            else xds.DocumentRequest(self.repository_unique_id, item)
+            for item in documents
+        ]
+        answer = self._call(
+            "repository",
+            xds.ACTION_RETRIEVE,
+            xds.retrieve_request(requests_),
+            patient,
+            directory=directory,
+            progress=progress,
+        )
+        with _removing_parts_on_error(answer.parts):
+            result = xds.read_retrieve_response(answer.payload)
+            if result.result.status == xds.FAILURE or (
+                not result.documents and not result.result.ok
+            ):
+                raise XdsError("TD3.2", result.result.status, result.result.errors)
+            contents = tuple(
+                _content(document, answer.parts.part_for(document.include), expected)
+                for document in result.documents
+            )
+        return Retrieved(result.result.status, contents, result.result.errors)
+
+    def mask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """TD3.3a: hide the document from other professionals (a new metadata version with the
+        ``MASQUE_PS`` confidentiality code). ``entry`` comes from :meth:`find_documents`."""
+        if entry.masked:
+            raise ValidationError("entry", "the document is already masked")
+        masked = replace(
+            entry,
+            confidentiality=(*entry.confidentiality, MASKED_FROM_PROFESSIONALS_CODE),
+            logical_id=entry.logical_id or entry.entry_uuid,
+        )
+        if not entry.version:
+            raise ValidationError(
+                "entry", "mask an entry read from the registry (it has a version)"
+            )
+        payload = xds.update_metadata_request(
+            self.submission_set(entry.patient), masked, entry.version
+        )
+        return self._update("TD3.3a", entry.patient, payload)
+
+    def delete(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """TD3.3c: delete the document (its status becomes ``Deleted``)."""
+        return self._change_status("TD3.3c", entry, xds.DELETED)
+
+    def archive(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """TD3.3d: archive the document (its status becomes ``Archived``)."""
+        return self._change_status("TD3.3d", entry, xds.ARCHIVED)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _demographics(
+        self, reason: Reason, patient: Patient, purpose_of_use: Code | None
+    ) -> hl7v3.DemographicsAnswer:
+        query = hl7v3.DemographicsQuery.new(reason, patient, self.device)
+        answer = self._call(
+            "patients", hl7v3.ACTION_QUERY, query.build(), patient, purpose_of_use=purpose_of_use
+        )
+        found = hl7v3.DemographicsAnswer.read(answer.payload)
+        _raise_for_acknowledgement(_TRANSACTIONS[reason], found.acknowledgement)
+        return found
+
+    def _register(
+        self,
+        reason: Reason,
+        patient: Patient,
+        demographics: Demographics,
+        observations: tuple[Observation, ...],
+        *,
+        close_reason: Code | None = None,
+    ) -> PatientRecord:
+        registration = Registration(
+            reason, patient, self.author, demographics, observations, close_reason
+        )
+        request = RegistrationRequest.new(registration, self.device)
+        answer = self._call("patients", request.action, request.build(), patient)
+        found = hl7v3.RegistrationAnswer.read(answer.payload)
+        _raise_for_acknowledgement(_TRANSACTIONS[reason], found.acknowledgement)
+        if found.record is None:
+            raise TransportError(f"{_TRANSACTIONS[reason]}: the accepted answer holds no record")
+        return found.record
+
+    def _query(self, patient: Patient, query: xds.StoredQuery) -> xds.QueryResult:
+        answer = self._call("registry", xds.ACTION_STORED_QUERY, xds.query_request(query), patient)
+        result = xds.read_query_response(answer.payload)
+        if result.status != xds.SUCCESS:
+            raise XdsError("TD3.1", result.status, result.errors)
+        return result
+
+    def _change_status(
+        self, transaction: str, entry: xds.DocumentEntry, new: str
+    ) -> tuple[xds.RegistryError, ...]:
+        if not entry.entry_uuid or not entry.status:
+            raise ValidationError(
+                "entry", "use an entry read from the registry (entryUUID, status)"
+            )
+        payload = xds.update_status_request(
+            self.submission_set(entry.patient), entry.entry_uuid, entry.status, new
+        )
+        return self._update(transaction, entry.patient, payload)
+
+    def _update(
+        self, transaction: str, patient: Patient, payload: etree._Element
+    ) -> tuple[xds.RegistryError, ...]:
+        answer = self._call("registry", xds.ACTION_UPDATE, payload, patient)
+        result = xds.read_registry_response(answer.payload)
+        _raise_unless_success(transaction, result)
+        return result.errors
+
+    def _call(
+        self,
+        service: str,
+        action: str,
+        payload: etree._Element,
+        patient: Patient | None,
+        *,
+        purpose_of_use: Code | None = None,
+        attachments: tuple[mtom.Attachment, ...] = (),
+        directory: Path | None = None,
+        progress: Progress | None = None,
+    ) -> _Answer:
+        """Sign a VIHF for ``patient``, send ``payload`` to ``service`` and return the answer's
+        payload; SoapFault for a fault, TransportError for anything that is not an answer."""
+        url = f"{self.base_url}/{service}"
+        vihf = self.identity.with_patient(patient)
+        if purpose_of_use is not None:
+            vihf = replace(vihf, purpose_of_use=purpose_of_use)
+        assertion = sign_vihf(vihf, self.signature.signer, options=self.vihf_options)
+        envelope = build_envelope(action, url, payload, assertions=[assertion])
+        root = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        operation = action.rpartition(":")[2]
+        prefix = self.tracer.next_prefix(operation) if self.tracer is not None else None
+        with ExitStack() as stack:
+            body, content_type = self._request_body(
+                service, root, action, attachments, prefix, progress, stack
+            )
+            response = send(self.session, url, body, {"Content-Type": content_type}, stream=True)
+            stack.callback(response.close)
+            decoded = self._decode(response, prefix, directory, progress, stack)
+        with _removing_parts_on_error(decoded):
+            answer = _envelope(url, response.status_code, decoded.root)
+            sent, relates_to = (
+                addressing.read(envelope, "MessageID"),
+                addressing.read(answer, "RelatesTo"),
+            )
+            if relates_to is not None and relates_to != sent:
+                raise TransportError(f"the response relates to {relates_to}, not to {sent}")
+            body_element = answer.find(f"{{{SOAP12_NS}}}Body")
+            payload_element = next(iter(body_element.iterchildren("{*}*")), None)
+            if payload_element is None:
+                raise TransportError(f"{url} answered an empty SOAP body")
+        log.debug("%s answered %s", service, operation)
+        return _Answer(payload_element, decoded)
+
+    def _request_body(
+        self,
+        service: str,
+        root: bytes,
+        action: str,
+        attachments: tuple[mtom.Attachment, ...],
+        prefix: str | None,
+        progress: Progress | None,
+        stack: ExitStack,
+    ) -> tuple[object, str]:
+        if self.tracer is not None and prefix is not None:
+            self.tracer.write(prefix, "request", root)
+        if service not in _MTOM_SERVICES:
+            return root, f'{_SOAP_CONTENT_TYPE}; action="{action}"'
+        message = mtom.encode(root, attachments, action=action)
+        trace = (
+            stack.enter_context(self.tracer.open_mime(prefix, "request"))
+            if self.tracer is not None and prefix is not None
+            else None
+        )
+        return _Upload(message, progress, trace), message.content_type
+
+    def _decode(
+        self,
+        response: requests.Response,
+        prefix: str | None,
+        directory: Path | None,
+        progress: Progress | None,
+        stack: ExitStack,
+    ) -> mtom.Decoded:
+        content_type = response.headers.get("Content-Type", "")
+        multipart = content_type.lower().startswith("multipart/")
+        trace = (
+            stack.enter_context(self.tracer.open_mime(prefix, "response"))
+            if self.tracer is not None and prefix is not None and multipart
+            else None
+        )
+        declared = response.headers.get("Content-Length")
+        total = int(declared) if declared and declared.isdigit() else None
+        chunks = _downloaded(response, progress if multipart else None, total, trace)
+        decoded = mtom.decode(chunks, content_type, directory=directory)
+        if self.tracer is not None and prefix is not None:
+            self.tracer.write(prefix, "response", decoded.root)
+        return decoded
+
+
+_TRANSACTIONS = {
+    Reason.TEST_EXST: "TD0.2",
+    Reason.CNSLT_DATA: "TD1.3a",
+    Reason.CREA_RD: "TD1.1",
+    Reason.REAC: "TD1.2",
+    Reason.MODIF_DATA: "TD1.3b",
+    Reason.FERM: "TD1.4",
+}
+
+
+class _Upload:
+    """An MTOM body as requests sends it: iterable (files read in chunks) with a length (so it
+    goes with ``Content-Length``), reporting progress and copying to the trace as it goes."""
+
+    def __init__(
+        self, message: mtom.MtomMessage, progress: Progress | None, trace: BinaryIO | None
+    ) -> None:
+        self.message = message
+        self.progress = progress
+        self.trace = trace
+
+    def __len__(self) -> int:
+        return self.message.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        done = 0
+        for chunk in self.message.chunks():
+            done += len(chunk)
+            if self.trace is not None:
+                self.trace.write(chunk)
+            if self.progress is not None:
+                self.progress(done, self.message.length)
+            yield chunk
+
+
+def _downloaded(
+    response: requests.Response,
+    progress: Progress | None,
+    total: int | None,
+    trace: BinaryIO | None,
+) -> Iterator[bytes]:
+    """The answer's body in chunks as they arrive; a broken connection is a TransportError."""
+    done = 0
+    try:
+        for chunk in response.iter_content(mtom.CHUNK_SIZE):
+            done += len(chunk)
+            if trace is not None:
+                trace.write(chunk)
+            if progress is not None:
+                progress(done, total)
+            yield chunk
+    except requests.exceptions.RequestException as error:
+        raise TransportError(f"the answer was cut after {done} bytes: {error}") from None
+
+
+def _envelope(url: str, status: int, root: bytes) -> etree._Element:
+    """The answer's SOAP 1.2 envelope, a fault raised as SoapFault."""
+    try:
+        answer = parse_xml(root)
+    except XMLSecurityError:
+        raise TransportError(f"{url} answered HTTP {status} without a SOAP envelope") from None
+    if answer.tag != f"{{{SOAP12_NS}}}Envelope":
+        raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
+    raise_for_fault(answer)
+    if status != 200:
+        raise TransportError(f"{url} answered HTTP {status} without a SOAP fault")
+    return answer
+
+
+@contextmanager
+def _removing_parts_on_error(decoded: mtom.Decoded) -> Iterator[None]:
+    """Removes the decoded parts' files when the block raises: nothing half-checked is left."""
+    try:
+        yield
+    except BaseException:
+        for part in decoded.parts.values():
+            if part.path is not None:
+                part.path.unlink(missing_ok=True)
+        raise
+
+
+def _content(
+    document: xds.RetrievedDocument,
+    part: mtom.Part,
+    expected: dict[str, xds.DocumentEntry],
+) -> DocumentContent:
+    entry = expected.get(document.document_unique_id)
+    if entry is not None:
+        if entry.size is not None and entry.size != part.size:
+            raise IntegrityError(
+                document.document_unique_id, "size", str(entry.size), str(part.size)
+            )
+        if entry.hash is not None and entry.hash.lower() != part.sha1:
+            raise IntegrityError(document.document_unique_id, "SHA-1", entry.hash, part.sha1)
+    return DocumentContent(
+        document.document_unique_id,
+        document.repository_unique_id,
+        document.mime_type,
+        part.size,
+        part.sha1,
+        part.path,
+        part.data,
+    )
+
+
+def _content_chunks(content: bytes | Path) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield content
+        return
+    with content.open("rb") as handle:
+        while chunk := handle.read(mtom.CHUNK_SIZE):
+            yield chunk
+
+
+def _raise_for_acknowledgement(transaction: str, acknowledgement: Acknowledgement) -> None:
+    if acknowledgement.ok:
+        return
+    details = tuple((detail.code, detail.text) for detail in acknowledgement.details)
+    code, text = details[0] if details else (acknowledgement.type_code.value, "")
+    raise DmpError(transaction, code, text, details=details, hint=_HINTS.get(code))
+
+
+def _checked_outcome(transaction: str, outcome: Outcome) -> Outcome:
+    if not outcome.ok:
+        raise DmpError(
+            transaction, outcome.status, outcome.context or "", hint=_HINTS.get(outcome.status)
+        )
+    return outcome
+
+
+def _raise_unless_success(transaction: str, result: xds.RegistryResult) -> None:
+    if not result.ok:
+        raise XdsError(transaction, result.status, result.errors)
+
+
+_HINTS = {
+    hl7v3.DmpCode.NOT_FOUND: "the patient has no DMP: create it (TD1.1) with their consent",
+    hl7v3.DmpCode.CLOSED: "the DMP is closed: reactivate it (TD1.2) with the patient's consent",
+    hl7v3.DmpCode.ACCESS_DENIED: "get the patient's authorisation (TD0.3), or check they did "
+    "not block you",
+    hl7v3.DmpCode.FOUND: "the patient already has a DMP: test its existence (TD0.2)",
+    hl7v3.DmpCode.PATIENT_MISMATCH: "the message and the VIHF must name the same patient",
+}
