@@ -29,6 +29,7 @@ from .config import (
     load_profile,
 )
 from .credentials import Purpose
+from .doctor import Report, Status, run_checks
 from .errors import CisisError, SignatureError, UsageError
 from .services.insi import Ins, InsiClient, SearchOutcome
 from .services.insi_batch import run_batch
@@ -81,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--max-age", type=float, help="refuse older assertions (seconds)")
     verify.add_argument("--json", action="store_true", help="one JSON document on stdout")
     _insi_parser(commands)
+    doctor = commands.add_parser("doctor", help="check a profile before calling any service")
+    doctor.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
+    doctor.add_argument("--endpoint", help="check this URL instead of the profile's endpoints")
+    doctor.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
 
 
@@ -131,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stub(args)
         if args.command == "insi":
             return _insi(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.vihf_command == "build":
             return _vihf_build(args)
         return _vihf_verify(args)
@@ -193,6 +200,38 @@ def _profile(path: Path | None, mode: str | None) -> Profile:
             return profile
         raise UsageError("--mode applies to the example profile only; set the mode in the profile")
     return example_profile(examplepki.load(example_pki_directory()), AuthMode(mode or "INDIRECTE"))
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    note = None
+    if args.profile is not None:
+        profile = load_profile(args.profile)
+    else:
+        pki = examplepki.load(example_pki_directory())
+        insi = CredentialSpec(pkcs12=pki.p12("insi-auto"), password=pki.password)
+        profile = replace(example_profile(pki), insi_credential=insi)
+        if args.endpoint is None:
+            note = (
+                "the example profile points at the bundled stubs, which `cisis-transport smoke` "
+                "starts: endpoint checks skipped; pass --endpoint URL to check a running "
+                "`cisis-transport stub`"
+            )
+    if args.endpoint is not None:
+        families = profile.endpoints or {"dmp": args.endpoint}
+        profile = replace(profile, endpoints={family: args.endpoint for family in families})
+    report = Report(run_checks(profile))
+    if args.json:
+        print(json.dumps({**report.as_dict(), "note": note}, indent=2, ensure_ascii=False))
+    else:
+        if note:
+            print(f"note: {note}")
+        for check in report.checks:
+            print(f"{check.status:<4}  {check.name:<20} {check.detail}")
+            if check.status is not Status.OK and check.fix:
+                print(f"      fix: {check.fix}")
+        counts = report.counts
+        print(f"\n{counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed")
+    return 0 if report.passed else 1
 
 
 def _vihf_build(args: argparse.Namespace) -> int:

@@ -1,0 +1,614 @@
+"""``doctor``: checks a profile before anyone calls a service, one verdict per check.
+
+Each :class:`Check` says ok, warn or fail, what was seen and, when not ok, what to do. The checks:
+each credential loads for its purpose (dates and usages; a warning 30 days before expiry), the CA
+bundle reads, the TLS and signature certificates share their DN, the VIHF identity is valid and
+agrees with the signing certificate, the LPS fields are present, the téléservices certificate is
+named INSI-AUTO/INSI-MANU, and for each endpoint a mutual TLS handshake with the allowed suites
+and the server's ``Date`` against the local clock. A configuration problem is a failed check,
+never an exception. Details name files, DNs and URLs, never a secret or a patient.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import socket
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from .config import CredentialSpec, Profile
+from .credentials import Credential, Purpose, rfc2253_dn
+from .errors import CisisError
+from .services.tlsi import ALLOWED_COMMON_NAMES, emitter_from_certificate
+from .tls import TLSSettings, create_context
+from .vihf import AuthMode
+from .xmlsig import VerifySettings
+
+EXPIRY_WARNING = timedelta(days=30)
+"""A credential expiring sooner than this is warned about."""
+CLOCK_WARNING = timedelta(seconds=60)
+"""A local clock further than this from a server's is warned about."""
+CLOCK_FAILURE = VerifySettings.clock_skew
+"""A local clock further than this from a server's fails: the VIHF's allowed skew (5 min)."""
+
+_TRUST_FIX = (
+    "set [tls] ca_bundle to a PEM file holding the CA that issued the server's certificate "
+    "(IGC-Santé roots and intermediates for the real services, the stub's ca-bundle.pem for a stub)"
+)
+_CLIENT_REFUSED = frozenset(
+    {
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+)
+_NOTHING_IN_COMMON = frozenset(
+    {
+        "NO_CIPHERS_AVAILABLE",
+        "NO_SHARED_CIPHER",
+        "NO_PROTOCOLS_AVAILABLE",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNSUPPORTED_PROTOCOL",
+    }
+)
+_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+_CERT_HAS_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+
+
+class Status(enum.StrEnum):
+    """The verdict of a check: ``ok``; ``warn`` works now but needs attention; ``fail``."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its ``name`` (``credential tls``, ``tls dmp``…), verdict, one-line ``detail``
+    of what was seen, and the ``fix`` for a warning or a failure (None when ok)."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The checks of one run, in order, and their tally."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many checks ended in each status, by status name (``ok``, ``warn``, ``fail``)."""
+        tally = Counter(check.status for check in self.checks)
+        return {str(status): tally[status] for status in Status}
+
+    @property
+    def passed(self) -> bool:
+        """True when no check failed (warnings allowed)."""
+        return all(check.status is not Status.FAIL for check in self.checks)
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as JSON-ready data: ``checks`` (name, status, detail, fix) and ``summary``."""
+        return {"checks": [asdict(check) for check in self.checks], "summary": self.counts}
+
+
+def run_checks(profile: Profile, *, now: datetime | None = None) -> tuple[Check, ...]:
+    """Check ``profile``: credentials, CA bundle, identity, LPS fields, then each endpoint.
+
+    ``now`` (UTC) stands for the local clock, for the certificates' dates and against the servers'
+    ``Date``; default: the system clock, read when each answer arrives. Never raises for a
+    configuration problem: each one is a failed check with the error's message and a fix.
+    """
+    clock = _clock(now)
+    loaded: dict[str, Credential | None] = {}
+    checks: list[Check] = []
+    roles = [("tls", profile.tls_credential, Purpose.TLS_CLIENT)]
+    roles.append(("signature", profile.signature_credential, Purpose.SIGNATURE))
+    if profile.insi_credential is not None:
+        roles.append(("insi", profile.insi_credential, Purpose.TLS_CLIENT))
+    for role, spec, purpose in roles:
+        check, loaded[role] = _credential_check(role, spec, purpose, now, clock())
+        checks.append(check)
+    checks.append(_guard("ca bundle", _TRUST_FIX, lambda: _ca_bundle_check(profile, clock())))
+    checks.append(_pair_check(loaded["tls"], loaded["signature"]))
+    checks.append(
+        _guard("vihf identity", "correct [identity]", lambda: _identity_check(profile, loaded))
+    )
+    checks.append(_lps_check(profile))
+    if "tlsi" in profile.endpoints or profile.insi_credential is not None:
+        insi = _guard("insi certificate", _INSI_FIX, lambda: _insi_check(profile, loaded))
+        checks.append(insi)
+    checks.extend(_endpoint_checks(profile, loaded, clock))
+    return tuple(checks)
+
+
+def _clock(now: datetime | None) -> Callable[[], datetime]:
+    if now is None:
+        return lambda: datetime.now(UTC)
+    fixed = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return lambda: fixed
+
+
+def _guard(name: str, fix: str, check: Callable[[], Check]) -> Check:
+    """Run ``check``; a library error becomes a failed check with its message and hint."""
+    try:
+        return check()
+    except CisisError as error:
+        return Check(name, Status.FAIL, error.message, error.hint or fix)
+    except (OSError, ValueError) as error:  # unreadable or malformed files the loaders let pass
+        return Check(name, Status.FAIL, f"{type(error).__name__}: {error}", fix)
+
+
+# --- credentials ---------------------------------------------------------------------------------
+
+_CREDENTIAL_FIX = {
+    "tls": "point [credentials.tls] at the ORG AUTH_CLI certificate or the card's authentication "
+    "key, and export its password variable",
+    "signature": "point [credentials.signature] at the ORG SIGN certificate or the card's "
+    "signature key, and export its password variable",
+    "insi": "point [credentials.insi] at the structure's INSI-AUTO/INSI-MANU certificate, and "
+    "export its password variable",
+}
+
+
+def _credential_check(
+    role: str, spec: CredentialSpec, purpose: Purpose, now: datetime | None, moment: datetime
+) -> tuple[Check, Credential | None]:
+    """Load through ``spec.load(purpose)`` (whatever holds the key), which checks dates and usages;
+    then warn when the certificate ends within :data:`EXPIRY_WARNING`."""
+    name = f"credential {role}"
+    try:
+        credential = spec.load(purpose, now=now)
+    except CisisError as error:
+        return Check(name, Status.FAIL, error.message, error.hint or _CREDENTIAL_FIX[role]), None
+    usages = ", ".join(sorted(credential.key_usages | credential.extended_key_usages))
+    end = credential.not_valid_after
+    detail = f"{credential.dn} ({usages}) valid until {end:%Y-%m-%d}"
+    left = end - moment
+    if left < EXPIRY_WARNING:
+        fix = (
+            f"renew it before {end:%Y-%m-%d} (IGC-Santé) and point [credentials.{role}] at the "
+            "new file"
+        )
+        return Check(name, Status.WARN, f"{detail}: expires in {left.days} days", fix), credential
+    return Check(name, Status.OK, detail), credential
+
+
+def _ca_bundle_check(profile: Profile, moment: datetime) -> Check:
+    bundle = Path(profile.ca_bundle)
+    try:
+        certificates = x509.load_pem_x509_certificates(bundle.read_bytes())
+    except OSError as error:
+        return Check("ca bundle", Status.FAIL, f"{bundle}: {error.strerror}", _TRUST_FIX)
+    except ValueError:
+        return Check("ca bundle", Status.FAIL, f"{bundle}: no PEM certificate", _TRUST_FIX)
+    names = "; ".join(rfc2253_dn(certificate.subject) for certificate in certificates)
+    detail = f"{bundle}: {len(certificates)} certificate(s): {names}"
+    expired = [c for c in certificates if c.not_valid_after_utc < moment]
+    if expired:
+        gone = "; ".join(rfc2253_dn(certificate.subject) for certificate in expired)
+        return Check("ca bundle", Status.WARN, f"{detail}; expired: {gone}", _TRUST_FIX)
+    return Check("ca bundle", Status.OK, detail)
+
+
+def _pair_check(tls: Credential | None, signature: Credential | None) -> Check:
+    # The DMP wants the authentication and signature certificates of one holder, same DN
+    # (research-dmp-volet.md §1, the generate-VIHF README: "doivent être identiques").
+    if tls is None or signature is None:
+        return Check(
+            "credential pair",
+            Status.WARN,
+            "not compared: a credential did not load",
+            "fix the failed credential above",
+        )
+    if tls.dn != signature.dn:
+        return Check(
+            "credential pair",
+            Status.FAIL,
+            f"the TLS certificate {tls.dn} and the signature certificate {signature.dn} have "
+            "different DNs",
+            "use the authentication and signature certificates of one holder (ORG AUTH_CLI with "
+            "ORG SIGN of the same structure, or the two keys of one card)",
+        )
+    return Check("credential pair", Status.OK, f"TLS and signature certificates of {tls.dn}")
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+def _identity_check(profile: Profile, loaded: dict[str, Credential | None]) -> Check:
+    """The VIHF as the DMP would validate it, then the attribute its mode takes from the
+    signing certificate: the IdNat (CN of a card) as NameID in DIRECTE mode, the structure id
+    (OU of an ORG certificate) as Identifiant_Structure in the indirect modes."""
+    identity = profile.identity.validate()
+    signature = loaded["signature"]
+    if signature is None:
+        return Check(
+            "vihf identity",
+            Status.WARN,
+            f"{identity.mode} VIHF valid; not compared with the signing certificate (not loaded)",
+            "fix the signature credential above",
+        )
+    if identity.mode is AuthMode.DIRECTE:
+        if signature.idnat is None:
+            return Check(
+                "vihf identity",
+                Status.FAIL,
+                f"DIRECTE mode, but the signing certificate {signature.dn} is not a card's (its CN "
+                "is no IdNat)",
+                "sign with the card's signature key, or use an indirect mode with ORG SIGN",
+            )
+        if identity.subject_id != signature.idnat:
+            return Check(
+                "vihf identity",
+                Status.FAIL,
+                f"NameID {identity.subject_id} is not the IdNat {signature.idnat} of the signing "
+                "certificate",
+                f'set [identity] subject_id = "{signature.idnat}"',
+            )
+        agreed = f"NameID {identity.subject_id}"
+    else:
+        unit = signature.organizational_unit
+        if identity.structure_id != unit:
+            return Check(
+                "vihf identity",
+                Status.FAIL,
+                f"Identifiant_Structure {identity.structure_id} is not the OU {unit} of the "
+                f"signing certificate {signature.dn}",
+                f'set [identity] structure_id = "{unit}", or sign with the ORG SIGN certificate '
+                "of that structure",
+            )
+        agreed = f"Identifiant_Structure {identity.structure_id}"
+    return Check(
+        "vihf identity",
+        Status.OK,
+        f"{identity.mode}: Issuer {signature.dn}, {agreed} matches the signing certificate",
+    )
+
+
+def _lps_check(profile: Profile) -> Check:
+    lps = profile.identity.lps
+    fields = {"name": lps.name, "version": lps.version, "homologation_id": lps.homologation_id}
+    missing = [key for key, value in fields.items() if not (value or "").strip()]
+    if missing:
+        return Check(
+            "lps",
+            Status.FAIL,
+            f"[lps] lacks {', '.join(missing)} (LPS_Nom, LPS_Version and LPS_ID_HOMOLOGATION_DMP "
+            "are required in every VIHF)",
+            "fill [lps] name, version and homologation_id (the CNDA homologation number)",
+        )
+    idam = profile.tlsi_idam or f"{lps.homologation_id} (the homologation id)"
+    return Check(
+        "lps",
+        Status.OK,
+        f"{lps.name} {lps.version}, homologation {lps.homologation_id}, "
+        f"instance {lps.instance_id or '(none)'}, téléservices IDAM {idam}",
+    )
+
+
+_INSI_FIX = (
+    "give [credentials.insi] the structure's ORG AUTH_CLI certificate named INSI-AUTO (batch) or "
+    "INSI-MANU (desk), or call the téléservices in card mode"
+)
+
+
+def _insi_check(profile: Profile, loaded: dict[str, Credential | None]) -> Check:
+    """The certificate of the téléservices' certificate mode: ``[credentials.insi]``, else the
+    TLS one (as :meth:`TeleservicesClient.from_profile` picks it). A wrong CN fails when the
+    credential was given for that purpose, and only warns on the TLS one (card mode remains)."""
+    explicit = profile.insi_credential is not None
+    credential = loaded["insi" if explicit else "tls"]
+    if credential is None:
+        return Check(
+            "insi certificate",
+            Status.WARN,
+            "not checked: the credential did not load",
+            "fix the failed credential above",
+        )
+    emitter = emitter_from_certificate(credential)
+    if credential.common_name in ALLOWED_COMMON_NAMES:
+        return Check(
+            "insi certificate",
+            Status.OK,
+            f"CN {credential.common_name}, emitter (OU) {emitter}: accepted in certificate mode",
+        )
+    detail = (
+        f"{credential.source} is named {credential.common_name!r}, not INSI-AUTO or INSI-MANU: "
+        "the téléservices refuse it in certificate mode (desir_560)"
+    )
+    return Check("insi certificate", Status.FAIL if explicit else Status.WARN, detail, _INSI_FIX)
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one exchange with an endpoint showed."""
+
+    protocol: str
+    cipher: str
+    server: x509.Certificate
+    status: int
+    date: str | None
+    received: datetime
+
+
+def _endpoint_checks(
+    profile: Profile, loaded: dict[str, Credential | None], clock: Callable[[], datetime]
+) -> list[Check]:
+    if not profile.endpoints:
+        return [
+            Check(
+                "endpoints",
+                Status.WARN,
+                f"{profile.source} names no endpoint: TLS and clock checks skipped",
+                "add [endpoints] dmp/tlsi to the profile, or pass --endpoint URL",
+            )
+        ]
+    checks = []
+    for family, url in profile.endpoints.items():
+        role = "insi" if family == "tlsi" and profile.insi_credential is not None else "tls"
+        credential = loaded.get(role)
+        if credential is None:
+            checks.append(
+                Check(
+                    f"tls {family}",
+                    Status.WARN,
+                    f"{url} not checked: the {role} credential did not load",
+                    "fix the failed credential above",
+                )
+            )
+            continue
+        settings = profile.tls_settings(dmp=family == "dmp")
+        answer, check = _tls_check(family, url, credential, settings, clock)
+        checks.append(check)
+        if answer is not None:
+            checks.append(_clock_check(family, answer))
+    return checks
+
+
+def _tls_check(
+    family: str,
+    url: str,
+    credential: Credential,
+    settings: TLSSettings,
+    clock: Callable[[], datetime],
+) -> tuple[_Answer | None, Check]:
+    """Handshake and one GET, telling apart: refused connection, untrusted server, client
+    certificate refused, nothing in common; the request's answer carries the server's Date."""
+    name = f"tls {family}"
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 443}"
+    if parts.scheme != "https" or not parts.hostname:
+        return None, Check(name, Status.FAIL, f"{url} is not an https:// URL", "fix [endpoints]")
+    try:
+        answer = _exchange(url, credential, settings, clock)
+    except CisisError as error:
+        return None, Check(name, Status.FAIL, error.message, error.hint or _TRUST_FIX)
+    except ssl.SSLCertVerificationError as error:
+        return None, _verification_failure(name, url, error, settings)
+    except ssl.SSLError as error:
+        return None, _handshake_failure(name, where, error, credential, settings)
+    except ConnectionRefusedError:
+        return None, Check(
+            name,
+            Status.FAIL,
+            f"connection refused by {where}",
+            "check the URL in [endpoints] and that the service is up (a local stub: "
+            "`cisis-transport stub`)",
+        )
+    except socket.gaierror:
+        return None, Check(
+            name, Status.FAIL, f"host {parts.hostname} not found", "check the URL in [endpoints]"
+        )
+    except TimeoutError:
+        return None, Check(
+            name,
+            Status.FAIL,
+            f"no answer from {where} within {settings.connect_timeout:g} s",
+            "check the URL, the network and any firewall on the way",
+        )
+    except (OSError, http.client.HTTPException) as error:
+        # After the handshake a server that dislikes our certificate may simply hang up.
+        return None, Check(
+            name,
+            Status.FAIL,
+            f"{where} closed the connection after the handshake ({error or type(error).__name__})"
+            f": our client certificate {credential.dn} was probably refused",
+            _client_fix(credential),
+        )
+    server = answer.server
+    return answer, Check(
+        name,
+        Status.OK,
+        f"{answer.protocol} {answer.cipher} with {where}; server {rfc2253_dn(server.subject)} "
+        f"issued by {rfc2253_dn(server.issuer)}",
+    )
+
+
+def _exchange(
+    url: str, credential: Credential, settings: TLSSettings, clock: Callable[[], datetime]
+) -> _Answer:
+    parts = urlsplit(url)
+    context = create_context(credential, settings)
+    connection = http.client.HTTPSConnection(
+        parts.hostname or "", parts.port or 443, timeout=settings.connect_timeout, context=context
+    )
+    try:
+        connection.connect()
+        tls = connection.sock
+        assert isinstance(tls, ssl.SSLSocket)
+        tls.settimeout(settings.read_timeout)
+        protocol, cipher = tls.version() or "?", tls.cipher()[0]
+        server = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
+        # Any HTTP answer carries Date; a GET changes nothing on a SOAP endpoint.
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("GET", path, headers={"User-Agent": "cisis-transport doctor"})
+        response = connection.getresponse()
+        received = clock()
+        return _Answer(
+            protocol, cipher, server, response.status, response.getheader("Date"), received
+        )
+    finally:
+        connection.close()
+
+
+def _verification_failure(
+    name: str, url: str, error: ssl.SSLCertVerificationError, settings: TLSSettings
+) -> Check:
+    reason = error.verify_message or str(error)
+    if error.verify_code == _HOSTNAME_MISMATCH:
+        return Check(
+            name,
+            Status.FAIL,
+            f"the server's certificate does not name {urlsplit(url).hostname} ({reason})",
+            "use the host name the server's certificate names in [endpoints]",
+        )
+    if error.verify_code == _CERT_HAS_EXPIRED:
+        return Check(
+            name,
+            Status.FAIL,
+            f"the server's certificate has expired ({reason})",
+            "tell the service's operator; nothing to change on this side",
+        )
+    issuer = _server_issuer(url, settings)
+    bundle = Path(settings.ca_bundle)
+    if issuer is None:
+        seen = (
+            "its issuer could not be read (the server ended the handshake; our certificate "
+            "is not shown to an unverified server)"
+        )
+    else:
+        seen = f"it is issued by {rfc2253_dn(issuer)}"
+        if any(ca.subject == issuer for ca in _bundle_certificates(bundle)):
+            seen += ", a name the bundle holds but with another key (a different CA)"
+    return Check(
+        name,
+        Status.FAIL,
+        f"server certificate not trusted by the CA bundle {bundle} ({reason}): {seen}",
+        _TRUST_FIX,
+    )
+
+
+def _server_issuer(url: str, settings: TLSSettings) -> x509.Name | None:
+    """The issuer of the certificate a server presents, read over a handshake that does not
+    verify it, presents no client certificate and sends nothing: only to name it in the message."""
+    parts = urlsplit(url)
+    try:
+        context = create_context(None, settings)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with (
+            socket.create_connection(
+                (parts.hostname, parts.port or 443), timeout=settings.connect_timeout
+            ) as raw,
+            context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, CisisError):
+        return None
+    return x509.load_der_x509_certificate(der).issuer if der else None
+
+
+def _bundle_certificates(bundle: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(bundle.read_bytes())
+    except (OSError, ValueError):
+        return []
+
+
+def _handshake_failure(
+    name: str, where: str, error: ssl.SSLError, credential: Credential, settings: TLSSettings
+) -> Check:
+    reason = error.reason or str(error)
+    if reason in _CLIENT_REFUSED:
+        return Check(
+            name,
+            Status.FAIL,
+            f"{where} refused our client certificate {credential.dn} issued by "
+            f"{credential.issuer_dn} ({reason})",
+            _client_fix(credential),
+        )
+    if reason in _NOTHING_IN_COMMON:
+        suites = ", ".join(settings.ciphers) if settings.ciphers else "OpenSSL's secure defaults"
+        return Check(
+            name,
+            Status.FAIL,
+            f"no protocol or cipher suite in common with {where} ({reason}); offered: TLS 1.2+ "
+            f"with {suites}",
+            "the service must accept TLS 1.2 or 1.3 with one of the offered suites",
+        )
+    if reason == "WRONG_VERSION_NUMBER":
+        return Check(
+            name,
+            Status.FAIL,
+            f"{where} does not speak TLS ({reason})",
+            "check the port in [endpoints]: it may be a plain HTTP one",
+        )
+    return Check(name, Status.FAIL, f"TLS handshake with {where} failed ({reason})", _TRUST_FIX)
+
+
+def _client_fix(credential: Credential) -> str:
+    return (
+        "the service does not accept this certificate: use one from the CA it expects "
+        "(IGC-Santé ORG AUTH_CLI or card for the real services; the stub's own PKI for a stub), "
+        f"and check that {credential.source} is valid and not revoked"
+    )
+
+
+def _clock_check(family: str, answer: _Answer) -> Check:
+    name = f"clock {family}"
+    if answer.date is None:
+        return Check(
+            name,
+            Status.WARN,
+            f"the server sent no Date header (HTTP {answer.status}): clock not compared",
+            "compare the computer's clock with a time server (NTP)",
+        )
+    try:
+        server_time = parsedate_to_datetime(answer.date)
+    except (TypeError, ValueError):
+        return Check(
+            name,
+            Status.WARN,
+            f"unreadable Date header {answer.date!r}: clock not compared",
+            "compare the computer's clock with a time server (NTP)",
+        )
+    if server_time.tzinfo is None:
+        server_time = server_time.replace(tzinfo=UTC)
+    skew = answer.received - server_time
+    seconds = skew.total_seconds()
+    detail = (
+        f"local clock {abs(seconds):.1f} s {'ahead of' if seconds >= 0 else 'behind'} the server "
+        f"(Date: {answer.date})"
+    )
+    fix = (
+        "synchronise the computer's clock (NTP): a VIHF more than "
+        f"{CLOCK_FAILURE.total_seconds():g} s off the service's time is refused"
+    )
+    if abs(skew) > CLOCK_FAILURE:
+        return Check(name, Status.FAIL, detail, fix)
+    if abs(skew) > CLOCK_WARNING:
+        return Check(name, Status.WARN, detail, fix)
+    return Check(name, Status.OK, detail)
