@@ -55,8 +55,13 @@ _METHODS = {
 }
 
 
-class _SignerKey:
-    """Presents a :class:`Signer` to signxml as the RSA private key object it expects."""
+class SignerKey:
+    """Presents a :class:`Signer` to signxml as the RSA private key object it expects.
+
+    Only ``signer.certificate`` and ``signer.sign`` are used, so a PKCS#11 token works as well as
+    a key file: signxml's ``sign(data, padding, algorithm)`` becomes
+    ``signer.sign(data, "rsa-<hash>")`` (PKCS#1 v1.5 is the only padding a Signer does).
+    """
 
     def __init__(self, signer: Signer) -> None:
         self._signer = signer
@@ -108,7 +113,7 @@ def sign_enveloped(
     xml_signer.namespaces = {"ds": DSIG_NS}
     signed = xml_signer.sign(
         template,
-        key=_SignerKey(signer),
+        key=SignerKey(signer),
         cert=[signer.certificate.public_bytes(serialization.Encoding.PEM).decode()],
         reference_uri=f"#{identifier}",
         id_attribute=id_attribute,

@@ -1,0 +1,521 @@
+"""The signature document of a DMP submission set (TD2.1): IHE DSG detached XAdES, both ways.
+
+A submission set sent to the DMP carries one more document, linked to the set by a ``signs``
+association: an XML signature whose ``ds:Manifest`` lists every other document of the set as
+``urn:oid:<uniqueId>`` with the digest of its exact bytes, plus the set itself, and whose
+``SignedInfo`` signs that manifest and the XAdES ``SignedProperties`` (signing time, signing
+certificate, implied policy). :func:`sign_submission_set` writes it with signxml's XAdES signer;
+:func:`signature_entry` gives its XDS metadata; :func:`verify_submission_signature` checks one.
+
+Layout, as in the DMP's TD2.1 example and ANS's DRIMBox client: ``SignedInfo`` (C14N 1.0,
+RSA-SHA256) with one Reference to ``#IHEManifest`` (Type Manifest) and one to the
+SignedProperties; ``KeyInfo/X509Data`` with the signer's certificate; then three ``ds:Object``:
+the manifest, the ``purposeOfSignature`` SignatureProperty (ASTM E1762 "Source"), the XAdES
+QualifyingProperties. Digests are SHA-256. The XAdES namespace is signxml's, ETSI TS 101 903
+v1.3.2 (the DMP example shows the older v1.1.1 one).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from lxml import etree
+from signxml import (
+    CanonicalizationMethod,
+    DigestAlgorithm,
+    InvalidCertificate,
+    InvalidDigest,
+    InvalidInput,
+    InvalidSignature,
+    SignatureMethod,
+    methods,
+)
+from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
+from signxml.xades.xades import XAdESVerifyResult
+
+from ..credentials import Signer, rfc2253_dn
+from ..errors import CisisError, SignatureError, ValidationError
+from ..vihf import format_instant
+from ..xmlparse import parse_xml
+from ..xmlsig import (
+    DSIG_NS,
+    SignerKey,
+    VerifySettings,
+    _allowed_digests,
+    _allowed_methods,
+    _check_chain,
+    _check_dates,
+    _check_signature_usage,
+    _embedded_certificates,
+)
+from .xds import (
+    DMP_CONFIDENTIALITY_SYSTEM,
+    MASKED_FROM_PROFESSIONALS,
+    Coded,
+    DocumentEntry,
+    SubmissionSet,
+    new_unique_id,
+    patient_id,
+)
+
+XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
+C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+MANIFEST_TYPE = "http://www.w3.org/2000/09/xmldsig#Manifest"
+SIGNED_PROPERTIES_TYPE = "http://uri.etsi.org/01903#SignedProperties"
+MANIFEST_ID = "IHEManifest"
+PURPOSE_PROPERTY_ID = "purposeOfSignature"
+
+SOURCE_SIGNATURE = Coded("1.2.840.10065.1.12.1.14", "1.2.840.10065.1.12", "Source")
+"""ASTM E1762 signature purpose "Source" (author's origination): the DSG purposeOfSignature and
+the signature document's eventCode."""
+SIGNATURE_CLASS = Coded("urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", "URN", "Digital Signature")
+SIGNATURE_TYPE = Coded("E1762", "ASTM", "Full Document")
+SIGNATURE_FORMAT = Coded("http://www.w3.org/2000/09/xmldsig#", "URN", "Default Signature Style")
+INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
+SIGNATURE_LANGUAGE = "art"
+"""ISO 639-2 "artificial languages": the language of a signature document in the DMP's TD2.1."""
+
+SUBMISSION_SET_DIGEST = b"\x00"
+"""The digest written for the set's own reference: a submission set has no bytes to hash, and the
+DMP's example and DRIMBox both write one zero byte (``AA==``) there."""
+
+_DIGEST_URIS = {
+    DigestAlgorithm.SHA1.value: "sha1",
+    DigestAlgorithm.SHA256.value: "sha256",
+    DigestAlgorithm.SHA384.value: "sha384",
+    DigestAlgorithm.SHA512.value: "sha512",
+}
+_OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
+_CHUNK = 1024 * 1024
+
+Content = bytes | Path
+"""A document's content: its bytes, or the file holding them (read in chunks, never whole)."""
+
+
+def _ds(name: str) -> str:
+    return f"{{{DSIG_NS}}}{name}"
+
+
+def _xades(name: str) -> str:
+    return f"{{{XADES_NS}}}{name}"
+
+
+def _hash(content: Content, algorithm: str) -> bytes:
+    digest = hashlib.new(algorithm)
+    if isinstance(content, bytes):
+        digest.update(content)
+        return digest.digest()
+    with Path(content).open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def _urn(unique_id: str) -> str:
+    if not _OID.fullmatch(unique_id):
+        raise ValidationError("uniqueId", f"not an OID: {unique_id!r}")
+    return f"urn:oid:{unique_id}"
+
+
+class _DsgSigner(XAdESSigner):
+    """signxml's XAdES signer laid out as an IHE DSG submission-set signature.
+
+    signxml builds SignedInfo, KeyInfo and the QualifyingProperties; this adds the manifest and
+    the purpose objects before the XAdES object (so that their Reference comes first), and
+    replaces the signed signature properties with the ones DSG and the DMP example carry.
+    """
+
+    def __init__(
+        self,
+        manifest: list[tuple[str, bytes]],
+        signing_time: datetime,
+        certificate: x509.Certificate,
+        signature_id: str,
+    ) -> None:
+        super().__init__(
+            method=methods.detached,
+            signature_algorithm=SignatureMethod.RSA_SHA256,
+            digest_algorithm=DigestAlgorithm.SHA256,
+            c14n_algorithm=C14N,
+        )
+        self._manifest = manifest
+        self._signing_time = signing_time
+        self._certificate = certificate
+        self._signature_id = signature_id
+        self.signature_annotators.insert(
+            self.signature_annotators.index(self._build_xades_ds_object), self._add_dsg_objects
+        )
+        self.signed_signature_properties_annotators = [
+            self._add_signing_time,
+            self._add_signing_certificate,
+            self._add_implied_policy,
+        ]
+        # DSG states the purpose in its own SignatureProperty: the DMP example's
+        # SignedDataObjectProperties is empty.
+        self.signed_data_object_properties_annotators = []
+
+    def _add_dsg_objects(self, sig_root: etree._Element, signing_settings: Any) -> None:
+        sig_root.set("Id", self._signature_id)
+        manifest = etree.SubElement(
+            etree.SubElement(sig_root, _ds("Object")), _ds("Manifest"), Id=MANIFEST_ID
+        )
+        for uri, digest in self._manifest:
+            reference = etree.SubElement(manifest, _ds("Reference"), URI=uri)
+            etree.SubElement(reference, _ds("DigestMethod"), Algorithm=self.digest_alg.value)
+            etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(digest).decode()
+        self._add_reference_to_signed_info(sig_root, manifest, Type=MANIFEST_TYPE)
+        # In no namespace, as the DMP example writes it: the xmldsig schema wants an element inside
+        # a ds:SignatureProperty, and the DSG purpose is a bare OID.
+        properties = etree.SubElement(
+            etree.SubElement(sig_root, _ds("Object")), "SignatureProperties"
+        )
+        purpose = etree.SubElement(
+            properties,
+            "SignatureProperty",
+            Id=PURPOSE_PROPERTY_ID,
+            Target=f"#{self._signature_id}",
+        )
+        purpose.text = SOURCE_SIGNATURE.code
+
+    def _build_xades_ds_object(self, sig_root: etree._Element, signing_settings: Any) -> None:
+        super()._build_xades_ds_object(sig_root, signing_settings)
+        # signxml also signs KeyInfo; DSG covers the certificate through SigningCertificate only,
+        # and the DMP example's SignedInfo holds exactly the manifest and SignedProperties.
+        key_info = sig_root.find(_ds("KeyInfo"))
+        signed_info = sig_root.find(_ds("SignedInfo"))
+        assert key_info is not None and signed_info is not None
+        for reference in signed_info.findall(_ds("Reference")):
+            if reference.get("URI") == f"#{key_info.get('Id')}":
+                signed_info.remove(reference)
+        del key_info.attrib["Id"]
+
+    def _add_signing_time(self, properties: etree._Element, **_: Any) -> None:
+        etree.SubElement(properties, _xades("SigningTime")).text = format_instant(
+            self._signing_time
+        )
+
+    def _add_signing_certificate(self, properties: etree._Element, **_: Any) -> None:
+        certificate = self._certificate
+        cert = etree.SubElement(
+            etree.SubElement(properties, _xades("SigningCertificate")), _xades("Cert")
+        )
+        digest = etree.SubElement(cert, _xades("CertDigest"))
+        etree.SubElement(digest, _ds("DigestMethod"), Algorithm=self.digest_alg.value)
+        etree.SubElement(digest, _ds("DigestValue")).text = base64.b64encode(
+            certificate.fingerprint(hashes.SHA256())
+        ).decode()
+        issuer_serial = etree.SubElement(cert, _xades("IssuerSerial"))
+        etree.SubElement(issuer_serial, _ds("X509IssuerName")).text = rfc2253_dn(certificate.issuer)
+        etree.SubElement(issuer_serial, _ds("X509SerialNumber")).text = str(
+            certificate.serial_number
+        )
+
+    def _add_implied_policy(self, properties: etree._Element, **_: Any) -> None:
+        policy = etree.SubElement(properties, _xades("SignaturePolicyIdentifier"))
+        etree.SubElement(policy, _xades("SignaturePolicyImplied"))
+
+
+def sign_submission_set(
+    documents: Mapping[str, Content],
+    signer: Signer,
+    *,
+    submission_set_unique_id: str,
+    signing_time: datetime | None = None,
+) -> bytes:
+    """The signature document of a submission set, as UTF-8 XML bytes.
+
+    ``documents`` maps each other document's uniqueId (an OID) to its content; files are hashed
+    in chunks. ``submission_set_unique_id`` is the set's uniqueId, which the manifest references
+    too. ``signer`` is the signature credential (ORG SIGN or the card's signature key): only its
+    certificate and its ``sign`` are used. ``signing_time`` defaults to now.
+    """
+    if not documents:
+        raise ValidationError(
+            "documents", "a submission set signature covers at least one document"
+        )
+    set_uri = _urn(submission_set_unique_id)
+    manifest = [(set_uri, SUBMISSION_SET_DIGEST)]
+    for unique_id, content in documents.items():
+        uri = _urn(unique_id)
+        if uri == set_uri:
+            raise ValidationError("uniqueId", "a document has the submission set's uniqueId")
+        manifest.append((uri, _hash(content, "sha256")))
+    xml_signer = _DsgSigner(
+        manifest,
+        signing_time or datetime.now(UTC),
+        signer.certificate,
+        f"signature-{uuid.uuid4()}",
+    )
+    signature = xml_signer.sign(
+        etree.Element(_ds("Object")),  # signxml wants data; every reference comes from annotators
+        key=SignerKey(signer),
+        cert=[signer.certificate],
+        reference_uri=[],
+        always_add_key_value=False,
+    )
+    return etree.tostring(signature, xml_declaration=True, encoding="UTF-8")
+
+
+def signature_entry(
+    submission: SubmissionSet,
+    signed: DocumentEntry,
+    content: bytes,
+    *,
+    unique_id: str | None = None,
+) -> DocumentEntry:
+    """The XDS metadata of a submission set's signature document ``content``.
+
+    Codes are the ones the DMP's TD2.1 request gives its signature document (IHE DSG): class
+    "Digital Signature", type ASTM E1762 "Full Document", format xmldsig, eventCode "Source",
+    language ``art``, confidentiality normal plus masked from professionals and invisible to the
+    patient (a signature is for systems, not readers). Authors are the set's; the facility type,
+    practice setting and legal authenticator are those of ``signed``, one of the signed documents
+    (the legal authenticator falls back to the first author). Times are the submission time.
+    ``unique_id`` defaults to a fresh OID; hash and size come from ``content``.
+    """
+    authenticator = signed.legal_authenticator or next(
+        (author.person for author in submission.authors if author.person), None
+    )
+    entry = DocumentEntry(
+        patient=submission.patient,
+        unique_id=unique_id or new_unique_id(),
+        title=SOURCE_SIGNATURE.display,
+        class_code=SIGNATURE_CLASS,
+        type_code=SIGNATURE_TYPE,
+        format_code=SIGNATURE_FORMAT,
+        healthcare_facility_type=signed.healthcare_facility_type,
+        practice_setting=signed.practice_setting,
+        creation_time=submission.submission_time,
+        authors=submission.authors,
+        confidentiality=(
+            Coded("N", "2.16.840.1.113883.5.25", "Normal"),
+            Coded(MASKED_FROM_PROFESSIONALS, DMP_CONFIDENTIALITY_SYSTEM, "Masqué aux PS"),
+            Coded(INVISIBLE_TO_PATIENT, DMP_CONFIDENTIALITY_SYSTEM, "Non visible par le patient"),
+        ),
+        mime_type="text/xml",
+        language=SIGNATURE_LANGUAGE,
+        service_start_time=submission.submission_time,
+        service_stop_time=submission.submission_time,
+        legal_authenticator=authenticator,
+        source_patient_id=patient_id(submission.patient),
+        event_codes=(SOURCE_SIGNATURE,),
+    )
+    return entry.with_content(content)
+
+
+@dataclass(frozen=True)
+class ManifestReference:
+    """One ``ds:Reference`` of a manifest: its URI, DigestMethod URI, digest bytes, and the
+    Algorithm URIs of its transforms (none in the signatures this module writes)."""
+
+    uri: str
+    digest_method: str
+    digest: bytes
+    transforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubmissionSignature:
+    """A verified signature document; everything here is covered by the signature.
+
+    ``signer``: the verified signing certificate; ``algorithm``: the SignatureMethod URI;
+    ``signing_time``: the XAdES SigningTime (aware datetime); ``references``: the manifest's.
+    """
+
+    signer: x509.Certificate
+    algorithm: str
+    signing_time: datetime
+    references: tuple[ManifestReference, ...]
+
+
+def read_manifest(manifest: etree._Element) -> tuple[ManifestReference, ...]:
+    """The references of a ``ds:Manifest`` element, as written (no trust is implied: read the
+    manifest of a :class:`SubmissionSignature` for that). A DigestValue that is not base64 reads
+    as an empty digest, which matches nothing."""
+    references = []
+    for reference in manifest.findall(_ds("Reference")):
+        method = reference.find(_ds("DigestMethod"))
+        try:
+            digest = base64.b64decode(reference.findtext(_ds("DigestValue")) or "", validate=True)
+        except ValueError:
+            digest = b""
+        references.append(
+            ManifestReference(
+                reference.get("URI", ""),
+                method.get("Algorithm", "") if method is not None else "",
+                digest,
+                tuple(
+                    transform.get("Algorithm", "")
+                    for transform in reference.iterfind(f"{_ds('Transforms')}/{_ds('Transform')}")
+                ),
+            )
+        )
+    return tuple(references)
+
+
+def verify_signature(
+    data: bytes, settings: VerifySettings, *, now: datetime | None = None
+) -> SubmissionSignature:
+    """Verify a signature document on its own: layout, certificate (dates, chain to
+    ``settings.ca_bundle``, signature key usage), signature value, the digests of the manifest
+    and SignedProperties, the XAdES signing certificate. The documents' digests are not checked
+    here (see :func:`verify_submission_signature`). SignatureError when anything is wrong."""
+    now = now or datetime.now(UTC)
+    try:
+        root = parse_xml(data)
+    except CisisError as error:
+        raise SignatureError("malformed", f"unreadable signature document: {error}") from None
+    _check_layout(root)
+    leaf, intermediates = _embedded_certificates(root)
+    _check_dates(leaf, now, settings.clock_skew)
+    _check_chain(leaf, intermediates, settings, now)
+    if settings.require_non_repudiation:
+        _check_signature_usage(leaf)
+    config = XAdESSignatureConfiguration(
+        expect_references=2,
+        location="./",
+        signature_methods=_allowed_methods(settings.allow_sha1),
+        digest_algorithms=_allowed_digests(settings.allow_sha1),
+        default_reference_c14n_method=CanonicalizationMethod(
+            C14N
+        ),  # XML-DSig: no Transforms means C14N 1.0
+    )
+    try:
+        results = XAdESVerifier().verify(root, x509_cert=leaf, expect_config=config)
+    except InvalidDigest:
+        raise SignatureError(
+            "invalid-signature", "signed content was altered (digest mismatch)"
+        ) from None
+    except InvalidSignature as error:
+        raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
+    except InvalidCertificate as error:
+        raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
+    except (InvalidInput, etree.DocumentInvalid, ValueError) as error:
+        raise SignatureError("malformed", f"malformed signature: {error}") from None
+    return _verified(root, leaf, results)
+
+
+def _check_layout(root: etree._Element) -> None:
+    """The DSG layout, before any cryptography: one manifest and one SignedProperties, each where
+    DSG puts it, each referenced once, no duplicated Id, so that what signxml verifies is what
+    is read afterwards."""
+    if root.tag != _ds("Signature"):
+        raise SignatureError("malformed", "a signature document's root is ds:Signature")
+    identifiers = [
+        value
+        for node in root.iter()
+        for name, value in node.attrib.items()
+        if etree.QName(name).localname in ("Id", "ID", "id")
+    ]
+    if len(identifiers) != len(set(identifiers)):
+        raise SignatureError("wrapping", "an Id is used twice in the signature document")
+    references = root.findall(f"{_ds('SignedInfo')}/{_ds('Reference')}")
+    types = sorted(reference.get("Type", "") for reference in references)
+    if types != sorted((MANIFEST_TYPE, SIGNED_PROPERTIES_TYPE)):
+        raise SignatureError(
+            "malformed", "SignedInfo must reference exactly a Manifest and the SignedProperties"
+        )
+    places = {
+        MANIFEST_TYPE: ("Manifest", _ds("Manifest"), f"{_ds('Object')}/{_ds('Manifest')}"),
+        SIGNED_PROPERTIES_TYPE: (
+            "SignedProperties",
+            _xades("SignedProperties"),
+            f"{_ds('Object')}/{_xades('QualifyingProperties')}/{_xades('SignedProperties')}",
+        ),
+    }
+    for reference in references:
+        name, tag, path = places[reference.get("Type", "")]
+        found = list(root.iter(tag))
+        if len(found) != 1 or root.find(path) is not found[0]:
+            raise SignatureError("wrapping", f"expected one {name}, in its ds:Object")
+        if reference.get("URI") != f"#{found[0].get('Id')}":
+            raise SignatureError("wrapping", f"the {name} reference points elsewhere")
+    qualifying = root.find(f"{_ds('Object')}/{_xades('QualifyingProperties')}")
+    assert qualifying is not None
+    if qualifying.get("Target") != f"#{root.get('Id')}":
+        raise SignatureError("wrapping", "the XAdES properties qualify another signature")
+
+
+def _verified(
+    root: etree._Element, leaf: x509.Certificate, results: list[Any]
+) -> SubmissionSignature:
+    manifests = [
+        r.signed_xml for r in results if getattr(r.signed_xml, "tag", None) == _ds("Manifest")
+    ]
+    properties = [r.signed_properties for r in results if isinstance(r, XAdESVerifyResult)]
+    if len(manifests) != 1 or len(properties) != 1:
+        raise SignatureError(
+            "wrapping", "the signature does not cover one manifest and its properties"
+        )
+    text = properties[0].findtext(_xades("SigningTime")) or ""
+    try:
+        signing_time = datetime.fromisoformat(text)
+    except ValueError:
+        raise SignatureError("malformed", f"unreadable SigningTime {text!r}") from None
+    if signing_time.tzinfo is None:
+        raise SignatureError("malformed", "the SigningTime has no time zone")
+    method = root.find(f"{_ds('SignedInfo')}/{_ds('SignatureMethod')}")
+    algorithm = method.get("Algorithm", "") if method is not None else ""
+    return SubmissionSignature(leaf, algorithm, signing_time, read_manifest(manifests[0]))
+
+
+def verify_submission_signature(
+    data: bytes,
+    documents: Mapping[str, Content],
+    settings: VerifySettings,
+    *,
+    submission_set_unique_id: str,
+    now: datetime | None = None,
+) -> SubmissionSignature:
+    """Verify a signature document and the documents it signs.
+
+    On top of :func:`verify_signature`: every document of ``documents`` (uniqueId → content) is
+    referenced once with the digest of its exact bytes, the set ``submission_set_unique_id`` is
+    referenced, and the manifest references nothing else.
+    """
+    verified = verify_signature(data, settings, now=now)
+    expected = {_urn(unique_id): content for unique_id, content in documents.items()}
+    set_uri = _urn(submission_set_unique_id)
+    seen: set[str] = set()
+    for reference in verified.references:
+        if reference.uri in seen:
+            raise SignatureError("malformed", f"the manifest references {reference.uri} twice")
+        seen.add(reference.uri)
+        if reference.uri == set_uri:
+            continue
+        content = expected.get(reference.uri)
+        if content is None:
+            raise SignatureError(
+                "invalid-signature", f"the manifest references {reference.uri}, not submitted"
+            )
+        _check_digest(reference, content, settings)
+    missing = sorted({*expected, set_uri} - seen)
+    if missing:
+        raise SignatureError("invalid-signature", f"the manifest does not cover {missing[0]}")
+    return verified
+
+
+def _check_digest(reference: ManifestReference, content: Content, settings: VerifySettings) -> None:
+    if reference.transforms:
+        raise SignatureError(
+            "malformed", f"{reference.uri}: only digests of the exact bytes are supported"
+        )
+    algorithm = _DIGEST_URIS.get(reference.digest_method)
+    if algorithm is None or (algorithm == "sha1" and not settings.allow_sha1):
+        raise SignatureError(
+            "malformed", f"{reference.uri}: digest method {reference.digest_method!r} refused"
+        )
+    if _hash(content, algorithm) != reference.digest:
+        raise SignatureError(
+            "invalid-signature", f"{reference.uri} does not match the digest the manifest signs"
+        )
