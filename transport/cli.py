@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import __version__, examplepki
+from . import __version__, cli_dmp, examplepki
 from .config import (
     CredentialSpec,
     Profile,
@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stub(args)
         if args.command == "insi":
             return _insi(args)
+        if args.command == "dmp":
+            return cli_dmp.run(args, _profile(args.profile, args.mode))
         if args.command == "doctor":
             return _doctor(args)
         if args.vihf_command == "build":

@@ -90,6 +90,27 @@ MASKED_FROM_PROFESSIONALS_CODE = xds.Coded(
 DEFAULT_CONTENT_TYPE = xds.Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour")
 """A submission set's default ``contentTypeCode``; pass the one fitting the activity."""
 
+DEFAULT_TYPE = xds.Coded("11488-4", "2.16.840.1.113883.6.1", "Note de consultation")
+"""A document's default ``typeCode`` (LOINC); pass the one fitting the document."""
+
+DEFAULT_CLASS = xds.Coded("10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
+"""A document's default ``classCode``."""
+
+DEFAULT_PRACTICE = xds.Coded("AMBULATOIRE", "1.2.250.1.213.1.1.4.9", "Ambulatoire")
+"""A document's default ``practiceSettingCode``."""
+
+_FORMAT_SYSTEM = "1.3.6.1.4.1.19376.1.2.3"
+FORMATS = {
+    "text/plain": xds.Coded("urn:ihe:iti:xds-sd:text:2008", _FORMAT_SYSTEM, "Document texte"),
+    "application/pdf": xds.Coded("urn:ihe:iti:xds-sd:pdf:2008", _FORMAT_SYSTEM, "Document PDF"),
+}
+"""IHE scanned-document ``formatCode`` by MIME type; any other type defaults to
+:data:`MIME_TYPE_SUFFICIENT` (a CDA document should name its own format)."""
+
+MIME_TYPE_SUFFICIENT = xds.Coded(
+    "urn:ihe:iti:xds:2017:mimeTypeSufficient", _FORMAT_SYSTEM, "Format défini par le type MIME"
+)
+
 Progress = Callable[[int, int | None], None]
 """A transfer progress callback: bytes moved so far, and the total when known."""
 
@@ -459,6 +480,43 @@ class DmpClient:
             title=title,
             comments=comments,
         )
+
+    def document(
+        self,
+        patient: Patient,
+        content: bytes | Path,
+        *,
+        title: str,
+        mime_type: str,
+        type_code: xds.Coded = DEFAULT_TYPE,
+        class_code: xds.Coded = DEFAULT_CLASS,
+        format_code: xds.Coded | None = None,
+        practice_setting: xds.Coded = DEFAULT_PRACTICE,
+        **metadata: object,
+    ) -> Document:
+        """A document to :meth:`submit`, its metadata filled in: a new uniqueId, the caller as
+        author, the creation and service times now, the structure's sector as facility type,
+        the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
+        :class:`transport.services.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
+        """
+        now = xds.xds_time(datetime.now(UTC))
+        sector, _, system = self.identity.sector.partition("^")
+        entry = xds.DocumentEntry(
+            patient=patient,
+            unique_id=xds.new_unique_id(),
+            title=title,
+            class_code=class_code,
+            type_code=type_code,
+            format_code=format_code or FORMATS.get(mime_type, MIME_TYPE_SUFFICIENT),
+            healthcare_facility_type=xds.Coded(sector, system),
+            practice_setting=practice_setting,
+            creation_time=now,
+            authors=(self.document_author,),
+            mime_type=mime_type,
+            service_start_time=now,
+            service_stop_time=now,
+        )
+        return Document(replace(entry, **metadata), content)  # type: ignore[arg-type]
 
     def submit(
         self,

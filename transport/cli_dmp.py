@@ -1,0 +1,410 @@
+"""``cisis-transport dmp <transaction>``: one subcommand per DMP transaction (see DESIGN.md).
+
+Human-readable lines by default, one JSON document with ``--json``. A transfer larger than
+:data:`PROGRESS_THRESHOLD` shows its progress on stderr when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import mimetypes
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import Profile
+from .errors import UsageError
+from .services import xds
+from .services.authorisations import AuthorizationAction, ListMode, PatientListQuery
+from .services.dmp import DmpClient, Document, Progress
+from .services.hl7v3 import (
+    OPPOSITION_BREAK_GLASS,
+    OPPOSITION_EMERGENCY,
+    Demographics,
+    Observation,
+    PatientRecord,
+    Traits,
+)
+from .trace import Tracer
+from .vihf import INS_NIR_OID, Patient, validate_ins
+
+PROGRESS_THRESHOLD = 1024 * 1024
+"""Transfers above this many bytes show progress (on a terminal)."""
+
+STATUSES = {
+    "approved": xds.APPROVED,
+    "deprecated": xds.DEPRECATED,
+    "deleted": xds.DELETED,
+    "archived": xds.ARCHIVED,
+}
+
+Handler = Callable[[DmpClient, argparse.Namespace], tuple[object, list[str]]]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``dmp`` and its transactions to the command line."""
+    dmp = commands.add_parser("dmp", help="call one DMP transaction (TD0.2 … TD3.3d)")
+    actions = dmp.add_subparsers(dest="dmp_command", required=True)
+
+    def transaction(name: str, help_text: str, *, patient: bool = True) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help_text)
+        if patient:
+            parser.add_argument("--ins", required=True, help="the patient's INS (15 characters)")
+            parser.add_argument("--ins-oid", default=INS_NIR_OID, help="INS authority OID")
+        parser.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
+        parser.add_argument("--mode", choices=["INDIRECTE", "INDIRECTE_RENFORCEE", "DIRECTE"])
+        parser.add_argument("--endpoint", help="the DMP base URL (…/si-dmp-server/v2/services)")
+        parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        parser.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange")
+        return parser
+
+    transaction("exists", "TD0.2: does the patient have a DMP, am I authorised")
+    _person(transaction("create", "TD1.1: create a DMP (the patient consents)"), full=True)
+    _person(transaction("reactivate", "TD1.2: reactivate a closed DMP"), full=False)
+    transaction("consult", "TD1.3a: read the DMP's administrative data")
+    _person(transaction("update", "TD1.3b: update the administrative data"), full=True)
+    _person(transaction("close", "TD1.4: close the DMP"), full=False)
+    authorize = transaction("authorize", "TD0.3: add (or remove) my authorisation")
+    authorize.add_argument("--remove", action="store_true", help="remove it instead")
+    authorize.add_argument("--treating-physician", action="store_true", help="as treating doctor")
+    listing = transaction("authorizations", "TD1.6: professionals authorised or blocked")
+    listing.add_argument("--state", choices=[m.value for m in ListMode], default="TOUTE")
+    patients = transaction("patients", "TD0.4: the DMPs I am authorised on", patient=False)
+    patients.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
+    find = transaction("find-patient", "TD0.5: find a patient without INS (PDQ)", patient=False)
+    find.add_argument("--nom", help="family name")
+    find.add_argument("--prenom", help="given name")
+    find.add_argument("--sexe", type=str.upper, choices=["M", "F", "U"])
+    find.add_argument("--naissance", type=date.fromisoformat, help="birth date YYYY-MM-DD")
+    submit = transaction("submit", "TD2.1: submit documents")
+    submit.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    submit.add_argument("--title", help="document title (default: the file name)")
+    submit.add_argument("--type", dest="type_code", help="typeCode: CODE[^SCHEME[^LABEL]]")
+    submit.add_argument("--class", dest="class_code", help="classCode: CODE[^SCHEME[^LABEL]]")
+    submit.add_argument("--format", dest="format_code", help="formatCode: CODE[^SCHEME[^LABEL]]")
+    submit.add_argument("--mime", help="MIME type (default: guessed from the file name)")
+    search = transaction("search", "TD3.1: search the patient's documents")
+    search.add_argument(
+        "--status", action="append", choices=list(STATUSES), help="repeat; default approved"
+    )
+    search.add_argument("--page-size", type=int, help="fetch results this many at a time")
+    retrieve = transaction("retrieve", "TD3.2: retrieve a document")
+    retrieve.add_argument("--document-id", required=True, help="the document's uniqueId")
+    retrieve.add_argument("--out", type=Path, required=True, help="write the document there")
+    for name, help_text in (
+        ("mask", "TD3.3a: hide a document from other professionals"),
+        ("delete", "TD3.3c: delete a document"),
+        ("archive", "TD3.3d: archive a document"),
+    ):
+        transaction(name, help_text).add_argument(
+            "--document-id", required=True, help="the document's uniqueId"
+        )
+
+
+def _person(parser: argparse.ArgumentParser, *, full: bool) -> None:
+    parser.add_argument("--nom", required=True, help="family name (name used)")
+    parser.add_argument("--prenom", action="append", required=True, help="a given name (repeat)")
+    if full:
+        parser.add_argument("--sexe", required=True, type=str.upper, choices=["M", "F", "U"])
+        parser.add_argument(
+            "--naissance", required=True, type=date.fromisoformat, help="YYYY-MM-DD"
+        )
+        parser.add_argument("--nom-naissance", help="birth name when different")
+        parser.add_argument(
+            "--opposition", action="append", choices=["bris-de-glace", "urgence"], default=[]
+        )
+
+
+def run(args: argparse.Namespace, profile: Profile) -> int:
+    """Run ``args.dmp_command`` with ``profile``; print the answer; return the exit code."""
+    tracer = Tracer(args.trace) if args.trace else None
+    handler = _HANDLERS[args.dmp_command]
+    with DmpClient.from_profile(profile, endpoint=args.endpoint, tracer=tracer) as client:
+        report, lines = handler(client, args)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=_json_value))
+    else:
+        print("\n".join(lines))
+    return 0 if not isinstance(report, dict) or report.get("complete", True) else 1
+
+
+# --- the transactions ----------------------------------------------------------------------------
+
+
+def _exists(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    found = client.exists(_patient(args))
+    if not found.exists:
+        return found, ["no DMP for this patient"]
+    state = "open" if found.active else "closed"
+    return found, [
+        f"DMP {state}; my authorisation: {found.authorisation}"
+        + ("; I am the treating doctor" if found.treating_physician else "")
+    ]
+
+
+def _create(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    record = client.create(_patient(args), _demographics(args), oppositions=_oppositions(args))
+    return record, _record_lines("created", record)
+
+
+def _reactivate(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    record = client.reactivate(_patient(args), _demographics(args))
+    return record, _record_lines("reactivated", record)
+
+
+def _consult(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    record = client.consult(_patient(args))
+    lines = _record_lines("found", record)
+    person = record.demographics
+    if person is not None:
+        lines.append(f"  sex {person.sex or '?'}, born {person.birth_date or '?'}")
+        lines.extend(
+            f"  {', '.join(a.street_lines)} {a.postal_code or ''} {a.city or ''}"
+            for a in person.addresses
+        )
+    lines.extend(
+        f"  {item.code.code}: {'yes' if item.value else 'no'}" for item in record.observations
+    )
+    return record, lines
+
+
+def _update(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    record = client.update(_patient(args), _demographics(args), observations=_oppositions(args))
+    return record, _record_lines("updated", record)
+
+
+def _close(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    record = client.close_dmp(_patient(args), _demographics(args))
+    return record, _record_lines("closed", record)
+
+
+def _authorize(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    action = AuthorizationAction.SUPPRESSION if args.remove else AuthorizationAction.AJOUT
+    outcome = client.set_authorization(
+        _patient(args), action, treating_physician=args.treating_physician
+    )
+    return outcome, [f"{outcome.status}" + (f": {outcome.context}" if outcome.context else "")]
+
+
+def _authorizations(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    found = client.list_authorizations(_patient(args), ListMode(args.state))
+    lines = [f"{len(found.entries)} professional(s)"]
+    lines.extend(
+        f"  {item.professional_id:<14} {item.mode.value:<9} {item.last_name} {item.first_name}"
+        + (" (treating doctor)" if item.treating_physician else "")
+        for item in found.entries
+    )
+    return found, lines
+
+
+def _patients(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    since = datetime.combine(args.since, datetime.min.time()) if args.since else None
+    found = client.list_patients(PatientListQuery(start_date=since))
+    lines = [f"{len(found.patients)} DMP(s)"]
+    lines.extend(
+        f"  {item.patient.ins if item.patient else '?':<16} {item.last_name} {item.first_name}"
+        f" {item.birth_date or ''}"
+        for item in found.patients
+    )
+    return found, lines
+
+
+def _find_patient(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    if not (args.nom or args.prenom or args.sexe or args.naissance):
+        raise UsageError("give at least one trait: --nom, --prenom, --sexe or --naissance")
+    birth = args.naissance.strftime("%Y%m%d") if args.naissance else None
+    found = client.find_patients(Traits(args.nom, args.prenom, args.sexe, birth))
+    lines = [f"{len(found)} patient(s)"]
+    lines.extend(_record_lines("", record)[0] for record in found)
+    return found, lines
+
+
+def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    patient = _patient(args)
+    documents: list[Document] = []
+    for path in args.files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        codes = {
+            name: _coded(value, name)
+            for name in ("type_code", "class_code", "format_code")
+            if (value := getattr(args, name))
+        }
+        documents.append(
+            client.document(patient, path, title=args.title or path.name, mime_type=mime, **codes)
+        )
+    total = sum(path.stat().st_size for path in args.files)
+    submitted = client.submit(documents, progress=_progress("sent", total))
+    lines = [f"submitted {len(submitted.entries)} document(s)"]
+    lines.extend(
+        f"  {entry.unique_id}  {entry.size} bytes  {entry.title}" for entry in submitted.entries
+    )
+    lines.extend(_warning_lines(submitted.warnings))
+    return submitted, lines
+
+
+def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    statuses = [STATUSES[name] for name in args.status or ["approved"]]
+    found = client.find_documents(_patient(args), statuses, page_size=args.page_size)
+    lines = [f"{len(found.entries)} document(s)"]
+    lines.extend(
+        f"  {entry.unique_id}  {entry.status.rpartition(':')[2] if entry.status else '?':<10}"
+        f" {entry.size if entry.size is not None else '?':>10} B  {entry.mime_type:<20}"
+        f" {entry.title}" + ("  (masked)" if entry.masked else "")
+        for entry in found.entries
+    )
+    lines.extend(_warning_lines(found.warnings))
+    return found, lines
+
+
+def _retrieve(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    patient = _patient(args)
+    target = args.out.resolve()
+    if target.is_dir():
+        raise UsageError(f"{args.out} is a directory: name the file to write")
+    found = client.get_documents(patient, unique_ids=[args.document_id])
+    if not found.entries:
+        raise UsageError(f"no document {args.document_id} for this patient")
+    (entry,) = found.entries
+    # Written next to the target, then renamed: a complete, checked document or nothing.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".cisis-") as scratch:
+        retrieved = client.retrieve(
+            patient, [entry], directory=Path(scratch), progress=_progress("received", entry.size)
+        )
+        document = retrieved.document(args.document_id)
+        assert document.path is not None  # retrieved into a directory
+        os.replace(document.path, target)
+    report = {"document": dataclasses.replace(document, path=target), "complete": True}
+    return report, [f"wrote {target} ({document.size} bytes, SHA-1 {document.sha1})"]
+
+
+def _status_change(name: str) -> Handler:
+    def handler(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+        patient = _patient(args)
+        found = client.get_documents(patient, unique_ids=[args.document_id])
+        if not found.entries:
+            raise UsageError(f"no document {args.document_id} for this patient")
+        warnings = getattr(client, name)(found.entries[0])
+        return {"document": args.document_id, "warnings": warnings}, [
+            f"{name} {args.document_id}: done",
+            *_warning_lines(warnings),
+        ]
+
+    return handler
+
+
+_HANDLERS: dict[str, Handler] = {
+    "exists": _exists,
+    "create": _create,
+    "reactivate": _reactivate,
+    "consult": _consult,
+    "update": _update,
+    "close": _close,
+    "authorize": _authorize,
+    "authorizations": _authorizations,
+    "patients": _patients,
+    "find-patient": _find_patient,
+    "submit": _submit,
+    "search": _search,
+    "retrieve": _retrieve,
+    "mask": _status_change("mask"),
+    "delete": _status_change("delete"),
+    "archive": _status_change("archive"),
+}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _patient(args: argparse.Namespace) -> Patient:
+    patient = Patient(args.ins.replace(" ", "").upper(), args.ins_oid)
+    validate_ins(patient)
+    return patient
+
+
+def _demographics(args: argparse.Namespace) -> Demographics:
+    naissance = getattr(args, "naissance", None)
+    return Demographics(
+        family=args.nom,
+        given=tuple(args.prenom),
+        sex=getattr(args, "sexe", None),
+        birth_date=naissance.strftime("%Y%m%d") if naissance else None,
+        birth_family=getattr(args, "nom_naissance", None),
+    )
+
+
+def _oppositions(args: argparse.Namespace) -> tuple[Observation, ...]:
+    chosen = set(args.opposition)
+    return (
+        Observation(OPPOSITION_BREAK_GLASS, "bris-de-glace" in chosen),
+        Observation(OPPOSITION_EMERGENCY, "urgence" in chosen),
+    )
+
+
+def _coded(value: str, name: str) -> xds.Coded:
+    code, _, rest = value.partition("^")
+    scheme, _, label = rest.partition("^")
+    if not code:
+        raise UsageError(f"--{name.removesuffix('_code')}: CODE[^SCHEME[^LABEL]]")
+    defaults = {
+        "type_code": "2.16.840.1.113883.6.1",
+        "class_code": "1.2.250.1.213.1.1.4.1",
+        "format_code": "1.3.6.1.4.1.19376.1.2.3",
+    }
+    return xds.Coded(code, scheme or defaults[name], label)
+
+
+def _record_lines(verb: str, record: PatientRecord) -> list[str]:
+    person = record.demographics
+    name = f"{person.family} {' '.join(person.given)}" if person else ""
+    state = "open" if record.active else "closed"
+    ins = record.patient.ins if record.patient else "?"
+    return [f"{verb + ' ' if verb else ''}DMP {ins} ({state}) {name}".strip()]
+
+
+def _warning_lines(warnings: tuple[xds.RegistryError, ...]) -> list[str]:
+    return [f"  {item.severity.lower()}: {item.code}: {item.context}" for item in warnings]
+
+
+def _progress(verb: str, total: int | None) -> Progress | None:
+    """A progress printer for transfers above the threshold, on a terminal only."""
+    if not sys.stderr.isatty() or (total is not None and total < PROGRESS_THRESHOLD):
+        return None
+    shown = -1
+
+    def show(done: int, whole: int | None) -> None:
+        nonlocal shown
+        whole = whole or total
+        percent = done * 100 // whole if whole else -1
+        if percent != shown:
+            shown = percent
+            size = f"{done / 1e6:.1f} MB" + (f" / {whole / 1e6:.1f} MB" if whole else "")
+            end = "\n" if whole and done >= whole else ""
+            print(f"\r{verb} {size} ({max(percent, 0)}%)", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _json_value(value: Any) -> Any:
+    """JSON for what ``json`` does not know: dataclasses, paths, times, enums, bytes."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            item.name: getattr(value, item.name) for item in dataclasses.fields(value) if item.repr
+        }
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bytes):
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
