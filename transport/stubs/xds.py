@@ -15,7 +15,6 @@ durable. Documents masked from professionals (``MASQUE_PS``) are visible to thei
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import shutil
@@ -29,10 +28,11 @@ from lxml import etree
 
 from .. import mtom
 from ..addressing import SOAP12_NS
-from ..errors import CisisError, ValidationError
-from ..services import xds
+from ..errors import CisisError, SignatureError, ValidationError
+from ..services import xades, xds
 from ..vihf import Patient
 from ..xmlparse import parse_xml
+from ..xmlsig import VerifySettings
 from .app import StubContext
 from .echo import Checked, Refused, check_envelope, response_envelope
 from .patients import Authorisation, DmpStatus, now_text
@@ -545,10 +545,12 @@ class RepositoryService(_XdsService):
     def _check_signatures(
         self, submission: xds.Submission, parts: dict[str, mtom.Part]
     ) -> list[xds.RegistryError]:
-        """Warnings about the set's signature document (``signs`` the set): it must reference
-        every other document of the set by ``urn:oid:<uniqueId>`` with the digest of its exact
-        bytes (IHE DSG manifest). Warnings, not errors: the DMP's own example submission carries a
-        manifest made for other documents."""
+        """Warnings about the set's signature document (``signs`` the set): its XAdES signature
+        must verify with a signature certificate of the stub's CAs, and its manifest must
+        reference every other document of the set by ``urn:oid:<uniqueId>`` with the digest of
+        its exact bytes (IHE DSG). Warnings, not errors: the DMP's own example submission carries
+        a signature made with a certificate outside our CAs, over a manifest for other
+        documents."""
         warnings = []
         for association in submission.associations:
             if association.type != xds.SIGNS:
@@ -563,7 +565,7 @@ class RepositoryService(_XdsService):
                 for object_id, entry in submission.entries.items()
                 if object_id != association.source
             }
-            warnings.extend(_check_manifest(parts[association.source], others))
+            warnings.extend(_check_manifest(parts[association.source], others, self.context.verify))
         return warnings
 
     def _store(
@@ -661,37 +663,38 @@ def _part_digest(part: mtom.Part, algorithm: str) -> str:
 
 
 def _check_manifest(
-    signature: mtom.Part, documents: dict[str, mtom.Part]
+    signature: mtom.Part, documents: dict[str, mtom.Part], settings: VerifySettings
 ) -> list[xds.RegistryError]:
-    try:
-        root = parse_xml(signature.read_bytes())
-    except CisisError:
-        return [_warning("document de signature illisible")]
-    references = root.findall(f".//{{{_DS}}}Manifest/{{{_DS}}}Reference")
-    named = {reference.get("URI", ""): reference for reference in references}
+    data = signature.read_bytes()
     warnings = []
+    try:
+        references = xades.verify_signature(data, settings).references
+    except SignatureError as error:
+        warnings.append(_warning(f"signature du lot non vérifiée : {error.message}"))
+        # The unverified manifest is still compared, so that the answer says what else is wrong.
+        try:
+            root = parse_xml(data)
+        except CisisError:
+            return [_warning("document de signature illisible")]
+        references = tuple(
+            reference
+            for manifest in root.iter(f"{{{_DS}}}Manifest")
+            for reference in xades.read_manifest(manifest)
+        )
+    named = {reference.uri: reference for reference in references}
     for uri, part in documents.items():
         reference = named.get(uri)
         if reference is None:
             warnings.append(_warning(f"la signature ne référence pas {uri}"))
             continue
-        if reference.find(f"{{{_DS}}}Transforms") is not None:
+        if reference.transforms:
             continue  # a transformed (canonicalised) digest is the signer's to vouch for
-        method = reference.find(f"{{{_DS}}}DigestMethod")
-        algorithm = _DIGESTS.get(method.get("Algorithm", "") if method is not None else "")
-        expected = reference.findtext(f"{{{_DS}}}DigestValue") or ""
+        algorithm = _DIGESTS.get(reference.digest_method)
         if algorithm is None:
             warnings.append(_warning(f"algorithme d'empreinte inconnu pour {uri}"))
-        elif _part_digest(part, algorithm) != _hex(expected):
+        elif _part_digest(part, algorithm) != reference.digest.hex():
             warnings.append(_warning(f"l'empreinte de {uri} ne correspond pas au document"))
     return warnings
-
-
-def _hex(value: str) -> str:
-    try:
-        return base64.b64decode(value, validate=True).hex()
-    except ValueError:
-        return ""
 
 
 def _warning(context: str) -> xds.RegistryError:
