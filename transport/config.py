@@ -1,8 +1,9 @@
 """Profiles: one TOML file describing who calls, with which keys, to which endpoints.
 
 Paths in a profile are relative to the profile's own folder. Secrets never sit in the file: a
-credential names the environment variable holding its password (``password_env``). See the README
-for the format; :func:`example_profile` builds the zero-configuration one over the example PKI.
+credential names the environment variable holding its password (``password_env``), or for a card
+(PKCS#11) its PIN (``pin_env``; absent: asked on the terminal). See the README for the format;
+:func:`example_profile` builds the zero-configuration one over the example PKI.
 """
 
 from __future__ import annotations
@@ -32,18 +33,49 @@ from .vihf import (
 
 
 @dataclass(frozen=True)
+class Pkcs11Spec:
+    """A key on a PKCS#11 token (a CPS card): the module (the middleware's library), the token
+    (by label or slot id; None: the only one present), the key (by label or ``CKA_ID`` bytes;
+    None: the only one fit for the purpose) and the variable holding the PIN (None: prompt)."""
+
+    module: str
+    token_label: str | None = None
+    slot: int | None = None
+    key_label: str | None = None
+    key_id: bytes | None = None
+    pin_env: str | None = None
+
+
+@dataclass(frozen=True)
 class CredentialSpec:
-    """Where a credential lives: a PKCS#12 file, or a PEM certificate and key, and the variable
-    that holds its password (None: no password)."""
+    """Where a credential lives: a PKCS#12 file, a PEM certificate and key, or a PKCS#11 token,
+    and the variable that holds its password (None: no password)."""
 
     pkcs12: Path | None = None
     certificate: Path | None = None
     key: Path | None = None
     password: str | None = field(default=None, repr=False)
     password_env: str | None = None
+    pkcs11: Pkcs11Spec | None = None
 
     def load(self, purpose: Purpose, *, now: datetime | None = None) -> Credential:
-        """Load and check the credential for ``purpose``."""
+        """Load and check the credential for ``purpose``; a token's PIN is asked at most once
+        per process (see :func:`transport.pkcs11.load_pkcs11`)."""
+        if self.pkcs11 is not None:
+            from .pkcs11 import load_pkcs11  # python-pkcs11 is an optional extra
+
+            token = self.pkcs11
+            return load_pkcs11(
+                token.module,
+                token_label=token.token_label,
+                slot=token.slot,
+                key_label=token.key_label,
+                key_id=token.key_id,
+                pin=self.password,
+                pin_env=token.pin_env,
+                purpose=purpose,
+                now=now,
+            )
         if self.pkcs12 is not None:
             return load_pkcs12(
                 self.pkcs12,
@@ -61,7 +93,9 @@ class CredentialSpec:
                 purpose=purpose,
                 now=now,
             )
-        raise ConfigurationError("a credential needs `pkcs12`, or `certificate` and `key`")
+        raise ConfigurationError(
+            "a credential needs `pkcs12`, `certificate` and `key`, or `pkcs11_module`"
+        )
 
 
 @dataclass(frozen=True)
@@ -206,11 +240,14 @@ def _credential(
     section = credentials.get(name)
     if not isinstance(section, Mapping):
         raise ConfigurationError(f"{source}: missing [credentials.{name}] section")
-    if "password" in section:
-        raise ConfigurationError(
-            f"{where}: passwords do not belong in a profile",
-            hint="put it in an environment variable and name it with `password_env`",
-        )
+    for secret, variable in (("password", "password_env"), ("pin", "pin_env")):
+        if secret in section:
+            raise ConfigurationError(
+                f"{where}: {secret}s do not belong in a profile",
+                hint=f"put it in an environment variable and name it with `{variable}`",
+            )
+    if "pkcs11_module" in section:
+        return CredentialSpec(pkcs11=_pkcs11_spec(section, base, where))
     if "pkcs12" in section:
         return CredentialSpec(
             pkcs12=base / _string(section, "pkcs12", where),
@@ -223,7 +260,33 @@ def _credential(
             key=base / key if key else None,
             password_env=section.get("password_env"),
         )
-    raise ConfigurationError(f"{where}: give `pkcs12`, or `certificate` and `key`")
+    raise ConfigurationError(
+        f"{where}: give `pkcs12`, `certificate` and `key`, or `pkcs11_module` (a card)"
+    )
+
+
+def _pkcs11_spec(section: Mapping[str, Any], base: Path, where: str) -> Pkcs11Spec:
+    module = _string(section, "pkcs11_module", where)
+    if "/" in module and not Path(module).is_absolute():
+        module = str(base / module)  # a bare file name is left to the loader's search path
+    slot = section.get("slot")
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+        raise ConfigurationError(f"{where}: `slot` must be an integer (the PKCS#11 slot id)")
+    key_id = _optional_string(section, "key_id", where)
+    try:
+        key_bytes = bytes.fromhex(key_id) if key_id is not None else None
+    except ValueError:
+        raise ConfigurationError(
+            f'{where}: `key_id` must be hexadecimal (the key\'s CKA_ID, e.g. "01")'
+        ) from None
+    return Pkcs11Spec(
+        module=module,
+        token_label=_optional_string(section, "token_label", where),
+        slot=slot,
+        key_label=_optional_string(section, "key_label", where),
+        key_id=key_bytes,
+        pin_env=_optional_string(section, "pin_env", where),
+    )
 
 
 def example_pki_directory() -> Path:
