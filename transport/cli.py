@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
     doctor.add_argument("--endpoint", help="check this URL instead of the profile's endpoints")
     doctor.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    cli_dmp.add_parser(commands)
     return parser
 
 

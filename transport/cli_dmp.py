@@ -270,10 +270,7 @@ def _retrieve(client: DmpClient, args: argparse.Namespace) -> tuple[object, list
     target = args.out.resolve()
     if target.is_dir():
         raise UsageError(f"{args.out} is a directory: name the file to write")
-    found = client.get_documents(patient, unique_ids=[args.document_id])
-    if not found.entries:
-        raise UsageError(f"no document {args.document_id} for this patient")
-    (entry,) = found.entries
+    entry = _entry(client, patient, args.document_id)
     # Written next to the target, then renamed: a complete, checked document or nothing.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".cisis-") as scratch:
         retrieved = client.retrieve(
@@ -289,10 +286,7 @@ def _retrieve(client: DmpClient, args: argparse.Namespace) -> tuple[object, list
 def _status_change(name: str) -> Handler:
     def handler(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
         patient = _patient(args)
-        found = client.get_documents(patient, unique_ids=[args.document_id])
-        if not found.entries:
-            raise UsageError(f"no document {args.document_id} for this patient")
-        warnings = getattr(client, name)(found.entries[0])
+        warnings = getattr(client, name)(_entry(client, patient, args.document_id))
         return {"document": args.document_id, "warnings": warnings}, [
             f"{name} {args.document_id}: done",
             *_warning_lines(warnings),
@@ -328,6 +322,14 @@ def _patient(args: argparse.Namespace) -> Patient:
     patient = Patient(args.ins.replace(" ", "").upper(), args.ins_oid)
     validate_ins(patient)
     return patient
+
+
+def _entry(client: DmpClient, patient: Patient, unique_id: str) -> xds.DocumentEntry:
+    """The registry's current entry of the document ``unique_id``."""
+    try:
+        return client.get_documents(patient, unique_ids=[unique_id]).by_unique_id(unique_id)
+    except KeyError:
+        raise UsageError(f"no document {unique_id} for this patient") from None
 
 
 def _demographics(args: argparse.Namespace) -> Demographics:

@@ -176,11 +176,13 @@ class DocumentList:
     warnings: tuple[xds.RegistryError, ...] = ()
 
     def by_unique_id(self, unique_id: str) -> xds.DocumentEntry:
-        """The entry of the document ``unique_id`` (KeyError when absent)."""
-        for entry in self.entries:
-            if entry.unique_id == unique_id:
-                return entry
-        raise KeyError(unique_id)
+        """The entry of the document ``unique_id``: its current (``Approved``) version when the
+        list holds several (a masked document keeps its deprecated first version). KeyError
+        when absent."""
+        versions = [entry for entry in self.entries if entry.unique_id == unique_id]
+        if not versions:
+            raise KeyError(unique_id)
+        return next((entry for entry in versions if entry.status == xds.APPROVED), versions[0])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""``cisis-transport dmp <transaction>`` against the DMP stub: every subcommand, JSON parsed, the
+retrieved file byte-exact, exit codes per error family."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import PROFILE
+from tests.test_stub_dmp import new_patient
+from transport.cli import main
+from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.vihf import INS_TEST_OID
+
+
+@pytest.fixture(scope="module")
+def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
+    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=DMP_SERVICES) as s:
+        yield s
+
+
+@pytest.fixture
+def dmp(pki, stubs, tmp_path, monkeypatch, capsys):
+    """Run ``cisis-transport dmp …`` with a profile pointing at the stub; (code, out, err)."""
+    monkeypatch.setenv("TEST_P12_PASSWORD", pki.password)
+    profile = tmp_path / "profile.toml"
+    profile.write_text(PROFILE.format(pki=pki.directory), encoding="utf-8")
+
+    def run(*argv: str, patient: bool = True) -> tuple[int, str, str]:
+        options = ["--profile", str(profile), "--endpoint", stubs.dmp_base_url]
+        code = main(["dmp", *argv, *options, *(["--ins-oid", INS_TEST_OID] if patient else [])])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
+    ins = new_patient().ins
+    person = ["--nom", "TESTPATIENT", "--prenom", "ALICE", "--prenom", "MARIE"]
+    born = ["--sexe", "F", "--naissance", "1979-03-28"]
+
+    assert dmp("exists", "--ins", ins)[1].strip() == "no DMP for this patient"
+    code, out, _ = dmp("create", "--ins", ins, *person, *born, "--opposition", "urgence")
+    assert code == 0 and out.startswith(f"created DMP {ins} (open) TESTPATIENT ALICE MARIE")
+    code, out, _ = dmp("exists", "--ins", ins, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["exists"] and report["active"]
+    assert report["authorisation"] == "VALIDE"
+    code, out, _ = dmp("consult", "--ins", ins)
+    assert "OPPOSITION_ACCES_URGENCE: yes" in out and "OPPOSITION_BRIS_DE_GLACE: no" in out
+    code, out, _ = dmp("update", "--ins", ins, "--nom", "NOUVEAU", "--prenom", "ALICE", *born)
+    assert code == 0 and "updated DMP" in out and "NOUVEAU" in out
+
+    assert dmp("authorize", "--ins", ins)[1].startswith("DMPOk")
+    code, out, _ = dmp("authorizations", "--ins", ins, "--json")
+    assert [entry["professional_id"] for entry in json.loads(out)["entries"]] == ["899700000001"]
+    code, out, _ = dmp("patients", "--json", patient=False)
+    assert ins in [p["identifiers"][0]["extension"] for p in json.loads(out)["patients"]]
+    code, out, _ = dmp(
+        "find-patient", "--nom", "NOUVEAU", "--naissance", "1979-03-28", patient=False
+    )
+    assert code == 0 and ins in out
+
+    document = tmp_path / "compte-rendu.txt"
+    document.write_bytes(b"Compte rendu\r\nligne 2\r\n" + bytes(range(256)))
+    code, out, _ = dmp("submit", str(document), "--ins", ins, "--json")
+    (entry,) = json.loads(out)["entries"]
+    assert code == 0 and entry["size"] == document.stat().st_size
+    assert entry["mime_type"] == "text/plain" and entry["title"] == "compte-rendu.txt"
+    code, out, _ = dmp("search", "--ins", ins)
+    assert out.startswith("1 document(s)") and entry["unique_id"] in out
+
+    copy = tmp_path / "copie.txt"
+    code, out, _ = dmp(
+        "retrieve", "--ins", ins, "--document-id", entry["unique_id"], "--out", str(copy)
+    )
+    assert code == 0 and copy.read_bytes() == document.read_bytes()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".cisis-")] == []
+
+    for command in ("mask", "archive"):
+        assert dmp(command, "--ins", ins, "--document-id", entry["unique_id"])[0] == 0
+    code, out, _ = dmp("search", "--ins", ins, "--status", "archived", "--json")
+    (archived,) = json.loads(out)["entries"]
+    assert archived["status"].endswith("Archived") and archived["confidentiality"][-1]["code"] == (
+        "MASQUE_PS"
+    )
+
+    assert dmp("close", "--ins", ins, "--nom", "NOUVEAU", "--prenom", "ALICE")[1].startswith(
+        f"closed DMP {ins} (closed)"
+    )
+    assert dmp("reactivate", "--ins", ins, "--nom", "NOUVEAU", "--prenom", "ALICE")[0] == 0
+
+
+def test_exit_codes(dmp, tmp_path: Path) -> None:
+    code, _, err = dmp("consult", "--ins", new_patient().ins)
+    assert code == 1 and "DMPNotFound" in err and "TD1.1" in err
+
+    code, _, err = dmp("exists", "--ins", "123")
+    assert code == 2 and "INS" in err
+
+    code, _, err = dmp("submit", str(tmp_path / "absent.pdf"), "--ins", new_patient().ins)
+    assert code == 2 and "no such file" in err
+
+    main_code = main(
+        ["dmp", "exists", "--ins", new_patient().ins, "--endpoint", "https://127.0.0.1:1/x"]
+    )
+    assert main_code == 3
