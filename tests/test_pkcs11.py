@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import getpass
 import io
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -225,7 +227,7 @@ def test_token_by_slot_and_key_by_id(token, load):
     ("purpose", "name"), [(Purpose.TLS_CLIENT, "cps-auth"), (Purpose.SIGNATURE, "cps-sign")]
 )
 def test_without_a_key_name_the_key_fit_for_the_purpose_is_chosen(token, load, purpose, name):
-    credential = CredentialSpec(pkcs11=spec(token, None)).load(purpose)
+    credential = CredentialSpec(pkcs11=spec(token, None, token_label=None)).load(purpose)
     assert credential.certificate == load(name).certificate
 
 
@@ -408,6 +410,26 @@ def test_module_not_found_or_not_a_module(token, tmp_path):
     (tmp_path / "fake.so").write_bytes(b"not an ELF file")
     error = error_of(token, module=str(tmp_path / "fake.so"))
     assert "cannot load the PKCS#11 module" in error.reason
+
+
+@needs_softhsm
+def test_no_card_in_the_reader(token, tmp_path):
+    # SoftHSM2 reads its configuration once per process: an empty one needs its own process.
+    script = (
+        "from transport.pkcs11 import load_pkcs11\n"
+        "from transport.errors import CredentialError\n"
+        "try:\n"
+        f"    load_pkcs11({token.module!r}, pin='0')\n"
+        "except CredentialError as error:\n"
+        "    print(error.reason, '|', error.hint)\n"
+    )
+    environment = {**os.environ, "SOFTHSM2_CONF": str(softhsm.write_config(tmp_path))}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    )
+    assert (
+        completed.stdout.strip() == "no token present (no card in the reader) | insert the CPS card"
+    )
 
 
 @needs_softhsm

@@ -49,7 +49,8 @@ class Pkcs11Spec:
 @dataclass(frozen=True)
 class CredentialSpec:
     """Where a credential lives: a PKCS#12 file, a PEM certificate and key, or a PKCS#11 token,
-    and the variable that holds its password (None: no password)."""
+    and the variable that holds its password (None: no password). For a token, ``password`` is
+    the PIN (a program's own profile only: a profile file names ``pin_env``)."""
 
     pkcs12: Path | None = None
     certificate: Path | None = None

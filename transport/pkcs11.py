@@ -195,7 +195,12 @@ def _library(module: str) -> Any:
 
 
 def _token(library: Any, module: str, label: str | None, slot: int | None) -> Any:
-    tokens = [present.get_token() for present in library.get_slots(token_present=True)]
+    flags = _pkcs11().TokenFlag
+    tokens = [
+        token
+        for token in (present.get_token() for present in library.get_slots(token_present=True))
+        if token.flags & flags.TOKEN_INITIALIZED  # a blank card (or SoftHSM2's free slot)
+    ]
     if not tokens:
         raise CredentialError(
             module, "no token present (no card in the reader)", hint="insert the CPS card"

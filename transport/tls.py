@@ -254,10 +254,11 @@ def _openssl() -> tuple[ctypes.CDLL, int]:
 def _ssl_ctx(library: ctypes.CDLL, context: ssl.SSLContext) -> int:
     """The ``SSL_CTX *`` behind ``context``: CPython's context object holds it right after its
     object header. Checked against the context's options and verify mode before any use."""
+    if not isinstance(context, ssl.SSLContext):
+        raise _openssl_unavailable(f"{type(context).__name__} is not an ssl.SSLContext")
     pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
     if (
-        not isinstance(context, ssl.SSLContext)
-        or not pointer
+        not pointer
         or library.SSL_CTX_get_options(pointer) != context.options
         or context.verify_mode is not ssl.CERT_REQUIRED
         or library.SSL_CTX_get_verify_mode(pointer) != _CERT_REQUIRED_FLAGS
@@ -386,7 +387,7 @@ def _refuse_raw_callback(length: int, data: int, out: int, rsa: int, padding: in
     return -1
 
 
-def take_signing_failure() -> CredentialError | None:
+def _take_signing_failure() -> CredentialError | None:
     """The CredentialError that ended this thread's last handshake with a card key, once."""
     error = getattr(_failure, "error", None)
     _failure.error = None
@@ -431,12 +432,12 @@ class MutualTLSAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
-        take_signing_failure()
+        _take_signing_failure()
         try:
             return super().send(request, **kwargs)
         except requests.exceptions.ConnectionError:
             # The card's own error (wrong state, removed) says more than the failed handshake.
-            failure = take_signing_failure()
+            failure = _take_signing_failure()
             if failure is not None:
                 raise failure from None
             raise
