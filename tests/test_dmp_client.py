@@ -183,12 +183,16 @@ def test_submitted_documents_come_back_byte_exact(
     submitted = client.submit([in_memory, from_file])
     assert [item.size for item in submitted.entries] == [len(content)] * 2
 
+    assert submitted.signature is not None and submitted.warnings == ()
     found = client.find_documents(patient)
-    assert {item.unique_id for item in found.entries} == {
+    assert {item.unique_id for item in found.documents} == {
         in_memory.entry.unique_id,
         from_file.entry.unique_id,
     }
-    retrieved = client.retrieve(patient, found.entries)
+    assert {item.unique_id for item in found.entries} - {
+        item.unique_id for item in found.documents
+    } == {submitted.signature.unique_id}
+    retrieved = client.retrieve(patient, found.documents)
     assert retrieved.complete
     assert [item.read_bytes() for item in retrieved.documents] == [content, content]
 
@@ -206,13 +210,14 @@ def test_search_pages_through_large_results(indirect: DmpClient) -> None:
     documents = [document(patient, f"document {number}".encode()) for number in range(7)]
     indirect.submit(documents)
     paged = indirect.find_documents(patient, page_size=3)
-    assert paged.total == 7
-    assert sorted(item.unique_id for item in paged.entries) == sorted(
+    assert paged.total == 8  # the seven documents and the set's signature
+    assert len(paged.entries) == 8
+    assert sorted(item.unique_id for item in paged.documents) == sorted(
         item.entry.unique_id for item in documents
     )
     by_id = indirect.get_documents(patient, unique_ids=[documents[2].entry.unique_id])
     assert [item.unique_id for item in by_id.entries] == [documents[2].entry.unique_id]
-    uuids = [paged.entries[0].entry_uuid]
+    uuids = [paged.documents[0].entry_uuid]
     assert indirect.get_documents(patient, entry_uuids=uuids).entries[0].entry_uuid == uuids[0]
 
 
@@ -228,8 +233,8 @@ def test_mask_delete_archive(indirect: DmpClient, colleague: DmpClient) -> None:
     indirect.archive(found.by_unique_id(archived.entry.unique_id))
 
     visible = indirect.find_documents(patient)
-    assert [item.unique_id for item in visible.entries] == [hidden.entry.unique_id]
-    assert visible.entries[0].masked
+    assert [item.unique_id for item in visible.documents] == [hidden.entry.unique_id]
+    assert visible.documents[0].masked
     assert colleague.find_documents(patient).entries == ()
     gone = indirect.find_documents(patient, (xds.DELETED, xds.ARCHIVED))
     assert {item.unique_id: item.status for item in gone.entries} == {
@@ -237,7 +242,7 @@ def test_mask_delete_archive(indirect: DmpClient, colleague: DmpClient) -> None:
         archived.entry.unique_id: xds.ARCHIVED,
     }
     with pytest.raises(ValidationError):
-        indirect.mask(visible.entries[0])
+        indirect.mask(visible.documents[0])
 
 
 def test_xds_failures_and_partial_success(indirect: DmpClient, colleague: DmpClient) -> None:
@@ -266,7 +271,7 @@ def test_a_document_that_differs_from_its_metadata_is_refused(
     patient = opened(indirect)
     sent = document(patient, b"le vrai contenu")
     indirect.submit([sent])
-    (found,) = indirect.find_documents(patient).entries
+    (found,) = indirect.find_documents(patient).documents
     forged = replace(found, hash=hashlib.sha1(b"autre", usedforsecurity=False).hexdigest())
     with pytest.raises(IntegrityError) as error:
         indirect.retrieve(patient, [forged], directory=tmp_path)
@@ -304,7 +309,7 @@ def test_traces_and_progress(stubs: Stubs, tmp_path: Path) -> None:
         sent: list[tuple[int, int | None]] = []
         client.submit([document(patient, content)], progress=lambda d, t: sent.append((d, t)))
         received: list[tuple[int, int | None]] = []
-        (found,) = client.find_documents(patient).entries
+        (found,) = client.find_documents(patient).documents
         client.retrieve(patient, [found], progress=lambda d, t: received.append((d, t)))
     done, total = sent[-1]
     assert done == total and total is not None and total > len(content)

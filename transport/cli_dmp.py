@@ -95,6 +95,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--status", action="append", choices=list(STATUSES), help="repeat; default approved"
     )
     search.add_argument("--page-size", type=int, help="fetch results this many at a time")
+    search.add_argument(
+        "--signatures", action="store_true", help="list the sets' signature documents too"
+    )
     retrieve = transaction("retrieve", "TD3.2: retrieve a document")
     retrieve.add_argument("--document-id", required=True, help="the document's uniqueId")
     retrieve.add_argument("--out", type=Path, required=True, help="write the document there")
@@ -254,12 +257,13 @@ def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
 def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
     statuses = [STATUSES[name] for name in args.status or ["approved"]]
     found = client.find_documents(_patient(args), statuses, page_size=args.page_size)
-    lines = [f"{len(found.entries)} document(s)"]
+    shown = found.entries if args.signatures else found.documents
+    lines = [f"{len(shown)} document(s)"]
     lines.extend(
         f"  {entry.unique_id}  {entry.status.rpartition(':')[2] if entry.status else '?':<10}"
         f" {entry.size if entry.size is not None else '?':>10} B  {entry.mime_type:<20}"
         f" {entry.title}" + ("  (masked)" if entry.masked else "")
-        for entry in found.entries
+        for entry in shown
     )
     lines.extend(_warning_lines(found.warnings))
     return found, lines

@@ -49,7 +49,7 @@ from ..tls import TLSSettings, create_session
 from ..trace import Tracer
 from ..vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
 from ..xmlparse import XMLSecurityError, parse_xml
-from . import authorisations, hl7v3, xds
+from . import authorisations, hl7v3, xades, xds
 from .authorisations import (
     AuthorizationAction,
     AuthorizationList,
@@ -159,21 +159,32 @@ class Document:
 
 @dataclass(frozen=True)
 class Submitted:
-    """TD2.1 accepted: the submission set and the entries as sent (hash and size filled in),
-    the signature document's entry last when the set was signed; ``warnings`` from the registry."""
+    """TD2.1 accepted: the submission set, the documents' entries as sent (hash and size filled
+    in), the signature document's entry when the set was signed, the registry's ``warnings``."""
 
     submission_set: xds.SubmissionSet
     entries: tuple[xds.DocumentEntry, ...]
+    signature: xds.DocumentEntry | None = None
     warnings: tuple[xds.RegistryError, ...] = ()
 
 
 @dataclass(frozen=True)
 class DocumentList:
-    """TD3.1: the entries found (every page), ``total`` as the registry counts them, warnings."""
+    """TD3.1: the entries found (every page), ``total`` as the registry counts them, warnings.
+
+    ``entries`` include the submission sets' signature documents; :attr:`documents` leaves them
+    out.
+    """
 
     entries: tuple[xds.DocumentEntry, ...]
     total: int | None = None
     warnings: tuple[xds.RegistryError, ...] = ()
+
+    @property
+    def documents(self) -> tuple[xds.DocumentEntry, ...]:
+        """The entries that are not submission-set signature documents (IHE DSG)."""
+        signature = xades.SIGNATURE_CLASS.code
+        return tuple(entry for entry in self.entries if entry.class_code.code != signature)
 
     def by_unique_id(self, unique_id: str) -> xds.DocumentEntry:
         """The entry of the document ``unique_id``: its current (``Approved``) version when the
@@ -525,12 +536,15 @@ class DmpClient:
         documents: Sequence[Document],
         *,
         submission_set: xds.SubmissionSet | None = None,
+        sign: bool = True,
         progress: Progress | None = None,
     ) -> Submitted:
-        """TD2.1: send ``documents`` (one patient) with their metadata in one submission set.
+        """TD2.1: send ``documents`` (one patient) with their metadata in one submission set and,
+        with ``sign``, the set's XAdES signature document made with the signature credential
+        (:mod:`transport.services.xades`), linked to the set by a ``signs`` association.
 
-        Hash and size are computed from the content (files are read twice, in chunks: once to
-        hash, once to send; nothing is held whole in memory). XdsError when the registry refuses.
+        Hash and size are computed from the content; files are read in chunks (to hash, to sign,
+        to send) and never held whole in memory. XdsError when the registry refuses.
         """
         if not documents:
             raise ValidationError("documents", "a submission holds at least one document")
@@ -545,6 +559,16 @@ class DmpClient:
             outgoing.append(xds.OutgoingDocument(entry, content_id))
             attachments.append(mtom.Attachment(content_id, document.content, entry.mime_type))
             entries.append(entry)
+        signature_entry = None
+        if sign:
+            signed = {item.entry.unique_id: item.content for item in documents}
+            signature = xades.sign_submission_set(
+                signed, self.signature.signer, submission_set_unique_id=submission.unique_id
+            )
+            signature_entry = xades.signature_entry(submission, entries[0], signature)
+            content_id = mtom.new_content_id()
+            outgoing.append(xds.OutgoingDocument(signature_entry, content_id, signs=True))
+            attachments.append(mtom.Attachment(content_id, signature, signature_entry.mime_type))
         payload = xds.provide_and_register_request(submission, outgoing)
         answer = self._call(
             "repository",
@@ -556,7 +580,7 @@ class DmpClient:
         )
         result = xds.read_registry_response(answer.payload)
         _raise_unless_success("TD2.1", result)
-        return Submitted(submission, tuple(entries), result.errors)
+        return Submitted(submission, tuple(entries), signature_entry, result.errors)
 
     def find_documents(
         self,
