@@ -66,6 +66,7 @@ _NOTHING_IN_COMMON = frozenset(
         "UNSUPPORTED_PROTOCOL",
     }
 )
+_NETWORK_FIX = "check the URL in [endpoints], the network and any firewall or proxy on the way"
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 _CERT_HAS_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 
@@ -404,6 +405,8 @@ def _tls_check(
         return None, Check(name, Status.FAIL, f"{url} is not an https:// URL", "fix [endpoints]")
     try:
         answer = _exchange(url, credential, settings, clock)
+    except _AfterHandshake as error:
+        return None, _failure_after_handshake(name, where, error.cause, credential, settings)
     except CisisError as error:
         return None, Check(name, Status.FAIL, error.message, error.hint or _TRUST_FIX)
     except ssl.SSLCertVerificationError as error:
@@ -427,17 +430,11 @@ def _tls_check(
             name,
             Status.FAIL,
             f"no answer from {where} within {settings.connect_timeout:g} s",
-            "check the URL, the network and any firewall on the way",
+            _NETWORK_FIX,
         )
-    except (OSError, http.client.HTTPException) as error:
-        # After the handshake a server that dislikes our certificate may simply hang up.
-        return None, Check(
-            name,
-            Status.FAIL,
-            f"{where} closed the connection after the handshake ({error or type(error).__name__})"
-            f": our client certificate {credential.dn} was probably refused",
-            _client_fix(credential),
-        )
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        return None, Check(name, Status.FAIL, f"cannot reach {where} ({reason})", _NETWORK_FIX)
     server = answer.server
     return answer, Check(
         name,
@@ -464,14 +461,54 @@ def _exchange(
         server = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
         # Any HTTP answer carries Date; a GET changes nothing on a SOAP endpoint.
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        connection.request("GET", path, headers={"User-Agent": "cisis-transport doctor"})
-        response = connection.getresponse()
+        try:
+            connection.request("GET", path, headers={"User-Agent": "cisis-transport doctor"})
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as error:
+            raise _AfterHandshake(error) from error
         received = clock()
         return _Answer(
             protocol, cipher, server, response.status, response.getheader("Date"), received
         )
     finally:
         connection.close()
+
+
+class _AfterHandshake(Exception):
+    """The exchange failed once our side of the handshake was done: in TLS 1.3 that is where
+    a server refusing our certificate says so (or just hangs up)."""
+
+    def __init__(self, cause: OSError | http.client.HTTPException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _failure_after_handshake(
+    name: str,
+    where: str,
+    cause: OSError | http.client.HTTPException,
+    credential: Credential,
+    settings: TLSSettings,
+) -> Check:
+    if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_REFUSED:
+        return _handshake_failure(name, where, cause, credential, settings)
+    if isinstance(cause, TimeoutError):
+        return Check(
+            name,
+            Status.FAIL,
+            f"no HTTP answer from {where} within {settings.read_timeout:g} s after the handshake",
+            _NETWORK_FIX,
+        )
+    # An EOF or a reset right after a completed handshake, before any HTTP answer: a TLS 1.3
+    # server whose refusal alert was lost when it closed the connection.
+    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+    return Check(
+        name,
+        Status.FAIL,
+        f"{where} hung up right after the handshake ({reason}): most likely it refused our "
+        f"client certificate {credential.dn} issued by {credential.issuer_dn}",
+        _client_fix(credential),
+    )
 
 
 def _verification_failure(
