@@ -323,3 +323,31 @@ def test_traces_and_progress(stubs: Stubs, tmp_path: Path) -> None:
     assert any(name.endswith("PRPA_IN201311UV02-response.xml") for name in names)
     raw = (tracer.directory / submit_mime).read_bytes()
     assert content in raw
+
+
+def test_a_200_mb_document_comes_back_byte_exact(indirect: DmpClient, tmp_path: Path) -> None:
+    """Sent from its file and received into a directory: streamed both ways (the client's peak
+    memory during this transfer is measured by benchmarks/dmp_transfer.py)."""
+    patient = opened(indirect)
+    source = tmp_path / "large.bin"
+    sent_digest = hashlib.sha256()
+    with source.open("wb") as handle:
+        for number in range(200):
+            block = hashlib.shake_256(number.to_bytes(2, "big")).digest(1024 * 1024)
+            sent_digest.update(block)
+            handle.write(block)
+    large = indirect.document(patient, source, title="large", mime_type="application/pdf")
+    submitted = indirect.submit([large])
+    assert submitted.entries[0].size == 200 * 1024 * 1024
+
+    received = tmp_path / "received"
+    received.mkdir()
+    (found,) = indirect.find_documents(patient).documents
+    (document,) = indirect.retrieve(patient, [found], directory=received).documents
+    assert document.path is not None and document.data is None
+    assert document.size == source.stat().st_size
+    received_digest = hashlib.sha256()
+    with document.path.open("rb") as handle:
+        while block := handle.read(1024 * 1024):
+            received_digest.update(block)
+    assert received_digest.hexdigest() == sent_digest.hexdigest()
