@@ -444,7 +444,9 @@ def provide_and_register_request(
         )
         objects.append(association_element(member, ids))
         if document.signs:
-            signs = Association(SIGNS, f"Document{number:02d}", "SubmissionSet01")
+            # The official TD2.1 capture and ANS's DRIMBox both mark the signs association
+            # Original too, as a HasMember one.
+            signs = Association(SIGNS, member.target, member.source, member.slots)
             objects.append(association_element(signs, ids))
     for number, document in enumerate(documents, 1):
         holder = etree.SubElement(root, _q(XDSB_NS, "Document"), id=f"Document{number:02d}")
