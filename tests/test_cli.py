@@ -52,37 +52,6 @@ def profile_file(pki, tmp_path, monkeypatch) -> Path:
     return path
 
 
-def test_smoke_without_configuration_passes(capsys):
-    assert main(["smoke"]) == 0
-    out = capsys.readouterr().out
-    assert "0 failed" in out
-    assert "refused as the DMP does: Sender/DMPInvalidCertificate" in out
-
-
-def test_smoke_json_reports_every_step(capsys, tmp_path):
-    assert main(["smoke", "--json", "--trace", str(tmp_path / "trace")]) == 0
-    report = json.loads(capsys.readouterr().out)
-    names = [step["name"] for step in report["steps"]]
-    assert "call over mutual TLS (DIRECTE)" in names
-    assert "call over mutual TLS (INDIRECTE_RENFORCEE)" in names
-    assert all(step["ok"] for step in report["steps"])
-    assert report["summary"] == {"passed": len(names), "failed": 0}
-    traces = sorted(path.name for path in (tmp_path / "trace").iterdir())
-    assert "001-echo-request.xml" in traces and "001-echo-response.xml" in traces
-
-
-def test_smoke_with_a_profile_checks_its_credentials(profile_file, capsys):
-    assert main(["smoke", "--profile", str(profile_file)]) == 0
-    assert "CN=CABINET MEDICAL EXEMPLE" in capsys.readouterr().out
-
-
-def test_smoke_fails_and_names_the_step(profile_file, monkeypatch, capsys):
-    monkeypatch.delenv("TEST_P12_PASSWORD")
-    assert main(["smoke", "--profile", str(profile_file)]) == 1
-    out = capsys.readouterr().out
-    assert "credentials" in out and "FAILED" in out and "TEST_P12_PASSWORD" in out
-
-
 def test_vihf_build_then_verify(profile_file, pki, tmp_path, capsys):
     out = tmp_path / "vihf.xml"
     code = main(

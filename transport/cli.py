@@ -34,10 +34,11 @@ from .errors import CisisError, SignatureError, UsageError
 from .services.insi import Ins, InsiClient, SearchOutcome
 from .services.insi_batch import run_batch
 from .services.tlsi import AccessMode, TeleservicesClient
+from .smoke import Status as StepStatus
 from .smoke import run
 from .stubs.app import SERVICES, Stubs, service_path
 from .trace import Tracer
-from .vihf import INS_NIR_OID, AuthMode, Patient, sign_vihf, verify_vihf
+from .vihf import INS_NIR_OID, INS_TEST_OID, AuthMode, Patient, sign_vihf, validate_ins, verify_vihf
 from .xmlparse import parse_xml
 from .xmlsig import VerifySettings
 
@@ -55,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--profile", type=Path, help="profile (TOML); default: bundled stubs")
     smoke.add_argument("--json", action="store_true", help="one JSON document on stdout")
     smoke.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange to DIR")
+    smoke.add_argument(
+        "--only", action="append", default=[], metavar="ID", help="run only these steps (prefix)"
+    )
+    smoke.add_argument(
+        "--skip", action="append", default=[], metavar="ID", help="skip these steps (prefix)"
+    )
+    smoke.add_argument(
+        "--allow-writes", action="store_true", help="with --profile: run the steps that write"
+    )
+    smoke.add_argument("--ins", help="with --profile: the test patient's INS")
+    smoke.add_argument("--ins-oid", default=INS_TEST_OID, help="its authority OID (test INS)")
 
     stub = commands.add_parser("stub", help="serve the DMP and téléservices stubs until Ctrl-C")
     stub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -153,20 +165,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
+    patient = None
+    if args.ins:
+        patient = Patient(args.ins.replace(" ", ""), args.ins_oid)
+        validate_ins(patient)
+    steps = run(
+        args.profile,
+        args.trace,
+        only=_ids(args.only),
+        skip=_ids(args.skip),
+        allow_writes=args.allow_writes,
+        patient=patient,
+    )
     results = []
-    for result in run(args.profile, args.trace):
+    for result in steps:
         results.append(result)
         if not args.json:
-            status = "ok" if result.ok else "FAILED"
-            print(f"{result.name:<52} {status:<6} {result.duration_ms:9.1f} ms  {result.detail}")
+            label = {
+                StepStatus.OK: "ok",
+                StepStatus.FAILED: "FAILED",
+                StepStatus.SKIPPED: "skipped",
+            }
+            print(
+                f"{result.name:<62} {label[result.status]:<7} {result.duration_ms:8.1f} ms"
+                f"  {result.detail}"
+            )
             sys.stdout.flush()
-    failed = [result for result in results if not result.ok]
+    failed = [result for result in results if result.status is StepStatus.FAILED]
+    counts = {status.value: sum(r.status is status for r in results) for status in StepStatus}
     if args.json:
-        summary = {"passed": len(results) - len(failed), "failed": len(failed)}
-        print(json.dumps({"steps": [asdict(r) for r in results], "summary": summary}, indent=2))
+        steps_json = [{**asdict(r), "status": r.status.value} for r in results]
+        print(json.dumps({"steps": steps_json, "summary": counts}, indent=2, ensure_ascii=False))
     else:
-        print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 0 if results and not failed else 1
+        print(f"\n{counts['ok']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+        for result in failed:
+            print(f"failed: {result.name}: {result.detail}")
+    return 0 if counts["ok"] and not failed else 1
+
+
+def _ids(values: Sequence[str]) -> tuple[str, ...]:
+    """Step ids given repeated or comma-separated."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
 def _stub(args: argparse.Namespace) -> int:

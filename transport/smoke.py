@@ -1,185 +1,453 @@
-"""The smoke scenario: every step that exists, run in order, each timed and reported on one line.
+"""The smoke scenario: every supported transaction, run in order, each timed and reported on one
+line.
 
-Without a profile it needs nothing: a fresh example PKI in a temporary directory, the echo stub on a
-free loopback port, then, in each authentication mode, credentials, a signed VIHF verified locally,
-a call over mutual TLS that the stub verifies, and the refusal of a VIHF signed with an
-authentication-only key. The service steps (DMP, INSi) join as their facades land.
+Without a profile it needs nothing: a fresh example PKI in a temporary directory, every stub on a
+free loopback port, then INSi searches (CR 00, 01 and 02) and the whole DMP scenario (TD0.2 …
+TD1.4, documents included), in the indirect (ORG certificates, INSi certificate mode) and the
+direct (CPS-like card, INSi card mode) authentication, ending with the refusal of a VIHF signed
+with an authentication-only key. With a profile, the same scenario runs against its endpoints in
+its own mode; steps that write (create, update, authorise, submit, mask, delete, archive, close,
+reactivate) run only when allowed.
+
+Each step has an id (``insi-cr00``, ``td0.2``, ``td2.1``…) that ``only``/``skip`` select by prefix.
+A failed step says what the service answered (fault or DMP code and text) and what to check; the
+scenario goes on, so that one run shows everything that fails.
 """
 
 from __future__ import annotations
 
+import enum
+import itertools
+import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lxml import etree
-
 from . import examplepki
-from .client import build_envelope, raise_for_fault, send
-from .config import Profile, example_profile
-from .credentials import Credential, Purpose, load_pkcs12
+from .config import CredentialSpec, Profile, example_profile, load_profile
+from .credentials import Purpose
 from .errors import CisisError, SoapFault
-from .stubs.echo import EchoService
-from .stubs.server import ServerTLS, StubServer
-from .tls import create_session
+from .services import xds
+from .services.dmp import DmpClient
+from .services.hl7v3 import OPPOSITION_BREAK_GLASS, OPPOSITION_EMERGENCY, Demographics, Observation
+from .services.insi import InsiClient
+from .services.tlsi import AccessMode, TeleservicesClient
+from .stubs.app import Stubs
 from .trace import Tracer
-from .vihf import INS_TEST_OID, AuthMode, Patient, sign_vihf, verify_vihf
-from .xmlparse import parse_xml
-from .xmlsig import VerifySettings
+from .vihf import INS_TEST_OID, AuthMode, Patient
 
 TEST_PATIENT = Patient("279035121518989", INS_TEST_OID)
 """A well-formed test INS (test authority OID): never a real person's."""
 
-ECHO_NS = "urn:cisis-transport:echo"
+SMOKE_PERSON = Demographics(
+    "SMOKETEST", ("ALICE", "MARIE"), sex="F", birth_date="19790328", prefix="Mme"
+)
+"""The fictitious patient the scenario creates a DMP for."""
+
+INSI_CASES = (
+    ("insi-cr00", "00", ("NESSI", ("NATHALIE",), "F", "1977-07-14", "75115")),
+    ("insi-cr01", "01", ("SMOKETEST-INCONNU", ("PERSONNE",), "M", "1990-01-01", None)),
+    ("insi-cr02", "02", ("DE VINCI", ("LEONARDO",), "M", "2014-02-01", None)),
+)
+"""INSi searches and the CR each must give: the CNDA test persons the stub serves (and the
+qualification service knows), and a person nobody has."""
+
+CDA_DOCUMENT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    b'<ClinicalDocument xmlns="urn:hl7-org:v3">\r\n'
+    b"  <title>Compte rendu de consultation (test)</title>\r\n"
+    b"  <component><nonXMLBody><text>Test de bout en bout</text></nonXMLBody></component>\r\n"
+    b"</ClinicalDocument>\r\n"
+)
+BINARY_DOCUMENT = b"%PDF-1.4\n%" + bytes(range(256)) * 8 + b"\n%%EOF\r\n"
+
+
+class Status(enum.StrEnum):
+    """How a step ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One step of a run: ``duration_ms`` in milliseconds, ``detail`` one line for a person."""
+    """One step of a run: ``id`` selects it, ``duration_ms`` in milliseconds, ``detail`` one line
+    for a person (for a failure: what the service answered and what to check)."""
 
+    id: str
     name: str
-    ok: bool
+    status: Status
     duration_ms: float
     detail: str
 
+    @property
+    def ok(self) -> bool:
+        """Whether the step did not fail (passed or skipped)."""
+        return self.status is not Status.FAILED
 
-def run_step(name: str, action: Callable[[], str]) -> StepResult:
-    """Run one step, turning any library error into a failed result with its message."""
+
+class Skip(Exception):
+    """Raised by a step that has nothing to do (its ``args[0]`` says why)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step to run: ``action`` returns its one-line detail; ``writes`` changes the service."""
+
+    id: str
+    name: str
+    action: Callable[[], str]
+    writes: bool = False
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which steps run: ids starting with one of ``only`` (all when empty), none starting with
+    one of ``skip``; writing steps against a profile only with ``allow_writes``."""
+
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    allow_writes: bool = True
+
+    def wants(self, step_id: str) -> bool:
+        """Whether ``step_id`` is selected."""
+        key = step_id.lower()
+        if self.only and not any(key.startswith(item.lower()) for item in self.only):
+            return False
+        return not any(key.startswith(item.lower()) for item in self.skip)
+
+
+def run_step(step: Step, selection: Selection = Selection()) -> StepResult:
+    """Run one step, turning any error into a failed result with its message."""
+    if step.writes and not selection.allow_writes:
+        return StepResult(step.id, step.name, Status.SKIPPED, 0.0, "writes: pass --allow-writes")
     started = time.perf_counter()
     try:
-        detail = action()
-        ok = True
+        detail, status = step.action(), Status.OK
+    except Skip as reason:
+        detail, status = str(reason), Status.SKIPPED
     except CisisError as error:
-        detail, ok = str(error), False
+        detail, status = _failure(error), Status.FAILED
     except Exception as error:  # a smoke run reports every failure instead of stopping
-        detail, ok = f"{type(error).__name__}: {error}", False
-    return StepResult(name, ok, (time.perf_counter() - started) * 1000, detail)
+        detail, status = f"{type(error).__name__}: {error}", Status.FAILED
+    return StepResult(step.id, step.name, status, (time.perf_counter() - started) * 1000, detail)
 
 
-def run(profile_path: Path | None = None, trace: Path | None = None) -> Iterator[StepResult]:
-    """Run the scenario, yielding each step's result as soon as it is known."""
+def _failure(error: CisisError) -> str:
+    text = str(error)
+    if isinstance(error, SoapFault) and not error.hint:
+        text += " (check the VIHF identity, the certificates and the service's fault text)"
+    return text
+
+
+def run(
+    profile_path: Path | None = None,
+    trace: Path | None = None,
+    *,
+    only: Sequence[str] = (),
+    skip: Sequence[str] = (),
+    allow_writes: bool = False,
+    patient: Patient | None = None,
+) -> Iterator[StepResult]:
+    """Run the scenario, yielding each step's result as soon as it is known.
+
+    Without ``profile_path``: against the bundled stubs (writes allowed, a fresh patient per
+    mode). With it: against the profile's endpoints as ``patient`` (default
+    :data:`TEST_PATIENT`), writing only with ``allow_writes``.
+    """
+    tracer = Tracer(trace) if trace is not None else None
     if profile_path is not None:
-        from .config import load_profile
-
+        selection = Selection(tuple(only), tuple(skip), allow_writes)
         profile = load_profile(profile_path)
-        yield from _profile_steps(profile)
+        yield from _scenario(profile, selection, tracer, patient or TEST_PATIENT)
         return
+    selection = Selection(tuple(only), tuple(skip))
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cisis-smoke-")))
         holder: dict[str, object] = {}
 
         def make_pki() -> str:
-            pki = examplepki.generate(directory / "pki")
-            holder["pki"] = pki
-            return f"fresh example PKI in {pki.directory}"
+            holder["pki"] = examplepki.generate(directory / "pki")
+            return f"fresh example PKI in {directory / 'pki'}"
 
-        result = run_step("example PKI", make_pki)
-        yield result
-        if not result.ok:
-            return
-        pki = holder["pki"]
-        assert isinstance(pki, examplepki.ExamplePKI)
-        server = StubServer(
-            EchoService(VerifySettings(pki.ca_bundle)),
-            ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle),
+        def start_stubs() -> str:
+            pki = holder["pki"]
+            assert isinstance(pki, examplepki.ExamplePKI)
+            holder["stubs"] = stack.enter_context(Stubs(pki=pki, data_dir=directory / "state"))
+            return f"DMP and téléservices stubs on {holder['stubs'].url}"  # type: ignore[attr-defined]
+
+        for step in (Step("pki", "example PKI", make_pki), Step("stubs", "stubs", start_stubs)):
+            result = run_step(step)
+            yield result
+            if not result.ok:
+                return
+        stubs = holder["stubs"]
+        assert isinstance(stubs, Stubs)
+        endpoints = {"dmp": stubs.dmp_base_url, "tlsi": stubs.teleservices_url}
+        for mode in (AuthMode.INDIRECTE, AuthMode.DIRECTE):
+            profile = example_profile(stubs.pki, mode, endpoints)
+            insi = CredentialSpec(pkcs12=stubs.pki.p12("insi-auto"), password=stubs.pki.password)
+            profile = replace(profile, insi_credential=insi)
+            yield from _scenario(profile, selection, tracer, _fresh_patient())
+        refusal = Step(
+            "refusal",
+            "refusal: VIHF signed with an authentication-only key",
+            lambda: _auth_key_refused(example_profile(stubs.pki, endpoints=endpoints), tracer),
         )
-        stack.enter_context(server)
-        tracer = Tracer(trace) if trace is not None else None
-        for mode in AuthMode:
-            profile = example_profile(pki, mode, {"echo": f"{server.url}/echo"})
-            yield from _mode_steps(profile, mode, tracer)
-        yield run_step(
-            "refusal: VIHF signed with an authentication key",
-            lambda: _auth_key_refused(pki, server.url, tracer),
-        )
+        if selection.wants(refusal.id):
+            yield run_step(refusal)
 
 
-def _credentials_step(
-    name: str, profile: Profile, holder: dict[str, Credential], label: Callable[[Credential], str]
-) -> StepResult:
-    def load() -> str:
-        holder["tls"] = profile.tls_credential.load(Purpose.TLS_CLIENT)
-        holder["signature"] = profile.signature_credential.load(Purpose.SIGNATURE)
-        return f"TLS {label(holder['tls'])}; signature {label(holder['signature'])}"
-
-    return run_step(name, load)
+_serial = itertools.count(1)
 
 
-def _profile_steps(profile: Profile) -> Iterator[StepResult]:
-    holder: dict[str, Credential] = {}
-    result = _credentials_step("credentials", profile, holder, lambda c: c.dn)
-    yield result
-    if result.ok:
-        yield run_step("vihf", lambda: _vihf(profile, holder["signature"]))
+def _fresh_patient() -> Patient:
+    """A new well-formed INS under the test authority, different in every run and mode."""
+    body = f"2790399{secrets.randbelow(10**5):05d}{next(_serial) % 10}"
+    return Patient(f"{body}{97 - int(body) % 97:02d}", INS_TEST_OID)
 
 
-def _mode_steps(profile: Profile, mode: AuthMode, tracer: Tracer | None) -> Iterator[StepResult]:
-    holder: dict[str, Credential] = {}
-    result = _credentials_step(
-        f"credentials ({mode})", profile, holder, lambda c: c.common_name or c.dn
-    )
-    yield result
-    if not result.ok:
-        return
-    yield run_step(f"vihf sign and verify ({mode})", lambda: _vihf(profile, holder["signature"]))
-    yield run_step(
-        f"call over mutual TLS ({mode})",
-        lambda: _echo(profile, holder["tls"], holder["signature"], tracer),
-    )
-
-
-def _vihf(profile: Profile, signature: Credential) -> str:
-    vihf = profile.identity.with_patient(TEST_PATIENT)
-    assertion = sign_vihf(vihf, signature.signer, options=profile.vihf_options)
-    verified = verify_vihf(assertion, VerifySettings(profile.ca_bundle))
-    return f"{verified.vihf.mode} assertion {verified.assertion_id} signed by {verified.signer_dn}"
-
-
-def _echo(profile: Profile, tls: Credential, signature: Credential, tracer: Tracer | None) -> str:
-    assertion = sign_vihf(profile.identity.with_patient(TEST_PATIENT), signature.signer)
-    answer = _call(profile, tls, assertion, tracer, "echo")
-    text = answer.findtext(f".//{{{ECHO_NS}}}message")
-    if text != "ping":
-        raise AssertionError(f"the stub echoed {text!r} instead of 'ping'")
-    return "the stub verified the VIHF and echoed the request"
-
-
-def _call(
-    profile: Profile,
-    tls: Credential,
-    assertion: etree._Element,
-    tracer: Tracer | None,
-    operation: str,
-) -> etree._Element:
-    url = profile.endpoint("echo")
-    payload = etree.Element(f"{{{ECHO_NS}}}Echo", nsmap={None: ECHO_NS})
-    etree.SubElement(payload, f"{{{ECHO_NS}}}message").text = "ping"
-    envelope = build_envelope(f"{ECHO_NS}:Echo", url, payload, assertions=[assertion])
-    body = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-    prefix = tracer.next_prefix(operation) if tracer else None
-    if tracer and prefix:
-        tracer.write(prefix, "request", body)
-    headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ECHO_NS}:Echo"'}
-    with create_session(tls, profile.tls_settings()) as session:
-        response = send(session, url, body, headers)
-    if tracer and prefix:
-        tracer.write(prefix, "response", response.content)
-    return raise_for_fault(parse_xml(response.content))
-
-
-def _auth_key_refused(pki: examplepki.ExamplePKI, url: str, tracer: Tracer | None) -> str:
-    profile = example_profile(pki, AuthMode.INDIRECTE, {"echo": f"{url}/echo"})
-    tls = profile.tls_credential.load(Purpose.TLS_CLIENT)
-    # The authentication key signs on purpose: the point is to watch the service refuse it.
-    auth_only = load_pkcs12(pki.p12("org-auth"), pki.password)
-    assertion = sign_vihf(profile.identity.with_patient(TEST_PATIENT), auth_only.signer)
+def _scenario(
+    profile: Profile, selection: Selection, tracer: Tracer | None, patient: Patient
+) -> Iterator[StepResult]:
+    mode = profile.identity.mode
+    tag = f" [{mode}]"
+    insi = _InsiSteps(profile, tracer)
+    for step in insi.steps():
+        if selection.wants(step.id):
+            yield run_step(replace(step, name=step.name + tag), selection)
+    dmp = _DmpSteps(profile, tracer, patient)
     try:
-        _call(profile, tls, assertion, tracer, "echo-refused")
-    except SoapFault as fault:
-        if fault.subcode != "DMPInvalidCertificate":
-            raise
-        return f"refused as the DMP does: {fault.code}/{fault.subcode}"
+        for step in dmp.steps():
+            if selection.wants(step.id):
+                yield run_step(replace(step, name=step.name + tag), selection)
+    finally:
+        dmp.close()
+
+
+@dataclass
+class _InsiSteps:
+    """INSi searches by traits in the profile's access mode (card in direct mode)."""
+
+    profile: Profile
+    tracer: Tracer | None
+    client: InsiClient | None = None
+
+    def steps(self) -> list[Step]:
+        return [
+            Step(case_id, f"INSi search by traits, expecting CR {code}", self._search(code, query))
+            for case_id, code, query in INSI_CASES
+        ]
+
+    def _search(self, expected: str, query: tuple) -> Callable[[], str]:
+        def action() -> str:
+            outcome = self._client().search_by_traits(*query)
+            if outcome.code != expected:
+                raise AssertionError(f"CR {outcome.code} {outcome.label}, expected CR {expected}")
+            found = f": INS …{outcome.active.value[-4:]}" if outcome.active else ""
+            return f"CR {outcome.code} {outcome.label} in {len(outcome.searches)} call(s){found}"
+
+        return action
+
+    def _client(self) -> InsiClient:
+        if "tlsi" not in self.profile.endpoints:
+            raise Skip("no `tlsi` endpoint in the profile")
+        if self.client is None:
+            mode = (
+                AccessMode.CARD
+                if self.profile.identity.mode is AuthMode.DIRECTE
+                else AccessMode.CERTIFICATE
+            )
+            self.client = InsiClient(
+                TeleservicesClient.from_profile(self.profile, mode, tracer=self.tracer)
+            )
+        return self.client
+
+
+@dataclass
+class _DmpSteps:
+    """The DMP scenario for one patient, each step using what the previous ones left."""
+
+    profile: Profile
+    tracer: Tracer | None
+    patient: Patient
+    client: DmpClient | None = None
+    submitted: dict[str, tuple[xds.DocumentEntry, bytes]] = field(default_factory=dict)
+    found: tuple[xds.DocumentEntry, ...] = ()
+
+    def steps(self) -> list[Step]:
+        return [
+            Step("td0.2-unknown", "TD0.2 test existence (a patient with no DMP)", self.unknown),
+            Step("td1.1", "TD1.1 create the DMP", self.create, writes=True),
+            Step("td0.2", "TD0.2 test existence and my authorisation", self.exists),
+            Step("td1.3a", "TD1.3a read the administrative data", self.consult),
+            Step("td1.3b", "TD1.3b update the administrative data", self.update, writes=True),
+            Step("td0.3", "TD0.3 set my authorisation", self.authorise, writes=True),
+            Step("td1.6", "TD1.6 list the authorised professionals", self.authorisations),
+            Step("td0.4", "TD0.4 list the DMPs I am authorised on", self.patients),
+            Step("td2.1", "TD2.1 submit a CDA and a binary document", self.submit, writes=True),
+            Step("td3.1", "TD3.1 search the documents", self.search),
+            Step("td3.2", "TD3.2 retrieve the documents, bytes compared", self.retrieve),
+            Step("td3.3a", "TD3.3a mask a document from professionals", self.mask, writes=True),
+            Step("td3.3c", "TD3.3c delete a document", self.delete, writes=True),
+            Step("td3.3d", "TD3.3d archive a document", self.archive, writes=True),
+            Step("td1.4", "TD1.4 close the DMP", self.close_dmp, writes=True),
+            Step("td1.2", "TD1.2 reactivate the DMP", self.reactivate, writes=True),
+        ]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def _client(self) -> DmpClient:
+        if self.client is None:
+            self.client = DmpClient.from_profile(self.profile, tracer=self.tracer)
+        return self.client
+
+    def unknown(self) -> str:
+        found = self._client().exists(_fresh_patient())
+        if found.exists:
+            raise AssertionError("a freshly made INS has a DMP")
+        return "no DMP, as expected"
+
+    def create(self) -> str:
+        oppositions = (
+            Observation(OPPOSITION_BREAK_GLASS, False),
+            Observation(OPPOSITION_EMERGENCY, False),
+        )
+        record = self._client().create(self.patient, SMOKE_PERSON, oppositions=oppositions)
+        return f"DMP {'open' if record.active else 'closed'} for {_masked(self.patient)}"
+
+    def exists(self) -> str:
+        found = self._client().exists(self.patient)
+        if not found.exists:
+            raise AssertionError(
+                f"no DMP for {_masked(self.patient)}: create it (step td1.1, --allow-writes) or"
+                " name with --ins a test patient who has one"
+            )
+        state = "open" if found.active else "closed"
+        return f"DMP {state}; my authorisation {found.authorisation}"
+
+    def consult(self) -> str:
+        record = self._client().consult(self.patient)
+        person = record.demographics
+        oppositions = sum(1 for item in record.observations if item.value)
+        given = len(person.given) if person else 0
+        return f"administrative data read ({given} given name(s), {oppositions} opposition(s))"
+
+    def update(self) -> str:
+        changed = replace(SMOKE_PERSON, prefix="Mme", given=(*SMOKE_PERSON.given, "JEANNE"))
+        self._client().update(self.patient, changed)
+        person = self._client().consult(self.patient).demographics
+        if person is None or person.given != changed.given:
+            raise AssertionError("the update does not show in TD1.3a")
+        return "given names updated, read back by TD1.3a"
+
+    def authorise(self) -> str:
+        outcome = self._client().set_authorization(self.patient)
+        return outcome.status + (f": {outcome.context}" if outcome.context else "")
+
+    def authorisations(self) -> str:
+        found = self._client().list_authorizations(self.patient)
+        return f"{len(found.entries)} professional(s) listed"
+
+    def patients(self) -> str:
+        found = self._client().list_patients()
+        mine = any(item.patient == self.patient for item in found.patients)
+        return f"{len(found.patients)} DMP(s)" + (", this patient's among them" if mine else "")
+
+    def submit(self) -> str:
+        client = self._client()
+        documents = [
+            client.document(self.patient, CDA_DOCUMENT, title="CR test", mime_type="text/xml"),
+            client.document(
+                self.patient, BINARY_DOCUMENT, title="PDF test", mime_type="application/pdf"
+            ),
+        ]
+        submitted = client.submit(documents)
+        for entry, item in zip(submitted.entries, documents, strict=True):
+            assert isinstance(item.content, bytes)
+            self.submitted[entry.unique_id] = (entry, item.content)
+        warnings = f", {len(submitted.warnings)} warning(s)" if submitted.warnings else ""
+        return f"{len(documents)} documents and the signed set's signature{warnings}"
+
+    def search(self) -> str:
+        found = self._client().find_documents(self.patient, page_size=50)
+        self.found = found.documents
+        missing = set(self.submitted) - {entry.unique_id for entry in self.found}
+        if missing:
+            raise AssertionError(f"{len(missing)} submitted document(s) not found")
+        return f"{len(found.documents)} document(s), {len(found.entries)} entries in all"
+
+    def retrieve(self) -> str:
+        wanted = [entry for entry in self.found if entry.unique_id in self.submitted] or list(
+            self.found[:2]
+        )
+        if not wanted:
+            raise Skip("no document to retrieve")
+        retrieved = self._client().retrieve(self.patient, wanted)
+        compared = 0
+        for document in retrieved.documents:
+            sent = self.submitted.get(document.document_unique_id)
+            if sent is not None:
+                if document.read_bytes() != sent[1]:
+                    raise AssertionError(f"document {document.document_unique_id} differs")
+                compared += 1
+        size = sum(document.size for document in retrieved.documents)
+        return f"{len(retrieved.documents)} document(s), {size} bytes, {compared} compared exactly"
+
+    def _ours(self, mime_type: str) -> xds.DocumentEntry:
+        for unique_id, (entry, _) in self.submitted.items():
+            if entry.mime_type == mime_type:
+                found = self._client().get_documents(self.patient, unique_ids=[unique_id])
+                return found.by_unique_id(unique_id)
+        raise Skip("no document submitted by this run")
+
+    def mask(self) -> str:
+        self._client().mask(self._ours("text/xml"))
+        return "the CDA document is masked from other professionals"
+
+    def delete(self) -> str:
+        self._client().delete(self._ours("application/pdf"))
+        return "the binary document is deleted"
+
+    def archive(self) -> str:
+        self._client().archive(self._ours("text/xml"))
+        return "the CDA document is archived"
+
+    def close_dmp(self) -> str:
+        record = self._client().close_dmp(self.patient, SMOKE_PERSON)
+        return "DMP closed" if not record.active else "DMP still open"
+
+    def reactivate(self) -> str:
+        record = self._client().reactivate(self.patient, SMOKE_PERSON)
+        return "DMP reactivated" if record.active else "DMP still closed"
+
+
+def _masked(patient: Patient) -> str:
+    """An INS as logs may show it: the last four characters only."""
+    return f"INS …{patient.ins[-4:]}"
+
+
+def _auth_key_refused(profile: Profile, tracer: Tracer | None) -> str:
+    # The authentication key signs on purpose: the point is to watch the service refuse it.
+    signature = profile.tls_credential.load(Purpose.TLS_CLIENT)
+    with DmpClient(
+        profile.endpoint("dmp"),
+        identity=profile.identity,
+        signature=signature,
+        tls_credential=signature,
+        tls_settings=profile.tls_settings(),
+        tracer=tracer,
+    ) as client:
+        try:
+            client.exists(TEST_PATIENT)
+        except SoapFault as fault:
+            if fault.subcode != "DMPInvalidCertificate":
+                raise
+            return f"refused as the DMP does: {fault.code}/{fault.subcode}"
     raise AssertionError("the stub accepted a VIHF signed with an authentication-only key")
