@@ -147,19 +147,42 @@ def load_pkcs11(
     Every failure is a CredentialError saying what to do.
     """
     library = _library(str(module))
-    token = _token(library, str(module), token_label, slot)
-    source = f"pkcs11:token={token.label}"
-    key_name = key_label or (key_id.hex() if key_id is not None else None)
-    entry, key = _open_key(library, token, source, key_label, key_id, purpose, pin, pin_env)
-    label = str(key.label or key_name or "")
-    source = f"{source};object={label}" if label else source
-    certificate = _certificate(entry.session, key, source)
-    _check_key_matches(key, certificate, source)
-    serial = _serial_key(str(module), token)
-    signer = Pkcs11Signer(certificate, source, key, entry, lambda: _forget(serial, entry))
-    chain = tuple(_issuers(entry.session, certificate))
-    credential = Credential(source, certificate, chain, signer)
+    pkcs11 = _pkcs11()
+    source = str(module)
+    try:
+        token = _token(library, source, token_label, slot)
+        source = f"pkcs11:token={token.label}"
+        credential = _load(library, token, source, key_label, key_id, purpose, pin, pin_env)
+    except _gone_errors() as error:
+        raise CredentialError(
+            source, f"the card was removed ({type(error).__name__})", hint=_REINSERT_HINT
+        ) from None
+    except pkcs11.PKCS11Error as error:
+        raise CredentialError(
+            source, f"the token failed ({type(error).__name__}: {error})"
+        ) from None
     return credential.check(purpose, now=now) if purpose is not None else credential
+
+
+def _load(
+    library: Any,
+    token: Any,
+    source: str,
+    key_label: str | None,
+    key_id: bytes | None,
+    purpose: Purpose | None,
+    pin: str | None,
+    pin_env: str | None,
+) -> Credential:
+    entry, key = _open_key(library, token, source, key_label, key_id, purpose, pin, pin_env)
+    with entry.lock:  # the session may already serve another credential's signatures
+        source = f"{source};object={key.label or bytes(key.id).hex()}"
+        certificate = _certificate(entry.session, key, source)
+        _check_key_matches(key, certificate, source)
+        chain = tuple(_issuers(entry.session, certificate))
+    serial = _serial_key(library.so, token)
+    signer = Pkcs11Signer(certificate, source, key, entry, lambda: _forget(serial, entry))
+    return Credential(source, certificate, chain, signer)
 
 
 def close_sessions() -> None:
