@@ -19,7 +19,9 @@ from .errors import (
     CisisError,
     ConfigurationError,
     CredentialError,
+    DmpError,
     FaultDetail,
+    IntegrityError,
     MtomError,
     ServiceError,
     SignatureError,
@@ -29,7 +31,9 @@ from .errors import (
     UsageError,
     ValidationError,
     VihfValidationError,
+    XdsError,
 )
+from .services.dmp import DmpClient, Document
 from .tls import DMP_CIPHERS, TLSSettings, create_context, create_session
 from .trace import Tracer
 from .vihf import (
@@ -60,8 +64,12 @@ __all__ = [
     "Credential",
     "CredentialError",
     "CredentialSpec",
+    "DmpClient",
+    "DmpError",
+    "Document",
     "FaultDetail",
     "Flavour",
+    "IntegrityError",
     "Lps",
     "MtomError",
     "Patient",
@@ -84,6 +92,7 @@ __all__ = [
     "Vihf",
     "VihfOptions",
     "VihfValidationError",
+    "XdsError",
     "build_assertion",
     "build_envelope",
     "create_context",
