@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
@@ -242,52 +241,6 @@ def test_document_survives_a_restart(pki, tmp_path):
     with Stubs(pki=pki, data_dir=data, services=["registry", "repository"]) as second:
         _, contents = retrieve(Caller(second), metadata.unique_id)
     assert contents == {metadata.unique_id: content}
-
-
-def signature_document(*documents: tuple[DocumentEntry, bytes]) -> bytes:
-    """An IHE DSG-shaped manifest over the documents (the XAdES signing itself is the client's)."""
-    ds = "http://www.w3.org/2000/09/xmldsig#"
-    signature = etree.Element(f"{{{ds}}}Signature", nsmap={"ds": ds})
-    manifest = etree.SubElement(etree.SubElement(signature, f"{{{ds}}}Object"), f"{{{ds}}}Manifest")
-    for metadata, content in documents:
-        reference = etree.SubElement(
-            manifest, f"{{{ds}}}Reference", URI=f"urn:oid:{metadata.unique_id}"
-        )
-        etree.SubElement(
-            reference, f"{{{ds}}}DigestMethod", Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"
-        )
-        etree.SubElement(reference, f"{{{ds}}}DigestValue").text = base64.b64encode(
-            hashlib.sha256(content).digest()
-        ).decode()
-    return etree.tostring(signature)
-
-
-def test_submission_with_its_signature_document(caller):
-    cda = b"<ClinicalDocument xmlns='urn:hl7-org:v3'/>"
-    document = entry(cda, mime_type="text/xml")
-    signature = signature_document((document, cda))
-    signature_entry = entry(
-        signature,
-        mime_type="text/xml",
-        format_code=Coded("http://www.w3.org/2000/09/xmldsig#", "URN", "Default Signature Style"),
-    )
-    result = submit(caller, (document, cda), (signature_entry, signature), signs=1)
-    assert result.ok and result.errors == ()
-    assert {found.unique_id for found in find(caller).entries} == {
-        document.unique_id,
-        signature_entry.unique_id,
-    }
-
-
-def test_signature_document_with_a_wrong_digest_is_a_warning(caller):
-    cda = b"<ClinicalDocument xmlns='urn:hl7-org:v3'/>"
-    document = entry(cda)
-    signature = signature_document((document, b"something else"))
-    result = submit(caller, (document, cda), (entry(signature), signature), signs=1)
-    assert result.ok
-    ((code, severity, context),) = [(e.code, e.severity, e.context) for e in result.errors]
-    assert (code, severity) == ("XDSRegistryMetadataError", "Warning")
-    assert document.unique_id in context
 
 
 @pytest.mark.parametrize(

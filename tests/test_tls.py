@@ -363,10 +363,19 @@ def test_ca_bundle_without_certificate_is_a_configuration_error(
         create_context(org_auth, TLSSettings(ca_bundle=empty))
 
 
-def test_credential_without_in_memory_key_is_refused(
+def test_a_key_that_cannot_sign_a_digest_is_refused(
     org_auth: Credential, settings: TLSSettings
 ) -> None:
-    token = Credential("token:slot0", org_auth.certificate, org_auth.chain, org_auth.signer, None)
+    """Not in memory, and only able to sign whole messages: TLS cannot use it (a card key
+    signs digests, see test_pkcs11)."""
+
+    class MessageSigner:
+        certificate = org_auth.certificate
+
+        def sign(self, data: bytes, algorithm: str = "rsa-sha256") -> bytes:
+            return org_auth.signer.sign(data, algorithm)
+
+    token = Credential("token:slot0", org_auth.certificate, org_auth.chain, MessageSigner(), None)
     with pytest.raises(CredentialError) as caught:
         create_context(token, settings)
     assert caught.value.source == "token:slot0"
