@@ -174,17 +174,17 @@ def verify_enveloped(
     signature = _single_signature(standalone)
     identifier = standalone.get(id_attribute)
     _check_reference(signature, identifier, standalone, id_attribute)
-    leaf, intermediates = _embedded_certificates(signature)
-    _check_dates(leaf, now, settings.clock_skew)
-    _check_chain(leaf, intermediates, settings, now)
+    leaf, intermediates = embedded_certificates(signature)
+    check_dates(leaf, now, settings.clock_skew)
+    check_chain(leaf, intermediates, settings, now)
     if settings.require_non_repudiation:
-        _check_signature_usage(leaf)
+        check_signature_usage(leaf)
     config = SignatureConfiguration(
         require_x509=True,
         location="./",
         expect_references=1,
-        signature_methods=_allowed_methods(settings.allow_sha1),
-        digest_algorithms=_allowed_digests(settings.allow_sha1),
+        signature_methods=allowed_methods(settings.allow_sha1),
+        digest_algorithms=allowed_digests(settings.allow_sha1),
     )
     try:
         result = XMLVerifier().verify(
@@ -231,9 +231,10 @@ def _check_reference(
         raise SignatureError("wrapping", f"{id_attribute} {identifier!r} is not unique")
 
 
-def _embedded_certificates(
+def embedded_certificates(
     signature: etree._Element,
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The signer certificate of a ``ds:Signature``'s KeyInfo and the other certificates there."""
     path = f"{{{DSIG_NS}}}KeyInfo/{{{DSIG_NS}}}X509Data/{{{DSIG_NS}}}X509Certificate"
     texts = [node.text or "" for node in signature.findall(path)]
     if not texts:
@@ -245,7 +246,8 @@ def _embedded_certificates(
     return certificates[0], certificates[1:]
 
 
-def _check_dates(certificate: x509.Certificate, now: datetime, skew: timedelta) -> None:
+def check_dates(certificate: x509.Certificate, now: datetime, skew: timedelta) -> None:
+    """SignatureError unless ``certificate`` is valid at ``now`` (give or take ``skew``)."""
     subject = certificate.subject.rfc4514_string()
     if now + skew < certificate.not_valid_before_utc:
         raise SignatureError("not-yet-valid", f"signer certificate {subject} is not yet valid")
@@ -256,12 +258,13 @@ def _check_dates(certificate: x509.Certificate, now: datetime, skew: timedelta) 
         )
 
 
-def _check_chain(
+def check_chain(
     leaf: x509.Certificate,
     intermediates: list[x509.Certificate],
     settings: VerifySettings,
     now: datetime,
 ) -> None:
+    """SignatureError unless ``leaf`` chains, through ``intermediates``, to a trusted anchor."""
     anchors = settings.anchors
     roots = [cert for cert in anchors if cert.subject == cert.issuer]
     untrusted = [*intermediates, *(cert for cert in anchors if cert.subject != cert.issuer)]
@@ -290,7 +293,8 @@ def _within(now: datetime, certificate: x509.Certificate) -> datetime:
     return min(max(now, certificate.not_valid_before_utc), certificate.not_valid_after_utc)
 
 
-def _check_signature_usage(certificate: x509.Certificate) -> None:
+def check_signature_usage(certificate: x509.Certificate) -> None:
+    """SignatureError unless ``certificate`` allows digitalSignature and nonRepudiation."""
     missing = {"digitalSignature", "nonRepudiation"} - certificate_key_usages(certificate)
     if missing:
         raise SignatureError(
@@ -302,14 +306,16 @@ def _check_signature_usage(certificate: x509.Certificate) -> None:
         )
 
 
-def _allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
+def allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
+    """The signature methods a verification accepts (RSA-SHA1 only when allowed)."""
     methods_ = {SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512}
     if allow_sha1:
         methods_.add(SignatureMethod.RSA_SHA1)
     return frozenset(methods_)
 
 
-def _allowed_digests(allow_sha1: bool) -> frozenset[DigestAlgorithm]:
+def allowed_digests(allow_sha1: bool) -> frozenset[DigestAlgorithm]:
+    """The digest algorithms a verification accepts (SHA-1 only when allowed)."""
     digests = {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
     if allow_sha1:
         digests.add(DigestAlgorithm.SHA1)

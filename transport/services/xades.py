@@ -51,12 +51,12 @@ from ..xmlsig import (
     DSIG_NS,
     SignerKey,
     VerifySettings,
-    _allowed_digests,
-    _allowed_methods,
-    _check_chain,
-    _check_dates,
-    _check_signature_usage,
-    _embedded_certificates,
+    allowed_digests,
+    allowed_methods,
+    check_chain,
+    check_dates,
+    check_signature_usage,
+    embedded_certificates,
 )
 from .xds import (
     DMP_CONFIDENTIALITY_SYSTEM,
@@ -376,16 +376,16 @@ def verify_signature(
     except CisisError as error:
         raise SignatureError("malformed", f"unreadable signature document: {error}") from None
     _check_layout(root)
-    leaf, intermediates = _embedded_certificates(root)
-    _check_dates(leaf, now, settings.clock_skew)
-    _check_chain(leaf, intermediates, settings, now)
+    leaf, intermediates = embedded_certificates(root)
+    check_dates(leaf, now, settings.clock_skew)
+    check_chain(leaf, intermediates, settings, now)
     if settings.require_non_repudiation:
-        _check_signature_usage(leaf)
+        check_signature_usage(leaf)
     config = XAdESSignatureConfiguration(
         expect_references=2,
         location="./",
-        signature_methods=_allowed_methods(settings.allow_sha1),
-        digest_algorithms=_allowed_digests(settings.allow_sha1),
+        signature_methods=allowed_methods(settings.allow_sha1),
+        digest_algorithms=allowed_digests(settings.allow_sha1),
         default_reference_c14n_method=CanonicalizationMethod(
             C14N
         ),  # XML-DSig: no Transforms means C14N 1.0
