@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cli import PROFILE
 from transport import examplepki
 from transport.cli import main
 from transport.config import CredentialSpec, example_pki_directory, example_profile
@@ -247,43 +248,15 @@ def test_no_endpoint_is_said_and_nothing_leaks(pki):
 
 # --- the command line ----------------------------------------------------------------------------
 
-PROFILE = """
-[identity]
-mode = "INDIRECTE"
-subject_id = "899700000001"
-user_name = "MEDECIN0001 PAUL"
-structure_id = "499900000001001"
-sector = "SA07"
-roles = [
-  {{ code = "10", system = "1.2.250.1.71.1.2.7", display = "Médecin" }},
-  {{ code = "SM26", system = "1.2.250.1.71.4.2.5", display = "Médecine Générale (SM)" }},
-]
-
-[lps]
-name = "MonLogiciel"
-version = "4.2"
-homologation_id = "HOMOLOGATION-TEST"
-
-[credentials.tls]
-pkcs12 = "{pki}/org-auth.p12"
-password_env = "DOCTOR_P12_PASSWORD"
-
-[credentials.signature]
-pkcs12 = "{pki}/org-sign.p12"
-password_env = "DOCTOR_P12_PASSWORD"
-
-[tls]
-ca_bundle = "{pki}/ca-bundle.pem"
-
-[endpoints]
-dmp = "{url}"
-"""
+_PLACEHOLDER_DMP = "https://127.0.0.1:1/si-dmp-server/v2/services"
 
 
 def profile_file(pki, url: str, tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("DOCTOR_P12_PASSWORD", pki.password)
+    """test_cli's profile, its DMP endpoint ``url``."""
+    monkeypatch.setenv("TEST_P12_PASSWORD", pki.password)
     path = tmp_path / "profile.toml"
-    path.write_text(PROFILE.format(pki=pki.directory, url=url), encoding="utf-8")
+    text = PROFILE.format(pki=pki.directory)
+    path.write_text(text.replace(_PLACEHOLDER_DMP, url), encoding="utf-8")
     return path
 
 

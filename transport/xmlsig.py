@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -174,11 +175,7 @@ def verify_enveloped(
     signature = _single_signature(standalone)
     identifier = standalone.get(id_attribute)
     _check_reference(signature, identifier, standalone, id_attribute)
-    leaf, intermediates = embedded_certificates(signature)
-    check_dates(leaf, now, settings.clock_skew)
-    check_chain(leaf, intermediates, settings, now)
-    if settings.require_non_repudiation:
-        check_signature_usage(leaf)
+    leaf = trusted_signer(signature, settings, now)
     config = SignatureConfiguration(
         require_x509=True,
         location="./",
@@ -186,21 +183,10 @@ def verify_enveloped(
         signature_methods=allowed_methods(settings.allow_sha1),
         digest_algorithms=allowed_digests(settings.allow_sha1),
     )
-    try:
+    with signxml_errors():
         result = XMLVerifier().verify(
             standalone, x509_cert=leaf, id_attribute=id_attribute, expect_config=config
         )
-    except InvalidDigest:
-        raise SignatureError(
-            "invalid-signature", "signed content was altered (digest mismatch)"
-        ) from None
-    except InvalidSignature as error:
-        raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
-    except InvalidCertificate as error:
-        raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
-    except (InvalidInput, etree.DocumentInvalid, ValueError) as error:
-        # signxml lets a schema-invalid ds:Signature and bad base64 through as lxml/ValueError.
-        raise SignatureError("malformed", f"malformed signature: {error}") from None
     assert not isinstance(result, list)
     signed = result.signed_xml
     if signed is None or signed.tag != standalone.tag or signed.get(id_attribute) != identifier:
@@ -229,6 +215,37 @@ def _check_reference(
     holders = [node for node in root.iter() if node.get(id_attribute) == identifier]
     if len(holders) != 1:
         raise SignatureError("wrapping", f"{id_attribute} {identifier!r} is not unique")
+
+
+def trusted_signer(
+    signature: etree._Element, settings: VerifySettings, now: datetime
+) -> x509.Certificate:
+    """The signer certificate a ``ds:Signature`` embeds, once its dates, its chain to a trusted
+    anchor and (when ``settings`` require it) its signature usage are checked."""
+    leaf, intermediates = embedded_certificates(signature)
+    check_dates(leaf, now, settings.clock_skew)
+    check_chain(leaf, intermediates, settings, now)
+    if settings.require_non_repudiation:
+        check_signature_usage(leaf)
+    return leaf
+
+
+@contextmanager
+def signxml_errors() -> Iterator[None]:
+    """Turn what signxml raises while verifying into SignatureError with its reason."""
+    try:
+        yield
+    except InvalidDigest:
+        raise SignatureError(
+            "invalid-signature", "signed content was altered (digest mismatch)"
+        ) from None
+    except InvalidSignature as error:
+        raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
+    except InvalidCertificate as error:
+        raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
+    except (InvalidInput, etree.DocumentInvalid, ValueError) as error:
+        # signxml lets a schema-invalid ds:Signature and bad base64 through as lxml/ValueError.
+        raise SignatureError("malformed", f"malformed signature: {error}") from None
 
 
 def embedded_certificates(

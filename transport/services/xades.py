@@ -33,10 +33,6 @@ from lxml import etree
 from signxml import (
     CanonicalizationMethod,
     DigestAlgorithm,
-    InvalidCertificate,
-    InvalidDigest,
-    InvalidInput,
-    InvalidSignature,
     SignatureMethod,
     methods,
 )
@@ -53,10 +49,8 @@ from ..xmlsig import (
     VerifySettings,
     allowed_digests,
     allowed_methods,
-    check_chain,
-    check_dates,
-    check_signature_usage,
-    embedded_certificates,
+    signxml_errors,
+    trusted_signer,
 )
 from .xds import (
     DMP_CONFIDENTIALITY_SYSTEM,
@@ -376,11 +370,7 @@ def verify_signature(
     except CisisError as error:
         raise SignatureError("malformed", f"unreadable signature document: {error}") from None
     _check_layout(root)
-    leaf, intermediates = embedded_certificates(root)
-    check_dates(leaf, now, settings.clock_skew)
-    check_chain(leaf, intermediates, settings, now)
-    if settings.require_non_repudiation:
-        check_signature_usage(leaf)
+    leaf = trusted_signer(root, settings, now)
     config = XAdESSignatureConfiguration(
         expect_references=2,
         location="./",
@@ -390,18 +380,8 @@ def verify_signature(
             C14N
         ),  # XML-DSig: no Transforms means C14N 1.0
     )
-    try:
+    with signxml_errors():
         results = XAdESVerifier().verify(root, x509_cert=leaf, expect_config=config)
-    except InvalidDigest:
-        raise SignatureError(
-            "invalid-signature", "signed content was altered (digest mismatch)"
-        ) from None
-    except InvalidSignature as error:
-        raise SignatureError("invalid-signature", f"signature does not verify: {error}") from None
-    except InvalidCertificate as error:
-        raise SignatureError("untrusted", f"signer certificate refused: {error}") from None
-    except (InvalidInput, etree.DocumentInvalid, ValueError) as error:
-        raise SignatureError("malformed", f"malformed signature: {error}") from None
     return _verified(root, leaf, results)
 
 
