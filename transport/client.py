@@ -28,6 +28,7 @@ from .addressing import Flavour
 from .errors import FaultDetail, SoapFault, TLSError, TransportError
 from .trace import Tracer
 from .wsse import apply_security
+from .xmlparse import XMLSecurityError, parse_xml
 
 WSDL_DIRECTORY = Path(__file__).parent / "wsdl"
 """Where the project's own WSDL/XSD are installed (``wsdl/`` at the top of a source checkout)."""
@@ -321,3 +322,33 @@ def raise_for_fault(envelope: etree._Element) -> etree._Element:
         subcodes=tuple(subcodes),
         details=fault_details(fault.find(f"{{{soap}}}Detail")),
     )
+
+
+def answer_payload(
+    url: str, status: int, content: bytes, request: etree._Element
+) -> etree._Element:
+    """The payload (the Body's first element) of the SOAP 1.2 answer ``content`` to ``request``,
+    received from ``url`` with HTTP ``status``.
+
+    SoapFault when the answer is a fault; TransportError when it is not a SOAP 1.2 envelope, comes
+    with an error status and no fault, relates to another request, or has an empty body.
+    """
+    try:
+        answer = parse_xml(content)
+    except XMLSecurityError:
+        raise TransportError(f"{url} answered HTTP {status} without a SOAP envelope") from None
+    soap = addressing.SOAP12_NS
+    if answer.tag != f"{{{soap}}}Envelope":
+        raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
+    raise_for_fault(answer)
+    if status != 200:
+        raise TransportError(f"{url} answered HTTP {status} without a SOAP fault")
+    relates_to = addressing.read(answer, "RelatesTo")
+    sent_id = addressing.read(request, "MessageID")
+    if relates_to is not None and relates_to != sent_id:
+        raise TransportError(f"the response relates to {relates_to}, not to {sent_id}")
+    body = answer.find(f"{{{soap}}}Body")
+    payload = next(iter(body.iterchildren("{*}*")), None) if body is not None else None
+    if payload is None:
+        raise TransportError(f"{url} answered an envelope with an empty body")
+    return payload

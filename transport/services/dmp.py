@@ -33,9 +33,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from .. import addressing, mtom
-from ..addressing import SOAP12_NS
-from ..client import build_envelope, raise_for_fault, send
+from .. import mtom
+from ..client import answer_payload, build_envelope, send
 from ..config import Profile
 from ..credentials import Credential, Purpose
 from ..errors import (
@@ -48,7 +47,6 @@ from ..errors import (
 from ..tls import TLSSettings, create_session
 from ..trace import Tracer
 from ..vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
-from ..xmlparse import XMLSecurityError, parse_xml
 from . import authorisations, hl7v3, xades, xds
 from .authorisations import (
     AuthorizationAction,
@@ -677,15 +675,15 @@ class DmpClient:
         ``MASQUE_PS`` confidentiality code). ``entry`` comes from :meth:`find_documents`."""
         if entry.masked:
             raise ValidationError("entry", "the document is already masked")
+        if not entry.version:
+            raise ValidationError(
+                "entry", "mask an entry read from the registry (it has a version)"
+            )
         masked = replace(
             entry,
             confidentiality=(*entry.confidentiality, MASKED_FROM_PROFESSIONALS_CODE),
             logical_id=entry.logical_id or entry.entry_uuid,
         )
-        if not entry.version:
-            raise ValidationError(
-                "entry", "mask an entry read from the registry (it has a version)"
-            )
         payload = xds.update_metadata_request(
             self.submission_set(entry.patient), masked, entry.version
         )
@@ -790,17 +788,7 @@ class DmpClient:
             stack.callback(response.close)
             decoded = self._decode(response, prefix, directory, progress, stack)
         with _removing_parts_on_error(decoded):
-            answer = _envelope(url, response.status_code, decoded.root)
-            sent, relates_to = (
-                addressing.read(envelope, "MessageID"),
-                addressing.read(answer, "RelatesTo"),
-            )
-            if relates_to is not None and relates_to != sent:
-                raise TransportError(f"the response relates to {relates_to}, not to {sent}")
-            body_element = answer.find(f"{{{SOAP12_NS}}}Body")
-            payload_element = next(iter(body_element.iterchildren("{*}*")), None)
-            if payload_element is None:
-                raise TransportError(f"{url} answered an empty SOAP body")
+            payload_element = answer_payload(url, response.status_code, decoded.root, envelope)
         log.debug("%s answered %s", service, operation)
         return _Answer(payload_element, decoded)
 
@@ -903,20 +891,6 @@ def _downloaded(
             yield chunk
     except requests.exceptions.RequestException as error:
         raise TransportError(f"the answer was cut after {done} bytes: {error}") from None
-
-
-def _envelope(url: str, status: int, root: bytes) -> etree._Element:
-    """The answer's SOAP 1.2 envelope, a fault raised as SoapFault."""
-    try:
-        answer = parse_xml(root)
-    except XMLSecurityError:
-        raise TransportError(f"{url} answered HTTP {status} without a SOAP envelope") from None
-    if answer.tag != f"{{{SOAP12_NS}}}Envelope":
-        raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
-    raise_for_fault(answer)
-    if status != 200:
-        raise TransportError(f"{url} answered HTTP {status} without a SOAP fault")
-    return answer
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from zeep.wsdl.bindings import Soap12Binding
 
 from .. import addressing
 from ..addressing import SOAP12_NS, Flavour
-from ..client import build_envelope, load_wsdl, raise_for_fault, send
+from ..client import answer_payload, build_envelope, load_wsdl, send
 from ..config import Profile
 from ..credentials import Credential, Purpose, Signer, rfc2253_dn
 from ..errors import (
@@ -44,13 +44,11 @@ from ..errors import (
     CredentialError,
     SignatureError,
     SoapFault,
-    TransportError,
     ValidationError,
 )
 from ..tls import TLSSettings, create_session
 from ..trace import Tracer
 from ..vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
-from ..xmlparse import XMLSecurityError, parse_xml
 from ..xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
@@ -642,29 +640,10 @@ def post(
     if tracer is not None:
         tracer.write(prefix, "response", response.content)
     try:
-        answer = parse_xml(response.content)
-    except XMLSecurityError:
-        raise TransportError(
-            f"{url} answered HTTP {response.status_code} without a SOAP envelope"
-        ) from None
-    if answer.tag != f"{{{SOAP12_NS}}}Envelope":
-        raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")
-    try:
-        raise_for_fault(answer)
+        return answer_payload(url, response.status_code, response.content, envelope)
     except SoapFault as fault:
         fault.hint = fault.hint or fault_hint(fault)
         raise
-    if response.status_code != 200:
-        raise TransportError(f"{url} answered HTTP {response.status_code} without a SOAP fault")
-    relates_to = addressing.read(answer, "RelatesTo")
-    sent_id = addressing.read(envelope, "MessageID")
-    if relates_to is not None and relates_to != sent_id:
-        raise TransportError(f"the response relates to {relates_to}, not to {sent_id}")
-    body = answer.find(f"{{{SOAP12_NS}}}Body")
-    payload = next(iter(body.iterchildren("{*}*")), None) if body is not None else None
-    if payload is None:
-        raise TransportError(f"{url} answered an envelope with an empty body")
-    return payload
 
 
 # --- the installation ----------------------------------------------------------------------------
