@@ -73,6 +73,7 @@ from transport.vihf import (
     Patient,
     Vihf,
     build_assertion,
+    ins_key,
     read_vihf,
     sign_vihf,
 )
@@ -90,7 +91,7 @@ EVERYTHING = PatientListQuery()
 def new_patient() -> Patient:
     """A fresh, well-formed INS under the test authority (never a real person's)."""
     body = f"2790351{next(_numbers):06d}"
-    return Patient(f"{body}{97 - int(body) % 97:02d}", INS_TEST_OID)
+    return Patient(body + ins_key(body), INS_TEST_OID)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from .services.insi import InsiClient
 from .services.tlsi import AccessMode, TeleservicesClient
 from .stubs.app import Stubs
 from .trace import Tracer
-from .vihf import INS_TEST_OID, AuthMode, Patient
+from .vihf import INS_TEST_OID, AuthMode, Patient, ins_key
 
 TEST_PATIENT = Patient("279035121518989", INS_TEST_OID)
 """A well-formed test INS (test authority OID): never a real person's."""
@@ -208,7 +208,7 @@ _serial = itertools.count(1)
 def _fresh_patient() -> Patient:
     """A new well-formed INS under the test authority, different in every run and mode."""
     body = f"2790399{secrets.randbelow(10**5):05d}{next(_serial) % 10}"
-    return Patient(f"{body}{97 - int(body) % 97:02d}", INS_TEST_OID)
+    return Patient(body + ins_key(body), INS_TEST_OID)
 
 
 def _scenario(
@@ -216,16 +216,13 @@ def _scenario(
 ) -> Iterator[StepResult]:
     mode = profile.identity.mode
     tag = f" [{mode}]"
-    insi = _InsiSteps(profile, tracer)
-    for step in insi.steps():
-        if selection.wants(step.id):
-            yield run_step(replace(step, name=step.name + tag), selection)
-    dmp = _DmpSteps(profile, tracer, patient)
+    insi, dmp = _InsiSteps(profile, tracer), _DmpSteps(profile, tracer, patient)
     try:
-        for step in dmp.steps():
+        for step in (*insi.steps(), *dmp.steps()):
             if selection.wants(step.id):
                 yield run_step(replace(step, name=step.name + tag), selection)
     finally:
+        insi.close()
         dmp.close()
 
 
@@ -242,6 +239,10 @@ class _InsiSteps:
             Step(case_id, f"INSi search by traits, expecting CR {code}", self._search(code, query))
             for case_id, code, query in INSI_CASES
         ]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.teleservices.close()
 
     def _search(self, expected: str, query: tuple) -> Callable[[], str]:
         def action() -> str:

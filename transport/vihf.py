@@ -193,6 +193,12 @@ def _require(name: str, value: str | None, why: str = "required") -> None:
         raise VihfValidationError(name, why)
 
 
+def ins_key(body: str) -> str:
+    """The two-digit key of an INS's first 13 characters (Corsica's 2A and 2B count as 19 and
+    18)."""
+    return f"{97 - int(body.replace('2A', '19').replace('2B', '18')) % 97:02d}"
+
+
 def validate_ins(patient: Patient) -> None:
     """Raise VihfValidationError unless ``patient`` holds a well-formed INS with a right key."""
     if patient.oid not in INS_OIDS:
@@ -203,8 +209,7 @@ def validate_ins(patient: Patient) -> None:
         )
     if not _INS.fullmatch(patient.ins):
         raise VihfValidationError(_RESOURCE_ID, "the INS must be 13 characters and a 2-digit key")
-    body = patient.ins[:13].replace("2A", "19").replace("2B", "18")
-    if 97 - int(body) % 97 != int(patient.ins[13:]):
+    if ins_key(patient.ins[:13]) != patient.ins[13:]:
         raise VihfValidationError(_RESOURCE_ID, "the INS key does not match its 13 characters")
 
 
