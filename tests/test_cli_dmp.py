@@ -109,3 +109,63 @@ def test_exit_codes(dmp, tmp_path: Path) -> None:
         ["dmp", "exists", "--ins", new_patient().ins, "--endpoint", "https://127.0.0.1:1/x"]
     )
     assert main_code == 3
+
+
+def _consulted(dmp, ins: str) -> dict:
+    code, out, _ = dmp("consult", "--ins", ins, "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def _oppositions_of(record: dict) -> dict[str, bool]:
+    return {item["code"]["code"]: item["value"] for item in record["observations"]}
+
+
+def test_update_without_opposition_keeps_the_patients_oppositions(dmp) -> None:
+    ins = new_patient().ins
+    person = ["--nom", "OPPOSANTE", "--prenom", "JEANNE"]
+    born = ["--sexe", "F", "--naissance", "1961-07-14"]
+    both = ["--opposition", "bris-de-glace", "--opposition", "urgence"]
+    address = ["--address", "12 RUE DES LILAS;BAT B|75011|PARIS", "--telecom", "tel:0102030405^HP"]
+    assert dmp("create", "--ins", ins, *person, *born, *both, *address)[0] == 0
+    expected = {"OPPOSITION_BRIS_DE_GLACE": True, "OPPOSITION_ACCES_URGENCE": True}
+    assert _oppositions_of(_consulted(dmp, ins)) == expected
+
+    # A new given name only: the oppositions, sex, birth date, address and telecom stay.
+    code, _, err = dmp("update", "--ins", ins, "--nom", "OPPOSANTE", "--prenom", "JEANNETTE")
+    assert code == 0, err
+    record = _consulted(dmp, ins)
+    assert _oppositions_of(record) == expected
+    person_now = record["demographics"]
+    assert person_now["given"] == ["JEANNETTE"]
+    assert (person_now["sex"], person_now["birth_date"]) == ("F", "19610714")
+    assert person_now["addresses"] == [
+        {
+            "street_lines": ["12 RUE DES LILAS", "BAT B"],
+            "postal_code": "75011",
+            "city": "PARIS",
+            "country": None,
+        }
+    ]
+    assert person_now["telecoms"] == [{"value": "tel:0102030405", "use": "HP"}]
+
+    # Lifting one opposition is explicit, and touches that one only.
+    code, _, _ = dmp("update", "--ins", ins, *person, "--lift-opposition", "urgence")
+    assert code == 0
+    assert _oppositions_of(_consulted(dmp, ins)) == {
+        "OPPOSITION_BRIS_DE_GLACE": True,
+        "OPPOSITION_ACCES_URGENCE": False,
+    }
+    code, _, _ = dmp("update", "--ins", ins, *person, "--no-addresses", "--telecom", "tel:06^MC")
+    person_now = _consulted(dmp, ins)["demographics"]
+    assert code == 0 and person_now["addresses"] == []
+    assert person_now["telecoms"] == [{"value": "tel:06", "use": "MC"}]
+
+
+def test_update_refuses_contradictory_oppositions(dmp) -> None:
+    ins = new_patient().ins
+    code, _, err = dmp(
+        "update", "--ins", ins, "--nom", "X", "--prenom", "Y",
+        "--opposition", "urgence", "--lift-opposition", "urgence",
+    )  # fmt: skip
+    assert code == 2 and "urgence" in err

@@ -27,9 +27,11 @@ from .services.dmp import DmpClient, Document, Progress
 from .services.hl7v3 import (
     OPPOSITION_BREAK_GLASS,
     OPPOSITION_EMERGENCY,
+    Address,
     Demographics,
     Observation,
     PatientRecord,
+    Telecom,
     Traits,
 )
 from .trace import Tracer
@@ -69,7 +71,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _person(transaction("create", "TD1.1: create a DMP (the patient consents)"), full=True)
     _person(transaction("reactivate", "TD1.2: reactivate a closed DMP"), full=False)
     transaction("consult", "TD1.3a: read the DMP's administrative data")
-    _person(transaction("update", "TD1.3b: update the administrative data"), full=True)
+    _person(transaction("update", "TD1.3b: update the administrative data"), full=True, update=True)
     _person(transaction("close", "TD1.4: close the DMP"), full=False)
     authorize = transaction("authorize", "TD0.3: add (or remove) my authorisation")
     authorize.add_argument("--remove", action="store_true", help="remove it instead")
@@ -111,17 +113,57 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         )
 
 
-def _person(parser: argparse.ArgumentParser, *, full: bool) -> None:
+OPPOSITIONS = {"bris-de-glace": OPPOSITION_BREAK_GLASS, "urgence": OPPOSITION_EMERGENCY}
+"""The patient's oppositions the command line names (TD1.1, TD1.3b)."""
+
+
+def _person(parser: argparse.ArgumentParser, *, full: bool, update: bool = False) -> None:
+    """The person options; with ``update`` every field but the name may be left out, and is
+    then kept as the DMP has it (read by TD1.3a first)."""
     parser.add_argument("--nom", required=True, help="family name (name used)")
     parser.add_argument("--prenom", action="append", required=True, help="a given name (repeat)")
-    if full:
-        parser.add_argument("--sexe", required=True, type=str.upper, choices=["M", "F", "U"])
+    if not full:
+        return
+    kept = " (default: unchanged)" if update else ""
+    parser.add_argument(
+        "--sexe", required=not update, type=str.upper, choices=["M", "F", "U"], help="sex" + kept
+    )
+    parser.add_argument(
+        "--naissance", required=not update, type=date.fromisoformat, help="YYYY-MM-DD" + kept
+    )
+    parser.add_argument("--nom-naissance", help="birth name when different" + kept)
+    parser.add_argument(
+        "--address",
+        action="append",
+        type=_address,
+        metavar="STREET[;STREET…]|POSTAL|CITY[|COUNTRY]",
+        help="a postal address (repeat)" + (": replaces the addresses" if update else ""),
+    )
+    parser.add_argument(
+        "--telecom",
+        action="append",
+        type=_telecom,
+        metavar="URL[^USE]",
+        help="tel:… or mailto:…, with HP, MC or WP (repeat)"
+        + (": replaces the telecoms" if update else ""),
+    )
+    parser.add_argument(
+        "--opposition",
+        action="append",
+        choices=list(OPPOSITIONS),
+        default=[],
+        help="the patient opposes this access (repeat)",
+    )
+    if update:
+        parser.add_argument("--no-addresses", action="store_true", help="remove every address")
+        parser.add_argument("--no-telecoms", action="store_true", help="remove every telecom")
         parser.add_argument(
-            "--naissance", required=True, type=date.fromisoformat, help="YYYY-MM-DD"
-        )
-        parser.add_argument("--nom-naissance", help="birth name when different")
-        parser.add_argument(
-            "--opposition", action="append", choices=["bris-de-glace", "urgence"], default=[]
+            "--lift-opposition",
+            action="append",
+            choices=list(OPPOSITIONS),
+            default=[],
+            help="the patient withdraws this opposition (repeat); oppositions named neither "
+            "here nor in --opposition are left as they are",
         )
 
 
@@ -179,8 +221,43 @@ def _consult(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[
 
 
 def _update(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
-    record = client.update(_patient(args), _demographics(args), observations=_oppositions(args))
+    patient = _patient(args)
+    changed = set(args.opposition) & set(args.lift_opposition)
+    if changed:
+        raise UsageError(f"--opposition and --lift-opposition both name {', '.join(changed)}")
+    demographics = _demographics(args)
+    if _needs_current(args):
+        current = client.consult(patient).demographics or Demographics(args.nom)
+        demographics = dataclasses.replace(
+            demographics,
+            sex=demographics.sex or current.sex,
+            birth_date=demographics.birth_date or current.birth_date,
+            birth_family=demographics.birth_family or current.birth_family,
+            prefix=current.prefix,
+            addresses=demographics.addresses
+            if args.address or args.no_addresses
+            else current.addresses,
+            telecoms=demographics.telecoms
+            if args.telecom or args.no_telecoms
+            else current.telecoms,
+        )
+    # Only the oppositions named are sent: TD1.3b leaves the others as the DMP has them, and
+    # sending "false" for them would lift a patient's opposition behind their back.
+    observations = [Observation(OPPOSITIONS[name], True) for name in args.opposition]
+    observations += [Observation(OPPOSITIONS[name], False) for name in args.lift_opposition]
+    record = client.update(patient, demographics, observations=observations)
     return record, _record_lines("updated", record)
+
+
+def _needs_current(args: argparse.Namespace) -> bool:
+    """Whether an update leaves a field out, so that the DMP's current value must be read."""
+    return not (
+        args.sexe
+        and args.naissance
+        and args.nom_naissance
+        and (args.address or args.no_addresses)
+        and (args.telecom or args.no_telecoms)
+    )
 
 
 def _close(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
@@ -344,15 +421,39 @@ def _demographics(args: argparse.Namespace) -> Demographics:
         sex=getattr(args, "sexe", None),
         birth_date=naissance.strftime("%Y%m%d") if naissance else None,
         birth_family=getattr(args, "nom_naissance", None),
+        addresses=tuple(getattr(args, "address", None) or ()),
+        telecoms=tuple(getattr(args, "telecom", None) or ()),
     )
 
 
 def _oppositions(args: argparse.Namespace) -> tuple[Observation, ...]:
+    """TD1.1: every opposition stated, true when the patient expressed it."""
     chosen = set(args.opposition)
-    return (
-        Observation(OPPOSITION_BREAK_GLASS, "bris-de-glace" in chosen),
-        Observation(OPPOSITION_EMERGENCY, "urgence" in chosen),
+    return tuple(Observation(code, name in chosen) for name, code in OPPOSITIONS.items())
+
+
+def _address(value: str) -> Address:
+    """``STREET[;STREET…]|POSTAL|CITY[|COUNTRY]`` as an :class:`Address`."""
+    parts = value.split("|")
+    if not 3 <= len(parts) <= 4 or not any(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError("expected STREET[;STREET…]|POSTAL|CITY[|COUNTRY]")
+    streets, postal, city, *country = (part.strip() for part in parts)
+    return Address(
+        street_lines=tuple(line.strip() for line in streets.split(";") if line.strip()),
+        postal_code=postal or None,
+        city=city or None,
+        country=(country[0] if country else "") or None,
     )
+
+
+def _telecom(value: str) -> Telecom:
+    """``URL[^USE]`` (``tel:…``/``mailto:…``; HP, MC, WP) as a :class:`Telecom`."""
+    url, _, use = value.partition("^")
+    if not url.startswith(("tel:", "mailto:", "fax:")):
+        raise argparse.ArgumentTypeError("expected tel:…, mailto:… or fax:…, then ^HP, ^MC or ^WP")
+    if use and use.upper() not in {"HP", "MC", "WP", "H", "PG", "EC"}:
+        raise argparse.ArgumentTypeError("the use is HP (home), MC (mobile) or WP (work)")
+    return Telecom(url, use.upper() or None)
 
 
 def _coded(value: str, name: str) -> xds.Coded:
