@@ -35,9 +35,9 @@ from mtom import MIB, copy, make_source
 
 from transport import examplepki
 from transport.config import example_profile
-from transport.services.dmp import DmpClient
-from transport.services.hl7v3 import Demographics
-from transport.services.xds import DocumentEntry
+from transport.dmp.client import DmpClient
+from transport.dmp.hl7v3 import Demographics
+from transport.dmp.xds import DocumentEntry
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import INS_TEST_OID, AuthMode, Patient
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 from lxml import etree
 
-from transport.mtom import CHUNK_SIZE, Attachment, decode, encode, include
+from transport.soap.mtom import CHUNK_SIZE, Attachment, decode, encode, include
 
 MIB = 1024 * 1024
 T = TypeVar("T")

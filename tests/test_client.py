@@ -13,15 +13,15 @@ from lxml import etree
 from tests.conftest import DATA, REFERENCE
 from tests.test_vihf import PATIENT
 from transport import examplepki
-from transport.addressing import SOAP12_NS, WSA_NS, Flavour
-from transport.client import SoapClient, build_envelope, load_wsdl
 from transport.credentials import Purpose, load_pkcs12
 from transport.errors import SignatureError, SoapFault, TransportError
+from transport.soap.addressing import SOAP12_NS, WSA_NS, Flavour
+from transport.soap.client import SoapClient, build_envelope, load_wsdl
+from transport.soap.trace import Tracer
+from transport.soap.wsse import WSSE_NS
 from transport.stubs.server import ServerTLS, StubResponse, StubServer
 from transport.tls import create_session
-from transport.trace import Tracer
 from transport.vihf import SAML_NS, AuthMode, sign_vihf
-from transport.wsse import WSSE_NS
 
 WSDL = DATA / "echo.wsdl"
 MUST_UNDERSTAND = f"{{{SOAP12_NS}}}mustUnderstand"
@@ -170,7 +170,7 @@ def test_http_error_without_soap_is_a_transport_error(profile, pki):
 
 
 def test_find_assertions_refuses_two_security_headers(pki, load):
-    from transport.wsse import find_assertions, security_header
+    from transport.soap.wsse import find_assertions, security_header
 
     envelope = build_envelope("a", "b", etree.Element("x"))
     header = envelope.find(f"{{{SOAP12_NS}}}Header")

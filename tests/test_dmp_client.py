@@ -15,13 +15,13 @@ from tests.test_stub_dmp import new_patient
 from tests.test_stub_xds import entry
 from transport import examplepki
 from transport.config import example_profile
+from transport.dmp import xds
+from transport.dmp.authorizations import AuthorizationAction, ListMode
+from transport.dmp.client import DmpClient, Document
+from transport.dmp.hl7v3 import OPPOSITION_BREAK_GLASS, Observation, Traits
 from transport.errors import DmpError, IntegrityError, SoapFault, ValidationError, XdsError
-from transport.services import xds
-from transport.services.authorisations import AuthorizationAction, ListMode
-from transport.services.dmp import DmpClient, Document
-from transport.services.hl7v3 import OPPOSITION_BREAK_GLASS, Observation, Traits
+from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
-from transport.trace import Tracer
 from transport.vihf import AuthMode, Patient
 
 SERVICES = list(DMP_SERVICES)

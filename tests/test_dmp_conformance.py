@@ -24,18 +24,19 @@ from tests.conftest import REFERENCE
 from tests.test_hl7v3 import assert_valid, demographics, oppositions
 from tests.test_stub_dmp import new_patient
 from tests.test_stub_xds import entry
-from transport import examplepki, mtom
-from transport.addressing import SOAP12_NS, WSA_NS
+from transport import examplepki
 from transport.config import example_profile
-from transport.services.authorisations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
-from transport.services.dmp import DmpClient, Document
-from transport.services.hl7v3 import Traits
-from transport.services.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded
+from transport.dmp.authorizations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
+from transport.dmp.client import DmpClient, Document
+from transport.dmp.hl7v3 import Traits
+from transport.dmp.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded
+from transport.soap import mtom
+from transport.soap.addressing import SOAP12_NS, WSA_NS
+from transport.soap.trace import Tracer
+from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import DMP_SERVICES, Stubs
-from transport.trace import Tracer
 from transport.vihf import HL7_NS, SAML_NS, XSI_NS, AuthMode
-from transport.wsse import WSSE_NS
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 from transport.xmlsig import DSIG_NS
 
 DMP_SCHEMAS = REFERENCE / "dmp-wsdl" / "schema"

@@ -15,10 +15,8 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_vihf import PATIENT
-from transport.addressing import SOAP12_NS
 from transport.config import EXAMPLE_LPS, example_profile
-from transport.errors import ValidationError
-from transport.services.authorisations import (
+from transport.dmp.authorizations import (
     AuthorizationAction,
     AuthorizationEntry,
     AuthorizationList,
@@ -32,7 +30,7 @@ from transport.services.authorisations import (
     SetAuthorization,
     SetAuthorizationAnswer,
 )
-from transport.services.hl7v3 import (
+from transport.dmp.hl7v3 import (
     CLOSED_AT_PATIENT_REQUEST,
     CONSENT_TO_OPEN,
     CONSENT_TO_REACTIVATE,
@@ -61,6 +59,8 @@ from transport.services.hl7v3 import (
     parse_hl7_time,
     rejected,
 )
+from transport.errors import ValidationError
+from transport.soap.addressing import SOAP12_NS
 from transport.vihf import (
     HL7_NS,
     PROFESSION_SYSTEM,
@@ -71,7 +71,7 @@ from transport.vihf import (
     Patient,
     Vihf,
 )
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 
 SCHEMAS = REFERENCE / "dmp-wsdl" / "schema" / "HL7V3"
 WSDLS = REFERENCE / "dmp-wsdl" / "wsdl"

@@ -12,10 +12,10 @@ import pytest
 
 from tests.test_insi_client import make_client
 from transport.errors import TransportError, UsageError
-from transport.services.insi import InsiClient, TraitsSearch
-from transport.services.insi_batch import OUTPUT_COLUMNS, answered_rows, run_batch
 from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices.insi import InsiClient, TraitsSearch
+from transport.teleservices.insi_batch import OUTPUT_COLUMNS, answered_rows, run_batch
 
 ROWS = [
     ("ECETINSI", "JEAN PIERRE-ALAIN", "M", "2009-07-14", "", "00", TEST_PERSONS[0].active.value),

@@ -12,22 +12,15 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transport.addressing import SOAP12_NS, read
-from transport.client import wsdl_path
 from transport.config import example_profile
 from transport.errors import ConfigurationError, SoapFault, ValidationError
-from transport.services.insi import (
-    ACTION_SEARCH_TRAITS,
-    RECSANS_NS,
-    RECVIT_NS,
-    InsiClient,
-    Report,
-    TraitsSearch,
-    build_traits_search,
-    read_resultat,
-    traits_query,
-)
-from transport.services.tlsi import (
+from transport.soap.addressing import SOAP12_NS, read
+from transport.soap.client import wsdl_path
+from transport.soap.trace import Tracer
+from transport.soap.wsse import WSSE_NS
+from transport.stubs.app import Stubs
+from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices.client import (
     CTXLPS_NS,
     AccessMode,
     ContexteBAM,
@@ -39,12 +32,19 @@ from transport.services.tlsi import (
     post,
     read_contexte_lps,
 )
-from transport.stubs.app import Stubs
-from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices.insi import (
+    ACTION_SEARCH_TRAITS,
+    RECSANS_NS,
+    RECVIT_NS,
+    InsiClient,
+    Report,
+    TraitsSearch,
+    build_traits_search,
+    read_resultat,
+    traits_query,
+)
 from transport.tls import TLSSettings
-from transport.trace import Tracer
 from transport.vihf import AuthMode
-from transport.wsse import WSSE_NS
 
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
 

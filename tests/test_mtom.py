@@ -16,9 +16,9 @@ import requests
 from lxml import etree
 
 from tests.conftest import REFERENCE
-from transport.client import send
 from transport.errors import TransportError, ValidationError
-from transport.mtom import (
+from transport.soap.client import send
+from transport.soap.mtom import (
     XOP_NS,
     Attachment,
     Decoded,
@@ -30,7 +30,7 @@ from transport.mtom import (
 )
 from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.tls import TLSSettings, create_session
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 
 DMP_EXAMPLES = REFERENCE / "dmp-examples"
 MIB = 1024 * 1024

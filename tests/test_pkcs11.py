@@ -25,27 +25,27 @@ from tests import softhsm
 from tests.test_dmp_client import document, opened
 from tests.test_insi_client import ECETINSI
 from transport import examplepki
-from transport.client import send
 from transport.config import CredentialSpec, Pkcs11Spec, example_profile, load_profile
 from transport.credentials import Credential, Purpose
+from transport.dmp.client import DmpClient
 from transport.errors import ConfigurationError, CredentialError, TLSError
-from transport.services.dmp import DmpClient
-from transport.services.insi import (
-    ACTION_SEARCH_TRAITS,
-    InsiClient,
-    build_traits_search,
-    read_resultat,
-)
-from transport.services.tlsi import (
+from transport.soap.client import send
+from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
+from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices.client import (
     AccessMode,
     AssertionPS,
     TeleservicesClient,
     sign_assertion_ps,
     verify_assertion_ps,
 )
-from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
-from transport.stubs.app import DMP_SERVICES, Stubs
-from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices.insi import (
+    ACTION_SEARCH_TRAITS,
+    InsiClient,
+    build_traits_search,
+    read_resultat,
+)
 from transport.tls import TLSSettings, create_session
 from transport.vihf import AuthMode, sign_vihf, verify_vihf
 from transport.xmlsig import VerifySettings

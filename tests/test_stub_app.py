@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from transport.client import raise_for_fault, send
 from transport.credentials import load_pkcs12
 from transport.errors import SoapFault
+from transport.soap.client import raise_for_fault, send
 from transport.stubs.app import SERVICES, Stubs, service_path
 from transport.tls import TLSSettings, create_session
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 
 from .test_stub_xds import DOCTOR, PATIENT, Caller, entry, find, open_dmp, retrieve, submit
 

@@ -18,12 +18,9 @@ from lxml import etree
 from tests.conftest import REFERENCE
 from tests.test_hl7v3 import LPS, assert_valid, demographics, registration, schemas_present
 from transport import examplepki
-from transport.addressing import SOAP12_NS, read
-from transport.client import build_envelope, raise_for_fault, send
 from transport.config import example_profile
 from transport.credentials import Purpose, Signer, load_pkcs12, rfc2253_dn
-from transport.errors import SoapFault, TLSError
-from transport.services.authorisations import (
+from transport.dmp.authorizations import (
     ACTION_LIST_AUTHORIZATIONS,
     ACTION_LIST_AUTHORIZATIONS_RESPONSE,
     ACTION_PATIENT_LIST,
@@ -40,7 +37,7 @@ from transport.services.authorisations import (
     SetAuthorization,
     SetAuthorizationAnswer,
 )
-from transport.services.hl7v3 import (
+from transport.dmp.hl7v3 import (
     ACTION_ADD,
     ACTION_ADD_RESPONSE,
     ACTION_FIND_CANDIDATES,
@@ -63,6 +60,10 @@ from transport.services.hl7v3 import (
     RegistrationRequest,
     Traits,
 )
+from transport.errors import SoapFault, TLSError
+from transport.soap.addressing import SOAP12_NS, read
+from transport.soap.client import build_envelope, raise_for_fault, send
+from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import Stubs
 from transport.stubs.patients import Authorisation, DmpStatus
 from transport.tls import TLSSettings, create_session
@@ -77,8 +78,7 @@ from transport.vihf import (
     read_vihf,
     sign_vihf,
 )
-from transport.wsse import WSSE_NS
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 from transport.xmlsig import sign_enveloped
 
 SERVICES = ["patients", "patientsPDQ", "habilitations", "patientsSpecific"]

@@ -13,29 +13,13 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
-from transport.addressing import SOAP12_NS, WSA_NS, read
-from transport.client import raise_for_fault, wsdl_path
 from transport.errors import SoapFault, ValidationError
-from transport.services.insi import (
-    ACTION_SEARCH_TRAITS,
-    ACTION_SEARCH_VITALE,
-    RESULTAT_NS,
-    Individual,
-    Ins,
-    Matricule,
-    Report,
-    Resultat,
-    Traits,
-    TraitsSearch,
-    VitaleSearch,
-    build_resultat,
-    build_traits_search,
-    build_vitale_search,
-    read_resultat,
-    read_traits_search,
-    read_vitale_search,
-)
-from transport.services.tlsi import (
+from transport.soap.addressing import SOAP12_NS, WSA_NS, read
+from transport.soap.client import raise_for_fault, wsdl_path
+from transport.soap.wsse import WSSE_NS
+from transport.stubs.app import Stubs
+from transport.stubs.insi import TEST_PERSONS, InsiRegistry, first_names_match
+from transport.teleservices.client import (
     CTXBAM_NS,
     CTXLPS_NS,
     SIRAM_NS,
@@ -54,11 +38,27 @@ from transport.services.tlsi import (
     sign_assertion_ps,
     siram_error,
 )
-from transport.stubs.app import Stubs
-from transport.stubs.insi import TEST_PERSONS, InsiRegistry, first_names_match
+from transport.teleservices.insi import (
+    ACTION_SEARCH_TRAITS,
+    ACTION_SEARCH_VITALE,
+    RESULTAT_NS,
+    Individual,
+    Ins,
+    Matricule,
+    Report,
+    Resultat,
+    Traits,
+    TraitsSearch,
+    VitaleSearch,
+    build_resultat,
+    build_traits_search,
+    build_vitale_search,
+    read_resultat,
+    read_traits_search,
+    read_vitale_search,
+)
 from transport.tls import TLSSettings, create_session
 from transport.vihf import INS_NIA_OID, INS_TEST_OID, SAML_NS, Patient, validate_ins
-from transport.wsse import WSSE_NS
 
 EXAMPLES = REFERENCE / "insi-examples"
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")

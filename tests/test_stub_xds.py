@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transport import mtom
-from transport.client import build_envelope, raise_for_fault, send
 from transport.config import example_profile
 from transport.credentials import Purpose, load_pkcs12
+from transport.dmp import xds
+from transport.dmp.xds import Author, Coded, DocumentEntry, OutgoingDocument, SubmissionSet
 from transport.errors import SoapFault
-from transport.services import xds
-from transport.services.xds import Author, Coded, DocumentEntry, OutgoingDocument, SubmissionSet
+from transport.soap import mtom
+from transport.soap.client import build_envelope, raise_for_fault, send
 from transport.stubs.app import Stubs
 from transport.stubs.patients import Authorisation, now_text
 from transport.stubs.xds import REPOSITORY_UNIQUE_ID
 from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, sign_vihf
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 
 from .conftest import REFERENCE
 

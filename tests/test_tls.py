@@ -19,10 +19,10 @@ from cryptography.x509.oid import NameOID
 from requests.adapters import HTTPAdapter
 
 from transport import examplepki
-from transport.client import send
 from transport.credentials import Credential, load_pkcs12
 from transport.errors import ConfigurationError, CredentialError, TLSError, TransportError
 from transport.examplepki import ExamplePKI
+from transport.soap.client import send
 from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.tls import (
     DMP_CIPHERS,

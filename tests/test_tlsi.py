@@ -12,10 +12,12 @@ import pytest
 from lxml import etree
 
 from tests.conftest import REFERENCE
-from transport.addressing import SOAP12_NS, WSA_NS
-from transport.client import raise_for_fault
 from transport.errors import SignatureError, SoapFault, TransportError, ValidationError
-from transport.services.tlsi import (
+from transport.soap.addressing import SOAP12_NS, WSA_NS
+from transport.soap.client import raise_for_fault
+from transport.soap.wsse import WSSE_NS
+from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
+from transport.teleservices.client import (
     CTXBAM_NS,
     CTXLPS_NS,
     SIRAM_NS,
@@ -40,10 +42,8 @@ from transport.services.tlsi import (
     siram_error,
     verify_assertion_ps,
 )
-from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
 from transport.tls import TLSSettings, create_session
 from transport.vihf import SAML_NS
-from transport.wsse import WSSE_NS
 from transport.xmlsig import DSIG_NS, sign_enveloped
 
 INSI_XSD = REFERENCE / "insi-wsdl" / "xsd"

@@ -15,10 +15,10 @@ import zeep.exceptions
 from lxml import etree
 
 from tests.conftest import REFERENCE
-from transport.addressing import SOAP12_NS
-from transport.client import SoapClient, load_wsdl, wsdl_path
+from transport.soap.addressing import SOAP12_NS
+from transport.soap.client import SoapClient, load_wsdl, wsdl_path
 from transport.stubs.app import service_path
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
 SOAP12_BINDING_NS = "http://schemas.xmlsoap.org/wsdl/soap12/"

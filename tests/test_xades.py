@@ -19,14 +19,15 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier
 
-from transport import examplepki, mtom
+from transport import examplepki
 from transport.config import example_profile
 from transport.credentials import Purpose, SoftwareSigner
+from transport.dmp import xades, xds
+from transport.dmp.xds import OutgoingDocument
 from transport.errors import SignatureError, ValidationError
-from transport.services import xades, xds
-from transport.services.xds import OutgoingDocument
+from transport.soap import mtom
 from transport.stubs.app import Stubs
-from transport.xmlparse import parse_xml
+from transport.xml import parse_xml
 from transport.xmlsig import DSIG_NS, VerifySettings
 
 from .conftest import REFERENCE

@@ -3,10 +3,8 @@
 The public API is re-exported here; each name's module owns one concern (see the README).
 """
 
-from .addressing import Flavour
-from .client import SoapClient, build_envelope, raise_for_fault, wsdl_path
-from .config import CredentialSpec, Profile, example_profile, load_profile
-from .credentials import (
+from transport.config import CredentialSpec, Profile, example_profile, load_profile
+from transport.credentials import (
     Credential,
     Purpose,
     Signer,
@@ -15,7 +13,8 @@ from .credentials import (
     load_pkcs12,
     rfc2253_dn,
 )
-from .errors import (
+from transport.dmp.client import DmpClient, Document
+from transport.errors import (
     CisisError,
     ConfigurationError,
     CredentialError,
@@ -33,10 +32,12 @@ from .errors import (
     VihfValidationError,
     XdsError,
 )
-from .services.dmp import DmpClient, Document
-from .tls import DMP_CIPHERS, TLSSettings, create_context, create_session
-from .trace import Tracer
-from .vihf import (
+from transport.soap.addressing import Flavour
+from transport.soap.client import SoapClient, build_envelope, raise_for_fault, wsdl_path
+from transport.soap.trace import Tracer
+from transport.soap.wsse import verify_security
+from transport.tls import DMP_CIPHERS, TLSSettings, create_context, create_session
+from transport.vihf import (
     AuthMode,
     Code,
     Lps,
@@ -49,9 +50,8 @@ from .vihf import (
     sign_vihf,
     verify_vihf,
 )
-from .wsse import verify_security
-from .xmlparse import parse_xml
-from .xmlsig import VerifySettings
+from transport.xml import parse_xml
+from transport.xmlsig import VerifySettings
 
 __version__ = "0.1.0"
 

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import examplepki
-from .credentials import Credential, Purpose, load_pem, load_pkcs12
-from .errors import ConfigurationError
-from .tls import DMP_CIPHERS, TLSSettings
-from .vihf import (
+from transport import examplepki
+from transport.credentials import Credential, Purpose, load_pem, load_pkcs12
+from transport.errors import ConfigurationError
+from transport.tls import DMP_CIPHERS, TLSSettings
+from transport.vihf import (
     AC_SMARTCARD_PKI,
     PROFESSION_SYSTEM,
     SPECIALTY_SYSTEM,
@@ -63,7 +63,7 @@ class CredentialSpec:
         """Load and check the credential for ``purpose``; a token's PIN is asked at most once
         per process (see :func:`transport.pkcs11.load_pkcs11`)."""
         if self.pkcs11 is not None:
-            from .pkcs11 import load_pkcs11  # python-pkcs11 is an optional extra
+            from transport.pkcs11 import load_pkcs11  # python-pkcs11 is an optional extra
 
             token = self.pkcs11
             return load_pkcs11(

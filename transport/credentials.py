@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import CredentialError
+from transport.errors import CredentialError
 
 SIGNATURE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "rsa-sha256": hashes.SHA256,

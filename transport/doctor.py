@@ -25,13 +25,13 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from .config import CredentialSpec, Profile
-from .credentials import Credential, Purpose, rfc2253_dn
-from .errors import CisisError
-from .services.tlsi import ALLOWED_COMMON_NAMES, emitter_from_certificate
-from .tls import TLSSettings, create_context
-from .vihf import AuthMode
-from .xmlsig import VerifySettings
+from transport.config import CredentialSpec, Profile
+from transport.credentials import Credential, Purpose, rfc2253_dn
+from transport.errors import CisisError
+from transport.teleservices.client import ALLOWED_COMMON_NAMES, emitter_from_certificate
+from transport.tls import TLSSettings, create_context
+from transport.vihf import AuthMode
+from transport.xmlsig import VerifySettings
 
 EXPIRY_WARNING = timedelta(days=30)
 """A credential expiring sooner than this is warned about."""

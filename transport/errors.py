@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .services.xds import RegistryError
+    from transport.dmp.xds import RegistryError
 
 
 class CisisError(Exception):
@@ -173,7 +173,7 @@ class DmpError(ServiceError):
 class XdsError(ServiceError):
     """An XDS.b registry or repository answered ``Failure`` or ``PartialSuccess``.
 
-    ``status`` is the ebRS status URN; ``errors`` the :class:`transport.services.xds.RegistryError`
+    ``status`` is the ebRS status URN; ``errors`` the :class:`transport.dmp.xds.RegistryError`
     list, errors and warnings; ``code`` the first error's code.
     """
 

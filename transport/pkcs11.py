@@ -28,8 +28,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .credentials import Credential, Purpose, check_usage, hash_for, rsa_public_key
-from .errors import CredentialError
+from transport.credentials import Credential, Purpose, check_usage, hash_for, rsa_public_key
+from transport.errors import CredentialError
 
 # DER prefix of the DigestInfo of each hash (RFC 8017 section 9.2, note 1); the digest follows.
 _DIGEST_INFO = {

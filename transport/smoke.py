@@ -26,18 +26,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import examplepki
-from .config import CredentialSpec, Profile, example_profile, load_profile
-from .credentials import Purpose
-from .errors import CisisError, SoapFault
-from .services import xds
-from .services.dmp import DmpClient
-from .services.hl7v3 import OPPOSITION_BREAK_GLASS, OPPOSITION_EMERGENCY, Demographics, Observation
-from .services.insi import InsiClient
-from .services.tlsi import AccessMode, TeleservicesClient
-from .stubs.app import Stubs
-from .trace import Tracer
-from .vihf import INS_TEST_OID, AuthMode, Patient, ins_key
+from transport import examplepki
+from transport.config import CredentialSpec, Profile, example_profile, load_profile
+from transport.credentials import Purpose
+from transport.dmp import xds
+from transport.dmp.client import DmpClient
+from transport.dmp.hl7v3 import (
+    OPPOSITION_BREAK_GLASS,
+    OPPOSITION_EMERGENCY,
+    Demographics,
+    Observation,
+)
+from transport.errors import CisisError, SoapFault
+from transport.soap.trace import Tracer
+from transport.stubs.app import Stubs
+from transport.teleservices.client import AccessMode, TeleservicesClient
+from transport.teleservices.insi import InsiClient
+from transport.vihf import INS_TEST_OID, AuthMode, Patient, ins_key
 
 TEST_PATIENT = Patient("279035121518989", INS_TEST_OID)
 """A well-formed test INS (test authority OID): never a real person's."""

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from .credentials import Signer, rfc2253_dn
-from .errors import SignatureError, VihfValidationError
-from .xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+from transport.credentials import Signer, rfc2253_dn
+from transport.errors import SignatureError, VihfValidationError
+from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 HL7_NS = "urn:hl7-org:v3"

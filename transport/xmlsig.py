@@ -38,9 +38,9 @@ from signxml import (
     methods,
 )
 
-from .credentials import Signer, certificate_key_usages
-from .errors import SignatureError
-from .xmlparse import parse_xml
+from transport.credentials import Signer, certificate_key_usages
+from transport.errors import SignatureError
+from transport.xml import parse_xml
 
 # signxml logs whole canonicalised documents at DEBUG: VIHFs hold patient identifiers and names.
 logging.getLogger("signxml").setLevel(logging.INFO)

@@ -1,7 +1,7 @@
 """Local stand-ins of the services: real HTTPS servers over mutual TLS that verify what they get."""
 
-from .app import SERVICES, StubContext, Stubs, service_path
-from .server import ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
+from transport.stubs.app import SERVICES, StubContext, Stubs, service_path
+from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
 
 __all__ = [
     "SERVICES",

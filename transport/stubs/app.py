@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import examplepki
-from ..xmlsig import VerifySettings
-from .patients import PatientRegistry
-from .server import Handler, ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
-from .store import DATABASE_NAME, BlobStore, Database
+from transport import examplepki
+from transport.stubs.patients import PatientRegistry
+from transport.stubs.server import (
+    Handler,
+    ServerTLS,
+    StubRequest,
+    StubResponse,
+    StubServer,
+    soap12_fault,
+)
+from transport.stubs.store import DATABASE_NAME, BlobStore, Database
+from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 
@@ -118,7 +125,7 @@ class Stubs:
         max_request_bytes: int = 1024 * 1024 * 1024,
     ) -> None:
         if pki is None:
-            from ..config import example_pki_directory
+            from transport.config import example_pki_directory
 
             pki = examplepki.load(example_pki_directory())
         self.pki = pki

@@ -9,7 +9,7 @@ transactions need: the ``wsa:Action`` (unknown: fault ``wsa:ActionNotSupported``
 fault. The caller is the VIHF ``NameID``.
 
 Business errors come back the way each service reports them: an HL7v3 ``AE`` acknowledgement with
-an :class:`transport.services.hl7v3.DmpCode` detail, or a DMP ``output/status``. A request whose
+an :class:`transport.dmp.hl7v3.DmpCode` detail, or a DMP ``output/status``. A request whose
 body names another patient than the VIHF's ``resource-id`` gets ``AE`` ``DMPPatientMismatch``: the
 VIHF is what the access decision is made on, so the body must agree with it.
 
@@ -31,9 +31,7 @@ from typing import Any
 
 from lxml import etree
 
-from ..addressing import SOAP12_NS
-from ..errors import ValidationError
-from ..services.authorisations import (
+from transport.dmp.authorizations import (
     ACTION_LIST_AUTHORIZATIONS,
     ACTION_LIST_AUTHORIZATIONS_RESPONSE,
     ACTION_PATIENT_LIST,
@@ -53,7 +51,7 @@ from ..services.authorisations import (
     SetAuthorization,
     SetAuthorizationAnswer,
 )
-from ..services.hl7v3 import (
+from transport.dmp.hl7v3 import (
     ACTION_ADD,
     ACTION_FIND_CANDIDATES,
     ACTION_FIND_CANDIDATES_RESPONSE,
@@ -80,11 +78,13 @@ from ..services.hl7v3 import (
     accepted,
     rejected,
 )
-from ..vihf import Code, Patient, Vihf
-from .app import StubContext
-from .echo import Checked, Refused, check_envelope, response_envelope
-from .patients import Authorisation, DmpRecord, DmpStatus, parse_time
-from .server import StubRequest, StubResponse
+from transport.errors import ValidationError
+from transport.soap.addressing import SOAP12_NS
+from transport.stubs.app import StubContext
+from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
+from transport.stubs.patients import Authorisation, DmpRecord, DmpStatus, parse_time
+from transport.stubs.server import StubRequest, StubResponse
+from transport.vihf import Code, Patient, Vihf
 
 log = logging.getLogger("transport.stubs.dmp")
 

@@ -14,13 +14,13 @@ from datetime import timedelta
 
 from lxml import etree
 
-from ..addressing import ANONYMOUS, SOAP12_NS, WSA_NS, new_message_id, read
-from ..errors import SignatureError, VihfValidationError
-from ..vihf import VerifiedVihf
-from ..wsse import verify_security
-from ..xmlparse import parse_xml
-from ..xmlsig import VerifySettings
-from .server import StubRequest, StubResponse, soap12_fault
+from transport.errors import SignatureError, VihfValidationError
+from transport.soap.addressing import ANONYMOUS, SOAP12_NS, WSA_NS, new_message_id, read
+from transport.soap.wsse import verify_security
+from transport.stubs.server import StubRequest, StubResponse, soap12_fault
+from transport.vihf import VerifiedVihf
+from transport.xml import parse_xml
+from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 

@@ -55,9 +55,24 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from ..addressing import SOAP12_NS, read
-from ..errors import SignatureError, ValidationError
-from ..services.insi import (
+from transport.errors import SignatureError, ValidationError
+from transport.soap.addressing import SOAP12_NS, read
+from transport.soap.wsse import WSSE_NS, find_assertions
+from transport.stubs.app import StubContext
+from transport.stubs.server import StubRequest, StubResponse, soap12_fault
+from transport.stubs.store import Database
+from transport.teleservices.client import (
+    CTXBAM_NS,
+    CTXBAM_VERSION,
+    CTXLPS_NS,
+    CTXLPS_VERSION,
+    SIRAM_NS,
+    read_contexte_bam,
+    read_contexte_lps,
+    siram_error,
+    verify_assertion_ps,
+)
+from transport.teleservices.insi import (
     ACTION_SEARCH_TRAITS,
     ACTION_SEARCH_VITALE,
     Individual,
@@ -72,24 +87,9 @@ from ..services.insi import (
     read_traits_search,
     read_vitale_search,
 )
-from ..services.tlsi import (
-    CTXBAM_NS,
-    CTXBAM_VERSION,
-    CTXLPS_NS,
-    CTXLPS_VERSION,
-    SIRAM_NS,
-    read_contexte_bam,
-    read_contexte_lps,
-    siram_error,
-    verify_assertion_ps,
-)
-from ..vihf import INS_NIA_OID, INS_TEST_OID
-from ..wsse import WSSE_NS, find_assertions
-from ..xmlparse import parse_xml
-from ..xmlsig import VerifySettings
-from .app import StubContext
-from .server import StubRequest, StubResponse, soap12_fault
-from .store import Database
+from transport.vihf import INS_NIA_OID, INS_TEST_OID
+from transport.xml import parse_xml
+from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..vihf import Patient, format_instant
-from .store import Database
+from transport.stubs.store import Database
+from transport.vihf import Patient, format_instant
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dmp_patients (

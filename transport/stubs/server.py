@@ -26,8 +26,8 @@ from typing import BinaryIO
 from cryptography import x509
 from lxml import etree
 
-from ..addressing import SOAP12_NS, WSA_NS
-from ..wsse import WSSE_NS
+from transport.soap.addressing import SOAP12_NS, WSA_NS
+from transport.soap.wsse import WSSE_NS
 
 log = logging.getLogger("transport.stubs")
 
@@ -177,6 +177,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # An answer leaves in as few segments as it fits (headers and a small body together, flushed
+    # once per request), and without Nagle's algorithm: otherwise a keep-alive answer's body waits
+    # for the client's delayed ACK of its headers, some 40 ms per call.
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024
 
     def setup(self) -> None:
         super().setup()

@@ -26,17 +26,17 @@ from pathlib import Path
 
 from lxml import etree
 
-from .. import mtom
-from ..addressing import SOAP12_NS
-from ..errors import CisisError, SignatureError, ValidationError
-from ..services import xades, xds
-from ..vihf import Patient
-from ..xmlparse import parse_xml
-from ..xmlsig import VerifySettings
-from .app import StubContext
-from .echo import Checked, Refused, check_envelope, response_envelope
-from .patients import Authorisation, DmpStatus, now_text
-from .server import StubRequest, StubResponse
+from transport.dmp import xades, xds
+from transport.errors import CisisError, SignatureError, ValidationError
+from transport.soap import mtom
+from transport.soap.addressing import SOAP12_NS
+from transport.stubs.app import StubContext
+from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
+from transport.stubs.patients import Authorisation, DmpStatus, now_text
+from transport.stubs.server import StubRequest, StubResponse
+from transport.vihf import Patient
+from transport.xml import parse_xml
+from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 

@@ -42,7 +42,7 @@ from urllib.parse import quote, unquote
 
 from lxml import etree
 
-from .errors import MtomError, ValidationError
+from transport.errors import MtomError, ValidationError
 
 XOP_NS = "http://www.w3.org/2004/08/xop/include"
 CHUNK_SIZE = 256 * 1024

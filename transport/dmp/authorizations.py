@@ -23,9 +23,9 @@ from typing import TypeVar
 
 from lxml import etree
 
-from ..errors import ValidationError
-from ..vihf import INS_OIDS, Patient
-from .hl7v3 import PROFESSIONAL_ID_ROOT, DmpCode, Identifier, hl7_time, parse_hl7_time
+from transport.dmp.hl7v3 import PROFESSIONAL_ID_ROOT, DmpCode, Identifier, hl7_time, parse_hl7_time
+from transport.errors import ValidationError
+from transport.vihf import INS_OIDS, Patient
 
 HABILITATIONS_NS = "urn:si-dmp-habilitations"
 PATIENTS_NS = "urn:si-dmp-patients"

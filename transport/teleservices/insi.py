@@ -23,10 +23,10 @@ from datetime import date
 
 from lxml import etree
 
-from ..addressing import SOAP12_NS
-from ..errors import ValidationError
-from ..vihf import INS_NIA_OID, Patient
-from .tlsi import TeleservicesClient
+from transport.errors import ValidationError
+from transport.soap.addressing import SOAP12_NS
+from transport.teleservices.client import TeleservicesClient
+from transport.vihf import INS_NIA_OID, Patient
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
 RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
@@ -606,7 +606,7 @@ def _matricule(value: str | Matricule | None, where: str) -> Matricule | None:
 
 
 class InsiClient:
-    """INSi's two searches over a :class:`~transport.services.tlsi.TeleservicesClient`."""
+    """INSi's two searches over a :class:`~transport.teleservices.client.TeleservicesClient`."""
 
     def __init__(self, teleservices: TeleservicesClient) -> None:
         self.teleservices = teleservices

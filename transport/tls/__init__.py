@@ -33,8 +33,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from requests.adapters import HTTPAdapter
 
-from .credentials import Credential, DigestSigner, Purpose, rsa_public_key
-from .errors import ConfigurationError, CredentialError
+from transport.credentials import Credential, DigestSigner, Purpose, rsa_public_key
+from transport.errors import ConfigurationError, CredentialError
 
 DMP_CIPHERS = (
     "ECDHE-RSA-CHACHA20-POLY1305",

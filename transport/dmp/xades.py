@@ -39,20 +39,8 @@ from signxml import (
 from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
 from signxml.xades.xades import XAdESVerifyResult
 
-from ..credentials import Signer, rfc2253_dn
-from ..errors import CisisError, SignatureError, ValidationError
-from ..vihf import format_instant
-from ..xmlparse import parse_xml
-from ..xmlsig import (
-    DSIG_NS,
-    SignerKey,
-    VerifySettings,
-    allowed_digests,
-    allowed_methods,
-    signxml_errors,
-    trusted_signer,
-)
-from .xds import (
+from transport.credentials import Signer, rfc2253_dn
+from transport.dmp.xds import (
     DMP_CONFIDENTIALITY_SYSTEM,
     MASKED_FROM_PROFESSIONALS,
     Coded,
@@ -60,6 +48,18 @@ from .xds import (
     SubmissionSet,
     new_unique_id,
     patient_id,
+)
+from transport.errors import CisisError, SignatureError, ValidationError
+from transport.vihf import format_instant
+from transport.xml import parse_xml
+from transport.xmlsig import (
+    DSIG_NS,
+    SignerKey,
+    VerifySettings,
+    allowed_digests,
+    allowed_methods,
+    signxml_errors,
+    trusted_signer,
 )
 
 XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"

@@ -3,8 +3,8 @@
 :class:`SoapClient` binds a WSDL (parsed once per process) to a :mod:`transport.tls` session and
 sends each operation with the volet's WS-Addressing headers and a ``wsse:Security`` header holding
 the call's signed assertions. Faults come back as :class:`transport.errors.SoapFault`, transport
-failures as :class:`transport.errors.TransportError`. With a :class:`transport.trace.Tracer`, the
-exact bytes of every exchange are written to disk.
+failures as :class:`transport.errors.TransportError`. With a
+:class:`transport.soap.trace.Tracer`, the exact bytes of every exchange are written to disk.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import zeep.exceptions
 from lxml import etree
 from zeep.wsdl import Document
 
-from . import addressing
-from .addressing import Flavour
-from .errors import FaultDetail, SoapFault, TLSError, TransportError
-from .trace import Tracer
-from .wsse import apply_security
-from .xmlparse import XMLSecurityError, parse_xml
+from transport.errors import FaultDetail, SoapFault, TLSError, TransportError
+from transport.soap import addressing
+from transport.soap.addressing import Flavour
+from transport.soap.trace import Tracer
+from transport.soap.wsse import apply_security
+from transport.xml import XMLSecurityError, parse_xml
 
-WSDL_DIRECTORY = Path(__file__).parent / "wsdl"
+WSDL_DIRECTORY = Path(__file__).parent.parent / "wsdl"
 """Where the project's own WSDL/XSD are installed (``wsdl/`` at the top of a source checkout)."""
 
 ZEEP_SETTINGS = zeep.Settings(
@@ -45,7 +45,7 @@ ZEEP_SETTINGS = zeep.Settings(
 
 def wsdl_path(name: str) -> Path:
     """The path of one of the project's WSDL files, in the wheel or in a source checkout."""
-    for directory in (WSDL_DIRECTORY, Path(__file__).parent.parent / "wsdl"):
+    for directory in (WSDL_DIRECTORY, Path(__file__).parent.parent.parent / "wsdl"):
         candidate = directory / name
         if candidate.is_file():
             return candidate

@@ -20,27 +20,36 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import __version__, cli_dmp, examplepki
-from .config import (
+from transport import __version__, examplepki
+from transport.cli import dmp as cli_dmp
+from transport.config import (
     CredentialSpec,
     Profile,
     example_pki_directory,
     example_profile,
     load_profile,
 )
-from .credentials import Purpose
-from .doctor import Report, Status, run_checks
-from .errors import CisisError, SignatureError, UsageError
-from .services.insi import Ins, InsiClient, SearchOutcome
-from .services.insi_batch import run_batch
-from .services.tlsi import AccessMode, TeleservicesClient
-from .smoke import Status as StepStatus
-from .smoke import run
-from .stubs.app import SERVICES, Stubs, service_path
-from .trace import Tracer
-from .vihf import INS_NIR_OID, INS_TEST_OID, AuthMode, Patient, sign_vihf, validate_ins, verify_vihf
-from .xmlparse import parse_xml
-from .xmlsig import VerifySettings
+from transport.credentials import Purpose
+from transport.doctor import Report, Status, run_checks
+from transport.errors import CisisError, SignatureError, UsageError
+from transport.smoke import Status as StepStatus
+from transport.smoke import run
+from transport.soap.trace import Tracer
+from transport.stubs.app import SERVICES, Stubs, service_path
+from transport.teleservices.client import AccessMode, TeleservicesClient
+from transport.teleservices.insi import Ins, InsiClient, SearchOutcome
+from transport.teleservices.insi_batch import run_batch
+from transport.vihf import (
+    INS_NIR_OID,
+    INS_TEST_OID,
+    AuthMode,
+    Patient,
+    sign_vihf,
+    validate_ins,
+    verify_vihf,
+)
+from transport.xml import parse_xml
+from transport.xmlsig import VerifySettings
 
 
 def _parser() -> argparse.ArgumentParser:

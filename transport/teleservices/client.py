@@ -10,7 +10,7 @@ caller is the ``INSI-AUTO``/``INSI-MANU`` certificate of the mutual TLS session 
 This module writes and reads the two contexts and the assertion PS, builds the whole envelope
 (:func:`build_request`) and posts it (:func:`post`). Faults come back as
 :class:`transport.errors.SoapFault`: its ``details`` hold the ``siram:Erreur`` ``code``,
-``severite`` and ``messageID`` (read by :func:`transport.client.fault_details`).
+``severite`` and ``messageID`` (read by :func:`transport.soap.client.fault_details`).
 Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
 """
 
@@ -34,22 +34,22 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 from zeep.wsdl.bindings import Soap12Binding
 
-from .. import addressing
-from ..addressing import SOAP12_NS, Flavour
-from ..client import answer_payload, build_envelope, load_wsdl, send
-from ..config import Profile
-from ..credentials import Credential, Purpose, Signer, rfc2253_dn
-from ..errors import (
+from transport.config import Profile
+from transport.credentials import Credential, Purpose, Signer, rfc2253_dn
+from transport.errors import (
     ConfigurationError,
     CredentialError,
     SignatureError,
     SoapFault,
     ValidationError,
 )
-from ..tls import TLSSettings, create_session
-from ..trace import Tracer
-from ..vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
-from ..xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+from transport.soap import addressing
+from transport.soap.addressing import SOAP12_NS, Flavour
+from transport.soap.client import answer_payload, build_envelope, load_wsdl, send
+from transport.soap.trace import Tracer
+from transport.tls import TLSSettings, create_session
+from transport.vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
+from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
 CTXLPS_NS = "urn:siram:lps:ctxlps"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .errors import SignatureError
+from transport.errors import SignatureError
 
 _PARSER_OPTIONS = {
     "resolve_entities": False,

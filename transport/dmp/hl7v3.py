@@ -27,8 +27,8 @@ from typing import Any
 
 from lxml import etree
 
-from ..errors import ValidationError
-from ..vihf import HL7_NS, INS_OIDS, PROFESSION_SYSTEM, XSI_NS, Code, Patient, Vihf
+from transport.errors import ValidationError
+from transport.vihf import HL7_NS, INS_OIDS, PROFESSION_SYSTEM, XSI_NS, Code, Patient, Vihf
 
 GDP_NS = "asip:ci-sis:gdp:2010"
 """Namespace of the ``PRPA_IN2013xxUV02_Response`` wrappers of GestionDossierPatientPartage."""

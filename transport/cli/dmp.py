@@ -19,12 +19,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import Profile
-from .errors import UsageError
-from .services import xds
-from .services.authorisations import AuthorizationAction, ListMode, PatientListQuery
-from .services.dmp import DmpClient, Document, Progress
-from .services.hl7v3 import (
+from transport.config import Profile
+from transport.dmp import xds
+from transport.dmp.authorizations import AuthorizationAction, ListMode, PatientListQuery
+from transport.dmp.client import DmpClient, Document, Progress
+from transport.dmp.hl7v3 import (
     OPPOSITION_BREAK_GLASS,
     OPPOSITION_EMERGENCY,
     Address,
@@ -34,8 +33,9 @@ from .services.hl7v3 import (
     Telecom,
     Traits,
 )
-from .trace import Tracer
-from .vihf import INS_NIR_OID, Patient, validate_ins
+from transport.errors import UsageError
+from transport.soap.trace import Tracer
+from transport.vihf import INS_NIR_OID, Patient, validate_ins
 
 PROGRESS_THRESHOLD = 1024 * 1024
 """Transfers above this many bytes show progress (on a terminal)."""

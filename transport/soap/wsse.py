@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from lxml import etree
 
-from .addressing import SOAP12_NS, soap_header
-from .errors import SignatureError
-from .vihf import SAML_NS, VerifiedVihf, verify_vihf
-from .xmlsig import VerifySettings
+from transport.errors import SignatureError
+from transport.soap.addressing import SOAP12_NS, soap_header
+from transport.vihf import SAML_NS, VerifiedVihf, verify_vihf
+from transport.xmlsig import VerifySettings
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 _SECURITY = f"{{{WSSE_NS}}}Security"

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from ..errors import ValidationError
-from ..mtom import XOP_NS, include
-from ..vihf import Patient
+from transport.errors import ValidationError
+from transport.soap.mtom import XOP_NS, include
+from transport.vihf import Patient
 
 RIM_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 RS_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"

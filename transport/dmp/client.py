@@ -3,8 +3,8 @@
 :class:`DmpClient` holds one mutual-TLS session to one DMP endpoint set and the professional's
 identity; each call builds its own VIHF (the identity, the call's patient and purpose of use),
 signs it, sends the request and returns a frozen result. The messages themselves are written and
-read by :mod:`transport.services.hl7v3` (patients, PDQ), :mod:`transport.services.authorisations`
-(habilitations, patientsSpecific) and :mod:`transport.services.xds` (registry, repository).
+read by :mod:`transport.dmp.hl7v3` (patients, PDQ), :mod:`transport.dmp.authorizations`
+(habilitations, patientsSpecific) and :mod:`transport.dmp.xds` (registry, repository).
 
 What the service answers is mapped, never dropped: an HL7v3 ``AE``/``AR`` acknowledgement or a
 status other than ``DMPOk`` raises :class:`transport.errors.DmpError`; an XDS ``Failure`` raises
@@ -12,9 +12,9 @@ status other than ``DMPOk`` raises :class:`transport.errors.DmpError`; an XDS ``
 as :attr:`Retrieved.complete` False); warnings come back with the result; SOAP faults raise
 :class:`transport.errors.SoapFault`.
 
-Documents travel as streamed MTOM (:mod:`transport.mtom`): a submitted file is read from disk in
-chunks while it is sent, and a retrieved document can be written to a directory as it arrives, its
-size and SHA-1 checked against the registry's metadata when the caller gives it.
+Documents travel as streamed MTOM (:mod:`transport.soap.mtom`): a submitted file is read from disk
+in chunks while it is sent, and a retrieved document can be written to a directory as it arrives,
+its size and SHA-1 checked against the registry's metadata when the caller gives it.
 """
 
 from __future__ import annotations
@@ -33,22 +33,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from .. import mtom
-from ..client import answer_payload, build_envelope, send
-from ..config import Profile
-from ..credentials import Credential, Purpose
-from ..errors import (
-    DmpError,
-    IntegrityError,
-    TransportError,
-    ValidationError,
-    XdsError,
-)
-from ..tls import TLSSettings, create_session
-from ..trace import Tracer
-from ..vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
-from . import authorisations, hl7v3, xades, xds
-from .authorisations import (
+from transport.config import Profile
+from transport.credentials import Credential, Purpose
+from transport.dmp import authorizations as authorisations
+from transport.dmp import hl7v3, xades, xds
+from transport.dmp.authorizations import (
     AuthorizationAction,
     AuthorizationList,
     ListAuthorizations,
@@ -58,7 +47,7 @@ from .authorisations import (
     PatientListQuery,
     SetAuthorization,
 )
-from .hl7v3 import (
+from transport.dmp.hl7v3 import (
     CLOSED_AT_PATIENT_REQUEST,
     CONSENT_TO_OPEN,
     CONSENT_TO_REACTIVATE,
@@ -72,6 +61,18 @@ from .hl7v3 import (
     RegistrationRequest,
     Traits,
 )
+from transport.errors import (
+    DmpError,
+    IntegrityError,
+    TransportError,
+    ValidationError,
+    XdsError,
+)
+from transport.soap import mtom
+from transport.soap.client import answer_payload, build_envelope, send
+from transport.soap.trace import Tracer
+from transport.tls import TLSSettings, create_session
+from transport.vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
 
 log = logging.getLogger("transport.dmp")
 
@@ -508,7 +509,7 @@ class DmpClient:
         """A document to :meth:`submit`, its metadata filled in: a new uniqueId, the caller as
         author, the creation and service times now, the structure's sector as facility type,
         the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
-        :class:`transport.services.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
+        :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
         """
         now = xds.xds_time(datetime.now(UTC))
         sector, _, system = self.identity.sector.partition("^")
@@ -539,7 +540,7 @@ class DmpClient:
     ) -> Submitted:
         """TD2.1: send ``documents`` (one patient) with their metadata in one submission set and,
         with ``sign``, the set's XAdES signature document made with the signature credential
-        (:mod:`transport.services.xades`), linked to the set by a ``signs`` association.
+        (:mod:`transport.dmp.xades`), linked to the set by a ``signs`` association.
 
         Hash and size are computed from the content; files are read in chunks (to hash, to sign,
         to send) and never held whole in memory. XdsError when the registry refuses.
@@ -633,7 +634,7 @@ class DmpClient:
 
         With ``directory``, each document is written to a new file there as it arrives (any
         size); without it, documents are returned as bytes (up to
-        :data:`transport.mtom.MAX_IN_MEMORY` each). IntegrityError, with the document's file
+        :data:`transport.soap.mtom.MAX_IN_MEMORY` each). IntegrityError, with the document's file
         removed, when a document's size or SHA-1 differs from its entry's; XdsError when none
         could be returned.
         """

@@ -29,8 +29,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SoapFault, TransportError, UsageError, ValidationError
-from .insi import SearchOutcome, TraitsSearch, traits_query
+from transport.errors import SoapFault, TransportError, UsageError, ValidationError
+from transport.teleservices.insi import SearchOutcome, TraitsSearch, traits_query
 
 INPUT_COLUMNS = ("nom", "prenoms", "sexe", "naissance")
 """The input columns every row needs (``lieu`` and ``id`` are optional)."""
@@ -185,7 +185,7 @@ def run_batch(
     progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
     """Search every input row not yet in OUTPUT with ``search`` (usually
-    :meth:`~transport.services.insi.InsiClient.search_query`), at most ``concurrency`` at once
+    :meth:`~transport.teleservices.insi.InsiClient.search_query`), at most ``concurrency`` at once
     and ``rate`` rows per second, appending each answer to OUTPUT as it comes.
 
     ``progress(done, total)`` is called after each row. An exception other than a fault, a
