@@ -10,6 +10,7 @@ loaded key about half a millisecond, so a credential is loaded once and kept for
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from collections.abc import Iterable
@@ -136,6 +137,13 @@ def rfc2253_dn(name: x509.Name) -> str:
     return ",".join(rdns)
 
 
+@functools.lru_cache(maxsize=64)
+def subject_dn(certificate: x509.Certificate) -> str:
+    """``certificate``'s subject in RFC 2253 form (:func:`rfc2253_dn`), computed once per
+    certificate: it is the ``Issuer`` of every assertion its key signs."""
+    return rfc2253_dn(certificate.subject)
+
+
 def _rfc2253_attribute(attribute: x509.NameAttribute) -> str:
     keyword = _RFC2253_KEYWORDS.get(attribute.oid)
     if keyword is not None:
@@ -185,7 +193,7 @@ class Credential:
     @property
     def dn(self) -> str:
         """The subject DN in RFC 2253 form (the VIHF ``Issuer`` of a signing credential)."""
-        return rfc2253_dn(self.certificate.subject)
+        return subject_dn(self.certificate)
 
     @property
     def issuer_dn(self) -> str:

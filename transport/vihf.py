@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
-from transport.credentials import Signer, rfc2253_dn
+from transport.credentials import Signer, rfc2253_dn, subject_dn
 from transport.errors import SignatureError, VihfValidationError
 from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
@@ -330,7 +330,7 @@ def sign_vihf(
 
     The ``Issuer`` is the RFC 2253 DN of ``signer.certificate``; ``ds:Signature`` follows it.
     """
-    issuer = rfc2253_dn(signer.certificate.subject)
+    issuer = subject_dn(signer.certificate)
     unsigned = build_assertion(vihf, issuer, options=options, now=now, assertion_id=assertion_id)
     return sign_enveloped(unsigned, signer, algorithm=options.algorithm, after=_q("Issuer"))
 

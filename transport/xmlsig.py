@@ -12,8 +12,10 @@ dates and its key usage with our own policy, then returns only what the signatur
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
+from lxml.builder import ElementMaker
 from signxml import (
     DigestAlgorithm,
     InvalidCertificate,
@@ -33,9 +36,7 @@ from signxml import (
     InvalidSignature,
     SignatureConfiguration,
     SignatureMethod,
-    XMLSigner,
     XMLVerifier,
-    methods,
 )
 
 from transport.credentials import Signer, certificate_key_usages
@@ -49,11 +50,19 @@ DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _SIGNATURE = f"{{{DSIG_NS}}}Signature"
 
-_METHODS = {
-    "rsa-sha256": (SignatureMethod.RSA_SHA256, DigestAlgorithm.SHA256),
-    "rsa-sha384": (SignatureMethod.RSA_SHA384, DigestAlgorithm.SHA384),
-    "rsa-sha512": (SignatureMethod.RSA_SHA512, DigestAlgorithm.SHA512),
+
+_SIGNATURE_METHODS = {
+    "rsa-sha256": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", hashes.SHA256),
+    "rsa-sha384": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha384", hashes.SHA384),
+    "rsa-sha512": ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha512", hashes.SHA512),
 }
+_DIGEST_METHODS = {
+    hashes.SHA256: "http://www.w3.org/2001/04/xmlenc#sha256",
+    hashes.SHA384: "http://www.w3.org/2001/04/xmldsig-more#sha384",
+    hashes.SHA512: "http://www.w3.org/2001/04/xmlenc#sha512",
+}
+ENVELOPED = f"{DSIG_NS}enveloped-signature"
+_DS = ElementMaker(namespace=DSIG_NS, nsmap={"ds": DSIG_NS})
 
 
 class SignerKey:
@@ -85,42 +94,62 @@ def sign_enveloped(
     algorithm: str = "rsa-sha256",
     after: str | None = None,
     id_attribute: str = "ID",
-    inclusive_prefixes: Sequence[str] = (),
 ) -> etree._Element:
     """Return a signed copy of ``element`` with an enveloped signature over its ``id_attribute``.
 
-    ``after`` is the Clark name of the child the ``ds:Signature`` must follow (for a SAML assertion,
-    ``saml2:Issuer``); without it the signature comes first. ``inclusive_prefixes`` are written as
-    the exclusive c14n ``InclusiveNamespaces PrefixList`` when a receiver expects one.
+    The signature is the volet's profile (XML-DSig 1.0, W3C Recommendation 2008): one Reference to
+    ``#<ID>`` with the enveloped-signature and exclusive c14n transforms, exclusive c14n of
+    ``SignedInfo``, ``algorithm`` (``rsa-sha256`` by default) with the digest of the same size, and
+    ``KeyInfo/X509Data`` holding the signer's certificate. ``after`` is the Clark name of the child
+    the ``ds:Signature`` must follow (for a SAML assertion, ``saml2:Issuer``); without it the
+    signature comes first.
+
+    Built here rather than by signxml, which re-parses and copies the document it signs: this is
+    one exclusive c14n of the element, one of ``SignedInfo``, and one RSA operation of ``signer``
+    (a key file or a card).
     """
-    if algorithm not in _METHODS:
+    if algorithm not in _SIGNATURE_METHODS:
         raise ValueError(
-            f"unsupported signature algorithm {algorithm!r} (use {', '.join(_METHODS)})"
+            f"unsupported signature algorithm {algorithm!r} (use {', '.join(_SIGNATURE_METHODS)})"
         )
     identifier = element.get(id_attribute)
     if not identifier:
         raise ValueError(f"the element to sign has no {id_attribute} attribute")
-    template = etree.fromstring(etree.tostring(element))
-    placeholder = etree.Element(_SIGNATURE, Id="placeholder", nsmap={"ds": DSIG_NS})
-    anchor = template.find(after) if after else None
-    template.insert(template.index(anchor) + 1 if anchor is not None else 0, placeholder)
-    signature_method, digest = _METHODS[algorithm]
-    xml_signer = XMLSigner(
-        method=methods.enveloped,
-        signature_algorithm=signature_method,
-        digest_algorithm=digest,
-        c14n_algorithm=EXC_C14N,
+    method, hash_type = _SIGNATURE_METHODS[algorithm]
+    signed = copy.deepcopy(element)
+    # The enveloped-signature transform removes the signature before digesting: digesting the
+    # element before the signature is inserted gives the same octets.
+    digest = hashes.Hash(hash_type())
+    digest.update(etree.tostring(signed, method="c14n", exclusive=True, with_comments=False))
+    signed_info = _DS.SignedInfo(
+        _DS.CanonicalizationMethod(Algorithm=EXC_C14N),
+        _DS.SignatureMethod(Algorithm=method),
+        _DS.Reference(
+            _DS.Transforms(_DS.Transform(Algorithm=ENVELOPED), _DS.Transform(Algorithm=EXC_C14N)),
+            _DS.DigestMethod(Algorithm=_DIGEST_METHODS[hash_type]),
+            _DS.DigestValue(base64.b64encode(digest.finalize()).decode()),
+            URI=f"#{identifier}",
+        ),
     )
-    xml_signer.namespaces = {"ds": DSIG_NS}
-    signed = xml_signer.sign(
-        template,
-        key=SignerKey(signer),
-        cert=[signer.certificate.public_bytes(serialization.Encoding.PEM).decode()],
-        reference_uri=f"#{identifier}",
-        id_attribute=id_attribute,
-        inclusive_ns_prefixes=list(inclusive_prefixes) or None,
+    signature_value = _DS.SignatureValue()
+    signature = _DS.Signature(
+        signed_info,
+        signature_value,
+        _DS.KeyInfo(_DS.X509Data(_DS.X509Certificate(_pem_body(signer.certificate)))),
     )
+    anchor = signed.find(after) if after else None
+    signed.insert(signed.index(anchor) + 1 if anchor is not None else 0, signature)
+    # Exclusive c14n renders only the namespaces SignedInfo uses, so where it sits does not matter.
+    canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
+    signature_value.text = base64.b64encode(signer.sign(canonical, algorithm)).decode()
     return signed
+
+
+@functools.lru_cache(maxsize=64)
+def _pem_body(certificate: x509.Certificate) -> str:
+    """The base64 lines of ``certificate``'s PEM form, as ``X509Certificate`` carries them."""
+    pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return "".join(line + "\n" for line in pem.splitlines()[1:-1])
 
 
 @dataclass(frozen=True)

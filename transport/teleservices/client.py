@@ -35,7 +35,7 @@ from lxml import etree
 from zeep.wsdl.bindings import Soap12Binding
 
 from transport.config import Profile
-from transport.credentials import Credential, Purpose, Signer, rfc2253_dn
+from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
 from transport.errors import (
     ConfigurationError,
     CredentialError,
@@ -455,7 +455,7 @@ def sign_assertion_ps(
 
     The ``Issuer`` is the RFC 2253 DN of ``signer.certificate``; ``ds:Signature`` follows it.
     """
-    issuer = rfc2253_dn(signer.certificate.subject)
+    issuer = subject_dn(signer.certificate)
     unsigned = build_assertion_ps(assertion, issuer, now=now, assertion_id=assertion_id)
     return sign_enveloped(unsigned, signer, algorithm=algorithm, after=_saml("Issuer"))
 
