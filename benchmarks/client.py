@@ -1,0 +1,380 @@
+"""The client's own cost on TD0.2 (test d'existence), each figure beside its baseline measured in
+the same run: medians, spreads and ratios, as a table and as JSON.
+
+Run from the project root: ``python benchmarks/client.py`` (``--quick`` for tiny counts, as CI
+does; ``--json FILE`` to keep the figures). Figures:
+
+- ``cpu``: client CPU of one TD0.2 in-process with the wire replaced by an in-memory answer (build
+  and sign the VIHF, envelope, serialise; parse the answer and map it), against the floor: one
+  RSA-2048 PKCS#1 v1.5 SHA-256 signature, one lxml serialisation of the same request envelope and
+  one parse of the same answer.
+- ``calls/s`` at 1 and 8 threads: TD0.2 calls per second over keep-alive mutual TLS against an
+  HTTPS echo server (a child process answering every POST with a recorded TD0.2 answer, so the
+  client is the bottleneck), against a raw ``requests`` POST of the same request bytes.
+- ``first call``: a new process that imports the library, loads the example profile and makes one
+  TD0.2 against the echo server, against a process that only imports zeep, signxml, requests, lxml
+  and cryptography.
+- ``--help``: ``python -m transport --help`` against ``python -c pass``.
+
+Each pair is measured interleaved (baseline, subject, baseline, …) so both see the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import multiprocessing
+import os
+import platform
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from lxml import etree
+
+from transport import examplepki
+from transport.config import example_profile
+from transport.credentials import Purpose
+from transport.dmp.client import DmpClient, software_device
+from transport.soap.trace import Tracer
+from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.tls import create_session
+from transport.vihf import INS_TEST_OID, AuthMode, Patient
+
+PATIENT = Patient("279035121518989", INS_TEST_OID)
+PATIENTS_PATH = "/si-dmp-server/v2/services/patients"
+_RELATES_TO = re.compile(rb"(<(?:\w+:)?RelatesTo\b[^>]*>)[^<]*(</)")
+_MESSAGE_ID = re.compile(rb"<(?:\w+:)?MessageID\b[^>]*>([^<]*)</")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure: the subject's and the baseline's medians (unit ``unit``), their
+    spreads (min, max) and ``ratio`` = subject / baseline (for rates, baseline / subject is not
+    used: ``ratio`` is always subject over baseline, so a rate below 1 is slower)."""
+
+    name: str
+    unit: str
+    subject: float
+    subject_spread: tuple[float, float]
+    baseline_name: str
+    baseline: float
+    baseline_spread: tuple[float, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.subject / self.baseline if self.baseline else float("nan")
+
+
+def figure(
+    name: str, unit: str, subject: list[float], baseline_name: str, baseline: list[float]
+) -> Figure:
+    return Figure(
+        name,
+        unit,
+        statistics.median(subject),
+        (min(subject), max(subject)),
+        baseline_name,
+        statistics.median(baseline),
+        (min(baseline), max(baseline)),
+    )
+
+
+# --- the recorded exchange and the echo server ----------------------------------------------------
+
+
+def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, bytes]:
+    """One TD0.2 against the real DMP stub, traced: its request and answer envelopes."""
+    traces = work / "trace"
+    with Stubs(pki=pki, data_dir=work / "state", services=DMP_SERVICES) as stubs:
+        profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": stubs.dmp_base_url})
+        with DmpClient.from_profile(profile, tracer=Tracer(traces)) as client:
+            client.exists(PATIENT)
+    request = next(traces.glob("*-request.xml")).read_bytes()
+    answer = next(traces.glob("*-response.xml")).read_bytes()
+    return request, answer
+
+
+def answer_for(template: bytes, request: bytes) -> bytes:
+    """``template`` with its ``RelatesTo`` naming the ``MessageID`` of ``request``."""
+    found = _MESSAGE_ID.search(request)
+    message_id = found.group(1) if found else b""
+    return _RELATES_TO.sub(lambda m: m.group(1) + message_id + m.group(2), template, count=1)
+
+
+def serve_echo(pki_directory: str, template: bytes, ready: multiprocessing.Queue) -> None:
+    """The child process: an HTTPS server (mutual TLS) answering each POST with ``template``."""
+    pki = examplepki.load(pki_directory)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+        wbufsize = 64 * 1024
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = answer_for(template, body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    ready.put(f"https://127.0.0.1:{server.server_address[1]}")
+    server.serve_forever()
+
+
+# --- the figures ----------------------------------------------------------------------------------
+
+
+class MemoryAdapter(requests.adapters.BaseAdapter):
+    """The wire replaced: every request is answered from memory with the recorded answer."""
+
+    def __init__(self, template: bytes) -> None:
+        super().__init__()
+        self.template = template
+
+    def send(self, request: requests.PreparedRequest, **_: object) -> requests.Response:
+        body = request.body if isinstance(request.body, bytes) else b"".join(request.body or ())
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "application/soap+xml; charset=utf-8"
+        response.raw = io.BytesIO(answer_for(self.template, body))
+        response.request = request
+        response.url = request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int) -> list[Figure]:
+    """Client CPU per TD0.2 in-process (ms) against the floor and against a careful integrator."""
+    signature = profile.signature_credential.load(Purpose.SIGNATURE)
+    key = signature.private_key
+    assert key is not None
+    envelope = etree.fromstring(request)
+    signed_info = b"x" * 700  # the size of a VIHF's canonical SignedInfo
+
+    def floor() -> None:
+        key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
+        etree.tostring(envelope)
+        etree.fromstring(template)
+
+    integrator = careful_integrator(profile, signature, template)
+    with DmpClient.from_profile(profile) as client:
+        client.session.mount("https://", MemoryAdapter(template))
+        samples: dict[str, list[float]] = {"ours": [], "floor": [], "integrator": []}
+        for _ in range(runs):
+            samples["floor"].append(per_call_cpu(floor, calls))
+            samples["integrator"].append(per_call_cpu(integrator, calls))
+            samples["ours"].append(per_call_cpu(lambda: client.exists(PATIENT), calls))
+    name = "TD0.2 client CPU, in-process"
+    return [
+        figure(name, "ms", samples["ours"], "floor", samples["floor"]),
+        figure(name, "ms", samples["ours"], "zeep + signxml", samples["integrator"]),
+    ]
+
+
+def careful_integrator(profile, signature, template: bytes) -> Callable[[], object]:
+    """TD0.2 as a careful integrator writes it with zeep and signxml: the key loaded once, the
+    zeep client made once, the assertion built with lxml and signed by signxml, the envelope made
+    by zeep (WS-Addressing plugin, the assertion as a header), the answer read with lxml."""
+    import zeep
+    import zeep.wsa
+    from signxml import XMLSigner, methods
+
+    from transport.dmp import hl7v3
+    from transport.soap.client import wsdl_path
+    from transport.vihf import build_assertion
+
+    session = requests.Session()
+    session.mount("https://", MemoryAdapter(template))
+    client = zeep.Client(
+        str(wsdl_path("dmp/patients.wsdl")),
+        transport=zeep.Transport(session=session),
+        plugins=[zeep.wsa.WsAddressingPlugin()],
+    )
+    operation = "PatientGetDemographics_PRPA_IN201307UV02"
+    service = client.create_service(
+        next(iter(client.wsdl.bindings)), profile.endpoint("dmp") + "/patients"
+    )
+    identity = profile.identity.with_patient(PATIENT)
+    certificate = signature.certificate.public_bytes(serialization.Encoding.PEM).decode()
+    issuer = signature.dn
+    wsse = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+    device = software_device(profile.identity)
+
+    def call() -> object:
+        assertion = build_assertion(identity, issuer)
+        signed = XMLSigner(
+            method=methods.enveloped, c14n_algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"
+        ).sign(assertion, key=signature.private_key, cert=certificate)
+        security = etree.Element(f"{{{wsse}}}Security")
+        security.append(signed)
+        query = hl7v3.DemographicsQuery.new(hl7v3.Reason.TEST_EXST, PATIENT, device).build()
+        result = service[operation](_value_1=list(query), _soapheaders=[security])
+        return [e for e in result._value_1 if e.tag == "{urn:hl7-org:v3}acknowledgement"]
+
+    return call
+
+
+def per_call_cpu(action: Callable[[], object], calls: int) -> float:
+    action()  # warm-up
+    start = time.process_time()
+    for _ in range(calls):
+        action()
+    return (time.process_time() - start) * 1000 / calls
+
+
+def rate_figures(profile, request: bytes, calls: int, runs: int) -> list[Figure]:
+    """TD0.2 calls/s at 1 and 8 threads against a raw requests POST of the same bytes."""
+    url = profile.endpoint("dmp") + "/patients"
+    tls = profile.tls_credential.load(Purpose.TLS_CLIENT)
+    raw = create_session(tls, profile.tls_settings())
+    headers = {"Content-Type": "application/soap+xml; charset=utf-8"}
+    figures = []
+    with DmpClient.from_profile(profile) as client:
+        for threads in (1, 8):
+            ours: list[float] = []
+            base: list[float] = []
+            for _ in range(runs):
+                base.append(
+                    rate(lambda: raw.post(url, data=request, headers=headers), calls, threads)
+                )
+                ours.append(rate(lambda: client.exists(PATIENT), calls, threads))
+            figures.append(
+                figure(f"TD0.2 calls/s, {threads} thread(s)", "calls/s", ours, "raw POST", base)
+            )
+    raw.close()
+    return figures
+
+
+def rate(action: Callable[[], object], calls: int, threads: int) -> float:
+    action()  # the connection is made before timing
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: action(), range(threads)))  # one connection per thread
+        start = time.perf_counter()
+        list(pool.map(lambda _: action(), range(calls)))
+        return calls / (time.perf_counter() - start)
+
+
+_FIRST_CALL = """
+import sys
+from pathlib import Path
+from transport import examplepki
+from transport.config import example_profile
+from transport.dmp.client import DmpClient, software_device
+from transport.vihf import INS_TEST_OID, AuthMode, Patient
+pki = examplepki.load(Path(sys.argv[1]))
+profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": sys.argv[2]})
+with DmpClient.from_profile(profile) as client:
+    client.exists(Patient("279035121518989", INS_TEST_OID))
+"""
+_BARE_IMPORTS = "import zeep, signxml, requests, lxml.etree, cryptography.x509"
+
+
+def process_figures(pki: examplepki.ExamplePKI, base_url: str, runs: int) -> list[Figure]:
+    """A new process's first TD0.2, and ``--help``, each against its bare baseline (ms)."""
+    python = sys.executable
+    first = [python, "-c", _FIRST_CALL, str(pki.directory), base_url]
+    pairs = (
+        ("first TD0.2 in a new process", first, "bare imports", [python, "-c", _BARE_IMPORTS]),
+        ("cisis-transport --help", [python, "-m", "transport", "--help"], "python -c pass",
+         [python, "-c", "pass"]),
+    )  # fmt: skip
+    figures = []
+    for name, command, baseline_name, baseline in pairs:
+        ours: list[float] = []
+        base: list[float] = []
+        for _ in range(runs):
+            base.append(wall_ms(baseline))
+            ours.append(wall_ms(command))
+        figures.append(figure(name, "ms", ours, baseline_name, base))
+    return figures
+
+
+def wall_ms(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - start) * 1000
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def print_table(figures: list[Figure], header: str) -> None:
+    print(header)
+    print(
+        f"{'figure':<36} {'ours':>10} {'spread':>17} {'baseline':>16} {'median':>10} {'ratio':>7}"
+    )
+    for item in figures:
+        low, high = item.subject_spread
+        print(
+            f"{item.name:<36} {item.subject:10.2f} {f'{low:.2f}–{high:.2f}':>17}"
+            f" {item.baseline_name:>16} {item.baseline:10.2f} {item.ratio:6.2f}x  ({item.unit})"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300, help="calls per run (default 300)")
+    parser.add_argument("--runs", type=int, default=5, help="interleaved runs (default 5)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts (CI's smoke run)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures there")
+    args = parser.parse_args(argv)
+    calls, runs = (10, 2) if args.quick else (args.calls, args.runs)
+    with tempfile.TemporaryDirectory(prefix="cisis-bench-") as scratch:
+        work = Path(scratch)
+        pki = examplepki.generate(work / "pki")
+        request, template = record_exchange(pki, work)
+        ready: multiprocessing.Queue = multiprocessing.Queue()
+        echo = multiprocessing.Process(
+            target=serve_echo, args=(str(pki.directory), template, ready), daemon=True
+        )
+        echo.start()
+        try:
+            base_url = ready.get(timeout=30) + "/si-dmp-server/v2/services"
+            profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": base_url})
+            figures = cpu_figures(profile, template, request, calls, runs)
+            figures += rate_figures(profile, request, calls, runs)
+            figures += process_figures(pki, base_url, runs)
+        finally:
+            echo.terminate()
+            echo.join()
+    header = (
+        f"TD0.2 client cost: {calls} calls x {runs} runs, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {platform.machine()}"
+    )
+    print_table(figures, header)
+    if args.json:
+        document = {"header": header, "figures": [asdict(f) | {"ratio": f.ratio} for f in figures]}
+        args.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "benchmark"
+    main()

@@ -1,0 +1,31 @@
+"""The benchmarks run (tiny counts, no thresholds): each prints its table and writes its figures,
+every one with a positive median beside a positive baseline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_client_benchmark_runs_quick(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/client.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
+    names = {item["name"] for item in figures}
+    assert {"cisis-transport --help", "first TD0.2 in a new process"} <= names
+    assert any(item["baseline_name"] == "zeep + signxml" for item in figures)
+    for item in figures:
+        assert item["subject"] > 0 and item["baseline"] > 0, item
+        assert item["name"] in done.stdout
