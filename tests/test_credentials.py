@@ -597,3 +597,32 @@ def test_repr_holds_no_key_material(credentials, name: str) -> None:
         assert not any(line in text for line in pem_lines)
         assert "private_key" not in text
         assert "RSAPrivateKey" not in text
+
+
+def test_a_pkcs12_is_decrypted_once_per_process(
+    pki: ExamplePKI, tmp_path: Path, monkeypatch
+) -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from transport import credentials
+
+    decrypted: list[int] = []
+    real = pkcs12.load_pkcs12
+
+    def counting(data, password):
+        decrypted.append(len(data))
+        return real(data, password)
+
+    monkeypatch.setattr(credentials, "_pkcs12_cache", {})
+    monkeypatch.setattr(credentials.pkcs12, "load_pkcs12", counting)
+    copy = tmp_path / "org-sign.p12"
+    copy.write_bytes(pki.p12("org-sign").read_bytes())
+    first = load_pkcs12(copy, pki.password)
+    second = load_pkcs12(copy, pki.password, purpose=Purpose.SIGNATURE)
+    assert len(decrypted) == 1 and first.certificate == second.certificate
+    with pytest.raises(CredentialError, match="wrong password"):
+        load_pkcs12(copy, "not the password")
+    # Another file at the same path is decrypted anew, never served from the cache.
+    copy.write_bytes(pki.p12("org-auth").read_bytes())
+    assert load_pkcs12(copy, pki.password).certificate != first.certificate
+    assert len(decrypted) == 3

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,15 +389,43 @@ def load_pkcs12(
     data = _read(path, "PKCS#12 file")
     secret = resolve_password(password, password_env, source)
     try:
-        bundle = pkcs12.load_pkcs12(data, secret)
+        key, certificate, others = _parsed_pkcs12(data, secret)
     except ValueError:
         reason = "wrong password, or not a PKCS#12 file" if secret else "password required"
         raise CredentialError(
             source, reason, hint="give the password, or the variable that holds it"
         ) from None
-    certificate = bundle.cert.certificate if bundle.cert else None
-    others = [item.certificate for item in bundle.additional_certs]
-    return _credential(source, bundle.key, certificate, others, purpose, now)
+    return _credential(source, key, certificate, list(others), purpose, now)
+
+
+_Pkcs12 = tuple[object, x509.Certificate | None, tuple[x509.Certificate, ...]]
+_pkcs12_cache: dict[bytes, _Pkcs12] = {}
+_pkcs12_lock = threading.Lock()
+_PKCS12_CACHE_SIZE = 32
+
+
+def _parsed_pkcs12(data: bytes, secret: bytes | None) -> _Pkcs12:
+    """The key, certificate and other certificates of a PKCS#12, decrypted once per process.
+
+    Decrypting checks the RSA key (some 40 ms); a profile names the same file for TLS and
+    signing, and every command loads its profile. The cache is keyed by a digest of the file and
+    the password, never by the password itself; a changed file is decrypted again.
+    """
+    fingerprint = hashlib.sha256(hashlib.sha256(data).digest() + (secret or b"")).digest()
+    with _pkcs12_lock:
+        cached = _pkcs12_cache.get(fingerprint)
+    if cached is None:
+        bundle = pkcs12.load_pkcs12(data, secret)
+        cached = (
+            bundle.key,
+            bundle.cert.certificate if bundle.cert else None,
+            tuple(item.certificate for item in bundle.additional_certs),
+        )
+        with _pkcs12_lock:
+            if len(_pkcs12_cache) >= _PKCS12_CACHE_SIZE:
+                _pkcs12_cache.clear()
+            _pkcs12_cache[fingerprint] = cached
+    return cached
 
 
 def load_pem(
