@@ -24,27 +24,21 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import io
-import json
-import multiprocessing
-import os
-import platform
-import re
-import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from echo import answer_for, echo_server
+from figures import Figure, figure, machine, per_call_cpu, print_table, wall_ms, write_json
 
 from transport import examplepki
 from transport.config import example_profile
@@ -56,45 +50,9 @@ from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient
 
 PATIENT = Patient("279035121518989", INS_TEST_OID)
-PATIENTS_PATH = "/si-dmp-server/v2/services/patients"
-_RELATES_TO = re.compile(rb"(<(?:\w+:)?RelatesTo\b[^>]*>)[^<]*(</)")
-_MESSAGE_ID = re.compile(rb"<(?:\w+:)?MessageID\b[^>]*>([^<]*)</")
 
 
-@dataclass(frozen=True)
-class Figure:
-    """One measured figure: the subject's and the baseline's medians (unit ``unit``), their
-    spreads (min, max) and ``ratio`` = subject / baseline (for rates, baseline / subject is not
-    used: ``ratio`` is always subject over baseline, so a rate below 1 is slower)."""
-
-    name: str
-    unit: str
-    subject: float
-    subject_spread: tuple[float, float]
-    baseline_name: str
-    baseline: float
-    baseline_spread: tuple[float, float]
-
-    @property
-    def ratio(self) -> float:
-        return self.subject / self.baseline if self.baseline else float("nan")
-
-
-def figure(
-    name: str, unit: str, subject: list[float], baseline_name: str, baseline: list[float]
-) -> Figure:
-    return Figure(
-        name,
-        unit,
-        statistics.median(subject),
-        (min(subject), max(subject)),
-        baseline_name,
-        statistics.median(baseline),
-        (min(baseline), max(baseline)),
-    )
-
-
-# --- the recorded exchange and the echo server ----------------------------------------------------
+# --- the recorded exchange ----------------------------------------------------------------------
 
 
 def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, bytes]:
@@ -107,44 +65,6 @@ def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, byte
     request = next(traces.glob("*-request.xml")).read_bytes()
     answer = next(traces.glob("*-response.xml")).read_bytes()
     return request, answer
-
-
-def answer_for(template: bytes, request: bytes) -> bytes:
-    """``template`` with its ``RelatesTo`` naming the ``MessageID`` of ``request``."""
-    found = _MESSAGE_ID.search(request)
-    message_id = found.group(1) if found else b""
-    return _RELATES_TO.sub(lambda m: m.group(1) + message_id + m.group(2), template, count=1)
-
-
-def serve_echo(pki_directory: str, template: bytes, ready: multiprocessing.Queue) -> None:
-    """The child process: an HTTPS server (mutual TLS) answering each POST with ``template``."""
-    pki = examplepki.load(pki_directory)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-        wbufsize = 64 * 1024
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            answer = answer_for(template, body)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    ready.put(f"https://127.0.0.1:{server.server_address[1]}")
-    server.serve_forever()
 
 
 # --- the figures ----------------------------------------------------------------------------------
@@ -242,14 +162,6 @@ def careful_integrator(profile, signature, template: bytes) -> Callable[[], obje
     return call
 
 
-def per_call_cpu(action: Callable[[], object], calls: int) -> float:
-    action()  # warm-up
-    start = time.process_time()
-    for _ in range(calls):
-        action()
-    return (time.process_time() - start) * 1000 / calls
-
-
 def rate_figures(profile, request: bytes, calls: int, runs: int) -> list[Figure]:
     """TD0.2 calls/s at 1 and 8 threads against a raw requests POST of the same bytes."""
     url = profile.endpoint("dmp") + "/patients"
@@ -287,7 +199,7 @@ import sys
 from pathlib import Path
 from transport import examplepki
 from transport.config import example_profile
-from transport.dmp.client import DmpClient, software_device
+from transport.dmp.client import DmpClient
 from transport.vihf import INS_TEST_OID, AuthMode, Patient
 pki = examplepki.load(Path(sys.argv[1]))
 profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": sys.argv[2]})
@@ -317,28 +229,6 @@ def process_figures(pki: examplepki.ExamplePKI, base_url: str, runs: int) -> lis
     return figures
 
 
-def wall_ms(command: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return (time.perf_counter() - start) * 1000
-
-
-# --- output ---------------------------------------------------------------------------------------
-
-
-def print_table(figures: list[Figure], header: str) -> None:
-    print(header)
-    print(
-        f"{'figure':<36} {'ours':>10} {'spread':>17} {'baseline':>16} {'median':>10} {'ratio':>7}"
-    )
-    for item in figures:
-        low, high = item.subject_spread
-        print(
-            f"{item.name:<36} {item.subject:10.2f} {f'{low:.2f}–{high:.2f}':>17}"
-            f" {item.baseline_name:>16} {item.baseline:10.2f} {item.ratio:6.2f}x  ({item.unit})"
-        )
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="calls per run (default 300)")
@@ -351,30 +241,17 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(scratch)
         pki = examplepki.generate(work / "pki")
         request, template = record_exchange(pki, work)
-        ready: multiprocessing.Queue = multiprocessing.Queue()
-        echo = multiprocessing.Process(
-            target=serve_echo, args=(str(pki.directory), template, ready), daemon=True
-        )
-        echo.start()
-        try:
-            base_url = ready.get(timeout=30) + "/si-dmp-server/v2/services"
+        with echo_server(pki, template) as echo:
+            base_url = echo + "/si-dmp-server/v2/services"
             profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": base_url})
             figures = cpu_figures(profile, template, request, calls, runs)
             figures += rate_figures(profile, request, calls, runs)
             figures += process_figures(pki, base_url, runs)
-        finally:
-            echo.terminate()
-            echo.join()
-    header = (
-        f"TD0.2 client cost: {calls} calls x {runs} runs, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, {platform.machine()}"
-    )
+    header = f"TD0.2 client cost: {calls} calls x {runs} runs, {machine()}"
     print_table(figures, header)
     if args.json:
-        document = {"header": header, "figures": [asdict(f) | {"ratio": f.ratio} for f in figures]}
-        args.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
+        write_json(args.json, header, figures)
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "benchmark"
     main()

@@ -11,10 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_client_benchmark_runs_quick(tmp_path: Path) -> None:
+def run_quick(script: str, tmp_path: Path) -> tuple[list[dict], str]:
+    """Run ``benchmarks/<script> --quick``; its figures (from its JSON) and its output."""
     out = tmp_path / "figures.json"
     done = subprocess.run(
-        [sys.executable, "benchmarks/client.py", "--quick", "--json", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--quick", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -23,9 +24,19 @@ def test_client_benchmark_runs_quick(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     figures = json.loads(out.read_text(encoding="utf-8"))["figures"]
-    names = {item["name"] for item in figures}
-    assert {"cisis-transport --help", "first TD0.2 in a new process"} <= names
-    assert any(item["baseline_name"] == "zeep + signxml" for item in figures)
     for item in figures:
         assert item["subject"] > 0 and item["baseline"] > 0, item
         assert item["name"] in done.stdout
+    return figures, done.stdout
+
+
+def test_client_benchmark_runs_quick(tmp_path: Path) -> None:
+    figures, _ = run_quick("client.py", tmp_path)
+    names = {item["name"] for item in figures}
+    assert {"cisis-transport --help", "first TD0.2 in a new process"} <= names
+    assert any(item["baseline_name"] == "zeep + signxml" for item in figures)
+
+
+def test_insi_batch_benchmark_runs_quick(tmp_path: Path) -> None:
+    figures, _ = run_quick("insi_batch.py", tmp_path)
+    assert [item["baseline_name"] for item in figures] == ["sequential", "raw POST"]
