@@ -1,56 +1,205 @@
-"""A large document submitted (TD2.1) and retrieved (TD3.2) by DmpClient through the DMP stub over
-mutual TLS on loopback: time against a plain file copy, and the client's peak memory.
+"""A large document submitted (TD2.1) and retrieved (TD3.2) by DmpClient over mutual TLS on
+loopback, against a raw streaming POST and GET of the same bytes: time, throughput, and the peak
+resident memory each one adds to a fresh process.
 
-Run from the project root: ``python benchmarks/dmp_transfer.py`` (options: ``--size-mb``,
-``--runs``, ``--directory``). The stub runs in a child process, so that what is measured here is
-the client alone: hashing the document (SHA-1 for the metadata, SHA-256 for the set's signature),
-streaming it out as MTOM, and streaming the retrieved document to a file while decoding it. Each
-run copies the document file (the baseline: every byte read once and written once), submits it,
-and retrieves it into a directory, interleaved so that they see the same machine state. Prints
-medians, ratios to the copy's median, the client's peak traced memory (tracemalloc) during one
-more submit and one more retrieve, and the growth of the client process's maximum resident set
-size across them.
+Run from the project root: ``python benchmarks/dmp_transfer.py`` (``--size-mb``, ``--runs``,
+``--directory``, ``--quick``, ``--json FILE``). Two servers run in child processes: the DMP stub
+(SQLite, documents fsynced to disk) and a sink of the same kind (``http.server`` over the same
+mutual TLS) that reads and drops a POST's body and streams a file for a GET. Every measured
+operation runs in a fresh child process, which reads its resident set size, resets its peak
+(``/proc/self/clear_refs``), runs the operation once, and reports the time and the peak's growth:
+so earlier runs cannot hide a growth, as a process-wide ``ru_maxrss`` would. Figures, interleaved
+run by run:
+
+- ``submit``: ``DmpClient.submit`` of the file (SHA-1 and SHA-256 of the document, the MTOM upload
+  streamed from the file) against a raw POST of the file;
+- ``retrieve``: ``DmpClient.retrieve`` into a directory (the MTOM answer decoded to disk as it
+  arrives, size and SHA-1 checked) against a raw streamed GET into a file;
+- the peak RSS growth of each, in MiB, against the raw one's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import multiprocessing
 import os
-import platform
-import resource
-import statistics
+import ssl
 import sys
 import tempfile
 import time
-import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mtom import MIB, copy, make_source
+from figures import Figure, figure, machine, print_table, write_json
+from mtom import MIB, make_source
 
 from transport import examplepki
 from transport.config import example_profile
+from transport.credentials import Purpose
 from transport.dmp.client import DmpClient
 from transport.dmp.hl7v3 import Demographics
-from transport.dmp.xds import DocumentEntry
 from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient
 
-T = TypeVar("T")
 PATIENT = Patient("279035121518989", INS_TEST_OID)
+_CHUNK = 256 * 1024
 
 
-def serve(pki_directory: str, data: str, urls: multiprocessing.Queue, stop) -> None:
-    """The child process: the DMP stub until ``stop`` is set."""
+# --- the servers (child processes) ----------------------------------------------------------------
+
+
+def _serve_stub(pki_directory: str, data: str, ready: multiprocessing.Queue) -> None:
     pki = examplepki.load(pki_directory)
     with Stubs(pki=pki, data_dir=Path(data), services=DMP_SERVICES) as stubs:
-        urls.put(stubs.dmp_base_url)
-        stop.wait()
+        ready.put(stubs.dmp_base_url)
+        while True:  # until the parent terminates this process
+            time.sleep(3600)
+
+
+def _serve_sink(pki_directory: str, served: str, ready: multiprocessing.Queue) -> None:
+    """POST: the body read and dropped; GET: the file ``served`` streamed."""
+    pki = examplepki.load(pki_directory)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            left = int(self.headers.get("Content-Length") or 0)
+            while left > 0:
+                left -= len(self.rfile.read(min(_CHUNK, left)) or b"\0" * left)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            size = os.path.getsize(served)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            with open(served, "rb") as source:
+                while block := source.read(_CHUNK):
+                    self.wfile.write(block)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    server = _QuietServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    ready.put(f"https://127.0.0.1:{server.server_address[1]}")
+    server.serve_forever()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a measuring child that ends closes its connection: nothing to report
+
+
+@contextlib.contextmanager
+def child_server(target: Callable[..., None], *arguments: str) -> Iterator[str]:
+    """The URL a server started in a child process prints; the child stopped on exit."""
+    ready: multiprocessing.Queue = multiprocessing.Queue()
+    child = multiprocessing.Process(target=target, args=(*arguments, ready), daemon=True)
+    child.start()
+    try:
+        yield ready.get(timeout=60)
+    finally:
+        child.terminate()
+        child.join()
+
+
+# --- the operations (each in a fresh child process) -----------------------------------------------
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _measure(operation: str, pki_directory: str, url: str, work: str, out) -> None:
+    """The child: set up, then one ``operation`` timed, with its peak RSS growth (KiB)."""
+    pki = examplepki.load(pki_directory)
+    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": url})
+    source, received = Path(work) / "document.bin", Path(work) / "received"
+    received.mkdir(exist_ok=True)
+    if operation.startswith("raw"):
+        tls = profile.tls_credential.load(Purpose.TLS_CLIENT)
+        session = create_session(tls, profile.tls_settings(dmp=False))
+        session.post(url + "/sink", data=b"warm-up").raise_for_status()
+        action = _raw_post if operation == "raw POST" else _raw_get
+        run = lambda: action(session, url, source, received)  # noqa: E731
+    else:
+        client = DmpClient.from_profile(profile)
+        client.exists(PATIENT)  # the connection is made before measuring
+        entry_file = Path(work) / "entry"
+        run = lambda: (_submit if operation == "submit" else _retrieve)(  # noqa: E731
+            client, source, received, entry_file
+        )
+    before = _rss_kib("VmRSS:")
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+        clear.write("5")  # resets VmHWM to the current RSS
+    started = time.perf_counter()
+    run()
+    elapsed = time.perf_counter() - started
+    out.put((elapsed, (_rss_kib("VmHWM:") - before) / 1024))
+
+
+def _raw_post(session, url: str, source: Path, _: Path) -> None:
+    with source.open("rb") as body:
+        session.post(url + "/sink", data=body).raise_for_status()
+
+
+def _raw_get(session, url: str, _: Path, received: Path) -> None:
+    with (
+        session.get(url + "/document", stream=True) as answer,
+        (received / "raw.bin").open("wb") as target,
+    ):
+        answer.raise_for_status()
+        for block in answer.iter_content(_CHUNK):
+            target.write(block)
+
+
+def _submit(client: DmpClient, source: Path, _: Path, entry_file: Path) -> None:
+    document = client.document(
+        PATIENT, source, title="benchmark", mime_type="application/octet-stream"
+    )
+    entry = client.submit([document]).entries[0]
+    entry_file.write_text(entry.unique_id, encoding="ascii")
+
+
+def _retrieve(client: DmpClient, source: Path, received: Path, entry_file: Path) -> None:
+    unique_id = entry_file.read_text(encoding="ascii")
+    entry = client.get_documents(PATIENT, unique_ids=[unique_id]).by_unique_id(unique_id)
+    (document,) = client.retrieve(PATIENT, [entry], directory=received).documents
+    assert document.path is not None and document.size == source.stat().st_size
+
+
+def measured(operation: str, pki_directory: Path, url: str, work: Path) -> tuple[float, float]:
+    """Seconds and peak RSS growth (MiB) of ``operation`` in a fresh child process."""
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    child = multiprocessing.Process(
+        target=_measure, args=(operation, str(pki_directory), url, str(work), out)
+    )
+    child.start()
+    try:
+        return out.get(timeout=600)
+    finally:
+        child.join()
 
 
 def sha256_of(path: Path) -> str:
@@ -61,97 +210,60 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def timed(action: Callable[[], T]) -> tuple[float, T]:
-    """Seconds ``action`` took, and what it returned."""
-    start = time.perf_counter()
-    result = action()
-    return time.perf_counter() - start, result
+# --- main -----------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--directory", type=Path, default=None)
-    args = parser.parse_args()
-    size = args.size_mb * MIB
-    with tempfile.TemporaryDirectory(dir=args.directory) as scratch:
+    parser.add_argument("--quick", action="store_true", help="a 2 MiB document, one run")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures there")
+    args = parser.parse_args(argv)
+    size_mb, runs = (2, 1) if args.quick else (args.size_mb, args.runs)
+    with tempfile.TemporaryDirectory(dir=args.directory, prefix="cisis-bench-") as scratch:
         work = Path(scratch)
         pki = examplepki.generate(work / "pki")
-        urls: multiprocessing.Queue = multiprocessing.Queue()
-        stop = multiprocessing.Event()
-        child = multiprocessing.Process(
-            target=serve, args=(str(pki.directory), str(work / "state"), urls, stop)
-        )
-        child.start()
-        try:
-            profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": urls.get(timeout=60)})
+        source = work / "document.bin"
+        make_source(source, size_mb * MIB)
+        with (
+            child_server(_serve_stub, str(pki.directory), str(work / "state")) as dmp,
+            child_server(_serve_sink, str(pki.directory), str(source)) as sink,
+        ):
+            profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": dmp})
             with DmpClient.from_profile(profile) as client:
-                run(client, work, size, args)
-        finally:
-            stop.set()
-            child.join()
+                client.create(PATIENT, Demographics("BENCHMARK", ("ALICE",), "F", "19790328"))
+            figures = measure(pki.directory, dmp, sink, work, runs, size_mb, sha256_of(source))
+    header = f"DMP transfer: {size_mb} MiB document, {runs} run(s), {machine()}"
+    print_table(figures, header)
+    if args.json:
+        write_json(args.json, header, figures)
 
 
-def run(client: DmpClient, work: Path, size: int, args: argparse.Namespace) -> None:
-    person = Demographics("BENCHMARK", ("ALICE",), sex="F", birth_date="19790328")
-    client.create(PATIENT, person)
-    source, copied, received = work / "document.bin", work / "copy.bin", work / "received"
-    make_source(source, size)
-    received.mkdir()
-    expected = sha256_of(source)
-    times: dict[str, list[float]] = {"copy": [], "submit": [], "retrieve": []}
-
-    def submit() -> DocumentEntry:
-        document = client.document(
-            PATIENT, source, title="benchmark", mime_type="application/octet-stream"
-        )
-        return client.submit([document]).entries[0]
-
-    def retrieve(entry: DocumentEntry) -> Path:
-        (document,) = client.retrieve(PATIENT, [entry], directory=received).documents
-        assert document.path is not None
-        return document.path
-
-    for _ in range(args.runs):
-        times["copy"].append(timed(lambda: copy(source, copied))[0])
-        seconds, entry = timed(submit)
-        times["submit"].append(seconds)
-        seconds, path = timed(lambda: retrieve(entry))  # noqa: B023 - called at once
-        times["retrieve"].append(seconds)
-        if sha256_of(path) != expected:
-            raise SystemExit("the retrieved document differs from the submitted one")
-        path.unlink()
-
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tracemalloc.start()
-    entry = submit()
-    submit_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.reset_peak()
-    retrieve(entry).unlink()
-    retrieve_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-
-    print(
-        f"DMP transfer benchmark: {args.size_mb} MiB document, {args.runs} runs, "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
-    )
-    print(
-        f"{'operation':<14} {'median s':>9} {'min s':>8} {'max s':>8} {'MiB/s':>8} {'vs copy':>8}"
-    )
-    baseline = statistics.median(times["copy"])
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        print(
-            f"{name:<14} {median:9.3f} {min(samples):8.3f} {max(samples):8.3f}"
-            f" {args.size_mb / median:8.0f} {median / baseline:7.2f}x"
-        )
-    print(
-        f"client peak traced memory: submit {submit_peak / MIB:.2f} MiB, retrieve "
-        f"{retrieve_peak / MIB:.2f} MiB; client max RSS grew by {growth / 1024:.0f} MiB "
-        f"(to {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)"
-    )
+def measure(
+    pki_directory: Path, dmp: str, sink: str, work: Path, runs: int, size_mb: int, expected: str
+) -> list[Figure]:
+    samples: dict[str, list[tuple[float, float]]] = {
+        name: [] for name in ("raw POST", "submit", "raw GET", "retrieve")
+    }
+    for _ in range(runs):
+        for name in samples:
+            url = sink if name.startswith("raw") else dmp
+            samples[name].append(measured(name, pki_directory, url, work))
+            for received in (work / "received").iterdir():
+                if sha256_of(received) != expected:
+                    raise SystemExit(f"{name}: the received document differs from the original")
+                received.unlink()
+    figures = []
+    for ours, raw in (("submit", "raw POST"), ("retrieve", "raw GET")):
+        rate = [size_mb / seconds for seconds, _ in samples[ours]]
+        raw_rate = [size_mb / seconds for seconds, _ in samples[raw]]
+        figures.append(figure(f"{ours} throughput", "MiB/s", rate, raw, raw_rate))
+        growth = [mib for _, mib in samples[ours]]
+        raw_growth = [mib for _, mib in samples[raw]]
+        figures.append(figure(f"{ours} peak RSS growth", "MiB", growth, raw, raw_growth))
+    return figures
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure: the subject's and the baseline's medians (unit ``unit``), their
-    spreads (min, max) and ``ratio`` = subject / baseline (for rates, baseline / subject is not
-    used: ``ratio`` is always subject over baseline, so a rate below 1 is slower)."""
+    """One measured figure: the subject's and the baseline's medians (in ``unit``) and their
+    spreads (min, max). ``ratio`` is always subject over baseline: for a time, above 1 is slower
+    than the baseline; for a rate, below 1 is slower."""
 
     name: str
     unit: str
@@ -28,8 +28,9 @@ class Figure:
     baseline_spread: tuple[float, float]
 
     @property
-    def ratio(self) -> float:
-        return self.subject / self.baseline if self.baseline else float("nan")
+    def ratio(self) -> float | None:
+        """Subject over baseline; None for a baseline of 0 (no memory growth, say)."""
+        return self.subject / self.baseline if self.baseline else None
 
 
 def figure(
@@ -53,9 +54,10 @@ def print_table(figures: list[Figure], header: str) -> None:
     )
     for item in figures:
         low, high = item.subject_spread
+        ratio = f"{item.ratio:.2f}x" if item.ratio is not None else "-"
         print(
             f"{item.name:<36} {item.subject:10.2f} {f'{low:.2f}–{high:.2f}':>17}"
-            f" {item.baseline_name:>16} {item.baseline:10.2f} {item.ratio:6.2f}x  ({item.unit})"
+            f" {item.baseline_name:>16} {item.baseline:10.2f} {ratio:>7}  ({item.unit})"
         )
 
 
