@@ -271,6 +271,11 @@ def test_a_cda_with_a_doctype_is_refused() -> None:
 def test_not_a_cda_and_a_header_missing_its_code_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not a CDA R2 document"):
         cda.read_header(b"<ClinicalDocument/>")
+    with pytest.raises(ValidationError) as unreadable:
+        cda.read_header(tmp_path / "missing.xml")
+    assert unreadable.value.field == "content"
+    with pytest.raises(XMLSecurityError):
+        cda.read_header(b"")
     data = level1(new_patient(), tmp_path).read_bytes()
     start = data.index(b"<code ")
     without_code = data[:start] + data[data.index(b"/>", start) + 2 :]

@@ -237,25 +237,29 @@ def _stream(source: bytes | Path) -> Iterator[BinaryIO]:
     if isinstance(source, bytes):
         yield io.BytesIO(source)
         return
-    with source.open("rb") as stream:
+    try:
+        stream = source.open("rb")
+    except OSError as error:
+        raise ValidationError(
+            "content", f"cannot read the CDA document: {error.strerror}"
+        ) from None
+    with stream:
         yield stream
 
 
 def _parse_to_body(stream: BinaryIO) -> tuple[etree._Element, str | None]:
     """The document's root holding the whole header, and the non-XML body's media type; the
     parse stops at the body's start, so its content is never read."""
-    root = None
-    for _event, element in iterparse_xml(stream, ("start",)):
-        if root is None:
-            root = element
-            if element.tag != f"{{{HL7_NS}}}ClinicalDocument":
-                raise ValidationError("ClinicalDocument", "not a CDA R2 document")
+    events = iterparse_xml(stream, ("start",))
+    _, root = next(events)  # an empty or non-XML input fails here, as XMLSecurityError
+    if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
+        raise ValidationError("ClinicalDocument", "not a CDA R2 document")
+    for _event, element in events:
         if element.tag == _STRUCTURED_BODY:
             return root, None
         if element.tag == _TEXT and _parent_tag(element) == _NON_XML_BODY:
+            # HL7 ED: mediaType defaults to text/plain.
             return root, element.get("mediaType", "text/plain")
-    if root is None:
-        raise ValidationError("ClinicalDocument", "the document is empty")
     return root, None
 
 
@@ -290,7 +294,8 @@ def _instance_id(element: etree._Element | None) -> InstanceId | None:
 
 
 def _text(element: etree._Element | None) -> str | None:
-    return element.text if element is not None else None
+    text = element.text if element is not None else None
+    return text.strip() if text else None
 
 
 def _attribute(element: etree._Element | None, name: str) -> str | None:
@@ -608,7 +613,7 @@ def write_non_structured(
         raise ValidationError("content", "the file to wrap does not exist or is not a file")
     head, tail = _framing(report, media_type)
     handle, name = tempfile.mkstemp(
-        dir=destination.parent if destination else None, prefix=".cda-", suffix=".part"
+        dir=destination.parent if destination else None, prefix="cda-", suffix=".part"
     )
     written = Path(name)
     try:
