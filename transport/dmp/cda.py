@@ -306,21 +306,22 @@ def _value(element: etree._Element | None) -> str | None:
     return _attribute(element, "value")
 
 
-def _person(assigned: etree._Element | None, person_tag: str) -> Person | None:
+def _person(assigned: etree._Element | None) -> Person | None:
     """The person of an ``assignedAuthor`` / ``assignedEntity``: the national id when it has
     one, else its first id."""
-    ids = [
-        _instance_id(item)
-        for item in (assigned.findall("h:id", _NS) if assigned is not None else ())
-    ]
-    ids = [item for item in ids if item is not None]
+    ids = _instance_ids(assigned, "h:id")
     if not ids:
         return None
     national = next((item for item in ids if item.root == IDNAT_PS_OID), ids[0])
-    name = _find(assigned, f"h:{person_tag}/h:name")
+    name = _find(assigned, "h:assignedPerson/h:name")
     return Person(
         national, _text(_find(name, "h:family")) or "", _text(_find(name, "h:given")) or ""
     )
+
+
+def _instance_ids(element: etree._Element | None, path: str) -> tuple[InstanceId, ...]:
+    items = element.findall(path, _NS) if element is not None else ()
+    return tuple(found for item in items if (found := _instance_id(item)) is not None)
 
 
 def _organization(element: etree._Element | None) -> Organization | None:
@@ -331,7 +332,7 @@ def _organization(element: etree._Element | None) -> Organization | None:
 
 def _author(element: etree._Element) -> Author:
     assigned = _find(element, "h:assignedAuthor")
-    person = _person(assigned, "assignedPerson")
+    person = _person(assigned)
     if person is None:
         raise ValidationError("author/assignedAuthor/id", "an author has no identifier")
     return Author(
@@ -353,7 +354,6 @@ def _header(root: etree._Element, media_type: str | None) -> Header:
             "ClinicalDocument", "id, code, effectiveTime or confidentialityCode is empty"
         )
     event = _find(root, "h:documentationOf/h:serviceEvent")
-    ids = (_instance_id(item) for item in root.findall("h:recordTarget/h:patientRole/h:id", _NS))
     return Header(
         id=identifier,
         code=code,
@@ -361,11 +361,9 @@ def _header(root: etree._Element, media_type: str | None) -> Header:
         effective_time=effective,
         confidentiality=confidentiality,
         language=_attribute(_find(root, "h:languageCode"), "code"),
-        patient_ids=tuple(item for item in ids if item is not None),
+        patient_ids=_instance_ids(root, "h:recordTarget/h:patientRole/h:id"),
         authors=tuple(_author(item) for item in root.findall("h:author", _NS)),
-        legal_authenticator=_person(
-            _find(root, "h:legalAuthenticator/h:assignedEntity"), "assignedPerson"
-        ),
+        legal_authenticator=_person(_find(root, "h:legalAuthenticator/h:assignedEntity")),
         custodian=_organization(
             _find(root, "h:custodian/h:assignedCustodian/h:representedCustodianOrganization")
         ),
