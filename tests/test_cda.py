@@ -259,6 +259,15 @@ def test_an_unknown_type_needs_its_class_and_an_unknown_media_type_its_format(
     assert refused.value.field == "nonXMLBody/text/@mediaType"
 
 
+def test_an_author_without_a_national_identifier_is_refused(tmp_path: Path) -> None:
+    patient = new_patient()
+    local = cda.Person(cda.InstanceId("1.2.250.1.999.5", "12"), "MEDECIN0001", "PAUL")
+    path = level1(patient, tmp_path, author=cda.Author(local))
+    with pytest.raises(ValidationError) as refused:
+        Document.from_cda(path, patient)
+    assert refused.value.field == "author/id"
+
+
 def test_a_cda_with_a_doctype_is_refused() -> None:
     data = (
         b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument [<!ENTITY x "y">]>'
@@ -473,6 +482,9 @@ def test_a_failed_wrap_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monkey
         cda.write_non_structured(tmp_path, "application/pdf", report, target / "cda.xml")
     with pytest.raises(ValidationError, match="video/mp4"):
         cda.write_non_structured(source, "video/mp4", report, target / "cda.xml")
+    with pytest.raises(ValidationError) as missing:
+        cda.write_non_structured(source, "application/pdf", report, target / "no" / "cda.xml")
+    assert missing.value.field == "output"
     assert list(target.iterdir()) == []
 
 

@@ -50,6 +50,7 @@ IDNAT_STRUCTURE_OID = "1.2.250.1.71.4.2.2"
 """The root of a structure's national identifier (IdNat structure)."""
 
 LOINC = "2.16.840.1.113883.6.1"
+"""The LOINC code system, the scheme of the CI-SIS typeCode."""
 CLASS_SYSTEM = "1.2.250.1.213.1.1.4.1"
 """TRE_A03-ClasseDocument, the coding scheme of the CI-SIS classCode."""
 NORMAL = xds.Coded("N", "2.16.840.1.113883.5.25", "Normal")
@@ -92,6 +93,7 @@ FORMAT_BY_MEDIA_TYPE: dict[str, xds.Coded] = {
 association table ASS_A12-CorresMediaTypeCDANonStructure-XdsFormatCode-CISIS."""
 
 
+# The labels of these format codes are the codes themselves: the tables above are what is cited.
 def _cisis(code: str) -> xds.Coded:
     return xds.Coded(code, _CISIS_FORMAT, code)
 
@@ -402,7 +404,8 @@ def document_entry(
     """The XDS DocumentEntry of the document whose header is ``header``, submitted for
     ``patient`` (who must be its ``recordTarget``: ValidationError otherwise, before anything is
     sent). A code given by the caller wins over the one derived from the header; the practice
-    setting and facility type must come from one or the other."""
+    setting and facility type must come from one or the other. An author's specialty and role
+    become ``authorSpecialty`` / ``authorRole`` as ``code^label^codeSystem``, the DMP's form."""
     _check_patient(header, patient)
     if not header.authors:
         raise ValidationError("author", "the CDA header names no author")
@@ -609,6 +612,8 @@ def write_non_structured(
         raise ValidationError("custodian/id", "the custodian structure needs its identifier")
     if not source.is_file():
         raise ValidationError("content", "the file to wrap does not exist or is not a file")
+    if destination is not None and not destination.parent.is_dir():
+        raise ValidationError("output", "the folder of the output file does not exist")
     head, tail = _framing(report, media_type)
     handle, name = tempfile.mkstemp(
         dir=destination.parent if destination else None, prefix="cda-", suffix=".part"
