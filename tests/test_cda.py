@@ -324,6 +324,9 @@ def test_hl7_times_become_xds_times_in_utc(value: str, expected: str) -> None:
 def test_a_time_that_is_not_hl7_is_refused() -> None:
     with pytest.raises(ValidationError, match="not an HL7 TS"):
         cda.xds_time_of("2019-02-21")
+    with pytest.raises(ValidationError, match="not a valid date") as refused:
+        cda.xds_time_of("20191321133445+0100", "serviceEvent/effectiveTime/low")
+    assert refused.value.field == "serviceEvent/effectiveTime/low"
 
 
 # --- writing level 1 documents -----------------------------------------------------------------

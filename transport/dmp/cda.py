@@ -438,8 +438,8 @@ def document_entry(
         confidentiality=(header.confidentiality,),
         mime_type=_MIME_TYPE,
         language=header.language,
-        service_start_time=xds_time_of(header.service_start),
-        service_stop_time=xds_time_of(header.service_stop),
+        service_start_time=xds_time_of(header.service_start, "serviceEvent/effectiveTime/low"),
+        service_stop_time=xds_time_of(header.service_stop, "serviceEvent/effectiveTime/high"),
         legal_authenticator=_xcn(legal, "legalAuthenticator") if legal else None,
         source_patient_id=_source_patient_id(header, patient),
     )
@@ -481,18 +481,22 @@ def format_of(header: Header) -> xds.Coded:
     )
 
 
-def xds_time_of(value: str | None) -> str | None:
+def xds_time_of(value: str | None, what: str = "effectiveTime") -> str | None:
     """An HL7 TS as an XDS DTM: in UTC when it has a time and a zone (``20190221133445+0100``
-    becomes ``20190221123445``), else its digits at their precision (a date stays a date)."""
+    becomes ``20190221123445``), else its digits at their precision (a date stays a date).
+    ValidationError names ``what`` when the value is not a TS."""
     if not value:
         return None
     match = re.fullmatch(r"(\d{4,14})(?:\.\d+)?([+-]\d{4})?", value)
     if match is None:
-        raise ValidationError("effectiveTime", f"not an HL7 TS: {value!r}")
+        raise ValidationError(what, f"not an HL7 TS: {value!r}")
     digits, zone = match.groups()
     if zone is None or len(digits) < 10:
         return digits
-    moment = datetime.strptime(digits.ljust(14, "0"), "%Y%m%d%H%M%S")
+    try:
+        moment = datetime.strptime(digits.ljust(14, "0"), "%Y%m%d%H%M%S")
+    except ValueError:
+        raise ValidationError(what, f"not a valid date and time: {value!r}") from None
     offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:]))
     utc = moment - offset if zone[0] == "+" else moment + offset
     return utc.strftime("%Y%m%d%H%M%S")[: len(digits)]
@@ -531,6 +535,7 @@ def _coded_string(code: xds.Coded | None) -> str | None:
 
 
 def _xds_author(author: Author) -> xds.Author:
+    person = _xcn(author.person, "author")
     organization = author.organization or Organization()
     structure = organization.id
     made = xds.Author.professional(
@@ -544,9 +549,7 @@ def _xds_author(author: Author) -> xds.Author:
         else None,
     )
     role = _coded_string(author.role)
-    return xds.Author(
-        _xcn(author.person, "author"), made.institutions, made.specialties, (role,) if role else ()
-    )
+    return xds.Author(person, made.institutions, made.specialties, (role,) if role else ())
 
 
 def _source_patient_id(header: Header, patient: Patient) -> str:
