@@ -7,6 +7,9 @@ in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import BinaryIO
+
 from lxml import etree
 
 from transport.errors import SignatureError
@@ -39,7 +42,27 @@ def parse_xml(data: bytes) -> etree._Element:
         root = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as error:
         raise XMLSecurityError(f"not well-formed XML: {error}") from None
-    docinfo = root.getroottree().docinfo
+    _refuse_doctype(root)
+    return root
+
+
+def iterparse_xml(
+    source: BinaryIO, events: tuple[str, ...] = ("start", "end")
+) -> Iterator[tuple[str, etree._Element]]:
+    """Parse untrusted XML from a binary file event by event, under :func:`parse_xml`'s rules,
+    so that a caller can stop early (the header of a large document) without reading the rest."""
+    try:
+        context = etree.iterparse(source, events=events, **_PARSER_OPTIONS)
+        for count, (event, element) in enumerate(context):
+            if count == 0:
+                # A DOCTYPE precedes the root element: known at the first event.
+                _refuse_doctype(element)
+            yield event, element
+    except etree.XMLSyntaxError as error:
+        raise XMLSecurityError(f"not well-formed XML: {error}") from None
+
+
+def _refuse_doctype(element: etree._Element) -> None:
+    docinfo = element.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise XMLSecurityError("XML with a DOCTYPE is refused")
-    return root

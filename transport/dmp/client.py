@@ -36,7 +36,7 @@ from lxml import etree
 from transport.config import Profile
 from transport.credentials import Credential, Purpose
 from transport.dmp import authorizations as authorisations
-from transport.dmp import hl7v3, xades, xds
+from transport.dmp import cda, hl7v3, xades, xds
 from transport.dmp.authorizations import (
     AuthorizationAction,
     AuthorizationList,
@@ -154,6 +154,75 @@ class Document:
     def __post_init__(self) -> None:
         if not isinstance(self.content, bytes | Path):
             raise ValidationError("content", "a document's content is bytes or a pathlib.Path")
+
+    @classmethod
+    def from_cda(
+        cls,
+        content: bytes | Path,
+        patient: Patient,
+        *,
+        class_code: xds.Coded | None = None,
+        format_code: xds.Coded | None = None,
+        practice_setting: xds.Coded | None = None,
+        healthcare_facility_type: xds.Coded | None = None,
+        **metadata: object,
+    ) -> Document:
+        """A CDA R2 document with the metadata its header gives (:func:`transport.dmp.cda.
+        document_entry`: uniqueId, type and class, format from the templateIds, authors, times,
+        confidentiality…); the codes given here win over the derived ones, ``metadata`` sets any
+        other :class:`transport.dmp.xds.DocumentEntry` field. ValidationError when its
+        ``recordTarget`` is not ``patient`` or a code cannot be derived."""
+        entry = cda.document_entry(
+            cda.read_header(content),
+            patient,
+            class_code=class_code,
+            format_code=format_code,
+            practice_setting=practice_setting,
+            healthcare_facility_type=healthcare_facility_type,
+        )
+        return cls(replace(entry, **metadata), content)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pdf(
+        cls,
+        path: Path,
+        patient: Patient,
+        *,
+        output: Path | None = None,
+        class_code: xds.Coded | None = None,
+        **report: object,
+    ) -> Document:
+        """The PDF file ``path`` wrapped as a CI-SIS / IHE XDS-SD non-structured CDA R2 document
+        (:func:`transport.dmp.cda.write_non_structured`, streamed to ``output`` or a temporary
+        file), with its metadata as :meth:`from_cda` reads them back. ``report``: the fields of
+        :class:`transport.dmp.cda.Report` (``author``, ``custodian``, ``type_code``, ``title``,
+        ``practice_setting``, ``facility_type``…)."""
+        written = cda.write_non_structured(
+            path,
+            "application/pdf",
+            cda.Report(patient, **report),
+            output,  # type: ignore[arg-type]
+        )
+        return cls.from_cda(written, patient, class_code=class_code)
+
+    @classmethod
+    def from_text(
+        cls,
+        path: Path,
+        patient: Patient,
+        *,
+        output: Path | None = None,
+        class_code: xds.Coded | None = None,
+        **report: object,
+    ) -> Document:
+        """The plain-text file ``path`` wrapped as :meth:`from_pdf` wraps a PDF."""
+        written = cda.write_non_structured(
+            path,
+            "text/plain",
+            cda.Report(patient, **report),
+            output,  # type: ignore[arg-type]
+        )
+        return cls.from_cda(written, patient, class_code=class_code)
 
 
 @dataclass(frozen=True)
