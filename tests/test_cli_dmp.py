@@ -49,7 +49,7 @@ def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
     code, out, _ = dmp("exists", "--ins", ins, "--json")
     report = json.loads(out)
     assert code == 0 and report["exists"] and report["active"]
-    assert report["authorisation"] == "VALIDE"
+    assert report["authorization"] == "VALIDE"
     code, out, _ = dmp("consult", "--ins", ins)
     assert "OPPOSITION_ACCES_URGENCE: yes" in out and "OPPOSITION_BRIS_DE_GLACE: no" in out
     code, out, _ = dmp("update", "--ins", ins, "--nom", "NOUVEAU", "--prenom", "ALICE", *born)

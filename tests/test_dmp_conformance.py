@@ -350,7 +350,7 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     trace("TD1.3b", lambda: client.update(patient, person, observations=oppositions(True)))
     trace("TD1.4", lambda: client.close_dmp(patient, person))
     trace("TD1.2", lambda: client.reactivate(patient, person))
-    # The creator is authorised already: withdraw first, so that the AJOUT traced changes
+    # The creator is authorized already: withdraw first, so that the AJOUT traced changes
     # something, as the official example's does.
     client.set_authorization(patient, AuthorizationAction.SUPPRESSION)
     trace("TD0.3", lambda: client.set_authorization(patient))

@@ -296,9 +296,24 @@ def test_lunar_dates_and_corsican_places_are_accepted():
 def test_search_by_vitale_finds_the_active_ins(insi):
     client, trace = insi
     person = TEST_PERSONS[0]
-    outcome = client.search_by_vitale(person.traits.birth_date, nir_individu=person.active.value)
+    outcome = client.search_by_vitale(person.traits.birth_date, individual=person.active.value)
     assert outcome.active == person.active and outcome.qualifiable
     [request] = traces(trace)
     assert request.find(f".//{{{RECVIT_NS}}}MatriculeIndividu") is not None
     with pytest.raises(ValidationError):
-        client.search_by_vitale("2009-07-14", nir_individu="12345")
+        client.search_by_vitale("2009-07-14", individual="12345")
+
+
+def test_the_french_keywords_still_work_and_warn(insi):
+    client, _trace = insi
+    person = TEST_PERSONS[0]
+    with pytest.warns(DeprecationWarning, match="nir_individu"):
+        outcome = client.search_by_vitale(
+            person.traits.birth_date, nir_individu=person.active.value
+        )
+    assert outcome.active == person.active
+    with pytest.warns(DeprecationWarning, match="lieu_naissance"):
+        query = traits_query("De Vinci", "Leonardo", "M", "2014-02-01", lieu_naissance="63220")
+    assert query.birthplace == "63220"
+    with pytest.raises(TypeError, match="both"):
+        traits_query("De Vinci", "Leonardo", "M", "2014-02-01", birthplace="1", lieu_naissance="2")

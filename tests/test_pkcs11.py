@@ -312,7 +312,7 @@ def test_dmp_td02_and_td31_in_direct_mode_with_the_card(token, pki, stubs):
         assert client.signature.private_key is None
         patient = opened(client)
         existence = client.exists(patient)  # TD0.2
-        assert existence.exists and existence.authorised
+        assert existence.exists and existence.authorized
         submitted = document(patient, b"compte rendu")
         client.submit([submitted])  # TD2.1, signed on the token too when the set is signed
         found = client.find_documents(patient)  # TD3.1

@@ -20,7 +20,7 @@ from transport.errors import SoapFault
 from transport.soap import mtom
 from transport.soap.client import build_envelope, raise_for_fault, send
 from transport.stubs.app import Stubs
-from transport.stubs.patients import Authorisation, now_text
+from transport.stubs.patients import Authorization, now_text
 from transport.stubs.xds import REPOSITORY_UNIQUE_ID
 from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, sign_vihf
@@ -78,7 +78,7 @@ class Caller:
 
 
 def open_dmp(stubs: Stubs, patient: Patient, *professionals: str) -> None:
-    """Seed an open DMP with authorised professionals, as TD1.1 and TD0.3 would leave it."""
+    """Seed an open DMP with authorized professionals, as TD1.1 and TD0.3 would leave it."""
     with stubs.context.database.transaction() as connection:
         connection.execute(
             "INSERT INTO dmp_patients (ins, oid, status, created_at, updated_at)"
@@ -86,8 +86,8 @@ def open_dmp(stubs: Stubs, patient: Patient, *professionals: str) -> None:
             (patient.ins, patient.oid, now_text(), now_text()),
         )
         for professional in professionals:
-            stubs.context.patients.set_authorisation(
-                connection, patient, professional, Authorisation.VALID
+            stubs.context.patients.set_authorization(
+                connection, patient, professional, Authorization.VALID
             )
 
 
@@ -287,7 +287,7 @@ def test_document_of_another_patient_than_the_vihf(caller):
     assert [error.code for error in result.errors] == ["XDSPatientIdDoesNotMatch"]
 
 
-def test_unauthorised_professional(stubs):
+def test_unauthorized_professional(stubs):
     stranger = Caller(stubs, subject="899700000099")
     result = find(stranger)
     assert result.status == xds.FAILURE

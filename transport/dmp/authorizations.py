@@ -1,11 +1,11 @@
 """The DMP-specific messages of ``habilitations`` and ``patientsSpecific``, both ways.
 
 ``habilitations`` (namespace ``urn:si-dmp-habilitations``): :class:`SetAuthorization` (TD0.3, the
-caller adds or removes their own authorisation on the patient's DMP) answered by
-:class:`SetAuthorizationAnswer`; :class:`ListAuthorizations` (TD1.6, the professionals authorised
+caller adds or removes their own authorization on the patient's DMP) answered by
+:class:`SetAuthorizationAnswer`; :class:`ListAuthorizations` (TD1.6, the professionals authorized
 on or blocked from the DMP) answered by :class:`AuthorizationList`. ``patientsSpecific``
 (namespace ``urn:si-dmp-patients``): :class:`PatientListQuery` (TD0.4, the DMPs the caller is
-authorised on) answered by :class:`PatientListAnswer`. The patient, when there is one, is the VIHF's
+authorized on) answered by :class:`PatientListAnswer`. The patient, when there is one, is the VIHF's
 ``resource-id``: these bodies never name it.
 
 Every answer carries an :class:`Outcome` (``output/status``: :class:`DmpCode` ``DMPOk`` or an
@@ -42,14 +42,14 @@ TREATING_PHYSICIAN_ROLE = "MEDECIN_TRAITANT"
 
 
 class AuthorizationAction(enum.StrEnum):
-    """TD0.3 ``action``: add or remove the caller's authorisation."""
+    """TD0.3 ``action``: add or remove the caller's authorization."""
 
     AJOUT = "AJOUT"
     SUPPRESSION = "SUPPRESSION"
 
 
 class ListMode(enum.StrEnum):
-    """TD1.6 ``mode``: authorised professionals, blocked ones, or both; also each entry's state."""
+    """TD1.6 ``mode``: authorized professionals, blocked ones, or both; also each entry's state."""
 
     ACTIVE = "ACTIVE"
     INTERDITE = "INTERDITE"
@@ -57,7 +57,7 @@ class ListMode(enum.StrEnum):
 
 
 class DateType(enum.StrEnum):
-    """TD0.4 ``dateType``: what ``startDate`` bounds, the last authorisation or the last
+    """TD0.4 ``dateType``: what ``startDate`` bounds, the last authorization or the last
     document added."""
 
     LASTAUTORIZATION = "LASTAUTORIZATION"
@@ -97,7 +97,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class SetAuthorization:
-    """TD0.3: the caller adds (``AJOUT``) or removes (``SUPPRESSION``) their authorisation on the
+    """TD0.3: the caller adds (``AJOUT``) or removes (``SUPPRESSION``) their authorization on the
     VIHF patient's DMP; with ``treating_physician``, the ``MEDECIN_TRAITANT`` role instead."""
 
     action: AuthorizationAction = AuthorizationAction.AJOUT
@@ -150,7 +150,7 @@ class SetAuthorizationAnswer:
 
 @dataclass(frozen=True)
 class ListAuthorizations:
-    """TD1.6: who is authorised on (``ACTIVE``) or blocked from (``INTERDITE``) the VIHF
+    """TD1.6: who is authorized on (``ACTIVE``) or blocked from (``INTERDITE``) the VIHF
     patient's DMP; ``TOUTE`` or None: both."""
 
     mode: ListMode | None = ListMode.TOUTE
@@ -273,8 +273,8 @@ class AuthorizationList:
 
 @dataclass(frozen=True)
 class PatientListQuery:
-    """TD0.4: the DMPs the caller is authorised on, optionally only those whose ``date_type``
-    date (last authorisation, last document) is at or after ``start_date``."""
+    """TD0.4: the DMPs the caller is authorized on, optionally only those whose ``date_type``
+    date (last authorization, last document) is at or after ``start_date``."""
 
     start_date: datetime | None = None
     date_type: DateType | None = None

@@ -123,7 +123,7 @@ class DmpCode(enum.StrEnum):
     ``DMPOk``, ``DMPFound`` (create or reactivate an open DMP) and ``DMPClosed`` (close a closed
     one) are those the ANS sample code handles; the DMP publishes no full catalogue, so
     ``DMPNotFound`` (no DMP for this patient), ``DMPAccessDenied`` (the caller is not
-    authorised, or blocked, on this DMP) and ``DMPPatientMismatch`` (the message names another
+    authorized, or blocked, on this DMP) and ``DMPPatientMismatch`` (the message names another
     patient than the VIHF's ``resource-id``) are this project's names for the other cases.
     """
 
@@ -541,7 +541,7 @@ class DemographicsAnswer:
     """The answer to a :class:`DemographicsQuery`.
 
     ``response_code``: ``OK`` (a DMP exists: ``record``), ``NF`` (none), ``AE`` (error, see
-    ``acknowledgement``). For TD0.2, ``authorisation`` is the caller's ``AUTORISATION``
+    ``acknowledgement``). For TD0.2, ``authorization`` is the caller's ``AUTORISATION``
     (``VALIDE``, ``INTERDIT``, ``NON_EXISTE``) and ``treating_physician`` its ``STATUT_MT``.
     """
 
@@ -551,7 +551,7 @@ class DemographicsAnswer:
     response_code: str
     query_id: Identifier | None = None
     record: PatientRecord | None = None
-    authorisation: str | None = None
+    authorization: str | None = None
     treating_physician: bool | None = None
 
     @property
@@ -562,9 +562,9 @@ class DemographicsAnswer:
     def build(self) -> etree._Element:
         """The ``PRPA_IN201308UV02`` element."""
         root = self.transmission.write("PRPA_IN201308UV02", "NE")
-        if self.authorisation is not None:
+        if self.authorization is not None:
             line = _attention_line(root, "AUTORISATION")
-            _sub(line, "value", code=self.authorisation, codeSystem=AUTHORISATION_SYSTEM).set(
+            _sub(line, "value", code=self.authorization, codeSystem=AUTHORISATION_SYSTEM).set(
                 _XSI_TYPE, "CV"
             )
         if self.treating_physician is not None:
@@ -588,7 +588,7 @@ class DemographicsAnswer:
         control = _require(root, "controlActProcess")
         patient = _find(control, "subject/registrationEvent/subject1/patient")
         query_id = _find(control, "queryAck/queryId")
-        authorisation = _attention_value(root, "AUTORISATION")
+        authorization = _attention_value(root, "AUTORISATION")
         treating = _attention_value(root, "STATUT_MT")
         return cls(
             Transmission.read(root),
@@ -597,7 +597,7 @@ class DemographicsAnswer:
             _attribute(control, "queryAck/queryResponseCode", "code"),
             Identifier.read(query_id, "queryAck/queryId") if query_id is not None else None,
             _read_record(patient) if patient is not None else None,
-            authorisation,
+            authorization,
             None if treating is None else treating == "true",
         )
 

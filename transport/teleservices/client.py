@@ -694,7 +694,8 @@ def installation_id(directory: Path | None = None) -> str:
 log = logging.getLogger("transport.tlsi")
 
 ALLOWED_COMMON_NAMES = frozenset({"INSI-AUTO", "INSI-MANU"})
-"""The CNs the services accept on a software certificate (research-tlsi-insi.md §2.1)."""
+"""The CNs the services accept on an IGC-Santé ORG AUTH_CLI software certificate (the INSi
+service refuses any other with DESIR_560)."""
 
 
 class AccessMode(enum.StrEnum):

@@ -23,6 +23,7 @@ from datetime import date
 
 from lxml import etree
 
+from transport.deprecation import renamed_keywords
 from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
 from transport.teleservices.client import TeleservicesClient
@@ -440,8 +441,8 @@ def _text(element: etree._Element, namespace: str, tag: str) -> str | None:
 
 # --- the facade ----------------------------------------------------------------------------------
 
-# padoa's name pattern (research-tlsi-insi.md §1.5): letters joined by one space, an apostrophe or
-# one or two hyphens.
+# The INS name charset (ANS, Référentiel INS, traits): upper-case letters joined by one space, an
+# apostrophe or one or two hyphens.
 _NAME = re.compile(r"[A-Z]+(?:(?:-{1,2}|[' ])[A-Z]+)*")
 _COG_CODE = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{3}")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
@@ -492,31 +493,43 @@ def normalise_cog(value: str) -> str:
     return text
 
 
+@renamed_keywords(
+    nom_naissance="birth_name",
+    prenoms="first_names",
+    sexe="sex",
+    date_naissance="birth_date",
+    lieu_naissance="birthplace",
+)
 def traits_query(
-    nom_naissance: str,
-    prenoms: str | Sequence[str],
-    sexe: str,
-    date_naissance: str | date,
-    lieu_naissance: str | None = None,
+    birth_name: str,
+    first_names: str | Sequence[str],
+    sex: str,
+    birth_date: str | date,
+    birthplace: str | None = None,
 ) -> TraitsSearch:
     """The normalised, validated search of these traits, with every first name apart
-    (``prenoms`` as a list, or one string separated by spaces)."""
-    birth_name = normalise_name(nom_naissance, "NomNaissance")
-    given = [prenoms] if isinstance(prenoms, str) else list(prenoms)
-    first_names = tuple(
-        normalise_name(name, "Prenom") for value in given for name in (value or "").split()
+    (``first_names`` as a list, or one string separated by spaces).
+
+    The INSi names (CNAM, INSi guide): ``birth_name`` is ``NomNaissance``, ``first_names``
+    ``Prenom``, ``sex`` ``Sexe`` (``M``/``F``), ``birth_date`` ``DateNaissance`` (``YYYY-MM-DD``
+    or a date), ``birthplace`` ``LieuNaissance`` (an INSEE COG code).
+    """
+    family = normalise_name(birth_name, "NomNaissance")
+    names = [first_names] if isinstance(first_names, str) else list(first_names)
+    normalised = tuple(
+        normalise_name(name, "Prenom") for value in names for name in (value or "").split()
     )
-    if not first_names:
+    if not normalised:
         raise ValidationError("Prenom", "at least one first name is required")
-    sex = (sexe or "").strip().upper()
-    if sex not in _SEXES:
-        raise ValidationError("Sexe", f"expected M or F, not {sexe!r}")
+    code = (sex or "").strip().upper()
+    if code not in _SEXES:
+        raise ValidationError("Sexe", f"expected M or F, not {sex!r}")
     return TraitsSearch(
-        birth_name=birth_name,
-        first_names=first_names,
-        sex=sex,
-        birth_date=normalise_birth_date(date_naissance),
-        birthplace=normalise_cog(lieu_naissance) if lieu_naissance else None,
+        birth_name=family,
+        first_names=normalised,
+        sex=code,
+        birth_date=normalise_birth_date(birth_date),
+        birthplace=normalise_cog(birthplace) if birthplace else None,
     ).validate()
 
 
@@ -619,25 +632,30 @@ class InsiClient:
             answer = self.teleservices.call(ACTION_SEARCH_VITALE, build_vitale_search(search))
         return read_resultat(answer)
 
+    @renamed_keywords(
+        nom_naissance="birth_name",
+        prenoms="first_names",
+        sexe="sex",
+        date_naissance="birth_date",
+        lieu_naissance="birthplace",
+    )
     def search_by_traits(
         self,
-        nom_naissance: str,
-        prenoms: str | Sequence[str],
-        sexe: str,
-        date_naissance: str | date,
-        lieu_naissance: str | None = None,
+        birth_name: str,
+        first_names: str | Sequence[str],
+        sex: str,
+        birth_date: str | date,
+        birthplace: str | None = None,
     ) -> SearchOutcome:
-        """Search the INS of these traits the way the field does (padoa
-        ``insi-person.class.ts``, SAPA ``InsSoapClient.findINS``, research-tlsi-insi.md §1.5):
-        one call per first name, then one with all first names together, stopping at the first
-        CR 00.
+        """Search the INS of these traits the way the field does: one call per first name, then
+        one with all first names together, stopping at the first CR 00.
 
         The traits are normalised (upper case, accents removed) and validated before anything is
-        sent (ValidationError). ``date_naissance``: ``YYYY-MM-DD`` (lunar dates allowed) or a
-        date; ``lieu_naissance``: INSEE COG code. Without a CR 00, the outcome keeps a CR 02 if
-        any call answered one (the birthplace may tell the homonyms apart), else the last answer.
+        sent (ValidationError); see :func:`traits_query` for each trait's INSi name and format.
+        Without a CR 00, the outcome keeps a CR 02 if any call answered one (the birthplace may
+        tell the homonyms apart), else the last answer.
         """
-        query = traits_query(nom_naissance, prenoms, sexe, date_naissance, lieu_naissance)
+        query = traits_query(birth_name, first_names, sex, birth_date, birthplace)
         return self.search_query(query)
 
     def search_query(self, query: TraitsSearch) -> SearchOutcome:
@@ -654,23 +672,32 @@ class InsiClient:
         assert kept is not None  # a validated query has a first name, hence one attempt
         return SearchOutcome(kept, tuple(sent), query)
 
+    @renamed_keywords(
+        date_naissance="birth_date",
+        nir_individu="individual",
+        nir_ouvrant_droit="holder",
+        nom_naissance="birth_name",
+        rang_naissance="rank",
+    )
     def search_by_vitale(
         self,
-        date_naissance: str | date,
+        birth_date: str | date,
         *,
-        nir_individu: str | Matricule | None = None,
-        nir_ouvrant_droit: str | Matricule | None = None,
-        nom_naissance: str | None = None,
-        rang_naissance: int | str | None = None,
+        individual: str | Matricule | None = None,
+        holder: str | Matricule | None = None,
+        birth_name: str | None = None,
+        rank: int | str | None = None,
     ) -> SearchOutcome:
-        """Search the INS with the data read from a Vitale card: the beneficiary's NIR
-        (``nir_individu``) and/or the insured person's (``nir_ouvrant_droit``), 13 characters or
-        15 with the key, the birth date and rank; validated before anything is sent."""
+        """Search the INS with the data read from a Vitale card, validated before anything is
+        sent: the beneficiary's NIR ``individual`` (INSi ``MatriculeIndividu``) and/or the NIR of
+        the insured person who opens the rights ``holder`` (``MatriculeOD``), 13 characters or 15
+        with the key; ``birth_date`` (``DateNaissance``), ``birth_name`` (``NomNaissance``) and
+        ``rank`` among twins (``RangNaissance``)."""
         search = VitaleSearch(
-            birth_date=normalise_birth_date(date_naissance),
-            individual=_matricule(nir_individu, "MatriculeIndividu"),
-            holder=_matricule(nir_ouvrant_droit, "MatriculeOD"),
-            birth_name=normalise_name(nom_naissance, "NomNaissance") if nom_naissance else None,
-            rank=str(rang_naissance) if rang_naissance is not None else None,
+            birth_date=normalise_birth_date(birth_date),
+            individual=_matricule(individual, "MatriculeIndividu"),
+            holder=_matricule(holder, "MatriculeOD"),
+            birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
+            rank=str(rank) if rank is not None else None,
         ).validate()
         return SearchOutcome(self.search(search), (search,))
