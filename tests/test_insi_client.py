@@ -215,6 +215,17 @@ def test_from_profile_uses_the_profile_lps_idam_and_insi_credential(pki, load, s
 # --- the INSi facade -----------------------------------------------------------------------------
 
 
+def test_insi_from_profile_searches_then_closes_its_connections(pki, stubs):
+    profile = example_profile(pki, AuthMode.DIRECTE, {"tlsi": stubs.teleservices_url})
+    with InsiClient.from_profile(profile, AccessMode.CARD) as client:
+        assert client.teleservices.mode is AccessMode.CARD
+        outcome = client.search_by_traits("ECETINSI", "PIERRE-ALAIN", "M", "2009-07-14")
+        session = client.teleservices.session
+        assert outcome.active == TEST_PERSONS[0].active
+        assert len(session.adapters["https://"].poolmanager.pools) == 1
+    assert len(session.adapters["https://"].poolmanager.pools) == 0
+
+
 @pytest.fixture
 def insi(pki, load, stubs, tmp_path) -> Iterator[tuple[InsiClient, Path]]:
     tracer = Tracer(tmp_path / "insi-trace")

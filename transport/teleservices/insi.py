@@ -23,10 +23,12 @@ from datetime import date
 
 from lxml import etree
 
+from transport.config import Profile
 from transport.deprecation import renamed_keywords
 from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
-from transport.teleservices.client import TeleservicesClient
+from transport.soap.trace import Tracer
+from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.vihf import INS_NIA_OID, Patient
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
@@ -619,10 +621,34 @@ def _matricule(value: str | Matricule | None, where: str) -> Matricule | None:
 
 
 class InsiClient:
-    """INSi's two searches over a :class:`~transport.teleservices.client.TeleservicesClient`."""
+    """INSi's two searches over a :class:`~transport.teleservices.client.TeleservicesClient`;
+    closing it (or leaving its ``with`` block) closes the téléservices client's connections."""
 
     def __init__(self, teleservices: TeleservicesClient) -> None:
         self.teleservices = teleservices
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        mode: AccessMode = AccessMode.CERTIFICATE,
+        *,
+        url: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> InsiClient:
+        """A client for ``profile`` in access ``mode``, with the endpoint and the credentials
+        :meth:`.TeleservicesClient.from_profile` loads for that mode."""
+        return cls(TeleservicesClient.from_profile(profile, mode, url=url, tracer=tracer))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.teleservices.close()
+
+    def __enter__(self) -> InsiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def search(self, search: TraitsSearch | VitaleSearch) -> Resultat:
         """Send one search as it is (validated first) and read its ``RESULTAT``."""
