@@ -24,14 +24,8 @@ from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import AuthMode, Patient
 
-SERVICES = list(DMP_SERVICES)
+STUB_SERVICES = DMP_SERVICES
 COLLEAGUE = "899700000002"
-
-
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=SERVICES) as running:
-        yield running
 
 
 def make_client(

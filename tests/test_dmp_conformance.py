@@ -12,7 +12,7 @@ run against the stub with a tracer, and each traced request envelope is
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -24,7 +24,6 @@ from tests.conftest import REFERENCE
 from tests.test_hl7v3 import assert_valid, demographics, oppositions
 from tests.test_stub_dmp import new_patient
 from tests.test_stub_xds import entry
-from transport import examplepki
 from transport.config import example_profile
 from transport.dmp.authorizations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
 from transport.dmp.client import DmpClient, Document
@@ -381,10 +380,7 @@ Run = tuple[AuthMode, dict[str, tuple[Traced, ...]]]
 """One mode's run: the mode, and each transaction's traced requests."""
 
 
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=DMP_SERVICES) as running:
-        yield running
+STUB_SERVICES = DMP_SERVICES
 
 
 @pytest.fixture(scope="module", params=list(AuthMode), ids=str)

@@ -18,7 +18,6 @@ from transport.soap.addressing import SOAP12_NS, read
 from transport.soap.client import wsdl_path
 from transport.soap.trace import Tracer
 from transport.soap.wsse import WSSE_NS
-from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.client import (
     CTXLPS_NS,
@@ -49,16 +48,8 @@ from transport.vihf import AuthMode
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
 
 
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
-        yield running
+pytestmark = pytest.mark.usefixtures("config_home")
+STUB_SERVICES = ["lps"]
 
 
 def software() -> Software:

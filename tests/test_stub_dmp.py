@@ -81,7 +81,7 @@ from transport.vihf import (
 from transport.xml import parse_xml
 from transport.xmlsig import sign_enveloped
 
-SERVICES = ["patients", "patientsPDQ", "habilitations", "patientsSpecific"]
+STUB_SERVICES = ["patients", "patientsPDQ", "habilitations", "patientsSpecific"]
 EXAMPLES = REFERENCE / "dmp-examples"
 _numbers = itertools.count(1)
 ADD = SetAuthorization()
@@ -92,12 +92,6 @@ def new_patient() -> Patient:
     """A fresh, well-formed INS under the test authority (never a real person's)."""
     body = f"2790351{next(_numbers):06d}"
     return Patient(body + ins_key(body), INS_TEST_OID)
-
-
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=SERVICES) as running:
-        yield running
 
 
 @dataclass
@@ -632,12 +626,12 @@ def test_no_patient_identifier_or_name_in_the_logs(
 
 def test_state_survives_a_restart(pki: examplepki.ExamplePKI, tmp_path: Path) -> None:
     patient = new_patient()
-    with Stubs(pki=pki, data_dir=tmp_path, services=SERVICES) as first:
+    with Stubs(pki=pki, data_dir=tmp_path, services=STUB_SERVICES) as first:
         doctor = make_caller(first, pki, AuthMode.INDIRECTE)
         doctor.create(patient)
         doctor.register(registration(Reason.FERM, patient, doctor.author()))
         doctor.session.close()
-    with Stubs(pki=pki, data_dir=tmp_path, services=SERVICES) as second:
+    with Stubs(pki=pki, data_dir=tmp_path, services=STUB_SERVICES) as second:
         doctor = make_caller(second, pki, AuthMode.INDIRECTE)
         answer = doctor.exists(patient)
         assert answer.found and answer.authorization == "VALIDE"
