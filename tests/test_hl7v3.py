@@ -56,7 +56,6 @@ from transport.dmp.hl7v3 import (
     Telecom,
     Traits,
     accepted,
-    parse_hl7_time,
     rejected,
 )
 from transport.errors import ValidationError
@@ -609,14 +608,6 @@ def test_authorization_readers_refuse_unknown_codes() -> None:
     element[1].text = "PHARMACIEN_REFERENT"
     with pytest.raises(ValidationError):
         SetAuthorization.read(element)
-
-
-def test_hl7_times() -> None:
-    assert parse_hl7_time("20240506070809") == NOW
-    assert parse_hl7_time("20240506") == datetime(2024, 5, 6, tzinfo=UTC)
-    for bad in ("2024-05-06", "20241306", "2024050607080"):
-        with pytest.raises(ValidationError):
-            parse_hl7_time(bad)
 
 
 # --- models -------------------------------------------------------------------------------------
