@@ -24,7 +24,7 @@ from transport.stubs.patients import Authorization, now_text
 from transport.stubs.xds import REPOSITORY_UNIQUE_ID
 from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, sign_vihf
-from transport.xml import parse_xml
+from transport.xml import format_ts, parse_xml
 
 from .conftest import REFERENCE
 
@@ -93,7 +93,7 @@ def open_dmp(stubs: Stubs, patient: Patient, *professionals: str) -> None:
 
 
 def entry(content: bytes, patient: Patient = PATIENT, **changes) -> DocumentEntry:
-    now = xds.xds_time(datetime.now(UTC))
+    now = format_ts(datetime.now(UTC))
     base = DocumentEntry(
         patient=patient,
         unique_id=xds.new_unique_id(),
@@ -127,7 +127,7 @@ def submission_set(patient: Patient = PATIENT) -> SubmissionSet:
         patient=patient,
         unique_id=xds.new_unique_id(),
         source_id="1.2.250.1.999.1.1",
-        submission_time=xds.xds_time(datetime.now(UTC)),
+        submission_time=format_ts(datetime.now(UTC)),
         content_type=Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour"),
         authors=(Author.professional(DOCTOR, "MEDECIN0001", "PAUL"),),
         title="Lot de test",

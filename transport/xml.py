@@ -80,8 +80,14 @@ class Namespace:
         /,
         **attributes: str | None,
     ) -> etree._Element:
-        """:func:`sub` of ``name`` in this namespace."""
-        return sub(parent, self(name), text, **attributes)
+        """:func:`subelement` of ``name`` in this namespace."""
+        return subelement(parent, self(name), text, **attributes)
+
+    def optional(self, parent: etree._Element, name: str, text: str | None) -> None:
+        """A child ``name`` of ``parent`` holding ``text``, written only when ``text`` is not
+        None (an optional element of a schema)."""
+        if text is not None:
+            subelement(parent, self(name), text)
 
     def find(self, element: etree._Element | None, path: str) -> etree._Element | None:
         """The first element at ``path`` (steps in this namespace) under ``element``, or None."""
@@ -92,18 +98,19 @@ class Namespace:
         return element.iterfind(self(path))
 
     def text(self, element: etree._Element | None, path: str) -> str | None:
-        """:func:`text` at ``path`` (steps in this namespace)."""
-        return text(element, self(path))
+        """:func:`find_text` at ``path`` (steps in this namespace)."""
+        return find_text(element, self(path))
 
     def require(
         self, element: etree._Element | None, path: str, what: str | None = None
     ) -> etree._Element:
-        """:func:`require` at ``path`` (steps in this namespace); ``what`` defaults to ``path``."""
-        return require(element, self(path), what or path)
+        """:func:`find_required` at ``path`` (steps in this namespace); ``what`` defaults to
+        ``path``."""
+        return find_required(element, self(path), what or path)
 
     def expect(self, element: etree._Element, name: str, what: str | None = None) -> None:
-        """:func:`expect` of ``name`` in this namespace; ``what`` defaults to ``name``."""
-        expect(element, self(name), what or name)
+        """:func:`expect_tag` of ``name`` in this namespace; ``what`` defaults to ``name``."""
+        expect_tag(element, self(name), what or name)
 
 
 def _attributes(attributes: dict[str, str | None]) -> dict[str, str]:
@@ -111,7 +118,7 @@ def _attributes(attributes: dict[str, str | None]) -> dict[str, str]:
     return {key: value for key, value in attributes.items() if value is not None}
 
 
-def sub(
+def subelement(
     parent: etree._Element, tag: str, text: str | None = None, /, **attributes: str | None
 ) -> etree._Element:
     """A new child ``tag`` (Clark notation) of ``parent``, with ``text`` when not None and the
@@ -122,14 +129,14 @@ def sub(
     return element
 
 
-def text(element: etree._Element | None, path: str) -> str | None:
+def find_text(element: etree._Element | None, path: str) -> str | None:
     """The text of the first element at ``path`` under ``element``, stripped of surrounding
     white space ("" for an empty element); None when there is no such element."""
     found = element.find(path) if element is not None else None
     return (found.text or "").strip() if found is not None else None
 
 
-def require(element: etree._Element | None, path: str, what: str) -> etree._Element:
+def find_required(element: etree._Element | None, path: str, what: str) -> etree._Element:
     """The first element at ``path`` under ``element``; ValidationError naming ``what`` when
     there is none."""
     found = element.find(path) if element is not None else None
@@ -138,7 +145,7 @@ def require(element: etree._Element | None, path: str, what: str) -> etree._Elem
     return found
 
 
-def expect(element: etree._Element, tag: str, what: str) -> None:
+def expect_tag(element: etree._Element, tag: str, what: str) -> None:
     """Refuse ``element`` unless it is a ``tag`` (Clark notation): ValidationError naming
     ``what``."""
     if element.tag != tag:

@@ -73,6 +73,7 @@ from transport.soap.client import answer_payload, build_envelope, send
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, create_session
 from transport.vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
+from transport.xml import format_ts
 
 log = logging.getLogger("transport.dmp")
 
@@ -489,7 +490,7 @@ class DmpClient:
             patient=patient,
             unique_id=xds.new_unique_id(),
             source_id=self.device.root,
-            submission_time=xds.xds_time(datetime.now(UTC)),
+            submission_time=format_ts(datetime.now(UTC)),
             content_type=content_type,
             authors=(self.document_author,),
             title=title,
@@ -514,7 +515,7 @@ class DmpClient:
         the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
         :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
         """
-        now = xds.xds_time(datetime.now(UTC))
+        now = format_ts(datetime.now(UTC))
         sector, _, system = self.identity.sector.partition("^")
         entry = xds.DocumentEntry(
             patient=patient,

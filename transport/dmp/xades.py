@@ -50,7 +50,7 @@ from transport.dmp.xds import (
     patient_id,
 )
 from transport.errors import CisisError, SignatureError, ValidationError
-from transport.vihf import format_instant
+from transport.vihf import format_instant, signed_instant
 from transport.xml import parse_xml
 from transport.xmlsig import (
     DSIG_NS,
@@ -437,13 +437,7 @@ def _verified(
         raise SignatureError(
             "wrapping", "the signature does not cover one manifest and its properties"
         )
-    text = properties[0].findtext(_xades("SigningTime")) or ""
-    try:
-        signing_time = datetime.fromisoformat(text)
-    except ValueError:
-        raise SignatureError("malformed", f"unreadable SigningTime {text!r}") from None
-    if signing_time.tzinfo is None:
-        raise SignatureError("malformed", "the SigningTime has no time zone")
+    signing_time = signed_instant(properties[0].findtext(_xades("SigningTime")), "SigningTime")
     method = root.find(f"{_ds('SignedInfo')}/{_ds('SignatureMethod')}")
     algorithm = method.get("Algorithm", "") if method is not None else ""
     return SubmissionSignature(leaf, algorithm, signing_time, read_manifest(manifests[0]))

@@ -18,6 +18,7 @@ from typing import Any
 
 from transport.stubs.store import Database
 from transport.vihf import Patient, format_instant
+from transport.xml import read_datetime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dmp_patients (
@@ -73,7 +74,7 @@ def now_text() -> str:
 
 def parse_time(text: str) -> datetime:
     """A time stored by :func:`now_text`, as an aware UTC datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return read_datetime(text, "stored time")
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,14 @@ from transport.soap.addressing import SOAP12_NS
 from transport.soap.trace import Tracer
 from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.vihf import INS_NIA_OID, Patient
+from transport.xml import Namespace
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
 RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
 RESULTAT_NS = "http://www.cnamts.fr/INSiResultat"
+_recsans = Namespace(RECSANS_NS)
+_recvit = Namespace(RECVIT_NS)
+_r = Namespace(RESULTAT_NS)
 
 ACTION_SEARCH_TRAITS = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecTraitsIdentite"
 ACTION_SEARCH_VITALE = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecCarteVitale"
@@ -163,83 +167,76 @@ def _check_lunar_date(name: str, value: str | None) -> None:
         raise ValidationError(name, f"expected YYYY-MM-DD, not {value!r}")
 
 
-def _sub(parent: etree._Element, namespace: str, tag: str, text: str | None) -> None:
-    if text is not None:
-        etree.SubElement(parent, f"{{{namespace}}}{tag}").text = text
-
-
 def build_traits_search(search: TraitsSearch) -> etree._Element:
     """The ``RECSANSVITALE`` body of ``search`` (validated first)."""
     search.validate()
-    element = etree.Element(
-        f"{{{RECSANS_NS}}}RECSANSVITALE", nsmap={"insi_recsans_ins": RECSANS_NS}
-    )
-    _sub(element, RECSANS_NS, "NomNaissance", search.birth_name)
+    element = etree.Element(_recsans("RECSANSVITALE"), nsmap={"insi_recsans_ins": RECSANS_NS})
+    _recsans.optional(element, "NomNaissance", search.birth_name)
     for first_name in search.first_names:
-        _sub(element, RECSANS_NS, "Prenom", first_name)
-    _sub(element, RECSANS_NS, "Sexe", search.sex)
-    _sub(element, RECSANS_NS, "DateNaissance", search.birth_date)
-    _sub(element, RECSANS_NS, "LieuNaissance", search.birthplace)
+        _recsans.optional(element, "Prenom", first_name)
+    _recsans.optional(element, "Sexe", search.sex)
+    _recsans.optional(element, "DateNaissance", search.birth_date)
+    _recsans.optional(element, "LieuNaissance", search.birthplace)
     return element
 
 
 def read_traits_search(element: etree._Element) -> TraitsSearch:
     """Read and validate a ``RECSANSVITALE``; ValidationError names what is missing or wrong."""
-    _expect(element, RECSANS_NS, "RECSANSVITALE")
+    _recsans.expect(element, "RECSANSVITALE")
     return TraitsSearch(
-        birth_name=_text(element, RECSANS_NS, "NomNaissance") or "",
+        birth_name=_recsans.text(element, "NomNaissance") or "",
         first_names=tuple(
-            (name.text or "").strip() for name in element.findall(f"{{{RECSANS_NS}}}Prenom")
+            (name.text or "").strip() for name in element.findall(_recsans("Prenom"))
         ),
-        sex=_text(element, RECSANS_NS, "Sexe") or "",
-        birth_date=_text(element, RECSANS_NS, "DateNaissance") or "",
-        birthplace=_text(element, RECSANS_NS, "LieuNaissance") or None,
+        sex=_recsans.text(element, "Sexe") or "",
+        birth_date=_recsans.text(element, "DateNaissance") or "",
+        birthplace=_recsans.text(element, "LieuNaissance") or None,
     ).validate()
 
 
 def build_vitale_search(search: VitaleSearch) -> etree._Element:
     """The ``RECVITALE`` body of ``search`` (validated first)."""
     search.validate()
-    element = etree.Element(f"{{{RECVIT_NS}}}RECVITALE", nsmap={"insi_recvit_ins": RECVIT_NS})
+    element = etree.Element(_recvit("RECVITALE"), nsmap={"insi_recvit_ins": RECVIT_NS})
     for tag, matricule in (
         ("MatriculeIndividu", search.individual),
         ("MatriculeOD", search.holder),
     ):
         if matricule is not None:
-            element.append(_matricule_element(RECVIT_NS, tag, matricule))
-    _sub(element, RECVIT_NS, "NomNaissance", search.birth_name)
-    _sub(element, RECVIT_NS, "DateNaissance", search.birth_date)
-    _sub(element, RECVIT_NS, "RangNaissance", search.rank)
+            element.append(_matricule_element(_recvit, tag, matricule))
+    _recvit.optional(element, "NomNaissance", search.birth_name)
+    _recvit.optional(element, "DateNaissance", search.birth_date)
+    _recvit.optional(element, "RangNaissance", search.rank)
     return element
 
 
 def read_vitale_search(element: etree._Element) -> VitaleSearch:
     """Read and validate a ``RECVITALE``; ValidationError names what is missing or wrong."""
-    _expect(element, RECVIT_NS, "RECVITALE")
-    individual = element.find(f"{{{RECVIT_NS}}}MatriculeIndividu")
-    holder = element.find(f"{{{RECVIT_NS}}}MatriculeOD")
+    _recvit.expect(element, "RECVITALE")
+    individual = element.find(_recvit("MatriculeIndividu"))
+    holder = element.find(_recvit("MatriculeOD"))
     return VitaleSearch(
-        birth_date=_text(element, RECVIT_NS, "DateNaissance") or "",
-        individual=_read_matricule(RECVIT_NS, individual) if individual is not None else None,
-        holder=_read_matricule(RECVIT_NS, holder) if holder is not None else None,
-        birth_name=_text(element, RECVIT_NS, "NomNaissance") or None,
-        rank=_text(element, RECVIT_NS, "RangNaissance") or None,
+        birth_date=_recvit.text(element, "DateNaissance") or "",
+        individual=_read_matricule(_recvit, individual) if individual is not None else None,
+        holder=_read_matricule(_recvit, holder) if holder is not None else None,
+        birth_name=_recvit.text(element, "NomNaissance") or None,
+        rank=_recvit.text(element, "RangNaissance") or None,
     ).validate()
 
 
-def _matricule_element(namespace: str, tag: str, matricule: Matricule) -> etree._Element:
-    element = etree.Element(f"{{{namespace}}}{tag}")
-    _sub(element, namespace, "NumIdentifiant", matricule.number)
-    _sub(element, namespace, "Cle", matricule.key)
-    _sub(element, namespace, "TypeMatricule", matricule.kind)
+def _matricule_element(namespace: Namespace, tag: str, matricule: Matricule) -> etree._Element:
+    element = etree.Element(namespace(tag))
+    namespace.optional(element, "NumIdentifiant", matricule.number)
+    namespace.optional(element, "Cle", matricule.key)
+    namespace.optional(element, "TypeMatricule", matricule.kind)
     return element
 
 
-def _read_matricule(namespace: str, element: etree._Element) -> Matricule:
+def _read_matricule(namespace: Namespace, element: etree._Element) -> Matricule:
     return Matricule(
-        number=_text(element, namespace, "NumIdentifiant") or "",
-        key=_text(element, namespace, "Cle") or None,
-        kind=_text(element, namespace, "TypeMatricule") or None,
+        number=namespace.text(element, "NumIdentifiant") or "",
+        key=namespace.text(element, "Cle") or None,
+        kind=namespace.text(element, "TypeMatricule") or None,
     )
 
 
@@ -339,20 +336,16 @@ def build_resultat(resultat: Resultat) -> etree._Element:
             ("DateNaissance", individual.traits.birth_date),
             ("LieuNaissance", individual.traits.birthplace),
         ):
-            _sub(traits, RESULTAT_NS, tag, value)
+            _r.optional(traits, tag, value)
     return element
-
-
-def _r(name: str) -> str:
-    return f"{{{RESULTAT_NS}}}{name}"
 
 
 def _ins_element(tag: str, ins: Ins) -> etree._Element:
     element = etree.Element(_r(tag))
-    element.append(_matricule_element(RESULTAT_NS, "IdIndividu", ins.id))
-    _sub(element, RESULTAT_NS, "OID", ins.oid)
-    _sub(element, RESULTAT_NS, "DateDeb", ins.start.isoformat() if ins.start else None)
-    _sub(element, RESULTAT_NS, "DateFin", ins.end.isoformat() if ins.end else None)
+    element.append(_matricule_element(_r, "IdIndividu", ins.id))
+    _r.optional(element, "OID", ins.oid)
+    _r.optional(element, "DateDeb", ins.start.isoformat() if ins.start else None)
+    _r.optional(element, "DateFin", ins.end.isoformat() if ins.end else None)
     return element
 
 
@@ -363,13 +356,13 @@ def read_resultat(element: etree._Element) -> Resultat:
     report = resultat.find(_r("CR"))
     if report is None:
         raise ValidationError("CR", "RESULTAT without a report")
-    code = _text(report, RESULTAT_NS, "CodeCR")
+    code = _r.text(report, "CodeCR")
     if not code:
         raise ValidationError("CR/CodeCR", "required")
     holder = resultat.find(_r("INDIVIDU"))
     return Resultat(
         code=code,
-        label=_text(report, RESULTAT_NS, "LibelleCR") or "",
+        label=_r.text(report, "LibelleCR") or "",
         individual=_read_individual(holder) if holder is not None else None,
     )
 
@@ -385,7 +378,7 @@ def _resultat_element(element: etree._Element) -> etree._Element:
         if found is None:
             raise ValidationError("RESULTAT", "the body holds no RESULTAT")
         element = found
-    _expect(element, RESULTAT_NS, "RESULTAT")
+    _r.expect(element, "RESULTAT")
     return element
 
 
@@ -397,12 +390,12 @@ def _read_individual(element: etree._Element) -> Individual:
     return Individual(
         active=_read_ins(active, "INSACTIF"),
         traits=Traits(
-            birth_name=_text(traits, RESULTAT_NS, "NomNaissance"),
-            first_names=_text(traits, RESULTAT_NS, "ListePrenom"),
-            sex=_text(traits, RESULTAT_NS, "Sexe"),
-            birth_date=_text(traits, RESULTAT_NS, "DateNaissance"),
-            birthplace=_text(traits, RESULTAT_NS, "LieuNaissance"),
-            first_name=_text(traits, RESULTAT_NS, "Prenom"),
+            birth_name=_r.text(traits, "NomNaissance"),
+            first_names=_r.text(traits, "ListePrenom"),
+            sex=_r.text(traits, "Sexe"),
+            birth_date=_r.text(traits, "DateNaissance"),
+            birthplace=_r.text(traits, "LieuNaissance"),
+            first_name=_r.text(traits, "Prenom"),
         ),
         history=tuple(_read_ins(former, "INSHISTO") for former in element.findall(_r("INSHISTO"))),
     )
@@ -410,14 +403,14 @@ def _read_individual(element: etree._Element) -> Individual:
 
 def _read_ins(element: etree._Element, where: str) -> Ins:
     identifier = element.find(_r("IdIndividu"))
-    oid = _text(element, RESULTAT_NS, "OID")
+    oid = _r.text(element, "OID")
     if identifier is None or not oid:
         raise ValidationError(where, "IdIndividu and OID are required")
     return Ins(
-        id=_read_matricule(RESULTAT_NS, identifier).validate(f"{where}/IdIndividu"),
+        id=_read_matricule(_r, identifier).validate(f"{where}/IdIndividu"),
         oid=oid,
-        start=_xsd_date(_text(element, RESULTAT_NS, "DateDeb"), f"{where}/DateDeb"),
-        end=_xsd_date(_text(element, RESULTAT_NS, "DateFin"), f"{where}/DateFin"),
+        start=_xsd_date(_r.text(element, "DateDeb"), f"{where}/DateDeb"),
+        end=_xsd_date(_r.text(element, "DateFin"), f"{where}/DateFin"),
     )
 
 
@@ -429,16 +422,6 @@ def _xsd_date(value: str | None, where: str) -> date | None:
         return date.fromisoformat(match.group(1)) if match else date.fromisoformat(value)
     except ValueError:
         raise ValidationError(where, f"not a date: {value!r}") from None
-
-
-def _expect(element: etree._Element, namespace: str, name: str) -> None:
-    if element.tag != f"{{{namespace}}}{name}":
-        raise ValidationError(name, f"expected {{{namespace}}}{name}, found {element.tag}")
-
-
-def _text(element: etree._Element, namespace: str, tag: str) -> str | None:
-    found = element.find(f"{{{namespace}}}{tag}")
-    return (found.text or "").strip() if found is not None else None
 
 
 # --- the facade ----------------------------------------------------------------------------------
