@@ -45,7 +45,7 @@ from transport.dmp.xds import (
 )
 from transport.errors import CisisError, SignatureError, ValidationError
 from transport.vihf import format_instant, signed_instant
-from transport.xml import parse_xml
+from transport.xml import Namespace, parse_xml
 from transport.xmlsig import (
     DSIG_NS,
     VerifySettings,
@@ -87,16 +87,11 @@ _DIGEST_URIS = {
 _OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 _CHUNK = 1024 * 1024
 
+_ds = Namespace(DSIG_NS)
+_xades = Namespace(XADES_NS)
+
 Content = bytes | Path
 """A document's content: its bytes, or the file holding them (read in chunks, never whole)."""
-
-
-def _ds(name: str) -> str:
-    return f"{{{DSIG_NS}}}{name}"
-
-
-def _xades(name: str) -> str:
-    return f"{{{XADES_NS}}}{name}"
 
 
 def _hash(content: Content, algorithm: str) -> bytes:

@@ -36,6 +36,7 @@ from zeep.wsdl.bindings import Soap12Binding
 
 from transport.config import Profile
 from transport.credentials import Credential, Purpose, Signer, rfc2253_dn
+from transport.deprecation import Alias
 from transport.errors import (
     ConfigurationError,
     CredentialError,
@@ -83,19 +84,21 @@ class Software:
     """The calling software as ``ContexteLPS/LPS`` names it.
 
     ``idam``: the CNDA authorisation number. ``version``: the software version. ``instance``: the
-    installation's UUID, generated once and kept for the life of the installation. ``nom``:
-    ``urn:lps:<name>:<version>`` (see :meth:`named`).
+    installation's UUID, generated once and kept for the life of the installation. ``urn``: the
+    CTXLPS ``Nom``, ``urn:lps:<name>:<version>`` (see :meth:`named`).
     """
 
     idam: str
     version: str
     instance: str
-    nom: str
+    urn: str
+
+    nom = Alias("urn")
 
     @classmethod
     def named(cls, name: str, version: str, *, idam: str, instance: str) -> Software:
         """The software ``name`` in ``version``, with ``Nom`` in its ``urn:lps:`` form."""
-        return cls(idam=idam, version=version, instance=instance, nom=f"urn:lps:{name}:{version}")
+        return cls(idam=idam, version=version, instance=instance, urn=f"urn:lps:{name}:{version}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def build_contexte_lps(context: ContexteLPS) -> etree._Element:
         etree.SubElement(lps, _lps("IDAM"), R=IDAM_REFERENCE).text = software.idam
         etree.SubElement(lps, _lps("Version")).text = software.version
         etree.SubElement(lps, _lps("Instance")).text = software.instance
-        etree.SubElement(lps, _lps("Nom")).text = software.nom
+        etree.SubElement(lps, _lps("Nom")).text = software.urn
     return element
 
 
@@ -150,7 +153,7 @@ def read_contexte_lps(element: etree._Element) -> ContexteLPS:
             idam=_lps.text(lps, "IDAM") or "",
             version=_lps.text(lps, "Version") or "",
             instance=_lps.text(lps, "Instance") or "",
-            nom=_lps.text(lps, "Nom") or "",
+            urn=_lps.text(lps, "Nom") or "",
         )
     return ContexteLPS(
         id=_required(element, _lps("Id"), "ContexteLPS/Id"),
@@ -184,24 +187,35 @@ class Nir:
 @dataclass(frozen=True)
 class Beneficiary:
     """``COUVERTURE/BENEFICIAIRE``, read from a Vitale card: NIR, birth date (``YYYY-MM-DD``,
-    lunar dates allowed), rank of birth, and ``porteur`` (one digit)."""
+    lunar dates allowed), rank of birth, and ``card_holder`` (CTXBAM ``Porteur``, one digit)."""
 
     nir: Nir | None = None
     certified_on: date | None = None
     birth_date: str | None = None
     rank: int | None = None
-    porteur: str | None = None
+    card_holder: str | None = None
+
+    porteur = Alias("card_holder")
 
 
 @dataclass(frozen=True)
 class Coverage:
-    """``COUVERTURE``: empty for a search by identity traits, filled from a Vitale card else."""
+    """``COUVERTURE``: empty for a search by identity traits, filled from a Vitale card else.
 
-    grand_regime: str | None = None
-    organisme: str | None = None
-    code_centre: str | None = None
+    ``scheme``: the health insurance scheme (CTXBAM ``GrandRegime``), ``fund``: the fund
+    (``Organisme``), ``centre``: the paying centre (``CodeCentre``), ``insured``: the insured
+    person's NIR, ``beneficiary``: the card's beneficiary.
+    """
+
+    scheme: str | None = None
+    fund: str | None = None
+    centre: str | None = None
     insured: Nir | None = None
     beneficiary: Beneficiary | None = None
+
+    grand_regime = Alias("scheme")
+    organisme = Alias("fund")
+    code_centre = Alias("centre")
 
 
 @dataclass(frozen=True)
@@ -243,9 +257,9 @@ def build_contexte_bam(context: ContexteBAM) -> etree._Element:
     coverage = context.coverage
     holder = etree.SubElement(element, _bam("COUVERTURE"))
     for tag, value in (
-        ("GrandRegime", coverage.grand_regime),
-        ("Organisme", coverage.organisme),
-        ("CodeCentre", coverage.code_centre),
+        ("GrandRegime", coverage.scheme),
+        ("Organisme", coverage.fund),
+        ("CodeCentre", coverage.centre),
     ):
         if value is not None:
             etree.SubElement(holder, _bam(tag)).text = value
@@ -277,10 +291,10 @@ def _beneficiary_element(beneficiary: Beneficiary) -> etree._Element:
         etree.SubElement(element, _bam("DateNai")).text = beneficiary.birth_date
     if beneficiary.rank is not None:
         etree.SubElement(element, _bam("Rang")).text = str(beneficiary.rank)
-    if beneficiary.porteur is not None:
-        if not _PORTEUR.fullmatch(beneficiary.porteur):
+    if beneficiary.card_holder is not None:
+        if not _PORTEUR.fullmatch(beneficiary.card_holder):
             raise ValidationError("BENEFICIAIRE/Porteur", "expected one digit")
-        etree.SubElement(element, _bam("Porteur")).text = beneficiary.porteur
+        etree.SubElement(element, _bam("Porteur")).text = beneficiary.card_holder
     return element
 
 
@@ -308,9 +322,9 @@ def _read_coverage(holder: etree._Element) -> Coverage:
     insured = holder.find(f"{_bam('ASSURE')}/{_bam('Id')}")
     beneficiary = holder.find(_bam("BENEFICIAIRE"))
     return Coverage(
-        grand_regime=_bam.text(holder, "GrandRegime"),
-        organisme=_bam.text(holder, "Organisme"),
-        code_centre=_bam.text(holder, "CodeCentre"),
+        scheme=_bam.text(holder, "GrandRegime"),
+        fund=_bam.text(holder, "Organisme"),
+        centre=_bam.text(holder, "CodeCentre"),
         insured=_read_nir(insured, "ASSURE/Id") if insured is not None else None,
         beneficiary=_read_beneficiary(beneficiary) if beneficiary is not None else None,
     )
@@ -335,7 +349,7 @@ def _read_beneficiary(element: etree._Element) -> Beneficiary:
         certified_on=certified_on,
         birth_date=_bam.text(element, "DateNai"),
         rank=int(rank) if rank is not None else None,
-        porteur=_bam.text(element, "Porteur"),
+        card_holder=_bam.text(element, "Porteur"),
     )
 
 
