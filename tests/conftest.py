@@ -1,9 +1,12 @@
-"""Shared fixtures: one fresh example PKI per test session, credentials, the echo stub."""
+"""Shared fixtures: one fresh example PKI per test session, credentials, the echo stub, the stub
+server (a module's ``STUB_SERVICES`` names the services it mounts, default all), the XDG config
+home."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from lxml import etree
 from transport import examplepki
 from transport.config import example_profile
 from transport.credentials import Credential, load_pkcs12
+from transport.stubs.app import Stubs
 from transport.stubs.echo import EchoService
 from transport.stubs.server import ServerTLS, StubServer
 from transport.vihf import SAML_NS, AuthMode
@@ -52,6 +56,47 @@ def echo_server(pki: examplepki.ExamplePKI, verify_settings: VerifySettings):
     )
     with server:
         yield server
+
+
+def _services(request: pytest.FixtureRequest) -> list[str] | None:
+    return getattr(request.module, "STUB_SERVICES", None)
+
+
+@pytest.fixture(scope="module")
+def stubs(
+    pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory, request
+) -> Iterator[Stubs]:
+    """The stub server a test module shares (its state too), mounting the module's
+    ``STUB_SERVICES``."""
+    data = tmp_path_factory.mktemp("stubs")
+    with Stubs(pki=pki, data_dir=data, services=_services(request)) as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_stubs(pki: examplepki.ExamplePKI, tmp_path: Path, request) -> Iterator[Stubs]:
+    """A stub server of the test's own, with a fresh state, mounting the module's
+    ``STUB_SERVICES``."""
+    with Stubs(pki=pki, data_dir=tmp_path / "stubs", services=_services(request)) as running:
+        yield running
+
+
+@pytest.fixture
+def xds_stubs(fresh_stubs: Stubs) -> Stubs:
+    """:func:`fresh_stubs` where the XDS tests' patient has an open DMP on which their doctor
+    and colleague are authorized."""
+    # Imported here: the XDS callers are test code, only the XDS test modules need them.
+    from tests.test_stub_xds import COLLEAGUE, DOCTOR, PATIENT, open_dmp
+
+    open_dmp(fresh_stubs, PATIENT, DOCTOR, COLLEAGUE)
+    return fresh_stubs
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``XDG_CONFIG_HOME`` (where the installation id is written), in ``tmp_path``."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config"
 
 
 @pytest.fixture(params=list(AuthMode), ids=str)

@@ -4,7 +4,6 @@ retrieved file byte-exact, exit codes per error family."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,10 @@ import pytest
 from tests.test_cli import PROFILE
 from tests.test_stub_dmp import new_patient
 from transport.cli import main
-from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.stubs.app import DMP_SERVICES
 from transport.vihf import INS_TEST_OID
 
-
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=DMP_SERVICES) as s:
-        yield s
+STUB_SERVICES = DMP_SERVICES
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
     code, out, _ = dmp("exists", "--ins", ins, "--json")
     report = json.loads(out)
     assert code == 0 and report["exists"] and report["active"]
-    assert report["authorisation"] == "VALIDE"
+    assert report["authorization"] == "VALIDE"
     code, out, _ = dmp("consult", "--ins", ins)
     assert "OPPOSITION_ACCES_URGENCE: yes" in out and "OPPOSITION_BRIS_DE_GLACE: no" in out
     code, out, _ = dmp("update", "--ins", ins, "--nom", "NOUVEAU", "--prenom", "ALICE", *born)

@@ -27,15 +27,8 @@ INSI_PROFILE = PROFILE.replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
-        yield running
+pytestmark = pytest.mark.usefixtures("config_home")
+STUB_SERVICES = ["lps"]
 
 
 @pytest.fixture

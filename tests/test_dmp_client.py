@@ -24,14 +24,8 @@ from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import AuthMode, Patient
 
-SERVICES = list(DMP_SERVICES)
+STUB_SERVICES = DMP_SERVICES
 COLLEAGUE = "899700000002"
-
-
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=SERVICES) as running:
-        yield running
 
 
 def make_client(
@@ -62,7 +56,7 @@ def colleague(stubs: Stubs) -> Iterator[DmpClient]:
 
 
 def opened(client: DmpClient) -> Patient:
-    """A new patient with an open DMP created by ``client`` (who is then authorised)."""
+    """A new patient with an open DMP created by ``client`` (who is then authorized)."""
     patient = new_patient()
     client.create(patient, demographics(), oppositions=oppositions())
     return patient
@@ -84,7 +78,7 @@ def test_lifecycle_of_a_dmp(client: DmpClient) -> None:
     assert created.patient == patient and created.active
 
     existence = client.exists(patient)
-    assert existence.exists and existence.active and existence.authorised
+    assert existence.exists and existence.active and existence.authorized
     assert existence.record is not None and existence.record.patient == patient
 
     record = client.consult(patient)
@@ -127,7 +121,7 @@ def test_refusals_are_dmp_errors_with_the_code_and_a_hint(
         colleague.consult(patient)
     assert denied.value.code == "DMPAccessDenied"
     existence = colleague.exists(patient)
-    assert existence.exists and not existence.authorised
+    assert existence.exists and not existence.authorized
 
 
 def test_find_patients_without_ins(indirect: DmpClient) -> None:
@@ -140,15 +134,15 @@ def test_find_patients_without_ins(indirect: DmpClient) -> None:
     assert indirect.find_patients(Traits(family="PERSONNE-INCONNUE-XYZ")) == ()
 
 
-# --- authorisations --------------------------------------------------------------------------
+# --- authorizations --------------------------------------------------------------------------
 
 
-def test_authorisations(indirect: DmpClient, colleague: DmpClient) -> None:
+def test_authorizations(indirect: DmpClient, colleague: DmpClient) -> None:
     patient = opened(indirect)
     assert patient not in [item.patient for item in colleague.list_patients().patients]
 
     assert colleague.set_authorization(patient).ok
-    assert colleague.exists(patient).authorised
+    assert colleague.exists(patient).authorized
     assert patient in [item.patient for item in colleague.list_patients().patients]
 
     listed = indirect.list_authorizations(patient, ListMode.TOUTE)
@@ -156,7 +150,12 @@ def test_authorisations(indirect: DmpClient, colleague: DmpClient) -> None:
     assert {indirect.identity.subject_id, COLLEAGUE} <= professionals
 
     assert colleague.set_authorization(patient, AuthorizationAction.SUPPRESSION).ok
-    assert not colleague.exists(patient).authorised
+    existence = colleague.exists(patient)
+    assert not existence.authorized
+    with pytest.warns(DeprecationWarning, match="Existence.authorisation"):
+        assert existence.authorisation == existence.authorization == "NON_EXISTE"
+    with pytest.warns(DeprecationWarning, match="Existence.authorised"):
+        assert existence.authorised is False
     with pytest.raises(DmpError) as denied:
         colleague.list_authorizations(patient)
     assert denied.value.code == "DMPAccessDenied" and denied.value.transaction == "TD1.6"

@@ -12,7 +12,7 @@ run against the stub with a tracer, and each traced request envelope is
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -24,7 +24,6 @@ from tests.conftest import REFERENCE
 from tests.test_hl7v3 import assert_valid, demographics, oppositions
 from tests.test_stub_dmp import new_patient
 from tests.test_stub_xds import entry
-from transport import examplepki
 from transport.config import example_profile
 from transport.dmp.authorizations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
 from transport.dmp.client import DmpClient, Document
@@ -350,7 +349,7 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     trace("TD1.3b", lambda: client.update(patient, person, observations=oppositions(True)))
     trace("TD1.4", lambda: client.close_dmp(patient, person))
     trace("TD1.2", lambda: client.reactivate(patient, person))
-    # The creator is authorised already: withdraw first, so that the AJOUT traced changes
+    # The creator is authorized already: withdraw first, so that the AJOUT traced changes
     # something, as the official example's does.
     client.set_authorization(patient, AuthorizationAction.SUPPRESSION)
     trace("TD0.3", lambda: client.set_authorization(patient))
@@ -381,10 +380,7 @@ Run = tuple[AuthMode, dict[str, tuple[Traced, ...]]]
 """One mode's run: the mode, and each transaction's traced requests."""
 
 
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=DMP_SERVICES) as running:
-        yield running
+STUB_SERVICES = DMP_SERVICES
 
 
 @pytest.fixture(scope="module", params=list(AuthMode), ids=str)

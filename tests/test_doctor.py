@@ -27,10 +27,7 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> examplepki.ExamplePKI
     return examplepki.generate(tmp_path_factory.mktemp("other-pki"))
 
 
-@pytest.fixture
-def stubs(pki, tmp_path):
-    with Stubs(pki=pki, data_dir=tmp_path / "state", services=["patients", "lps"]) as running:
-        yield running
+STUB_SERVICES = ["patients", "lps"]
 
 
 @pytest.fixture

@@ -56,7 +56,6 @@ from transport.dmp.hl7v3 import (
     Telecom,
     Traits,
     accepted,
-    parse_hl7_time,
     rejected,
 )
 from transport.errors import ValidationError
@@ -283,7 +282,7 @@ CASES = {
         lambda: _answer(
             Reason.TEST_EXST,
             record=record(demographics=demographics()),
-            authorisation="VALIDE",
+            authorization="VALIDE",
             treating_physician=True,
         ),
         DemographicsAnswer.read,
@@ -438,7 +437,7 @@ representative)."""
                     "TESTPATIENT", ("ALICE",), "F", "19790328", prefix="Mme",
                     telecoms=(Telecom("mailto:a@example.invalid"), Telecom("tel:0102", "MC")),
                 )),
-                authorisation="VALIDE",
+                authorization="VALIDE",
                 treating_physician=False,
             ),
         ),
@@ -514,7 +513,7 @@ def test_reads_the_official_existence_answer() -> None:
     answer = DemographicsAnswer.read(official)
     lines = official.findall(f"{{{HL7_NS}}}attentionLine")
     assert answer.found and answer.acknowledgement.ok
-    assert answer.authorisation == lines[0].find(f"{{{HL7_NS}}}value").get("code")
+    assert answer.authorization == lines[0].find(f"{{{HL7_NS}}}value").get("code")
     assert answer.treating_physician is (lines[1].find(f"{{{HL7_NS}}}value").get("value") == "true")
     patient = "controlActProcess/subject/registrationEvent/subject1/patient"
     ids = official.findall(f"{_path(patient)}/{{{HL7_NS}}}id")
@@ -540,7 +539,7 @@ def test_reads_the_official_consultation_answer() -> None:
     ]
 
 
-def test_reads_the_official_authorisation_messages() -> None:
+def test_reads_the_official_authorization_messages() -> None:
     request = SetAuthorization.read(example_body("TD0.3_-_Mise_jour_de_l_autorisation_request.xml"))
     official = example_body("TD0.3_-_Mise_jour_de_l_autorisation_response.xml")
     answer = SetAuthorizationAnswer.read(official)
@@ -600,7 +599,7 @@ def test_readers_refuse_another_message() -> None:
         ListAuthorizations.read(SetAuthorization().build())
 
 
-def test_authorisation_readers_refuse_unknown_codes() -> None:
+def test_authorization_readers_refuse_unknown_codes() -> None:
     element = ListAuthorizations(ListMode.ACTIVE).build()
     element[0].text = "PARFOIS"
     with pytest.raises(ValidationError, match="ACTIVE, INTERDITE, TOUTE"):
@@ -609,14 +608,6 @@ def test_authorisation_readers_refuse_unknown_codes() -> None:
     element[1].text = "PHARMACIEN_REFERENT"
     with pytest.raises(ValidationError):
         SetAuthorization.read(element)
-
-
-def test_hl7_times() -> None:
-    assert parse_hl7_time("20240506070809") == NOW
-    assert parse_hl7_time("20240506") == datetime(2024, 5, 6, tzinfo=UTC)
-    for bad in ("2024-05-06", "20241306", "2024050607080"):
-        with pytest.raises(ValidationError):
-            parse_hl7_time(bad)
 
 
 # --- models -------------------------------------------------------------------------------------

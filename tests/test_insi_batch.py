@@ -12,7 +12,6 @@ import pytest
 
 from tests.test_insi_client import make_client
 from transport.errors import TransportError, UsageError
-from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.insi import InsiClient, TraitsSearch
 from transport.teleservices.insi_batch import OUTPUT_COLUMNS, answered_rows, run_batch
@@ -28,10 +27,7 @@ ROWS = [
 REPEAT = 50  # 300 rows
 
 
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
-        yield running
+STUB_SERVICES = ["lps"]
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from transport.soap.addressing import SOAP12_NS, read
 from transport.soap.client import wsdl_path
 from transport.soap.trace import Tracer
 from transport.soap.wsse import WSSE_NS
-from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.client import (
     CTXLPS_NS,
@@ -49,16 +48,8 @@ from transport.vihf import AuthMode
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
 
 
-@pytest.fixture(autouse=True)
-def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return tmp_path / "config"
-
-
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
-        yield running
+pytestmark = pytest.mark.usefixtures("config_home")
+STUB_SERVICES = ["lps"]
 
 
 def software() -> Software:
@@ -215,6 +206,17 @@ def test_from_profile_uses_the_profile_lps_idam_and_insi_credential(pki, load, s
 # --- the INSi facade -----------------------------------------------------------------------------
 
 
+def test_insi_from_profile_searches_then_closes_its_connections(pki, stubs):
+    profile = example_profile(pki, AuthMode.DIRECTE, {"tlsi": stubs.teleservices_url})
+    with InsiClient.from_profile(profile, AccessMode.CARD) as client:
+        assert client.teleservices.mode is AccessMode.CARD
+        outcome = client.search_by_traits("ECETINSI", "PIERRE-ALAIN", "M", "2009-07-14")
+        session = client.teleservices.session
+        assert outcome.active == TEST_PERSONS[0].active
+        assert len(session.adapters["https://"].poolmanager.pools) == 1
+    assert len(session.adapters["https://"].poolmanager.pools) == 0
+
+
 @pytest.fixture
 def insi(pki, load, stubs, tmp_path) -> Iterator[tuple[InsiClient, Path]]:
     tracer = Tracer(tmp_path / "insi-trace")
@@ -296,9 +298,24 @@ def test_lunar_dates_and_corsican_places_are_accepted():
 def test_search_by_vitale_finds_the_active_ins(insi):
     client, trace = insi
     person = TEST_PERSONS[0]
-    outcome = client.search_by_vitale(person.traits.birth_date, nir_individu=person.active.value)
+    outcome = client.search_by_vitale(person.traits.birth_date, individual=person.active.value)
     assert outcome.active == person.active and outcome.qualifiable
     [request] = traces(trace)
     assert request.find(f".//{{{RECVIT_NS}}}MatriculeIndividu") is not None
     with pytest.raises(ValidationError):
-        client.search_by_vitale("2009-07-14", nir_individu="12345")
+        client.search_by_vitale("2009-07-14", individual="12345")
+
+
+def test_the_french_keywords_still_work_and_warn(insi):
+    client, _trace = insi
+    person = TEST_PERSONS[0]
+    with pytest.warns(DeprecationWarning, match="nir_individu"):
+        outcome = client.search_by_vitale(
+            person.traits.birth_date, nir_individu=person.active.value
+        )
+    assert outcome.active == person.active
+    with pytest.warns(DeprecationWarning, match="lieu_naissance"):
+        query = traits_query("De Vinci", "Leonardo", "M", "2014-02-01", lieu_naissance="63220")
+    assert query.birthplace == "63220"
+    with pytest.raises(TypeError, match="both"):
+        traits_query("De Vinci", "Leonardo", "M", "2014-02-01", birthplace="1", lieu_naissance="2")

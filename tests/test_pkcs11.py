@@ -31,7 +31,7 @@ from transport.dmp.client import DmpClient
 from transport.errors import ConfigurationError, CredentialError, TLSError
 from transport.soap.client import send
 from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
-from transport.stubs.app import DMP_SERVICES, Stubs
+from transport.stubs.app import DMP_SERVICES
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.client import (
     AccessMode,
@@ -298,11 +298,7 @@ def test_an_assertion_ps_signed_on_the_token_is_verified(token, load, pki, xmlse
 # --- end to end against the stubs, the profile naming the token --------------------------------
 
 
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    services = [*DMP_SERVICES, "lps"]
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("stubs"), services=services) as running:
-        yield running
+STUB_SERVICES = [*DMP_SERVICES, "lps"]
 
 
 @needs_softhsm
@@ -312,7 +308,7 @@ def test_dmp_td02_and_td31_in_direct_mode_with_the_card(token, pki, stubs):
         assert client.signature.private_key is None
         patient = opened(client)
         existence = client.exists(patient)  # TD0.2
-        assert existence.exists and existence.authorised
+        assert existence.exists and existence.authorized
         submitted = document(patient, b"compte rendu")
         client.submit([submitted])  # TD2.1, signed on the token too when the set is signed
         found = client.find_documents(patient)  # TD3.1

@@ -4,7 +4,6 @@ its JSON, step selection, and a profile run with and without writes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from tests.test_cli_insi import INSI_PROFILE
 from tests.test_stub_dmp import new_patient
 from transport.cli import main
-from transport.stubs.app import Stubs
 
 TRANSACTIONS = [
     "insi-cr00", "insi-cr01", "insi-cr02", "td0.2-unknown", "td1.1", "td0.2", "td1.3a",
@@ -56,12 +54,6 @@ def test_a_read_without_its_dmp_fails_and_says_what_to_do(capsys):
     out = capsys.readouterr().out
     assert out.count("FAILED") == 2 and "step td1.1" in out
     assert "failed: TD0.2 test existence and my authorisation [DIRECTE]" in out
-
-
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("smoke")) as running:
-        yield running
 
 
 @pytest.fixture

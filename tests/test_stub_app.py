@@ -38,20 +38,15 @@ def session(pki):
         yield opened
 
 
-@pytest.fixture
-def stubs(pki, tmp_path):
-    with Stubs(
-        pki=pki, data_dir=tmp_path / "state", services=["registry", "repository", "lps"]
-    ) as s:
-        yield s
+STUB_SERVICES = ["registry", "repository", "lps"]
 
 
 def post(session, url: str, body: bytes, content_type: str = "application/soap+xml"):
     return send(session, url, body, {"Content-Type": content_type})
 
 
-def test_unknown_path_is_a_soap_fault(stubs, session):
-    response = post(session, f"{stubs.url}/si-dmp-server/v2/services/nothing", b"<x/>")
+def test_unknown_path_is_a_soap_fault(fresh_stubs, session):
+    response = post(session, f"{fresh_stubs.url}/si-dmp-server/v2/services/nothing", b"<x/>")
     assert response.status_code == 404
     with pytest.raises(SoapFault, match="nothing"):
         raise_for_fault(parse_xml(response.content))
@@ -70,12 +65,12 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", ["registry", "repository", "lps"])
 @pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
-def test_hostile_input_gets_a_fault_and_the_server_keeps_serving(stubs, session, name, body):
-    response = post(session, f"{stubs.url}{service_path(name)}", body)
+def test_hostile_input_gets_a_fault_and_the_server_keeps_serving(fresh_stubs, session, name, body):
+    response = post(session, f"{fresh_stubs.url}{service_path(name)}", body)
     assert 400 <= response.status_code < 600
     with pytest.raises(SoapFault):
         raise_for_fault(parse_xml(response.content))
-    follow_up = post(session, f"{stubs.url}{service_path(name)}", b"<x/>")
+    follow_up = post(session, f"{fresh_stubs.url}{service_path(name)}", b"<x/>")
     assert follow_up.status_code >= 400 and follow_up.content.startswith(b"<?xml")
 
 
@@ -88,9 +83,9 @@ def test_request_size_limit(pki, tmp_path, session):
         assert post(session, url, b"<x/>").status_code == 500  # still serving: a SOAP fault
 
 
-def test_chunked_request_body(stubs):
-    caller = Caller(stubs)
-    open_dmp(stubs, PATIENT, DOCTOR)
+def test_chunked_request_body(fresh_stubs):
+    caller = Caller(fresh_stubs)
+    open_dmp(fresh_stubs, PATIENT, DOCTOR)
     content = os.urandom(300_000)
     metadata = entry(content)
     # Caller.post sends MTOM bodies as a generator: requests uploads them chunked.
@@ -98,9 +93,9 @@ def test_chunked_request_body(stubs):
     assert retrieve(caller, metadata.unique_id)[1] == {metadata.unique_id: content}
 
 
-def test_concurrent_clients(stubs):
-    open_dmp(stubs, PATIENT, DOCTOR)
-    callers = [Caller(stubs) for _ in range(4)]
+def test_concurrent_clients(fresh_stubs):
+    open_dmp(fresh_stubs, PATIENT, DOCTOR)
+    callers = [Caller(fresh_stubs) for _ in range(4)]
     contents = [os.urandom(20_000 + n) for n in range(16)]
     entries = [entry(content) for content in contents]
 
@@ -115,16 +110,16 @@ def test_concurrent_clients(stubs):
     assert len(find(callers[0]).entries) == len(contents)
 
 
-def test_no_client_certificate(stubs, pki):
+def test_no_client_certificate(fresh_stubs, pki):
     with pytest.raises(requests.exceptions.SSLError):
         requests.post(
-            stubs.dmp_url("registry"), data=b"<x/>", verify=str(pki.ca_bundle), timeout=10
+            fresh_stubs.dmp_url("registry"), data=b"<x/>", verify=str(pki.ca_bundle), timeout=10
         )
 
 
-def test_log_lines_carry_no_patient_identifier(stubs, caller_log):
-    caller = Caller(stubs)
-    open_dmp(stubs, PATIENT, DOCTOR)
+def test_log_lines_carry_no_patient_identifier(fresh_stubs, caller_log):
+    caller = Caller(fresh_stubs)
+    open_dmp(fresh_stubs, PATIENT, DOCTOR)
     assert submit(caller, (entry(b"x"), b"x")).ok
     find(caller)
     lines = caller_log()

@@ -65,7 +65,7 @@ from transport.soap.addressing import SOAP12_NS, read
 from transport.soap.client import build_envelope, raise_for_fault, send
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import Stubs
-from transport.stubs.patients import Authorisation, DmpStatus
+from transport.stubs.patients import Authorization, DmpStatus
 from transport.tls import TLSSettings, create_session
 from transport.vihf import (
     INS_TEST_OID,
@@ -81,7 +81,7 @@ from transport.vihf import (
 from transport.xml import parse_xml
 from transport.xmlsig import sign_enveloped
 
-SERVICES = ["patients", "patientsPDQ", "habilitations", "patientsSpecific"]
+STUB_SERVICES = ["patients", "patientsPDQ", "habilitations", "patientsSpecific"]
 EXAMPLES = REFERENCE / "dmp-examples"
 _numbers = itertools.count(1)
 ADD = SetAuthorization()
@@ -92,12 +92,6 @@ def new_patient() -> Patient:
     """A fresh, well-formed INS under the test authority (never a real person's)."""
     body = f"2790351{next(_numbers):06d}"
     return Patient(body + ins_key(body), INS_TEST_OID)
-
-
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("dmp"), services=SERVICES) as running:
-        yield running
 
 
 @dataclass
@@ -172,7 +166,7 @@ class Caller:
         family, _, given = (self.identity.user_name or "MEDECIN0001 PAUL").partition(" ")
         return Author.from_vihf(self.identity, "CABINET", family=family, given=given)
 
-    def authorise(self, patient: Patient, request: SetAuthorization = ADD) -> Outcome:
+    def authorize(self, patient: Patient, request: SetAuthorization = ADD) -> Outcome:
         body = self.call("habilitations", ACTION_SET_AUTHORIZATION, request.build(), patient)
         return SetAuthorizationAnswer.read(body).outcome
 
@@ -228,7 +222,7 @@ def doctor(stubs: Stubs, pki: examplepki.ExamplePKI) -> Iterator[Caller]:
 
 @pytest.fixture
 def colleague(stubs: Stubs, pki: examplepki.ExamplePKI) -> Iterator[Caller]:
-    """Another doctor of the same structure, authorised nowhere yet."""
+    """Another doctor of the same structure, authorized nowhere yet."""
     made = make_caller(
         stubs, pki, AuthMode.INDIRECTE, subject_id="899700000002", user_name="MEDECIN0002 JEANNE"
     )
@@ -250,7 +244,7 @@ def test_life_of_a_dmp(caller: Caller, stubs: Stubs) -> None:
 
     found = caller.exists(patient)
     assert found.found and found.record is not None and found.record.active
-    assert found.authorisation == "VALIDE" and found.treating_physician is False
+    assert found.authorization == "VALIDE" and found.treating_physician is False
     assert found.record.demographics is not None
     assert found.record.demographics.family == demographics().family
     assert found.record.demographics.addresses == ()  # as in the official TD0.2 answer
@@ -275,7 +269,7 @@ def test_life_of_a_dmp(caller: Caller, stubs: Stubs) -> None:
     assert read_back.record is not None and read_back.record.demographics == moved
     assert Observation(OPPOSITION_BREAK_GLASS, True) in read_back.record.observations
 
-    assert caller.authorise(patient, SetAuthorization(treating_physician=True)).ok
+    assert caller.authorize(patient, SetAuthorization(treating_physician=True)).ok
     assert caller.exists(patient).treating_physician is True
 
     listed = caller.professionals(patient)
@@ -354,7 +348,7 @@ def test_unknown_patient(doctor: Caller) -> None:
     for reason in (Reason.REAC, Reason.MODIF_DATA, Reason.FERM):
         answer = doctor.register(registration(reason, patient, doctor.author()))
         assert answer.acknowledgement.code == DmpCode.NOT_FOUND, reason
-    assert doctor.authorise(patient).status == DmpCode.NOT_FOUND
+    assert doctor.authorize(patient).status == DmpCode.NOT_FOUND
     assert doctor.professionals(patient).outcome.status == DmpCode.NOT_FOUND
 
 
@@ -369,30 +363,30 @@ def test_patient_of_the_body_must_be_the_vihf_patient(doctor: Caller) -> None:
     assert not doctor.exists(other).found
 
 
-# --- authorisations ------------------------------------------------------------------------------
+# --- authorizations ------------------------------------------------------------------------------
 
 
-def test_a_colleague_needs_an_authorisation(doctor: Caller, colleague: Caller) -> None:
+def test_a_colleague_needs_an_authorization(doctor: Caller, colleague: Caller) -> None:
     patient = new_patient()
     doctor.create(patient)
-    assert colleague.exists(patient).authorisation == Authorisation.ABSENT.value
+    assert colleague.exists(patient).authorization == Authorization.ABSENT.value
     assert colleague.consult(patient).acknowledgement.code == DmpCode.ACCESS_DENIED
     assert colleague.professionals(patient).outcome.status == DmpCode.ACCESS_DENIED
     closing = colleague.register(registration(Reason.FERM, patient, colleague.author()))
     assert closing.acknowledgement.code == DmpCode.ACCESS_DENIED
 
-    assert colleague.authorise(patient).ok
-    assert colleague.exists(patient).authorisation == "VALIDE"
+    assert colleague.authorize(patient).ok
+    assert colleague.exists(patient).authorization == "VALIDE"
     assert colleague.consult(patient).acknowledgement.ok
-    again = colleague.authorise(patient)
+    again = colleague.authorize(patient)
     assert again.ok and again.context  # nothing changed, and the answer says so
     listed = doctor.professionals(patient, ListMode.ACTIVE)
     assert {entry.professional_id for entry in listed.entries} == {"899700000001", "899700000002"}
     names = {entry.professional_id: (entry.last_name, entry.first_name) for entry in listed.entries}
     assert names["899700000002"] == ("MEDECIN0002", "JEANNE")
 
-    assert colleague.authorise(patient, SetAuthorization(AuthorizationAction.SUPPRESSION)).ok
-    assert colleague.exists(patient).authorisation == Authorisation.ABSENT.value
+    assert colleague.authorize(patient, SetAuthorization(AuthorizationAction.SUPPRESSION)).ok
+    assert colleague.exists(patient).authorization == Authorization.ABSENT.value
     assert colleague.consult(patient).acknowledgement.code == DmpCode.ACCESS_DENIED
 
 
@@ -401,11 +395,11 @@ def test_a_blocked_professional_stays_out(doctor: Caller, colleague: Caller, stu
     doctor.create(patient)
     # Only the patient blocks a professional (from their own portal, not an LPS transaction).
     with stubs.context.database.transaction() as connection:
-        stubs.context.patients.set_authorisation(
-            connection, patient, colleague.identity.subject_id, Authorisation.FORBIDDEN
+        stubs.context.patients.set_authorization(
+            connection, patient, colleague.identity.subject_id, Authorization.FORBIDDEN
         )
-    assert colleague.exists(patient).authorisation == "INTERDIT"
-    assert colleague.authorise(patient).status == DmpCode.ACCESS_DENIED
+    assert colleague.exists(patient).authorization == "INTERDIT"
+    assert colleague.authorize(patient).status == DmpCode.ACCESS_DENIED
     assert colleague.consult(patient).acknowledgement.code == DmpCode.ACCESS_DENIED
     blocked = doctor.professionals(patient, ListMode.INTERDITE)
     assert [(e.professional_id, e.mode) for e in blocked.entries] == [
@@ -419,16 +413,16 @@ def test_a_blocked_professional_stays_out(doctor: Caller, colleague: Caller, stu
 def test_treating_physician_is_one_at_a_time(doctor: Caller, colleague: Caller) -> None:
     patient = new_patient()
     doctor.create(patient)
-    assert doctor.authorise(patient, SetAuthorization(treating_physician=True)).ok
-    # Becoming the treating doctor also authorises the colleague.
-    assert colleague.authorise(patient, SetAuthorization(treating_physician=True)).ok
-    assert colleague.exists(patient).authorisation == "VALIDE"
+    assert doctor.authorize(patient, SetAuthorization(treating_physician=True)).ok
+    # Becoming the treating doctor also authorizes the colleague.
+    assert colleague.authorize(patient, SetAuthorization(treating_physician=True)).ok
+    assert colleague.exists(patient).authorization == "VALIDE"
     assert colleague.exists(patient).treating_physician is True
     assert doctor.exists(patient).treating_physician is False
     stop = SetAuthorization(AuthorizationAction.SUPPRESSION, treating_physician=True)
-    assert colleague.authorise(patient, stop).ok
+    assert colleague.authorize(patient, stop).ok
     assert colleague.exists(patient).treating_physician is False
-    assert colleague.exists(patient).authorisation == "VALIDE"
+    assert colleague.exists(patient).authorization == "VALIDE"
 
 
 # --- TD0.4 and TD0.5 -----------------------------------------------------------------------------
@@ -632,15 +626,15 @@ def test_no_patient_identifier_or_name_in_the_logs(
 
 def test_state_survives_a_restart(pki: examplepki.ExamplePKI, tmp_path: Path) -> None:
     patient = new_patient()
-    with Stubs(pki=pki, data_dir=tmp_path, services=SERVICES) as first:
+    with Stubs(pki=pki, data_dir=tmp_path, services=STUB_SERVICES) as first:
         doctor = make_caller(first, pki, AuthMode.INDIRECTE)
         doctor.create(patient)
         doctor.register(registration(Reason.FERM, patient, doctor.author()))
         doctor.session.close()
-    with Stubs(pki=pki, data_dir=tmp_path, services=SERVICES) as second:
+    with Stubs(pki=pki, data_dir=tmp_path, services=STUB_SERVICES) as second:
         doctor = make_caller(second, pki, AuthMode.INDIRECTE)
         answer = doctor.exists(patient)
-        assert answer.found and answer.authorisation == "VALIDE"
+        assert answer.found and answer.authorization == "VALIDE"
         assert answer.record is not None and not answer.record.active
         assert doctor.register(
             registration(Reason.REAC, patient, doctor.author())

@@ -254,10 +254,7 @@ def test_first_names_match_a_name_of_the_list_or_its_beginning(requested, matche
 # --- the stub over mutual TLS ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stubs(pki, tmp_path_factory) -> Iterator[Stubs]:
-    with Stubs(pki=pki, data_dir=tmp_path_factory.mktemp("lps"), services=["lps"]) as running:
-        yield running
+STUB_SERVICES = ["lps"]
 
 
 @pytest.fixture(scope="module")

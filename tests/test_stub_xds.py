@@ -20,11 +20,11 @@ from transport.errors import SoapFault
 from transport.soap import mtom
 from transport.soap.client import build_envelope, raise_for_fault, send
 from transport.stubs.app import Stubs
-from transport.stubs.patients import Authorisation, now_text
+from transport.stubs.patients import Authorization, now_text
 from transport.stubs.xds import REPOSITORY_UNIQUE_ID
 from transport.tls import create_session
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, sign_vihf
-from transport.xml import parse_xml
+from transport.xml import format_ts, parse_xml
 
 from .conftest import REFERENCE
 
@@ -34,6 +34,7 @@ DOCTOR = "899700000001"
 COLLEAGUE = "899700000002"
 SCHEMAS = REFERENCE / "dmp-wsdl" / "schema"
 EXAMPLES = REFERENCE / "dmp-examples"
+STUB_SERVICES = ["registry", "repository"]
 
 
 class Caller:
@@ -78,7 +79,7 @@ class Caller:
 
 
 def open_dmp(stubs: Stubs, patient: Patient, *professionals: str) -> None:
-    """Seed an open DMP with authorised professionals, as TD1.1 and TD0.3 would leave it."""
+    """Seed an open DMP with authorized professionals, as TD1.1 and TD0.3 would leave it."""
     with stubs.context.database.transaction() as connection:
         connection.execute(
             "INSERT INTO dmp_patients (ins, oid, status, created_at, updated_at)"
@@ -86,13 +87,13 @@ def open_dmp(stubs: Stubs, patient: Patient, *professionals: str) -> None:
             (patient.ins, patient.oid, now_text(), now_text()),
         )
         for professional in professionals:
-            stubs.context.patients.set_authorisation(
-                connection, patient, professional, Authorisation.VALID
+            stubs.context.patients.set_authorization(
+                connection, patient, professional, Authorization.VALID
             )
 
 
 def entry(content: bytes, patient: Patient = PATIENT, **changes) -> DocumentEntry:
-    now = xds.xds_time(datetime.now(UTC))
+    now = format_ts(datetime.now(UTC))
     base = DocumentEntry(
         patient=patient,
         unique_id=xds.new_unique_id(),
@@ -126,7 +127,7 @@ def submission_set(patient: Patient = PATIENT) -> SubmissionSet:
         patient=patient,
         unique_id=xds.new_unique_id(),
         source_id="1.2.250.1.999.1.1",
-        submission_time=xds.xds_time(datetime.now(UTC)),
+        submission_time=format_ts(datetime.now(UTC)),
         content_type=Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour"),
         authors=(Author.professional(DOCTOR, "MEDECIN0001", "PAUL"),),
         title="Lot de test",
@@ -173,15 +174,8 @@ def update_status(caller: Caller, document: DocumentEntry, original: str, new: s
 
 
 @pytest.fixture
-def stubs(pki, tmp_path):
-    with Stubs(pki=pki, data_dir=tmp_path / "state", services=["registry", "repository"]) as s:
-        open_dmp(s, PATIENT, DOCTOR, COLLEAGUE)
-        yield s
-
-
-@pytest.fixture
-def caller(stubs):
-    return Caller(stubs)
+def caller(xds_stubs):
+    return Caller(xds_stubs)
 
 
 PAYLOADS = {
@@ -203,8 +197,8 @@ def test_submitted_document_comes_back_byte_exact(caller, content):
 
 
 @pytest.mark.parametrize("mode", list(AuthMode), ids=str)
-def test_registry_answers_the_metadata_it_was_given(stubs, mode):
-    caller = Caller(stubs, mode)
+def test_registry_answers_the_metadata_it_was_given(xds_stubs, mode):
+    caller = Caller(xds_stubs, mode)
     content = b"Compte rendu : tension normale.\n"
     metadata = entry(content, comments="première consultation")
     assert submit(caller, (metadata, content)).ok
@@ -287,8 +281,8 @@ def test_document_of_another_patient_than_the_vihf(caller):
     assert [error.code for error in result.errors] == ["XDSPatientIdDoesNotMatch"]
 
 
-def test_unauthorised_professional(stubs):
-    stranger = Caller(stubs, subject="899700000099")
+def test_unauthorized_professional(xds_stubs):
+    stranger = Caller(xds_stubs, subject="899700000099")
     result = find(stranger)
     assert result.status == xds.FAILURE
     assert [error.code for error in result.errors] == ["DMPAccessDenied"]
@@ -321,7 +315,7 @@ def test_get_documents_and_object_refs(caller):
     ]
 
 
-def test_mask_from_professionals_creates_a_new_version(stubs, caller):
+def test_mask_from_professionals_creates_a_new_version(xds_stubs, caller):
     metadata = entry(b"confidentiel")
     submit(caller, (metadata, b"confidentiel"))
     (current,) = find(caller).entries
@@ -339,7 +333,7 @@ def test_mask_from_professionals_creates_a_new_version(stubs, caller):
     assert mine.masked and mine.version == "2" and mine.logical_id == current.entry_uuid
     (old,) = find(caller, statuses=(xds.DEPRECATED,)).entries
     assert old.entry_uuid == current.entry_uuid
-    colleague = Caller(stubs, subject=COLLEAGUE)
+    colleague = Caller(xds_stubs, subject=COLLEAGUE)
     assert find(colleague).entries == ()
     result, contents = retrieve(colleague, metadata.unique_id)
     assert contents == {} and result.result.errors[0].code == "XDSDocumentUniqueIdError"
@@ -383,8 +377,8 @@ def test_unknown_repository_and_document(caller):
     assert contents == {} and result.result.status == xds.FAILURE
 
 
-def test_vihf_signed_with_an_authentication_key_is_refused(stubs, caller):
-    auth_only = load_pkcs12(stubs.pki.p12("org-auth"), stubs.pki.password).signer
+def test_vihf_signed_with_an_authentication_key_is_refused(xds_stubs, caller):
+    auth_only = load_pkcs12(xds_stubs.pki.p12("org-auth"), xds_stubs.pki.password).signer
     with pytest.raises(SoapFault) as refused:
         caller.call(
             "registry",
@@ -400,10 +394,10 @@ def test_vihf_signed_with_an_authentication_key_is_refused(stubs, caller):
     [b"not a multipart body", b"--x\r\nContent-Type: text/plain\r\n\r\nno end"],
     ids=["garbage", "unterminated"],
 )
-def test_malformed_mtom_gets_a_fault_and_the_server_keeps_serving(caller, stubs, body):
+def test_malformed_mtom_gets_a_fault_and_the_server_keeps_serving(caller, xds_stubs, body):
     response = send(
         caller.session,
-        stubs.dmp_url("repository"),
+        xds_stubs.dmp_url("repository"),
         body,
         {"Content-Type": 'multipart/related; boundary="x"; type="application/xop+xml"'},
     )
@@ -482,10 +476,10 @@ def _with_our_vihf(caller: Caller, envelope: bytes, patient: Patient) -> bytes:
 OFFICIAL_PATIENT = Patient("207058575627097", INS_TEST_OID)
 
 
-def test_official_td21_td31_td32_requests_are_accepted(stubs, caller):
+def test_official_td21_td31_td32_requests_are_accepted(xds_stubs, caller):
     # The capture was saved with LF line ends; MIME wants CRLF.
     capture = _official("TD2.1_-_Alimentation_request.xml").replace(b"\n", b"\r\n")
-    open_dmp(stubs, OFFICIAL_PATIENT, DOCTOR)
+    open_dmp(xds_stubs, OFFICIAL_PATIENT, DOCTOR)
     boundary = capture.split(b"\r\n", 1)[0][2:].decode()
     decoded = mtom.decode(
         [capture], f'multipart/related; boundary="{boundary}"; type="application/xop+xml"'
@@ -497,7 +491,7 @@ def test_official_td21_td31_td32_requests_are_accepted(stubs, caller):
     # It also names its first document "documentME2" in Document/@id and "DocumentME2" in the
     # metadata; ebRIM ids are case-sensitive.
     root = root.replace(b'Document id="documentME2"', b'Document id="DocumentME2"')
-    url = stubs.dmp_url("repository")
+    url = xds_stubs.dmp_url("repository")
     attachments = tuple(
         mtom.Attachment(part.content_id, part.read_bytes(), part.content_type)
         for part in decoded.parts.values()
@@ -514,7 +508,7 @@ def test_official_td21_td31_td32_requests_are_accepted(stubs, caller):
     query = _with_our_vihf(
         caller, _official("TD3.1_-_Recherche_de_document_request.xml"), OFFICIAL_PATIENT
     )
-    body, _ = caller.post(stubs.dmp_url("registry"), query, xds.ACTION_STORED_QUERY)
+    body, _ = caller.post(xds_stubs.dmp_url("registry"), query, xds.ACTION_STORED_QUERY)
     found = xds.read_query_response(body).entries
     assert len(found) == 2
     request = _official("TD3.2_-_Consultation_d_un_document_request.xml")
@@ -523,7 +517,7 @@ def test_official_td21_td31_td32_requests_are_accepted(stubs, caller):
         rb"<DocumentUniqueId>[^<]*<", f"<DocumentUniqueId>{unique_id}<".encode(), request
     )
     body, decoded = caller.post(
-        stubs.dmp_url("repository"),
+        xds_stubs.dmp_url("repository"),
         _with_our_vihf(caller, request, OFFICIAL_PATIENT),
         xds.ACTION_RETRIEVE,
     )

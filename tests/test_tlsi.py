@@ -111,18 +111,34 @@ def test_contexte_lps_round_trip_and_schema(insi_schema):
     assert read_contexte_lps(reparse(element)) == context
 
 
+def test_the_french_field_names_still_read_and_warn():
+    coverage = Coverage(
+        scheme="01", fund="011", centre="0101", beneficiary=Beneficiary(card_holder="0")
+    )
+    with pytest.warns(DeprecationWarning, match="Coverage.grand_regime"):
+        assert coverage.grand_regime == "01"
+    with pytest.warns(DeprecationWarning, match="Coverage.organisme"):
+        assert coverage.organisme == "011"
+    with pytest.warns(DeprecationWarning, match="Coverage.code_centre"):
+        assert coverage.code_centre == "0101"
+    with pytest.warns(DeprecationWarning, match="Beneficiary.porteur"):
+        assert coverage.beneficiary.porteur == "0"
+    with pytest.warns(DeprecationWarning, match="Software.nom"):
+        assert SOFTWARE.nom == SOFTWARE.urn == "urn:lps:cisis-transport:0.1.0"
+
+
 def test_contexte_bam_round_trip_with_a_vitale_coverage(insi_schema):
     coverage = Coverage(
-        grand_regime="01",
-        organisme="011",
-        code_centre="0101",
+        scheme="01",
+        fund="011",
+        centre="0101",
         insured=Nir("160012B020033", "78"),
         beneficiary=Beneficiary(
             nir=Nir("1090763220517", "18"),
             certified_on=date(2020, 1, 2),
             birth_date="2009-07-00",
             rank=1,
-            porteur="0",
+            card_holder="0",
         ),
     )
     context = replace(ContexteBAM.new("499900000001001", coverage, now=NOW), reference_date=NOW)

@@ -26,12 +26,11 @@ from transport.dmp import xades, xds
 from transport.dmp.xds import OutgoingDocument
 from transport.errors import SignatureError, ValidationError
 from transport.soap import mtom
-from transport.stubs.app import Stubs
 from transport.xml import parse_xml
 from transport.xmlsig import DSIG_NS, VerifySettings
 
 from .conftest import REFERENCE
-from .test_stub_xds import COLLEAGUE, DOCTOR, PATIENT, Caller, entry, find, open_dmp, retrieve
+from .test_stub_xds import Caller, entry, find, retrieve
 from .test_stub_xds import submission_set as new_submission_set
 
 EXAMPLES = REFERENCE / "dmp-examples"
@@ -40,6 +39,8 @@ XADES = f"{{{xades.XADES_NS}}}"
 SET_ID = "1.2.250.1.999.1.1.7898.1.42"
 CDA = b"<ClinicalDocument xmlns='urn:hl7-org:v3'><title>CR</title></ClinicalDocument>\r\n"
 SCAN = bytes(range(256)) * 40
+
+STUB_SERVICES = ["registry", "repository"]
 
 
 @pytest.fixture(scope="module")
@@ -408,13 +409,6 @@ def test_signature_entry_describes_its_bytes(signed):
 # Through the XDS stub -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def stubs(pki, tmp_path):
-    with Stubs(pki=pki, data_dir=tmp_path / "state", services=["registry", "repository"]) as s:
-        open_dmp(s, PATIENT, DOCTOR, COLLEAGUE)
-        yield s
-
-
 def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA):
     """TD2.1: one CDA and the set's signature document, linked by ``signs``; the signature is
     made over ``signed_content`` (the CDA unless a test wants them to differ)."""
@@ -440,9 +434,9 @@ def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA):
 
 
 def test_td21_with_a_real_signature_document_is_accepted_without_warning(
-    stubs, signer, verify_settings
+    xds_stubs, signer, verify_settings
 ):
-    caller = Caller(stubs)
+    caller = Caller(xds_stubs)
     result, submission, document, signature_entry, signature = submit_signed(caller, signer)
     assert result.ok and result.errors == ()
     assert {found.unique_id for found in find(caller).entries} == {
@@ -459,16 +453,16 @@ def test_td21_with_a_real_signature_document_is_accepted_without_warning(
     )
 
 
-def test_stub_warns_about_an_untrusted_signature(stubs):
-    result, *_ = submit_signed(Caller(stubs), self_signed_signer())
+def test_stub_warns_about_an_untrusted_signature(xds_stubs):
+    result, *_ = submit_signed(Caller(xds_stubs), self_signed_signer())
     assert result.ok
     ((error,),) = [result.errors]
     assert (error.code, error.severity) == ("XDSRegistryMetadataError", "Warning")
     assert "non vérifiée" in error.context
 
 
-def test_stub_warns_about_a_document_the_signature_does_not_match(stubs, signer):
-    result, _, document, *_ = submit_signed(Caller(stubs), signer, signed_content=b"autre")
+def test_stub_warns_about_a_document_the_signature_does_not_match(xds_stubs, signer):
+    result, _, document, *_ = submit_signed(Caller(xds_stubs), signer, signed_content=b"autre")
     assert result.ok
     ((error,),) = [result.errors]
     assert error.severity == "Warning" and document.unique_id in error.context

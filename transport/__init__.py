@@ -1,25 +1,20 @@
 """cisis-transport: the SOAP 1.2 / WS-Security / mutual-TLS transport of the CI-SIS services.
 
-The public API is re-exported here; each name's module owns one concern (see the README).
+What a user needs is importable from here: the clients of the DMP (CI-SIS Volet Transport
+Synchrone client lourd) and of the Assurance Maladie téléservices (INSi), the profiles that
+configure them, the exceptions they raise and the values their calls take. Everything else stays
+in its module (``transport.soap.client.build_envelope``, ``transport.xml.parse_xml``,
+``transport.credentials.rfc2253_dn``…), one module per concern (see the README's layout).
 """
 
-from transport.config import CredentialSpec, Profile, example_profile, load_profile
-from transport.credentials import (
-    Credential,
-    Purpose,
-    Signer,
-    SoftwareSigner,
-    load_pem,
-    load_pkcs12,
-    rfc2253_dn,
-)
+from transport.config import Profile, example_profile, load_profile
 from transport.dmp.client import DmpClient, Document
+from transport.dmp.hl7v3 import Demographics
 from transport.errors import (
     CisisError,
     ConfigurationError,
     CredentialError,
     DmpError,
-    FaultDetail,
     IntegrityError,
     MtomError,
     ServiceError,
@@ -32,81 +27,42 @@ from transport.errors import (
     VihfValidationError,
     XdsError,
 )
-from transport.soap.addressing import Flavour
-from transport.soap.client import SoapClient, build_envelope, raise_for_fault, wsdl_path
 from transport.soap.trace import Tracer
-from transport.soap.wsse import verify_security
-from transport.tls import DMP_CIPHERS, TLSSettings, create_context, create_session
-from transport.vihf import (
-    AuthMode,
-    Code,
-    Lps,
-    Patient,
-    VerifiedVihf,
-    Vihf,
-    VihfOptions,
-    build_assertion,
-    read_vihf,
-    sign_vihf,
-    verify_vihf,
-)
-from transport.xml import parse_xml
-from transport.xmlsig import VerifySettings
+from transport.teleservices.client import AccessMode, TeleservicesClient
+from transport.teleservices.insi import InsiClient
+from transport.vihf import INS_NIA_OID, INS_NIR_OID, INS_TEST_OID, AuthMode, Patient
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DMP_CIPHERS",
+    "INS_NIA_OID",
+    "INS_NIR_OID",
+    "INS_TEST_OID",
+    "AccessMode",
     "AuthMode",
     "CisisError",
-    "Code",
     "ConfigurationError",
-    "Credential",
     "CredentialError",
-    "CredentialSpec",
+    "Demographics",
     "DmpClient",
     "DmpError",
     "Document",
-    "FaultDetail",
-    "Flavour",
+    "InsiClient",
     "IntegrityError",
-    "Lps",
     "MtomError",
     "Patient",
     "Profile",
-    "Purpose",
     "ServiceError",
     "SignatureError",
-    "Signer",
-    "SoapClient",
     "SoapFault",
-    "SoftwareSigner",
     "TLSError",
-    "TLSSettings",
+    "TeleservicesClient",
     "Tracer",
     "TransportError",
     "UsageError",
     "ValidationError",
-    "VerifiedVihf",
-    "VerifySettings",
-    "Vihf",
-    "VihfOptions",
     "VihfValidationError",
     "XdsError",
-    "build_assertion",
-    "build_envelope",
-    "create_context",
-    "create_session",
     "example_profile",
-    "load_pem",
-    "load_pkcs12",
     "load_profile",
-    "parse_xml",
-    "raise_for_fault",
-    "read_vihf",
-    "rfc2253_dn",
-    "sign_vihf",
-    "verify_security",
-    "verify_vihf",
-    "wsdl_path",
 ]

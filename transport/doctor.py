@@ -213,7 +213,7 @@ def _ca_bundle_check(profile: Profile, moment: datetime) -> Check:
 
 def _pair_check(tls: Credential | None, signature: Credential | None) -> Check:
     # The DMP wants the authentication and signature certificates of one holder, same DN
-    # (research-dmp-volet.md §1, the generate-VIHF README: "doivent être identiques").
+    # (CI-SIS DMP volet: the VIHF is signed by the holder authenticated by TLS).
     if tls is None or signature is None:
         return Check(
             "credential pair",

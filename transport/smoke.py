@@ -292,8 +292,8 @@ class _DmpSteps:
             Step("td0.2", "TD0.2 test existence and my authorisation", self.exists),
             Step("td1.3a", "TD1.3a read the administrative data", self.consult),
             Step("td1.3b", "TD1.3b update the administrative data", self.update, writes=True),
-            Step("td0.3", "TD0.3 set my authorisation", self.authorise, writes=True),
-            Step("td1.6", "TD1.6 list the authorised professionals", self.authorisations),
+            Step("td0.3", "TD0.3 set my authorisation", self.authorize, writes=True),
+            Step("td1.6", "TD1.6 list the authorised professionals", self.authorizations),
             Step("td0.4", "TD0.4 list the DMPs I am authorised on", self.patients),
             Step("td2.1", "TD2.1 submit a CDA and a binary document", self.submit, writes=True),
             Step("td3.1", "TD3.1 search the documents", self.search),
@@ -336,7 +336,7 @@ class _DmpSteps:
                 " name with --ins a test patient who has one"
             )
         state = "open" if found.active else "closed"
-        return f"DMP {state}; my authorisation {found.authorisation}"
+        return f"DMP {state}; my authorisation {found.authorization}"
 
     def consult(self) -> str:
         record = self._client().consult(self.patient)
@@ -353,11 +353,11 @@ class _DmpSteps:
             raise AssertionError("the update does not show in TD1.3a")
         return "given names updated, read back by TD1.3a"
 
-    def authorise(self) -> str:
+    def authorize(self) -> str:
         outcome = self._client().set_authorization(self.patient)
         return outcome.status + (f": {outcome.context}" if outcome.context else "")
 
-    def authorisations(self) -> str:
+    def authorizations(self) -> str:
         found = self._client().list_authorizations(self.patient)
         return f"{len(found.entries)} professional(s) listed"
 

@@ -18,10 +18,13 @@ from datetime import UTC, datetime, timedelta
 from lxml import etree
 
 from transport.credentials import Signer, rfc2253_dn, subject_dn
-from transport.errors import SignatureError, VihfValidationError
+from transport.errors import SignatureError, ValidationError, VihfValidationError
+from transport.xml import Namespace, read_datetime
 from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
+SAML = Namespace(SAML_NS)
+"""The SAML 2.0 assertion namespace (OASIS SAML 2.0 Core), its builders and readers."""
 HL7_NS = "urn:hl7-org:v3"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 XS_NS = "http://www.w3.org/2001/XMLSchema"
@@ -227,10 +230,6 @@ class VihfOptions:
     algorithm: str = "rsa-sha256"
 
 
-def _q(name: str) -> str:
-    return f"{{{SAML_NS}}}{name}"
-
-
 def format_instant(moment: datetime) -> str:
     """A SAML/TLSi instant: UTC, ISO 8601 with milliseconds and ``Z``."""
     return (
@@ -250,32 +249,34 @@ def build_assertion(
     vihf.validate()
     now = now or datetime.now(UTC)
     assertion = etree.Element(
-        _q("Assertion"),
+        SAML("Assertion"),
         nsmap={"saml2": SAML_NS, "xsi": XSI_NS, "xs": XS_NS},
         ID=assertion_id or f"_{uuid.uuid4()}",
         IssueInstant=format_instant(now),
         Version="2.0",
     )
-    etree.SubElement(assertion, _q("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
-    subject = etree.SubElement(assertion, _q("Subject"))
-    etree.SubElement(subject, _q("NameID")).text = vihf.subject_id
+    etree.SubElement(assertion, SAML("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
+    subject = etree.SubElement(assertion, SAML("Subject"))
+    etree.SubElement(subject, SAML("NameID")).text = vihf.subject_id
     if options.validity is not None:
         etree.SubElement(
             assertion,
-            _q("Conditions"),
+            SAML("Conditions"),
             NotBefore=format_instant(now),
             NotOnOrAfter=format_instant(now + options.validity),
         )
-    statement = etree.SubElement(assertion, _q("AuthnStatement"), AuthnInstant=format_instant(now))
-    context = etree.SubElement(statement, _q("AuthnContext"))
-    etree.SubElement(context, _q("AuthnContextClassRef")).text = vihf.authn_context
+    statement = etree.SubElement(
+        assertion, SAML("AuthnStatement"), AuthnInstant=format_instant(now)
+    )
+    context = etree.SubElement(statement, SAML("AuthnContext"))
+    etree.SubElement(context, SAML("AuthnContextClassRef")).text = vihf.authn_context
     if vihf.authn_context_decl:
-        etree.SubElement(context, _q("AuthnContextDecl")).text = vihf.authn_context_decl
-    attributes = etree.SubElement(assertion, _q("AttributeStatement"))
+        etree.SubElement(context, SAML("AuthnContextDecl")).text = vihf.authn_context_decl
+    attributes = etree.SubElement(assertion, SAML("AttributeStatement"))
     for name, values in _attributes(vihf, options):
-        attribute = etree.SubElement(attributes, _q("Attribute"), Name=name)
+        attribute = etree.SubElement(attributes, SAML("Attribute"), Name=name)
         for value in values:
-            holder = etree.SubElement(attribute, _q("AttributeValue"))
+            holder = etree.SubElement(attribute, SAML("AttributeValue"))
             if isinstance(value, Code):
                 tag = "PurposeOfUse" if name == _PURPOSE else "Role"
                 holder.append(_code_element(tag, value))
@@ -332,7 +333,7 @@ def sign_vihf(
     """
     issuer = subject_dn(signer.certificate)
     unsigned = build_assertion(vihf, issuer, options=options, now=now, assertion_id=assertion_id)
-    return sign_enveloped(unsigned, signer, algorithm=options.algorithm, after=_q("Issuer"))
+    return sign_enveloped(unsigned, signer, algorithm=options.algorithm, after=SAML("Issuer"))
 
 
 @dataclass(frozen=True)
@@ -363,12 +364,12 @@ def verify_vihf(
     A VIHF whose content would be refused raises VihfValidationError.
     """
     now = now or datetime.now(UTC)
-    if assertion.tag != _q("Assertion"):
+    if assertion.tag != SAML("Assertion"):
         raise SignatureError("malformed", f"not a SAML 2.0 assertion: {assertion.tag}")
     verified = verify_enveloped(assertion, settings, now=now)
     signed = verified.element
     signer_dn = rfc2253_dn(verified.signer.subject)
-    issuer = _text(signed, "Issuer")
+    issuer = SAML.text(signed, "Issuer")
     if issuer != signer_dn:
         raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
     issued = check_times(signed, now, settings.clock_skew, max_age)
@@ -378,14 +379,13 @@ def verify_vihf(
     )
 
 
-def _parse_instant(value: str | None, what: str) -> datetime:
+def signed_instant(value: str | None, what: str) -> datetime:
+    """A signed ``xsd:dateTime`` (SAML 2.0 Core §1.3.3: UTC, with its zone) as an aware UTC
+    datetime; SignatureError ``malformed`` when it is not one or has no time zone."""
     try:
-        moment = datetime.fromisoformat((value or "").replace("Z", "+00:00"))
-    except ValueError:
-        raise SignatureError("malformed", f"{what} is not an ISO 8601 instant: {value!r}") from None
-    if moment.tzinfo is None:
-        raise SignatureError("malformed", f"{what} has no time zone: {value!r}")
-    return moment
+        return read_datetime(value, what, default_zone=None)
+    except ValidationError as error:
+        raise SignatureError("malformed", error.message) from None
 
 
 def check_times(
@@ -393,33 +393,28 @@ def check_times(
 ) -> datetime:
     """Check a signed assertion's ``IssueInstant`` (not in the future, not older than ``max_age``)
     and its ``Conditions`` window against ``now`` with ``skew``; return the issue instant."""
-    issued = _parse_instant(signed.get("IssueInstant"), "IssueInstant")
+    issued = signed_instant(signed.get("IssueInstant"), "IssueInstant")
     if issued > now + skew:
         raise SignatureError("stale", f"IssueInstant {signed.get('IssueInstant')} is in the future")
     if max_age is not None and issued < now - max_age - skew:
         raise SignatureError("stale", f"IssueInstant {signed.get('IssueInstant')} is too old")
-    conditions = signed.find(_q("Conditions"))
+    conditions = signed.find(SAML("Conditions"))
     if conditions is not None:
         if conditions.get("NotBefore"):
-            not_before = _parse_instant(conditions.get("NotBefore"), "NotBefore")
+            not_before = signed_instant(conditions.get("NotBefore"), "NotBefore")
             if now + skew < not_before:
                 raise SignatureError("stale", "the assertion is not valid yet (NotBefore)")
         if conditions.get("NotOnOrAfter"):
-            not_after = _parse_instant(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
+            not_after = signed_instant(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
             if now - skew >= not_after:
                 raise SignatureError("stale", "the assertion has expired (NotOnOrAfter)")
     return issued
 
 
-def _text(element: etree._Element, path: str) -> str | None:
-    found = element.find("/".join(_q(part) for part in path.split("/")))
-    return found.text if found is not None else None
-
-
 def read_vihf(assertion: etree._Element) -> Vihf:
     """Read a :class:`Vihf` from an assertion element (signed or not; nothing is verified here)."""
     values: dict[str, list[str | Code]] = {}
-    for attribute in assertion.iterfind(f"{_q('AttributeStatement')}/{_q('Attribute')}"):
+    for attribute in assertion.iterfind(f"{SAML('AttributeStatement')}/{SAML('Attribute')}"):
         name = attribute.get("Name", "")
         values.setdefault(name, []).extend(_values(attribute))
 
@@ -436,7 +431,7 @@ def read_vihf(assertion: etree._Element) -> Vihf:
         raise VihfValidationError("Authentification_Mode", f"missing or unknown: {mode!r}")
     resource = one(_RESOURCE_ID)
     return Vihf(
-        subject_id=_text(assertion, "Subject/NameID") or "",
+        subject_id=SAML.text(assertion, "Subject/NameID") or "",
         mode=AuthMode(mode),
         structure_id=one("Identifiant_Structure") or "",
         sector=one("Secteur_Activite") or "",
@@ -452,14 +447,15 @@ def read_vihf(assertion: etree._Element) -> Vihf:
         purpose_of_use=code(_PURPOSE) or NORMAL_ACCESS,
         confidentiality_code=code(_CONFIDENTIALITY),
         resource_urn=one("Ressource_URN") or "",
-        authn_context=_text(assertion, "AuthnStatement/AuthnContext/AuthnContextClassRef") or "",
-        authn_context_decl=_text(assertion, "AuthnStatement/AuthnContext/AuthnContextDecl"),
+        authn_context=SAML.text(assertion, "AuthnStatement/AuthnContext/AuthnContextClassRef")
+        or "",
+        authn_context_decl=SAML.text(assertion, "AuthnStatement/AuthnContext/AuthnContextDecl"),
         version=one("VIHF_Version") or "",
     )
 
 
 def _values(attribute: etree._Element) -> Iterator[str | Code]:
-    for holder in attribute.iterfind(_q("AttributeValue")):
+    for holder in attribute.iterfind(SAML("AttributeValue")):
         child = next(iter(holder), None)
         if child is None:
             yield holder.text or ""

@@ -1,4 +1,4 @@
-"""``cisis-transport``: the command line (see DESIGN.md for its contract).
+"""``cisis-transport``: the command line (its contract: the README's "Command line" section).
 
 Exit codes: 0 success; 1 the service (or the verifier) answered no; 2 bad usage or input;
 3 transport, TLS or credential failure. ``--json`` prints one JSON document on stdout; logs and
@@ -397,10 +397,10 @@ def _insi(args: argparse.Namespace) -> int:
         else:
             outcome = client.search_by_vitale(
                 args.naissance,
-                nir_individu=args.nir,
-                nir_ouvrant_droit=args.nir_od,
-                nom_naissance=args.nom,
-                rang_naissance=args.rang,
+                individual=args.nir,
+                holder=args.nir_od,
+                birth_name=args.nom,
+                rank=args.rang,
             )
     report = _outcome_report(outcome)
     if args.json:

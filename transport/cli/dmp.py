@@ -1,4 +1,4 @@
-"""``cisis-transport dmp <transaction>``: one subcommand per DMP transaction (see DESIGN.md).
+"""``cisis-transport dmp <transaction>``: one subcommand per DMP transaction (CI-SIS DMP volet).
 
 Human-readable lines by default, one JSON document with ``--json``. A transfer larger than
 :data:`PROGRESS_THRESHOLD` shows its progress on stderr when stderr is a terminal.
@@ -189,7 +189,7 @@ def _exists(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
         return found, ["no DMP for this patient"]
     state = "open" if found.active else "closed"
     return found, [
-        f"DMP {state}; my authorisation: {found.authorisation}"
+        f"DMP {state}; my authorisation: {found.authorization}"
         + ("; I am the treating doctor" if found.treating_physician else "")
     ]
 

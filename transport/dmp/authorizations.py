@@ -1,11 +1,11 @@
 """The DMP-specific messages of ``habilitations`` and ``patientsSpecific``, both ways.
 
 ``habilitations`` (namespace ``urn:si-dmp-habilitations``): :class:`SetAuthorization` (TD0.3, the
-caller adds or removes their own authorisation on the patient's DMP) answered by
-:class:`SetAuthorizationAnswer`; :class:`ListAuthorizations` (TD1.6, the professionals authorised
+caller adds or removes their own authorization on the patient's DMP) answered by
+:class:`SetAuthorizationAnswer`; :class:`ListAuthorizations` (TD1.6, the professionals authorized
 on or blocked from the DMP) answered by :class:`AuthorizationList`. ``patientsSpecific``
 (namespace ``urn:si-dmp-patients``): :class:`PatientListQuery` (TD0.4, the DMPs the caller is
-authorised on) answered by :class:`PatientListAnswer`. The patient, when there is one, is the VIHF's
+authorized on) answered by :class:`PatientListAnswer`. The patient, when there is one, is the VIHF's
 ``resource-id``: these bodies never name it.
 
 Every answer carries an :class:`Outcome` (``output/status``: :class:`DmpCode` ``DMPOk`` or an
@@ -16,19 +16,21 @@ reads one and raises :class:`transport.errors.ValidationError` naming what is ma
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from lxml import etree
 
-from transport.dmp.hl7v3 import PROFESSIONAL_ID_ROOT, DmpCode, Identifier, hl7_time, parse_hl7_time
+from transport.dmp.hl7v3 import PROFESSIONAL_ID_ROOT, DmpCode, Identifier
 from transport.errors import ValidationError
 from transport.vihf import INS_OIDS, Patient
+from transport.xml import Namespace, format_ts, read_ts
 
 HABILITATIONS_NS = "urn:si-dmp-habilitations"
 PATIENTS_NS = "urn:si-dmp-patients"
+_HAB = Namespace(HABILITATIONS_NS)
+_PAT = Namespace(PATIENTS_NS)
 
 ACTION_SET_AUTHORIZATION = f"{HABILITATIONS_NS}:HabilitationsEndPoint:setAuthorization"
 ACTION_SET_AUTHORIZATION_RESPONSE = f"{ACTION_SET_AUTHORIZATION}Response"
@@ -42,14 +44,14 @@ TREATING_PHYSICIAN_ROLE = "MEDECIN_TRAITANT"
 
 
 class AuthorizationAction(enum.StrEnum):
-    """TD0.3 ``action``: add or remove the caller's authorisation."""
+    """TD0.3 ``action``: add or remove the caller's authorization."""
 
     AJOUT = "AJOUT"
     SUPPRESSION = "SUPPRESSION"
 
 
 class ListMode(enum.StrEnum):
-    """TD1.6 ``mode``: authorised professionals, blocked ones, or both; also each entry's state."""
+    """TD1.6 ``mode``: authorized professionals, blocked ones, or both; also each entry's state."""
 
     ACTIVE = "ACTIVE"
     INTERDITE = "INTERDITE"
@@ -57,7 +59,7 @@ class ListMode(enum.StrEnum):
 
 
 class DateType(enum.StrEnum):
-    """TD0.4 ``dateType``: what ``startDate`` bounds, the last authorisation or the last
+    """TD0.4 ``dateType``: what ``startDate`` bounds, the last authorization or the last
     document added."""
 
     LASTAUTORIZATION = "LASTAUTORIZATION"
@@ -76,19 +78,19 @@ class Outcome:
         """Whether the status is ``DMPOk``."""
         return self.status == DmpCode.OK
 
-    def write(self, output: etree._Element, namespace: str) -> None:
+    def write(self, output: etree._Element, namespace: Namespace) -> None:
         """Append ``status`` and ``context`` (when set) to ``output``."""
-        _sub(output, namespace, "status", self.status)
+        namespace.sub(output, "status", self.status)
         if self.context is not None:
-            _sub(output, namespace, "context", self.context)
+            namespace.sub(output, "context", self.context)
 
     @classmethod
-    def read(cls, output: etree._Element, namespace: str) -> Outcome:
+    def read(cls, output: etree._Element, namespace: Namespace) -> Outcome:
         """Read them from an ``output`` element."""
-        status = _text(output, namespace, "status")
+        status = namespace.text(output, "status") or ""
         if not status:
             raise ValidationError("output/status", "missing status")
-        context = output.find(f"{{{namespace}}}context")
+        context = namespace.find(output, "context")
         return cls(status, (context.text or "") if context is not None else None)
 
 
@@ -97,7 +99,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class SetAuthorization:
-    """TD0.3: the caller adds (``AJOUT``) or removes (``SUPPRESSION``) their authorisation on the
+    """TD0.3: the caller adds (``AJOUT``) or removes (``SUPPRESSION``) their authorization on the
     VIHF patient's DMP; with ``treating_physician``, the ``MEDECIN_TRAITANT`` role instead."""
 
     action: AuthorizationAction = AuthorizationAction.AJOUT
@@ -105,23 +107,21 @@ class SetAuthorization:
 
     def build(self) -> etree._Element:
         """The ``setAuthorization`` element."""
-        root = _root(HABILITATIONS_NS, "setAuthorization")
-        _sub(root, HABILITATIONS_NS, "action", self.action.value)
+        root = _HAB.root("setAuthorization")
+        _HAB.sub(root, "action", self.action.value)
         if self.treating_physician:
-            _sub(root, HABILITATIONS_NS, "role", TREATING_PHYSICIAN_ROLE)
+            _HAB.sub(root, "role", TREATING_PHYSICIAN_ROLE)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> SetAuthorization:
         """Read a ``setAuthorization`` element."""
-        _expect(root, HABILITATIONS_NS, "setAuthorization")
-        role = _text(root, HABILITATIONS_NS, "role")
+        _HAB.expect(root, "setAuthorization", "Body")
+        role = _HAB.text(root, "role") or ""
         if role not in ("", TREATING_PHYSICIAN_ROLE):
             raise ValidationError("role", f"only {TREATING_PHYSICIAN_ROLE} is defined")
         return cls(
-            _enum(
-                AuthorizationAction, _text(root, HABILITATIONS_NS, "action") or "AJOUT", "action"
-            ),
+            _enum(AuthorizationAction, _HAB.text(root, "action") or "AJOUT", "action"),
             bool(role),
         )
 
@@ -134,15 +134,15 @@ class SetAuthorizationAnswer:
 
     def build(self) -> etree._Element:
         """The ``setAuthorizationResponse`` element."""
-        root = _root(HABILITATIONS_NS, "setAuthorizationResponse")
-        self.outcome.write(_sub(root, HABILITATIONS_NS, "output"), HABILITATIONS_NS)
+        root = _HAB.root("setAuthorizationResponse")
+        self.outcome.write(_HAB.sub(root, "output"), _HAB)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> SetAuthorizationAnswer:
         """Read a ``setAuthorizationResponse`` element."""
-        _expect(root, HABILITATIONS_NS, "setAuthorizationResponse")
-        return cls(Outcome.read(_output(root, HABILITATIONS_NS), HABILITATIONS_NS))
+        _HAB.expect(root, "setAuthorizationResponse", "Body")
+        return cls(Outcome.read(_output(root, _HAB), _HAB))
 
 
 # --- TD1.6 listAuthorizationByPatient ------------------------------------------------------------
@@ -150,23 +150,23 @@ class SetAuthorizationAnswer:
 
 @dataclass(frozen=True)
 class ListAuthorizations:
-    """TD1.6: who is authorised on (``ACTIVE``) or blocked from (``INTERDITE``) the VIHF
+    """TD1.6: who is authorized on (``ACTIVE``) or blocked from (``INTERDITE``) the VIHF
     patient's DMP; ``TOUTE`` or None: both."""
 
     mode: ListMode | None = ListMode.TOUTE
 
     def build(self) -> etree._Element:
         """The ``listAuthorizationByPatient`` element."""
-        root = _root(HABILITATIONS_NS, "listAuthorizationByPatient")
+        root = _HAB.root("listAuthorizationByPatient")
         if self.mode is not None:
-            _sub(root, HABILITATIONS_NS, "mode", self.mode.value)
+            _HAB.sub(root, "mode", self.mode.value)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> ListAuthorizations:
         """Read a ``listAuthorizationByPatient`` element."""
-        _expect(root, HABILITATIONS_NS, "listAuthorizationByPatient")
-        mode = _text(root, HABILITATIONS_NS, "mode")
+        _HAB.expect(root, "listAuthorizationByPatient", "Body")
+        mode = _HAB.text(root, "mode") or ""
         return cls(_enum(ListMode, mode, "mode") if mode else None)
 
 
@@ -194,44 +194,44 @@ class AuthorizationEntry:
 
     def write(self, parent: etree._Element) -> None:
         """Append a ``listOfAuthorizationByPatient`` (in the schema's element order)."""
-        ns = HABILITATIONS_NS
-        entry = _sub(parent, ns, "listOfAuthorizationByPatient")
-        _sub(entry, ns, "nationalId", self.professional_id)
-        _sub(entry, ns, "nationalIdType", self.id_type)
-        _sub(entry, ns, "firstName", self.first_name)
-        _sub(entry, ns, "lastName", self.last_name)
+        ns = _HAB
+        entry = ns.sub(parent, "listOfAuthorizationByPatient")
+        ns.sub(entry, "nationalId", self.professional_id)
+        ns.sub(entry, "nationalIdType", self.id_type)
+        ns.sub(entry, "firstName", self.first_name)
+        ns.sub(entry, "lastName", self.last_name)
         for code, _ in self.specialties:
-            _sub(entry, ns, "codeSpeciality", code)
+            ns.sub(entry, "codeSpeciality", code)
         for _, label in self.specialties:
-            _sub(entry, ns, "libSpeciality", label)
+            ns.sub(entry, "libSpeciality", label)
         if self.started is not None:
-            _sub(entry, ns, "startOfAuthorization", hl7_time(self.started))
+            ns.sub(entry, "startOfAuthorization", format_ts(self.started))
         if self.last_action is not None:
-            _sub(entry, ns, "lastActionDate", hl7_time(self.last_action))
-        _sub(entry, ns, "mode", self.mode.value)
+            ns.sub(entry, "lastActionDate", format_ts(self.last_action))
+        ns.sub(entry, "mode", self.mode.value)
         if self.treating_physician:
-            _sub(entry, ns, "specificRight", TREATING_PHYSICIAN_ROLE)
+            ns.sub(entry, "specificRight", TREATING_PHYSICIAN_ROLE)
 
     @classmethod
     def read(cls, entry: etree._Element) -> AuthorizationEntry:
         """Read a ``listOfAuthorizationByPatient`` element."""
-        ns = HABILITATIONS_NS
-        professional_id = _text(entry, ns, "nationalId")
+        ns = _HAB
+        professional_id = ns.text(entry, "nationalId") or ""
         if not professional_id:
             raise ValidationError("listOfAuthorizationByPatient/nationalId", "missing")
-        codes = [element.text or "" for element in _children(entry, ns, "codeSpeciality")]
-        labels = [element.text or "" for element in _children(entry, ns, "libSpeciality")]
-        rights = {element.text for element in _children(entry, ns, "specificRight")}
+        codes = [element.text or "" for element in ns.findall(entry, "codeSpeciality")]
+        labels = [element.text or "" for element in ns.findall(entry, "libSpeciality")]
+        rights = {element.text for element in ns.findall(entry, "specificRight")}
         return cls(
             professional_id,
-            _text(entry, ns, "lastName"),
-            _text(entry, ns, "firstName"),
+            ns.text(entry, "lastName") or "",
+            ns.text(entry, "firstName") or "",
             tuple(zip(codes, labels + [""] * (len(codes) - len(labels)), strict=False)),
             _time(entry, ns, "startOfAuthorization"),
             _time(entry, ns, "lastActionDate"),
-            _enum(ListMode, _text(entry, ns, "mode") or "ACTIVE", "mode"),
+            _enum(ListMode, ns.text(entry, "mode") or "ACTIVE", "mode"),
             TREATING_PHYSICIAN_ROLE in rights,
-            _text(entry, ns, "nationalIdType") or PROFESSIONAL_ID_ROOT,
+            ns.text(entry, "nationalIdType") or PROFESSIONAL_ID_ROOT,
         )
 
 
@@ -247,23 +247,23 @@ class AuthorizationList:
 
     def build(self) -> etree._Element:
         """The ``listAuthorizationByPatientResponse`` element."""
-        root = _root(HABILITATIONS_NS, "listAuthorizationByPatientResponse")
-        output = _sub(root, HABILITATIONS_NS, "output")
+        root = _HAB.root("listAuthorizationByPatientResponse")
+        output = _HAB.sub(root, "output")
         for entry in self.entries:
             entry.write(output)
-        self.outcome.write(output, HABILITATIONS_NS)
+        self.outcome.write(output, _HAB)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> AuthorizationList:
         """Read a ``listAuthorizationByPatientResponse`` element."""
-        _expect(root, HABILITATIONS_NS, "listAuthorizationByPatientResponse")
-        output = _output(root, HABILITATIONS_NS)
+        _HAB.expect(root, "listAuthorizationByPatientResponse", "Body")
+        output = _output(root, _HAB)
         return cls(
-            Outcome.read(output, HABILITATIONS_NS),
+            Outcome.read(output, _HAB),
             tuple(
                 AuthorizationEntry.read(entry)
-                for entry in _children(output, HABILITATIONS_NS, "listOfAuthorizationByPatient")
+                for entry in _HAB.findall(output, "listOfAuthorizationByPatient")
             ),
         )
 
@@ -273,28 +273,28 @@ class AuthorizationList:
 
 @dataclass(frozen=True)
 class PatientListQuery:
-    """TD0.4: the DMPs the caller is authorised on, optionally only those whose ``date_type``
-    date (last authorisation, last document) is at or after ``start_date``."""
+    """TD0.4: the DMPs the caller is authorized on, optionally only those whose ``date_type``
+    date (last authorization, last document) is at or after ``start_date``."""
 
     start_date: datetime | None = None
     date_type: DateType | None = None
 
     def build(self) -> etree._Element:
         """The ``patientList`` element."""
-        root = _root(PATIENTS_NS, "patientList")
+        root = _PAT.root("patientList")
         if self.start_date is not None:
-            _sub(root, PATIENTS_NS, "startDate", hl7_time(self.start_date))
+            _PAT.sub(root, "startDate", format_ts(self.start_date))
         if self.date_type is not None:
-            _sub(root, PATIENTS_NS, "dateType", self.date_type.value)
+            _PAT.sub(root, "dateType", self.date_type.value)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> PatientListQuery:
         """Read a ``patientList`` element."""
-        _expect(root, PATIENTS_NS, "patientList")
-        date_type = _text(root, PATIENTS_NS, "dateType")
+        _PAT.expect(root, "patientList", "Body")
+        date_type = _PAT.text(root, "dateType") or ""
         return cls(
-            _time(root, PATIENTS_NS, "startDate"),
+            _time(root, _PAT, "startDate"),
             _enum(DateType, date_type, "dateType") if date_type else None,
         )
 
@@ -331,41 +331,41 @@ class AuthorizedPatient:
 
     def write(self, parent: etree._Element) -> None:
         """Append a ``patientlistData`` (in the schema's element order)."""
-        ns = PATIENTS_NS
-        entry = _sub(parent, ns, "patientlistData")
+        ns = _PAT
+        entry = ns.sub(parent, "patientlistData")
         for identifier in self.identifiers:
-            holder = _sub(entry, ns, "patientIdentifier")
-            _sub(holder, ns, "nationalId", identifier.extension or "")
-            _sub(holder, ns, "nationalIdType", identifier.root)
-        _sub(entry, ns, "lastName", self.last_name)
-        _sub(entry, ns, "firstName", self.first_name)
+            holder = ns.sub(entry, "patientIdentifier")
+            ns.sub(holder, "nationalId", identifier.extension or "")
+            ns.sub(holder, "nationalIdType", identifier.root)
+        ns.sub(entry, "lastName", self.last_name)
+        ns.sub(entry, "firstName", self.first_name)
         if self.birth_date:
-            _sub(entry, ns, "dateOfBirth", self.birth_date)
-        _sub(entry, ns, "MT", "true" if self.treating_physician else "false")
-        _sub(entry, ns, "message", "true" if self.message else "false")
+            ns.sub(entry, "dateOfBirth", self.birth_date)
+        ns.sub(entry, "MT", "true" if self.treating_physician else "false")
+        ns.sub(entry, "message", "true" if self.message else "false")
         for name, moment in (
             ("lastAccessDate", self.last_access),
             ("lastUpdateDate", self.last_update),
             ("lastAddDate", self.last_add),
         ):
             if moment is not None:
-                _sub(entry, ns, name, hl7_time(moment))
+                ns.sub(entry, name, format_ts(moment))
 
     @classmethod
     def read(cls, entry: etree._Element) -> AuthorizedPatient:
         """Read a ``patientlistData`` element."""
-        ns = PATIENTS_NS
+        ns = _PAT
         identifiers = tuple(
-            Identifier(_text(holder, ns, "nationalIdType"), _text(holder, ns, "nationalId"))
-            for holder in _children(entry, ns, "patientIdentifier")
+            Identifier(ns.text(holder, "nationalIdType") or "", ns.text(holder, "nationalId") or "")
+            for holder in ns.findall(entry, "patientIdentifier")
         )
         if not identifiers or not all(i.root and i.extension for i in identifiers):
             raise ValidationError("patientlistData/patientIdentifier", "missing identifier")
         return cls(
             identifiers,
-            _text(entry, ns, "lastName"),
-            _text(entry, ns, "firstName"),
-            _text(entry, ns, "dateOfBirth") or None,
+            ns.text(entry, "lastName") or "",
+            ns.text(entry, "firstName") or "",
+            ns.text(entry, "dateOfBirth") or None,
             _boolean(entry, ns, "MT"),
             _boolean(entry, ns, "message"),
             _time(entry, ns, "lastAccessDate"),
@@ -386,23 +386,22 @@ class PatientListAnswer:
 
     def build(self) -> etree._Element:
         """The ``patientListResponse`` element."""
-        root = _root(PATIENTS_NS, "patientListResponse")
-        output = _sub(root, PATIENTS_NS, "output")
+        root = _PAT.root("patientListResponse")
+        output = _PAT.sub(root, "output")
         for patient in self.patients:
             patient.write(output)
-        self.outcome.write(output, PATIENTS_NS)
+        self.outcome.write(output, _PAT)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> PatientListAnswer:
         """Read a ``patientListResponse`` element."""
-        _expect(root, PATIENTS_NS, "patientListResponse")
-        output = _output(root, PATIENTS_NS)
+        _PAT.expect(root, "patientListResponse", "Body")
+        output = _output(root, _PAT)
         return cls(
-            Outcome.read(output, PATIENTS_NS),
+            Outcome.read(output, _PAT),
             tuple(
-                AuthorizedPatient.read(entry)
-                for entry in _children(output, PATIENTS_NS, "patientlistData")
+                AuthorizedPatient.read(entry) for entry in _PAT.findall(output, "patientlistData")
             ),
         )
 
@@ -410,46 +409,17 @@ class PatientListAnswer:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _root(namespace: str, name: str) -> etree._Element:
-    return etree.Element(f"{{{namespace}}}{name}", nsmap={None: namespace})
+def _output(root: etree._Element, namespace: Namespace) -> etree._Element:
+    return namespace.require(root, "output")
 
 
-def _sub(
-    parent: etree._Element, namespace: str, name: str, text: str | None = None
-) -> etree._Element:
-    element = etree.SubElement(parent, f"{{{namespace}}}{name}")
-    element.text = text
-    return element
+def _time(parent: etree._Element, namespace: Namespace, name: str) -> datetime | None:
+    text = namespace.text(parent, name)
+    return read_ts(text, name) if text else None
 
 
-def _expect(root: etree._Element, namespace: str, name: str) -> None:
-    if root.tag != f"{{{namespace}}}{name}":
-        raise ValidationError("Body", f"expected {{{namespace}}}{name}")
-
-
-def _children(parent: etree._Element, namespace: str, name: str) -> Iterator[etree._Element]:
-    return parent.iterfind(f"{{{namespace}}}{name}")
-
-
-def _output(root: etree._Element, namespace: str) -> etree._Element:
-    output = root.find(f"{{{namespace}}}output")
-    if output is None:
-        raise ValidationError("output", "missing element")
-    return output
-
-
-def _text(parent: etree._Element, namespace: str, name: str) -> str:
-    element = parent.find(f"{{{namespace}}}{name}")
-    return (element.text or "").strip() if element is not None else ""
-
-
-def _time(parent: etree._Element, namespace: str, name: str) -> datetime | None:
-    text = _text(parent, namespace, name)
-    return parse_hl7_time(text, name) if text else None
-
-
-def _boolean(parent: etree._Element, namespace: str, name: str) -> bool:
-    text = _text(parent, namespace, name)
+def _boolean(parent: etree._Element, namespace: Namespace, name: str) -> bool:
+    text = namespace.text(parent, name)
     if text not in ("true", "false", "1", "0"):
         raise ValidationError(name, "not an xs:boolean")
     return text in ("true", "1")

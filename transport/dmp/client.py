@@ -35,8 +35,8 @@ from lxml import etree
 
 from transport.config import Profile
 from transport.credentials import Credential, Purpose
-from transport.dmp import authorizations as authorisations
-from transport.dmp import cda, hl7v3, xades, xds
+from transport.deprecation import Alias
+from transport.dmp import authorizations, cda, hl7v3, xades, xds
 from transport.dmp.authorizations import (
     AuthorizationAction,
     AuthorizationList,
@@ -73,6 +73,7 @@ from transport.soap.client import answer_payload, build_envelope, send
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, create_session
 from transport.vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
+from transport.xml import format_ts
 
 log = logging.getLogger("transport.dmp")
 
@@ -124,21 +125,24 @@ _SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 class Existence:
     """TD0.2: whether the patient has a DMP and what the caller may do with it.
 
-    ``active``: False for a closed DMP; ``authorisation``: the caller's authorisation
+    ``active``: False for a closed DMP; ``authorization``: the caller's authorization
     (``VALIDE``, ``INTERDIT``, ``NON_EXISTE``); ``treating_physician``: whether the caller is the
     patient's DMP treating doctor. ``record`` holds the identifiers and name the DMP shows.
     """
 
     exists: bool
     active: bool = False
-    authorisation: str | None = None
+    authorization: str | None = None
     treating_physician: bool | None = None
     record: PatientRecord | None = None
 
     @property
-    def authorised(self) -> bool:
-        """Whether the caller holds a valid authorisation on this DMP."""
-        return self.authorisation == "VALIDE"
+    def authorized(self) -> bool:
+        """Whether the caller holds a valid authorization on this DMP."""
+        return self.authorization == "VALIDE"
+
+    authorisation = Alias("authorization")
+    authorised = Alias("authorized")
 
 
 @dataclass(frozen=True)
@@ -428,7 +432,7 @@ class DmpClient:
     # --- patients (HL7v3) ------------------------------------------------------------------------
 
     def exists(self, patient: Patient, *, purpose_of_use: Code | None = None) -> Existence:
-        """TD0.2: does ``patient`` have a DMP, and is the caller authorised on it."""
+        """TD0.2: does ``patient`` have a DMP, and is the caller authorized on it."""
         answer = self._demographics(Reason.TEST_EXST, patient, purpose_of_use)
         if not answer.found:
             return Existence(False)
@@ -436,7 +440,7 @@ class DmpClient:
         return Existence(
             True,
             answer.record.active,
-            answer.authorisation,
+            answer.authorization,
             answer.treating_physician,
             answer.record,
         )
@@ -495,7 +499,7 @@ class DmpClient:
         _raise_for_acknowledgement("TD0.5", answer.acknowledgement)
         return answer.candidates
 
-    # --- authorisations --------------------------------------------------------------------------
+    # --- authorizations --------------------------------------------------------------------------
 
     def set_authorization(
         self,
@@ -504,23 +508,23 @@ class DmpClient:
         *,
         treating_physician: bool = False,
     ) -> Outcome:
-        """TD0.3: add (or remove) the caller's authorisation on the patient's DMP, or their
+        """TD0.3: add (or remove) the caller's authorization on the patient's DMP, or their
         treating-doctor role with ``treating_physician``. The outcome's ``context`` says when
         nothing changed."""
         request = SetAuthorization(action, treating_physician)
         answer = self._call(
-            "habilitations", authorisations.ACTION_SET_AUTHORIZATION, request.build(), patient
+            "habilitations", authorizations.ACTION_SET_AUTHORIZATION, request.build(), patient
         )
-        outcome = authorisations.SetAuthorizationAnswer.read(answer.payload).outcome
+        outcome = authorizations.SetAuthorizationAnswer.read(answer.payload).outcome
         return _checked_outcome("TD0.3", outcome)
 
     def list_authorizations(
         self, patient: Patient, mode: ListMode | None = ListMode.TOUTE
     ) -> AuthorizationList:
-        """TD1.6: the professionals authorised on (and blocked from) the patient's DMP."""
+        """TD1.6: the professionals authorized on (and blocked from) the patient's DMP."""
         answer = self._call(
             "habilitations",
-            authorisations.ACTION_LIST_AUTHORIZATIONS,
+            authorizations.ACTION_LIST_AUTHORIZATIONS,
             ListAuthorizations(mode).build(),
             patient,
         )
@@ -529,10 +533,10 @@ class DmpClient:
         return found
 
     def list_patients(self, query: PatientListQuery | None = None) -> PatientListAnswer:
-        """TD0.4: the DMPs the caller is authorised on (filtered by date when asked)."""
+        """TD0.4: the DMPs the caller is authorized on (filtered by date when asked)."""
         answer = self._call(
             "patientsSpecific",
-            authorisations.ACTION_PATIENT_LIST,
+            authorizations.ACTION_PATIENT_LIST,
             (query or PatientListQuery()).build(),
             None,
         )
@@ -555,7 +559,7 @@ class DmpClient:
             patient=patient,
             unique_id=xds.new_unique_id(),
             source_id=self.device.root,
-            submission_time=xds.xds_time(datetime.now(UTC)),
+            submission_time=format_ts(datetime.now(UTC)),
             content_type=content_type,
             authors=(self.document_author,),
             title=title,
@@ -580,7 +584,7 @@ class DmpClient:
         the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
         :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
         """
-        now = xds.xds_time(datetime.now(UTC))
+        now = format_ts(datetime.now(UTC))
         sector, _, system = self.identity.sector.partition("^")
         entry = xds.DocumentEntry(
             patient=patient,
@@ -1032,7 +1036,7 @@ def _raise_unless_success(transaction: str, result: xds.RegistryResult) -> None:
 _HINTS = {
     hl7v3.DmpCode.NOT_FOUND: "the patient has no DMP: create it (TD1.1) with their consent",
     hl7v3.DmpCode.CLOSED: "the DMP is closed: reactivate it (TD1.2) with the patient's consent",
-    hl7v3.DmpCode.ACCESS_DENIED: "get the patient's authorisation (TD0.3), or check they did "
+    hl7v3.DmpCode.ACCESS_DENIED: "get the patient's authorization (TD0.3), or check they did "
     "not block you",
     hl7v3.DmpCode.FOUND: "the patient already has a DMP: test its existence (TD0.2)",
     hl7v3.DmpCode.PATIENT_MISMATCH: "the message and the VIHF must name the same patient",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,9 @@ from lxml import etree
 
 from transport.errors import ValidationError
 from transport.vihf import HL7_NS, INS_OIDS, PROFESSION_SYSTEM, XSI_NS, Code, Patient, Vihf
+from transport.xml import Namespace, format_ts, localname, read_ts
+
+_hl7 = Namespace(HL7_NS)
 
 GDP_NS = "asip:ci-sis:gdp:2010"
 """Namespace of the ``PRPA_IN2013xxUV02_Response`` wrappers of GestionDossierPatientPartage."""
@@ -123,7 +126,7 @@ class DmpCode(enum.StrEnum):
     ``DMPOk``, ``DMPFound`` (create or reactivate an open DMP) and ``DMPClosed`` (close a closed
     one) are those the ANS sample code handles; the DMP publishes no full catalogue, so
     ``DMPNotFound`` (no DMP for this patient), ``DMPAccessDenied`` (the caller is not
-    authorised, or blocked, on this DMP) and ``DMPPatientMismatch`` (the message names another
+    authorized, or blocked, on this DMP) and ``DMPPatientMismatch`` (the message names another
     patient than the VIHF's ``resource-id``) are this project's names for the other cases.
     """
 
@@ -138,23 +141,6 @@ class DmpCode(enum.StrEnum):
 # --- small datatypes -----------------------------------------------------------------------------
 
 
-def hl7_time(moment: datetime) -> str:
-    """An HL7 TS in UTC to the second: ``YYYYMMDDHHMMSS``."""
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-
-
-def parse_hl7_time(text: str, what: str = "time") -> datetime:
-    """Read an HL7 TS of 8 to 14 digits (``YYYYMMDD[HH[MM[SS]]]``) as a UTC datetime."""
-    digits = text.strip()
-    if not digits.isdigit() or len(digits) not in (8, 10, 12, 14):
-        raise ValidationError(what, "not an HL7 date (YYYYMMDD[HHMMSS])")
-    padded = digits.ljust(14, "0")
-    try:
-        return datetime.strptime(padded, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValidationError(what, "not a calendar date") from None
-
-
 @dataclass(frozen=True)
 class Identifier:
     """An HL7 II: ``root`` (an OID or UUID) and optional ``extension``."""
@@ -164,7 +150,7 @@ class Identifier:
 
     def write(self, parent: etree._Element, name: str = "id") -> etree._Element:
         """Append ``<name root extension/>`` to ``parent``."""
-        return _sub(parent, name, root=self.root, extension=self.extension)
+        return _hl7.sub(parent, name, root=self.root, extension=self.extension)
 
     @classmethod
     def read(cls, element: etree._Element | None, what: str) -> Identifier:
@@ -218,20 +204,20 @@ class Transmission:
 
     def write(self, tag: str, accept_ack: str) -> etree._Element:
         """The message root ``tag`` with the wrapper's elements, up to ``sender``."""
-        root = etree.Element(_q(tag), nsmap=_NSMAP, ITSVersion="XML_1.0")
+        root = etree.Element(_hl7(tag), nsmap=_NSMAP, ITSVersion="XML_1.0")
         self.message_id.write(root)
-        _sub(root, "creationTime", value=hl7_time(self.created))
-        _sub(root, "interactionId", root=INTERACTION_SYSTEM, extension=tag)
-        _sub(root, "processingCode", code=self.processing_code)
-        _sub(root, "processingModeCode", code="T")
-        _sub(root, "acceptAckCode", code=accept_ack)
+        _hl7.sub(root, "creationTime", value=format_ts(self.created))
+        _hl7.sub(root, "interactionId", root=INTERACTION_SYSTEM, extension=tag)
+        _hl7.sub(root, "processingCode", code=self.processing_code)
+        _hl7.sub(root, "processingModeCode", code="T")
+        _hl7.sub(root, "acceptAckCode", code=accept_ack)
         for role, type_code, device in (
             ("receiver", "RCV", self.receiver),
             ("sender", "SND", self.sender),
         ):
-            holder = _sub(_sub(root, role, typeCode=type_code), "device", **_DEVICE)
-            _sub(holder, "id", root=device.root)
-            _sub(holder, "softwareName", device.name)
+            holder = _hl7.sub(_hl7.sub(root, role, typeCode=type_code), "device", **_DEVICE)
+            _hl7.sub(holder, "id", root=device.root)
+            _hl7.sub(holder, "softwareName", device.name)
         return root
 
     @classmethod
@@ -239,8 +225,8 @@ class Transmission:
         """The wrapper of a received message."""
         created = _attribute(root, "creationTime", "value")
         return cls(
-            Identifier.read(_find(root, "id"), "id"),
-            parse_hl7_time(created, "creationTime"),
+            Identifier.read(_hl7.find(root, "id"), "id"),
+            read_ts(created, "creationTime"),
             _read_device(root, "sender"),
             _read_device(root, "receiver"),
             _attribute(root, "processingCode", "code", default="P"),
@@ -251,10 +237,10 @@ _DEVICE = {"classCode": "DEV", "determinerCode": "INSTANCE"}
 
 
 def _read_device(root: etree._Element, role: str) -> Device:
-    device = _require(root, f"{role}/device")
+    device = _hl7.require(root, f"{role}/device")
     return Device(
-        Identifier.read(_find(device, "id"), f"{role}/device/id").root,
-        _text(device, "softwareName"),
+        Identifier.read(_hl7.find(device, "id"), f"{role}/device/id").root,
+        _hl7.text(device, "softwareName") or "",
     )
 
 
@@ -290,22 +276,22 @@ class Acknowledgement:
 
     def write(self, parent: etree._Element, *, type_as_element: bool = False) -> None:
         """Append it; Normative Edition 2008 (PDQ) wants ``typeCode`` as a child element."""
-        holder = _sub(parent, "acknowledgement")
+        holder = _hl7.sub(parent, "acknowledgement")
         if type_as_element:
-            _sub(holder, "typeCode", code=self.type_code.value)
+            _hl7.sub(holder, "typeCode", code=self.type_code.value)
         else:
             holder.set("typeCode", self.type_code.value)
-        self.target.write(_sub(holder, "targetMessage"))
+        self.target.write(_hl7.sub(holder, "targetMessage"))
         for detail in self.details:
-            element = _sub(holder, "acknowledgementDetail", typeCode=detail.type_code)
-            _sub(element, "code", code=detail.code)
+            element = _hl7.sub(holder, "acknowledgementDetail", typeCode=detail.type_code)
+            _hl7.sub(element, "code", code=detail.code)
             if detail.text:
-                _sub(element, "text", detail.text)
+                _hl7.sub(element, "text", detail.text)
 
     @classmethod
     def read(cls, root: etree._Element) -> Acknowledgement:
         """The acknowledgement of a received answer (``typeCode`` attribute or element)."""
-        holder = _require(root, "acknowledgement")
+        holder = _hl7.require(root, "acknowledgement")
         type_code = holder.get("typeCode") or _attribute(holder, "typeCode", "code", default="")
         try:
             ack_type = AckType(type_code)
@@ -314,12 +300,12 @@ class Acknowledgement:
         details = tuple(
             AckDetail(
                 _attribute(element, "code", "code", default=""),
-                _text(element, "text"),
+                _hl7.text(element, "text") or "",
                 element.get("typeCode", "E"),
             )
-            for element in _findall(holder, "acknowledgementDetail")
+            for element in _hl7.findall(holder, "acknowledgementDetail")
         )
-        target = Identifier.read(_find(holder, "targetMessage/id"), "targetMessage/id")
+        target = Identifier.read(_hl7.find(holder, "targetMessage/id"), "targetMessage/id")
         return cls(ack_type, target, details)
 
 
@@ -512,27 +498,27 @@ class DemographicsQuery:
         """The ``PRPA_IN201307UV02`` element."""
         root = self.transmission.write("PRPA_IN201307UV02", "AL")
         control = _control(root, self.reason)
-        query = _sub(control, "queryByParameter")
+        query = _hl7.sub(control, "queryByParameter")
         self.query_id.write(query, "queryId")
-        _sub(query, "statusCode", code="new")
-        identifier = _sub(_sub(query, "parameterList"), "patientIdentifier")
-        _sub(identifier, "value", root=self.patient.oid, extension=self.patient.ins)
-        _sub(identifier, "semanticsText", "Patient.id")
+        _hl7.sub(query, "statusCode", code="new")
+        identifier = _hl7.sub(_hl7.sub(query, "parameterList"), "patientIdentifier")
+        _hl7.sub(identifier, "value", root=self.patient.oid, extension=self.patient.ins)
+        _hl7.sub(identifier, "semanticsText", "Patient.id")
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> DemographicsQuery:
         """Read a ``PRPA_IN201307UV02`` element."""
-        _expect(root, "PRPA_IN201307UV02")
-        control = _require(root, "controlActProcess")
+        _hl7.expect(root, "PRPA_IN201307UV02", "Body")
+        control = _hl7.require(root, "controlActProcess")
         reason = _read_reason(control, (Reason.TEST_EXST, Reason.CNSLT_DATA))
-        query = _require(control, "queryByParameter")
-        value = _find(query, "parameterList/patientIdentifier/value")
+        query = _hl7.require(control, "queryByParameter")
+        value = _hl7.find(query, "parameterList/patientIdentifier/value")
         return cls(
             Transmission.read(root),
             reason,
             _read_patient_id(value, "patientIdentifier/value"),
-            Identifier.read(_find(query, "queryId"), "queryByParameter/queryId"),
+            Identifier.read(_hl7.find(query, "queryId"), "queryByParameter/queryId"),
         )
 
 
@@ -541,7 +527,7 @@ class DemographicsAnswer:
     """The answer to a :class:`DemographicsQuery`.
 
     ``response_code``: ``OK`` (a DMP exists: ``record``), ``NF`` (none), ``AE`` (error, see
-    ``acknowledgement``). For TD0.2, ``authorisation`` is the caller's ``AUTORISATION``
+    ``acknowledgement``). For TD0.2, ``authorization`` is the caller's ``AUTORISATION``
     (``VALIDE``, ``INTERDIT``, ``NON_EXISTE``) and ``treating_physician`` its ``STATUT_MT``.
     """
 
@@ -551,7 +537,7 @@ class DemographicsAnswer:
     response_code: str
     query_id: Identifier | None = None
     record: PatientRecord | None = None
-    authorisation: str | None = None
+    authorization: str | None = None
     treating_physician: bool | None = None
 
     @property
@@ -562,9 +548,9 @@ class DemographicsAnswer:
     def build(self) -> etree._Element:
         """The ``PRPA_IN201308UV02`` element."""
         root = self.transmission.write("PRPA_IN201308UV02", "NE")
-        if self.authorisation is not None:
+        if self.authorization is not None:
             line = _attention_line(root, "AUTORISATION")
-            _sub(line, "value", code=self.authorisation, codeSystem=AUTHORISATION_SYSTEM).set(
+            _hl7.sub(line, "value", code=self.authorization, codeSystem=AUTHORISATION_SYSTEM).set(
                 _XSI_TYPE, "CV"
             )
         if self.treating_physician is not None:
@@ -575,20 +561,20 @@ class DemographicsAnswer:
         if self.record is not None:
             patient = _registration_event(control, "subject1")
             _write_record(patient, self.record, full=True)
-        query_ack = _sub(control, "queryAck")
+        query_ack = _hl7.sub(control, "queryAck")
         if self.query_id is not None:
             self.query_id.write(query_ack, "queryId")
-        _sub(query_ack, "queryResponseCode", code=self.response_code)
+        _hl7.sub(query_ack, "queryResponseCode", code=self.response_code)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> DemographicsAnswer:
         """Read a ``PRPA_IN201308UV02`` element."""
-        _expect(root, "PRPA_IN201308UV02")
-        control = _require(root, "controlActProcess")
-        patient = _find(control, "subject/registrationEvent/subject1/patient")
-        query_id = _find(control, "queryAck/queryId")
-        authorisation = _attention_value(root, "AUTORISATION")
+        _hl7.expect(root, "PRPA_IN201308UV02", "Body")
+        control = _hl7.require(root, "controlActProcess")
+        patient = _hl7.find(control, "subject/registrationEvent/subject1/patient")
+        query_id = _hl7.find(control, "queryAck/queryId")
+        authorization = _attention_value(root, "AUTORISATION")
         treating = _attention_value(root, "STATUT_MT")
         return cls(
             Transmission.read(root),
@@ -597,21 +583,21 @@ class DemographicsAnswer:
             _attribute(control, "queryAck/queryResponseCode", "code"),
             Identifier.read(query_id, "queryAck/queryId") if query_id is not None else None,
             _read_record(patient) if patient is not None else None,
-            authorisation,
+            authorization,
             None if treating is None else treating == "true",
         )
 
 
 def _attention_line(root: etree._Element, keyword: str) -> etree._Element:
-    line = _sub(root, "attentionLine")
-    _sub(line, "keyWordText", code=keyword, codeSystem=ATTENTION_KEY_SYSTEM)
+    line = _hl7.sub(root, "attentionLine")
+    _hl7.sub(line, "keyWordText", code=keyword, codeSystem=ATTENTION_KEY_SYSTEM)
     return line
 
 
 def _attention_value(root: etree._Element, keyword: str) -> str | None:
-    for line in _findall(root, "attentionLine"):
+    for line in _hl7.findall(root, "attentionLine"):
         if _attribute(line, "keyWordText", "code", default="") == keyword:
-            value = _find(line, "value")
+            value = _hl7.find(line, "value")
             if value is not None:
                 return value.get("code") or value.get("value")
     return None
@@ -653,12 +639,14 @@ class Registration:
 
     def write(self, control: etree._Element) -> None:
         """Append the ``subject/registrationRequest`` (and the close ``reasonOf``)."""
-        subject = _sub(control, "subject", typeCode="SUBJ", contextConductionInd="false")
-        request = _sub(subject, "registrationRequest", classCode="REG", moodCode="RQO")
-        _sub(request, "statusCode", code="active")
-        patient = _sub(_sub(request, "subject1", typeCode="SBJ"), "patient", classCode="PAT")
-        _sub(patient, "id", root=self.patient.oid, extension=self.patient.ins)
-        _sub(patient, "statusCode", code=self.patient_status)
+        subject = _hl7.sub(control, "subject", typeCode="SUBJ", contextConductionInd="false")
+        request = _hl7.sub(subject, "registrationRequest", classCode="REG", moodCode="RQO")
+        _hl7.sub(request, "statusCode", code="active")
+        patient = _hl7.sub(
+            _hl7.sub(request, "subject1", typeCode="SBJ"), "patient", classCode="PAT"
+        )
+        _hl7.sub(patient, "id", root=self.patient.oid, extension=self.patient.ins)
+        _hl7.sub(patient, "statusCode", code=self.patient_status)
         _write_person(patient, self.demographics)
         if self.reason is Reason.CREA_RD:
             # PRPA_MT201301UV02 requires the patient's provider: the author's structure.
@@ -666,25 +654,25 @@ class Registration:
         _write_observations(patient, "subjectOf", self.observations)
         _write_author(request, self.author)
         if self.close_reason is not None:
-            reason = _sub(control, "reasonOf", typeCode="RSON")
-            issue = _sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
+            reason = _hl7.sub(control, "reasonOf", typeCode="RSON")
+            issue = _hl7.sub(reason, "detectedIssueEvent", classCode="ALRT", moodCode="EVN")
             _write_code(issue, "code", self.close_reason, display=False)
-            _sub(issue, "text", self.close_reason.display_name or self.close_reason.code)
+            _hl7.sub(issue, "text", self.close_reason.display_name or self.close_reason.code)
 
     @classmethod
     def read(cls, control: etree._Element, reasons: Iterable[Reason]) -> Registration:
         """Read it from a ``controlActProcess``."""
         reason = _read_reason(control, reasons)
-        request = _require(control, "subject/registrationRequest")
-        patient = _require(request, "subject1/patient")
-        issue = _find(control, "reasonOf/detectedIssueEvent")
+        request = _hl7.require(control, "subject/registrationRequest")
+        patient = _hl7.require(request, "subject1/patient")
+        issue = _hl7.find(control, "reasonOf/detectedIssueEvent")
         return cls(
             reason,
             _read_patient_id(_ins_id(patient), "patient/id"),
-            _read_author(_require(request, "author/assignedEntity")),
-            _read_person(_require(patient, "patientPerson")),
+            _read_author(_hl7.require(request, "author/assignedEntity")),
+            _read_person(_hl7.require(patient, "patientPerson")),
             _read_observations(patient, "subjectOf"),
-            _read_code(_require(issue, "code"), _text(issue, "text"))
+            _read_code(_hl7.require(issue, "code"), _hl7.text(issue, "text") or "")
             if issue is not None
             else None,
         )
@@ -718,11 +706,11 @@ class RegistrationRequest:
     @classmethod
     def read(cls, root: etree._Element) -> RegistrationRequest:
         """Read a ``PRPA_IN201311UV02`` or ``PRPA_IN201314UV02`` element."""
-        tag = _local(root)
+        tag = localname(root)
         if tag not in ("PRPA_IN201311UV02", "PRPA_IN201314UV02"):
             raise ValidationError("Body", "not a PRPA_IN201311UV02 or PRPA_IN201314UV02")
         reasons = [reason for reason in Reason if reason.interaction == tag]
-        control = _require(root, "controlActProcess")
+        control = _hl7.require(root, "controlActProcess")
         return cls(Transmission.read(root), Registration.read(control, reasons))
 
 
@@ -776,17 +764,17 @@ class RegistrationAnswer:
     def read(cls, wrapper: etree._Element) -> RegistrationAnswer:
         """Read the ``gdp`` response wrapper of a registration answer."""
         tags = {tag: entry for entry in _ANSWERS.values() for tag in entry[1:]}
-        root = next((child for child in wrapper if _local(child) in tags), None)
+        root = next((child for child in wrapper if localname(child) in tags), None)
         if etree.QName(wrapper).namespace != GDP_NS or root is None:
             raise ValidationError("Body", "not a GestionDossierPatientPartage response")
-        interaction = next(key for key, entry in _ANSWERS.items() if _local(root) in entry)
+        interaction = next(key for key, entry in _ANSWERS.items() if localname(root) in entry)
         reasons = [reason for reason in Reason if reason.interaction == interaction]
-        control = _require(root, "controlActProcess")
+        control = _hl7.require(root, "controlActProcess")
         acknowledgement = Acknowledgement.read(root)
-        patient = _find(control, "subject/registrationEvent/subject1/patient")
+        patient = _hl7.find(control, "subject/registrationEvent/subject1/patient")
         echo = (
             Registration.read(control, reasons)
-            if _find(control, "subject/registrationRequest") is not None
+            if _hl7.find(control, "subject/registrationRequest") is not None
             else None
         )
         return cls(
@@ -813,7 +801,7 @@ class Traits:
 
     def write(self, query: etree._Element) -> None:
         """Append the ``parameterList`` (in the order PRPA_MT201306UV02 requires)."""
-        parameters = _sub(query, "parameterList")
+        parameters = _hl7.sub(query, "parameterList")
         if self.sex:
             _parameter(parameters, "livingSubjectAdministrativeGender", code=self.sex)
         if self.birth_date:
@@ -821,18 +809,18 @@ class Traits:
         if self.family or self.given:
             value = _parameter(parameters, "livingSubjectName")
             if self.given:
-                _sub(value, "given", self.given)
+                _hl7.sub(value, "given", self.given)
             if self.family:
-                _sub(value, "family", self.family)
+                _hl7.sub(value, "family", self.family)
 
     @classmethod
     def read(cls, query: etree._Element) -> Traits:
         """Read a ``queryByParameter``'s parameter list."""
-        parameters = _require(query, "parameterList")
-        name = _find(parameters, "livingSubjectName/value")
+        parameters = _hl7.require(query, "parameterList")
+        name = _hl7.find(parameters, "livingSubjectName/value")
         traits = cls(
-            _text(name, "family") or None,
-            _text(name, "given") or None,
+            _hl7.text(name, "family") or None,
+            _hl7.text(name, "given") or None,
             _attribute(parameters, "livingSubjectAdministrativeGender/value", "code", default="")
             or None,
             _attribute(parameters, "livingSubjectBirthTime/value", "value", default="") or None,
@@ -843,9 +831,9 @@ class Traits:
 
 
 def _parameter(parameters: etree._Element, name: str, **value: str) -> etree._Element:
-    holder = _sub(parameters, name)
-    element = _sub(holder, "value", **value)
-    _sub(holder, "semanticsText", name.replace("livingSubject", "LivingSubject."))
+    holder = _hl7.sub(parameters, name)
+    element = _hl7.sub(holder, "value", **value)
+    _hl7.sub(holder, "semanticsText", name.replace("livingSubject", "LivingSubject."))
     return element
 
 
@@ -866,27 +854,27 @@ class CandidatesQuery:
     def build(self) -> etree._Element:
         """The ``PRPA_IN201305UV02`` element."""
         root = self.transmission.write("PRPA_IN201305UV02", "AL")
-        control = _sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
-        _sub(control, "code", code="PRPA_TE201305UV02", codeSystem=INTERACTION_SYSTEM)
+        control = _hl7.sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
+        _hl7.sub(control, "code", code="PRPA_TE201305UV02", codeSystem=INTERACTION_SYSTEM)
         _write_candidates_query(control, self.query_id, self.traits)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> CandidatesQuery:
         """Read a ``PRPA_IN201305UV02`` element."""
-        _expect(root, "PRPA_IN201305UV02")
-        query = _require(root, "controlActProcess/queryByParameter")
+        _hl7.expect(root, "PRPA_IN201305UV02", "Body")
+        query = _hl7.require(root, "controlActProcess/queryByParameter")
         return cls(
             Transmission.read(root),
-            Identifier.read(_find(query, "queryId"), "queryByParameter/queryId"),
+            Identifier.read(_hl7.find(query, "queryId"), "queryByParameter/queryId"),
             Traits.read(query),
         )
 
 
 def _write_candidates_query(control: etree._Element, query_id: Identifier, traits: Traits) -> None:
-    query = _sub(control, "queryByParameter")
+    query = _hl7.sub(control, "queryByParameter")
     query_id.write(query, "queryId")
-    _sub(query, "statusCode", code="new")
+    _hl7.sub(query, "statusCode", code="new")
     traits.write(query)
 
 
@@ -909,36 +897,36 @@ class CandidatesAnswer:
         """The ``PRPA_IN201306UV02`` element."""
         root = self.transmission.write("PRPA_IN201306UV02", "NE")
         self.acknowledgement.write(root, type_as_element=True)
-        control = _sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
-        _sub(control, "code", code="PRPA_TE201306UV02", codeSystem=INTERACTION_SYSTEM)
+        control = _hl7.sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
+        _hl7.sub(control, "code", code="PRPA_TE201306UV02", codeSystem=INTERACTION_SYSTEM)
         for candidate in self.candidates:
             patient = _registration_event(control, "subject1", status="active")
             _write_record(patient, candidate, full=True, pdq=True)
-        query_ack = _sub(control, "queryAck")
+        query_ack = _hl7.sub(control, "queryAck")
         self.query_id.write(query_ack, "queryId")
-        _sub(query_ack, "queryResponseCode", code=self.response_code)
+        _hl7.sub(query_ack, "queryResponseCode", code=self.response_code)
         count = str(len(self.candidates))
-        _sub(query_ack, "resultTotalQuantity", value=count)
-        _sub(query_ack, "resultCurrentQuantity", value=count)
-        _sub(query_ack, "resultRemainingQuantity", value="0")
+        _hl7.sub(query_ack, "resultTotalQuantity", value=count)
+        _hl7.sub(query_ack, "resultCurrentQuantity", value=count)
+        _hl7.sub(query_ack, "resultRemainingQuantity", value="0")
         _write_candidates_query(control, self.query_id, self.traits)
         return root
 
     @classmethod
     def read(cls, root: etree._Element) -> CandidatesAnswer:
         """Read a ``PRPA_IN201306UV02`` element."""
-        _expect(root, "PRPA_IN201306UV02")
-        control = _require(root, "controlActProcess")
-        query = _require(control, "queryByParameter")
+        _hl7.expect(root, "PRPA_IN201306UV02", "Body")
+        control = _hl7.require(root, "controlActProcess")
+        query = _hl7.require(control, "queryByParameter")
         return cls(
             Transmission.read(root),
             Acknowledgement.read(root),
-            Identifier.read(_find(control, "queryAck/queryId"), "queryAck/queryId"),
+            Identifier.read(_hl7.find(control, "queryAck/queryId"), "queryAck/queryId"),
             Traits.read(query),
             _attribute(control, "queryAck/queryResponseCode", "code"),
             tuple(
                 _read_record(patient)
-                for patient in _findall(control, "subject/registrationEvent/subject1/patient")
+                for patient in _hl7.findall(control, "subject/registrationEvent/subject1/patient")
             ),
         )
 
@@ -946,24 +934,9 @@ class CandidatesAnswer:
 # --- writers -------------------------------------------------------------------------------------
 
 
-def _q(name: str) -> str:
-    return f"{{{HL7_NS}}}{name}"
-
-
-def _sub(
-    parent: etree._Element, name: str, text: str | None = None, /, **attributes: str | None
-) -> etree._Element:
-    element = etree.SubElement(
-        parent, _q(name), {key: value for key, value in attributes.items() if value is not None}
-    )
-    if text is not None:
-        element.text = text
-    return element
-
-
 def _control(root: etree._Element, reason: Reason) -> etree._Element:
-    control = _sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
-    _sub(
+    control = _hl7.sub(root, "controlActProcess", classCode="CACT", moodCode="EVN")
+    _hl7.sub(
         control,
         "reasonCode",
         code=reason.value,
@@ -977,14 +950,14 @@ def _registration_event(
     control: etree._Element, role: str, status: str = "completed"
 ) -> etree._Element:
     """Append ``subject/registrationEvent`` with its custodian; return the empty ``patient``."""
-    subject = _sub(control, "subject", typeCode="SUBJ", contextConductionInd="false")
-    event = _sub(subject, "registrationEvent", classCode="REG", moodCode="EVN")
-    _sub(event, "statusCode", code=status)
-    patient = _sub(_sub(event, role, typeCode="SBJ"), "patient", classCode="PAT")
-    custodian = _sub(
-        _sub(event, "custodian", typeCode="CST"), "assignedEntity", classCode="ASSIGNED"
+    subject = _hl7.sub(control, "subject", typeCode="SUBJ", contextConductionInd="false")
+    event = _hl7.sub(subject, "registrationEvent", classCode="REG", moodCode="EVN")
+    _hl7.sub(event, "statusCode", code=status)
+    patient = _hl7.sub(_hl7.sub(event, role, typeCode="SBJ"), "patient", classCode="PAT")
+    custodian = _hl7.sub(
+        _hl7.sub(event, "custodian", typeCode="CST"), "assignedEntity", classCode="ASSIGNED"
     )
-    _sub(custodian, "id", root=DMP_DEVICE.root)
+    _hl7.sub(custodian, "id", root=DMP_DEVICE.root)
     return patient
 
 
@@ -993,45 +966,45 @@ def _write_record(
 ) -> None:
     for identifier in record.ids:
         identifier.write(patient)
-    _sub(patient, "statusCode", code="active" if record.active else "terminated")
+    _hl7.sub(patient, "statusCode", code="active" if record.active else "terminated")
     if record.demographics is not None:
         demographics = record.demographics if full else record.demographics.name_only
         _write_person(patient, demographics)
     if pdq:
         # PRPA_MT201310UV02 requires a match observation per candidate; matches are exact here.
-        holder = _sub(patient, "subjectOf1")
-        match = _sub(holder, "queryMatchObservation", classCode="COND", moodCode="EVN")
-        _sub(match, "code", code="POURCENTAGE")
-        _sub(match, "value", value="100").set(_XSI_TYPE, "INT")
+        holder = _hl7.sub(patient, "subjectOf1")
+        match = _hl7.sub(holder, "queryMatchObservation", classCode="COND", moodCode="EVN")
+        _hl7.sub(match, "code", code="POURCENTAGE")
+        _hl7.sub(match, "value", value="100").set(_XSI_TYPE, "INT")
         _write_observations(patient, "subjectOf2", record.observations)
     elif full:
         _write_observations(patient, "subjectOf", record.observations)
 
 
 def _write_person(patient: etree._Element, person: Demographics) -> None:
-    holder = _sub(patient, "patientPerson", classCode="PSN", determinerCode="INSTANCE")
-    name = _sub(holder, "name")
+    holder = _hl7.sub(patient, "patientPerson", classCode="PSN", determinerCode="INSTANCE")
+    name = _hl7.sub(holder, "name")
     if person.prefix:
-        _sub(name, "prefix", person.prefix)
+        _hl7.sub(name, "prefix", person.prefix)
     for given in person.given:
-        _sub(name, "given", given)
-    _sub(name, "family", person.family, qualifier="SP")
+        _hl7.sub(name, "given", given)
+    _hl7.sub(name, "family", person.family, qualifier="SP")
     if person.birth_family:
-        _sub(name, "family", person.birth_family, qualifier="BR")
+        _hl7.sub(name, "family", person.birth_family, qualifier="BR")
     for telecom in person.telecoms:
-        _sub(holder, "telecom", value=telecom.value, use=telecom.use)
+        _hl7.sub(holder, "telecom", value=telecom.value, use=telecom.use)
     if person.sex:
-        _sub(holder, "administrativeGenderCode", code=person.sex)
+        _hl7.sub(holder, "administrativeGenderCode", code=person.sex)
     if person.birth_date:
-        _sub(holder, "birthTime", value=person.birth_date)
+        _hl7.sub(holder, "birthTime", value=person.birth_date)
     for address in person.addresses:
-        element = _sub(holder, "addr")
+        element = _hl7.sub(holder, "addr")
         for line in address.street_lines:
-            _sub(element, "streetAddressLine", line)
+            _hl7.sub(element, "streetAddressLine", line)
         for part in ("postal_code", "city", "country"):
             value = getattr(address, part)
             if value:
-                _sub(element, _ADDRESS_PARTS[part], value)
+                _hl7.sub(element, _ADDRESS_PARTS[part], value)
 
 
 _ADDRESS_PARTS = {"postal_code": "postalCode", "city": "city", "country": "country"}
@@ -1041,35 +1014,37 @@ def _write_observations(
     patient: etree._Element, role: str, observations: Iterable[Observation]
 ) -> None:
     for observation in observations:
-        holder = _sub(patient, role, typeCode="SBJ")
-        element = _sub(holder, "administrativeObservation", classCode="OBS", moodCode="EVN")
+        holder = _hl7.sub(patient, role, typeCode="SBJ")
+        element = _hl7.sub(holder, "administrativeObservation", classCode="OBS", moodCode="EVN")
         _write_code(element, "code", observation.code)
         _boolean(element, "value", observation.value)
 
 
 def _write_author(request: etree._Element, author: Author) -> None:
-    entity = _sub(_sub(request, "author", typeCode="AUT"), "assignedEntity", classCode="ASSIGNED")
-    _sub(entity, "id", root=PROFESSIONAL_ID_ROOT, extension=author.professional_id)
+    entity = _hl7.sub(
+        _hl7.sub(request, "author", typeCode="AUT"), "assignedEntity", classCode="ASSIGNED"
+    )
+    _hl7.sub(entity, "id", root=PROFESSIONAL_ID_ROOT, extension=author.professional_id)
     if author.role is not None:
         _write_code(entity, "code", author.role)
-    person = _sub(entity, "assignedPerson", classCode="PSN", determinerCode="INSTANCE")
-    name = _sub(person, "name")
-    _sub(name, "family", author.family)
+    person = _hl7.sub(entity, "assignedPerson", classCode="PSN", determinerCode="INSTANCE")
+    name = _hl7.sub(person, "name")
+    _hl7.sub(name, "family", author.family)
     if author.given:
-        _sub(name, "given", author.given)
+        _hl7.sub(name, "given", author.given)
     _write_organization(entity, "representedOrganization", author)
 
 
 def _write_organization(parent: etree._Element, role: str, author: Author) -> None:
-    organization = _sub(parent, role, classCode="ORG", determinerCode="INSTANCE")
-    _sub(organization, "id", root=STRUCTURE_ID_ROOT, extension=author.structure_id)
+    organization = _hl7.sub(parent, role, classCode="ORG", determinerCode="INSTANCE")
+    _hl7.sub(organization, "id", root=STRUCTURE_ID_ROOT, extension=author.structure_id)
     if author.structure_name:
-        _sub(organization, "name", author.structure_name)
-    _sub(organization, "contactParty", classCode="CON")
+        _hl7.sub(organization, "name", author.structure_name)
+    _hl7.sub(organization, "contactParty", classCode="CON")
 
 
 def _write_code(parent: etree._Element, name: str, code: Code, *, display: bool = True) -> None:
-    _sub(
+    _hl7.sub(
         parent,
         name,
         code=code.code,
@@ -1079,47 +1054,14 @@ def _write_code(parent: etree._Element, name: str, code: Code, *, display: bool 
 
 
 def _boolean(parent: etree._Element, name: str, value: bool) -> None:
-    _sub(parent, name, value="true" if value else "false").set(_XSI_TYPE, "BL")
+    _hl7.sub(parent, name, value="true" if value else "false").set(_XSI_TYPE, "BL")
 
 
 # --- readers -------------------------------------------------------------------------------------
 
 
-def _local(element: etree._Element) -> str:
-    return etree.QName(element).localname if isinstance(element.tag, str) else ""
-
-
-def _expect(root: etree._Element, tag: str) -> None:
-    if root.tag != _q(tag):
-        raise ValidationError("Body", f"expected an HL7v3 {tag}")
-
-
-def _path(path: str) -> str:
-    return "/".join(_q(part) for part in path.split("/"))
-
-
-def _find(element: etree._Element, path: str) -> etree._Element | None:
-    return element.find(_path(path))
-
-
-def _findall(element: etree._Element, path: str) -> Iterator[etree._Element]:
-    return element.iterfind(_path(path))
-
-
-def _require(element: etree._Element | None, path: str) -> etree._Element:
-    found = _find(element, path) if element is not None else None
-    if found is None:
-        raise ValidationError(path, "missing element")
-    return found
-
-
-def _text(element: etree._Element | None, path: str) -> str:
-    found = _find(element, path) if element is not None else None
-    return (found.text or "").strip() if found is not None else ""
-
-
 def _attribute(element: etree._Element, path: str, name: str, *, default: str | None = None) -> str:
-    found = _find(element, path)
+    found = _hl7.find(element, path)
     value = found.get(name) if found is not None else None
     if value is None:
         if default is not None:
@@ -1138,7 +1080,8 @@ def _read_reason(control: etree._Element, allowed: Iterable[Reason]) -> Reason:
 
 def _ins_id(patient: etree._Element) -> etree._Element | None:
     return next(
-        (element for element in _findall(patient, "id") if element.get("root") in INS_OIDS), None
+        (element for element in _hl7.findall(patient, "id") if element.get("root") in INS_OIDS),
+        None,
     )
 
 
@@ -1151,15 +1094,15 @@ def _read_patient_id(element: etree._Element | None, what: str) -> Patient:
 def _read_code(element: etree._Element, text: str = "") -> Code:
     code = element.get("code")
     if not code:
-        raise ValidationError(_local(element), "missing code")
+        raise ValidationError(localname(element), "missing code")
     return Code(code, element.get("codeSystem", ""), element.get("displayName") or text)
 
 
 def _read_person(person: etree._Element) -> Demographics:
-    name = _require(person, "name")
+    name = _hl7.require(person, "name")
     families = {
         element.get("qualifier"): (element.text or "").strip()
-        for element in _findall(name, "family")
+        for element in _hl7.findall(name, "family")
     }
     family = families.get("SP") or families.get(None) or families.get("BR")
     if not family:
@@ -1167,44 +1110,44 @@ def _read_person(person: etree._Element) -> Demographics:
     birth_family = families.get("BR")
     return Demographics(
         family=family,
-        given=tuple((element.text or "").strip() for element in _findall(name, "given")),
+        given=tuple((element.text or "").strip() for element in _hl7.findall(name, "given")),
         sex=_attribute(person, "administrativeGenderCode", "code", default="") or None,
         birth_date=_attribute(person, "birthTime", "value", default="") or None,
         birth_family=birth_family if birth_family != family else None,
-        prefix=_text(name, "prefix") or None,
+        prefix=_hl7.text(name, "prefix") or None,
         telecoms=tuple(
             Telecom(element.get("value", ""), element.get("use"))
-            for element in _findall(person, "telecom")
+            for element in _hl7.findall(person, "telecom")
             if element.get("value")
         ),
-        addresses=tuple(_read_address(element) for element in _findall(person, "addr")),
+        addresses=tuple(_read_address(element) for element in _hl7.findall(person, "addr")),
     )
 
 
 def _read_address(element: etree._Element) -> Address:
     return Address(
-        tuple((line.text or "").strip() for line in _findall(element, "streetAddressLine")),
-        _text(element, "postalCode") or None,
-        _text(element, "city") or None,
-        _text(element, "country") or None,
+        tuple((line.text or "").strip() for line in _hl7.findall(element, "streetAddressLine")),
+        _hl7.text(element, "postalCode") or None,
+        _hl7.text(element, "city") or None,
+        _hl7.text(element, "country") or None,
     )
 
 
 def _read_observations(patient: etree._Element, role: str) -> tuple[Observation, ...]:
     return tuple(
         Observation(
-            _read_code(_require(element, "code")),
+            _read_code(_hl7.require(element, "code")),
             _attribute(element, "value", "value", default="false") == "true",
         )
-        for element in _findall(patient, f"{role}/administrativeObservation")
+        for element in _hl7.findall(patient, f"{role}/administrativeObservation")
     )
 
 
 def _read_record(patient: etree._Element) -> PatientRecord:
-    person = _find(patient, "patientPerson")
-    role = "subjectOf2" if _find(patient, "subjectOf1") is not None else "subjectOf"
+    person = _hl7.find(patient, "patientPerson")
+    role = "subjectOf2" if _hl7.find(patient, "subjectOf1") is not None else "subjectOf"
     return PatientRecord(
-        tuple(Identifier.read(element, "patient/id") for element in _findall(patient, "id")),
+        tuple(Identifier.read(element, "patient/id") for element in _hl7.findall(patient, "id")),
         _attribute(patient, "statusCode", "code", default="active") != "terminated",
         _read_person(person) if person is not None else None,
         _read_observations(patient, role),
@@ -1212,15 +1155,15 @@ def _read_record(patient: etree._Element) -> PatientRecord:
 
 
 def _read_author(entity: etree._Element) -> Author:
-    professional = Identifier.read(_find(entity, "id"), "assignedEntity/id")
-    name = _find(entity, "assignedPerson/name")
-    code = _find(entity, "code")
-    structure = _find(entity, "representedOrganization/id")
+    professional = Identifier.read(_hl7.find(entity, "id"), "assignedEntity/id")
+    name = _hl7.find(entity, "assignedPerson/name")
+    code = _hl7.find(entity, "code")
+    structure = _hl7.find(entity, "representedOrganization/id")
     return Author(
         professional.extension or "",
-        _text(name, "family"),
-        _text(name, "given"),
+        _hl7.text(name, "family") or "",
+        _hl7.text(name, "given") or "",
         structure.get("extension", "") if structure is not None else "",
-        _text(entity, "representedOrganization/name"),
+        _hl7.text(entity, "representedOrganization/name") or "",
         _read_code(code) if code is not None and code.get("code") else None,
     )

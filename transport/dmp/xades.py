@@ -4,7 +4,7 @@ A submission set sent to the DMP carries one more document, linked to the set by
 association: an XML signature whose ``ds:Manifest`` lists every other document of the set as
 ``urn:oid:<uniqueId>`` with the digest of its exact bytes, plus the set itself, and whose
 ``SignedInfo`` signs that manifest and the XAdES ``SignedProperties`` (signing time, signing
-certificate, implied policy). :func:`sign_submission_set` writes it with signxml's XAdES signer;
+certificate, implied policy). :func:`sign_submission_set` writes it (lxml and the signer's key);
 :func:`signature_entry` gives its XDS metadata; :func:`verify_submission_signature` checks one.
 
 Layout, as in the DMP's TD2.1 example and ANS's DRIMBox client: ``SignedInfo`` (C14N 1.0,
@@ -28,16 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
-from signxml import (
-    CanonicalizationMethod,
-    DigestAlgorithm,
-    SignatureMethod,
-    methods,
-)
-from signxml.xades import XAdESSignatureConfiguration, XAdESSigner, XAdESVerifier
-from signxml.xades.xades import XAdESVerifyResult
+from signxml import CanonicalizationMethod, DigestAlgorithm
+from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier, XAdESVerifyResult
 
 from transport.credentials import Signer, rfc2253_dn
 from transport.dmp.xds import (
@@ -50,11 +44,10 @@ from transport.dmp.xds import (
     patient_id,
 )
 from transport.errors import CisisError, SignatureError, ValidationError
-from transport.vihf import format_instant
-from transport.xml import parse_xml
+from transport.vihf import format_instant, signed_instant
+from transport.xml import Namespace, parse_xml
 from transport.xmlsig import (
     DSIG_NS,
-    SignerKey,
     VerifySettings,
     allowed_digests,
     allowed_methods,
@@ -64,6 +57,8 @@ from transport.xmlsig import (
 
 XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+SHA256_URI = "http://www.w3.org/2001/04/xmlenc#sha256"
+RSA_SHA256_URI = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 MANIFEST_TYPE = "http://www.w3.org/2000/09/xmldsig#Manifest"
 SIGNED_PROPERTIES_TYPE = "http://uri.etsi.org/01903#SignedProperties"
 MANIFEST_ID = "IHEManifest"
@@ -92,16 +87,11 @@ _DIGEST_URIS = {
 _OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 _CHUNK = 1024 * 1024
 
+_ds = Namespace(DSIG_NS)
+_xades = Namespace(XADES_NS)
+
 Content = bytes | Path
 """A document's content: its bytes, or the file holding them (read in chunks, never whole)."""
-
-
-def _ds(name: str) -> str:
-    return f"{{{DSIG_NS}}}{name}"
-
-
-def _xades(name: str) -> str:
-    return f"{{{XADES_NS}}}{name}"
 
 
 def _hash(content: Content, algorithm: str) -> bytes:
@@ -121,102 +111,105 @@ def _urn(unique_id: str) -> str:
     return f"urn:oid:{unique_id}"
 
 
-class _DsgSigner(XAdESSigner):
-    """signxml's XAdES signer laid out as an IHE DSG submission-set signature.
+def _c14n(element: etree._Element) -> bytes:
+    # Canonical XML 1.0 of the element in its document (W3C XML-DSig §4.3.3.2: a same-document
+    # Reference without Transforms is canonicalized so), in-scope namespaces included.
+    return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
 
-    signxml builds SignedInfo, KeyInfo and the QualifyingProperties; this adds the manifest and
-    the purpose objects before the XAdES object (so that their Reference comes first), and
-    replaces the signed signature properties with the ones DSG and the DMP example carry.
-    """
 
-    def __init__(
-        self,
-        manifest: list[tuple[str, bytes]],
-        signing_time: datetime,
-        certificate: x509.Certificate,
-        signature_id: str,
-    ) -> None:
-        super().__init__(
-            method=methods.detached,
-            signature_algorithm=SignatureMethod.RSA_SHA256,
-            digest_algorithm=DigestAlgorithm.SHA256,
-            c14n_algorithm=C14N,
-        )
-        self._manifest = manifest
-        self._signing_time = signing_time
-        self._certificate = certificate
-        self._signature_id = signature_id
-        self.signature_annotators.insert(
-            self.signature_annotators.index(self._build_xades_ds_object), self._add_dsg_objects
-        )
-        self.signed_signature_properties_annotators = [
-            self._add_signing_time,
-            self._add_signing_certificate,
-            self._add_implied_policy,
-        ]
-        # DSG states the purpose in its own SignatureProperty: the DMP example's
-        # SignedDataObjectProperties is empty.
-        self.signed_data_object_properties_annotators = []
+def _digest_method(parent: etree._Element, digest: bytes) -> None:
+    etree.SubElement(parent, _ds("DigestMethod"), Algorithm=SHA256_URI)
+    etree.SubElement(parent, _ds("DigestValue")).text = base64.b64encode(digest).decode()
 
-    def _add_dsg_objects(self, sig_root: etree._Element, signing_settings: Any) -> None:
-        sig_root.set("Id", self._signature_id)
-        manifest = etree.SubElement(
-            etree.SubElement(sig_root, _ds("Object")), _ds("Manifest"), Id=MANIFEST_ID
-        )
-        for uri, digest in self._manifest:
-            reference = etree.SubElement(manifest, _ds("Reference"), URI=uri)
-            etree.SubElement(reference, _ds("DigestMethod"), Algorithm=self.digest_alg.value)
-            etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(digest).decode()
-        self._add_reference_to_signed_info(sig_root, manifest, Type=MANIFEST_TYPE)
-        # In no namespace, as the DMP example writes it: the xmldsig schema wants an element inside
-        # a ds:SignatureProperty, and the DSG purpose is a bare OID.
-        properties = etree.SubElement(
-            etree.SubElement(sig_root, _ds("Object")), "SignatureProperties"
-        )
-        purpose = etree.SubElement(
-            properties,
-            "SignatureProperty",
-            Id=PURPOSE_PROPERTY_ID,
-            Target=f"#{self._signature_id}",
-        )
-        purpose.text = SOURCE_SIGNATURE.code
 
-    def _build_xades_ds_object(self, sig_root: etree._Element, signing_settings: Any) -> None:
-        super()._build_xades_ds_object(sig_root, signing_settings)
-        # signxml also signs KeyInfo; DSG covers the certificate through SigningCertificate only,
-        # and the DMP example's SignedInfo holds exactly the manifest and SignedProperties.
-        key_info = sig_root.find(_ds("KeyInfo"))
-        signed_info = sig_root.find(_ds("SignedInfo"))
-        assert key_info is not None and signed_info is not None
-        for reference in signed_info.findall(_ds("Reference")):
-            if reference.get("URI") == f"#{key_info.get('Id')}":
-                signed_info.remove(reference)
-        del key_info.attrib["Id"]
+def _manifest_object(
+    signature: etree._Element, manifest: list[tuple[str, bytes]]
+) -> etree._Element:
+    element = etree.SubElement(
+        etree.SubElement(signature, _ds("Object")), _ds("Manifest"), Id=MANIFEST_ID
+    )
+    for uri, digest in manifest:
+        _digest_method(etree.SubElement(element, _ds("Reference"), URI=uri), digest)
+    return element
 
-    def _add_signing_time(self, properties: etree._Element, **_: Any) -> None:
-        etree.SubElement(properties, _xades("SigningTime")).text = format_instant(
-            self._signing_time
-        )
 
-    def _add_signing_certificate(self, properties: etree._Element, **_: Any) -> None:
-        certificate = self._certificate
-        cert = etree.SubElement(
-            etree.SubElement(properties, _xades("SigningCertificate")), _xades("Cert")
-        )
-        digest = etree.SubElement(cert, _xades("CertDigest"))
-        etree.SubElement(digest, _ds("DigestMethod"), Algorithm=self.digest_alg.value)
-        etree.SubElement(digest, _ds("DigestValue")).text = base64.b64encode(
-            certificate.fingerprint(hashes.SHA256())
-        ).decode()
-        issuer_serial = etree.SubElement(cert, _xades("IssuerSerial"))
-        etree.SubElement(issuer_serial, _ds("X509IssuerName")).text = rfc2253_dn(certificate.issuer)
-        etree.SubElement(issuer_serial, _ds("X509SerialNumber")).text = str(
-            certificate.serial_number
-        )
+def _purpose_object(signature: etree._Element, signature_id: str) -> None:
+    # In no namespace, as the DMP example writes it: the xmldsig schema wants an element inside
+    # a ds:SignatureProperty, and the DSG purpose is a bare OID.
+    properties = etree.SubElement(etree.SubElement(signature, _ds("Object")), "SignatureProperties")
+    purpose = etree.SubElement(
+        properties, "SignatureProperty", Id=PURPOSE_PROPERTY_ID, Target=f"#{signature_id}"
+    )
+    purpose.text = SOURCE_SIGNATURE.code
 
-    def _add_implied_policy(self, properties: etree._Element, **_: Any) -> None:
-        policy = etree.SubElement(properties, _xades("SignaturePolicyIdentifier"))
-        etree.SubElement(policy, _xades("SignaturePolicyImplied"))
+
+def _qualifying_object(
+    signature: etree._Element, signature_id: str, certificate: x509.Certificate, when: datetime
+) -> etree._Element:
+    """The XAdES QualifyingProperties (ETSI TS 101 903 §6.2, §7.2): signing time, signing
+    certificate (SHA-256 digest, issuer and serial), implied policy; DSG states the purpose in its
+    own SignatureProperty, so the SignedDataObjectProperties is empty, as in the DMP example."""
+    qualifying = etree.SubElement(
+        etree.SubElement(signature, _ds("Object")),
+        _xades("QualifyingProperties"),
+        Target=f"#{signature_id}",
+    )
+    signed = etree.SubElement(
+        qualifying, _xades("SignedProperties"), Id=f"{signature_id}-SignedProperties"
+    )
+    properties = etree.SubElement(signed, _xades("SignedSignatureProperties"))
+    etree.SubElement(properties, _xades("SigningTime")).text = format_instant(when)
+    cert = etree.SubElement(
+        etree.SubElement(properties, _xades("SigningCertificate")), _xades("Cert")
+    )
+    _digest_method(
+        etree.SubElement(cert, _xades("CertDigest")), certificate.fingerprint(hashes.SHA256())
+    )
+    issuer_serial = etree.SubElement(cert, _xades("IssuerSerial"))
+    etree.SubElement(issuer_serial, _ds("X509IssuerName")).text = rfc2253_dn(certificate.issuer)
+    etree.SubElement(issuer_serial, _ds("X509SerialNumber")).text = str(certificate.serial_number)
+    policy = etree.SubElement(properties, _xades("SignaturePolicyIdentifier"))
+    etree.SubElement(policy, _xades("SignaturePolicyImplied"))
+    etree.SubElement(signed, _xades("SignedDataObjectProperties"))
+    return signed
+
+
+def _signed_info(signature: etree._Element) -> etree._Element:
+    info = etree.SubElement(signature, _ds("SignedInfo"))
+    etree.SubElement(info, _ds("CanonicalizationMethod"), Algorithm=C14N)
+    etree.SubElement(info, _ds("SignatureMethod"), Algorithm=RSA_SHA256_URI)
+    return info
+
+
+def _reference(info: etree._Element, target: etree._Element, kind: str) -> None:
+    reference = etree.SubElement(info, _ds("Reference"), URI=f"#{target.get('Id')}", Type=kind)
+    _digest_method(reference, hashlib.sha256(_c14n(target)).digest())
+
+
+def _build_signature(
+    manifest: list[tuple[str, bytes]], signer: Signer, when: datetime, signature_id: str
+) -> etree._Element:
+    """The DSG signature of ``manifest`` (W3C XML-DSig 1.1 core generation, §3.1): the objects
+    first, then SignedInfo referencing the manifest and the SignedProperties, then its value."""
+    signature = etree.Element(
+        _ds("Signature"), Id=signature_id, nsmap={"ds": DSIG_NS, "xades": XADES_NS}
+    )
+    info = _signed_info(signature)
+    value = etree.SubElement(signature, _ds("SignatureValue"))
+    certificate = etree.SubElement(
+        etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data")),
+        _ds("X509Certificate"),
+    )
+    certificate.text = base64.b64encode(
+        signer.certificate.public_bytes(serialization.Encoding.DER)
+    ).decode()
+    manifest_element = _manifest_object(signature, manifest)
+    _purpose_object(signature, signature_id)
+    properties = _qualifying_object(signature, signature_id, signer.certificate, when)
+    _reference(info, manifest_element, MANIFEST_TYPE)
+    _reference(info, properties, SIGNED_PROPERTIES_TYPE)
+    value.text = base64.b64encode(signer.sign(_c14n(info), "rsa-sha256")).decode()
+    return signature
 
 
 def sign_submission_set(
@@ -244,18 +237,8 @@ def sign_submission_set(
         if uri == set_uri:
             raise ValidationError("uniqueId", "a document has the submission set's uniqueId")
         manifest.append((uri, _hash(content, "sha256")))
-    xml_signer = _DsgSigner(
-        manifest,
-        signing_time or datetime.now(UTC),
-        signer.certificate,
-        f"signature-{uuid.uuid4()}",
-    )
-    signature = xml_signer.sign(
-        etree.Element(_ds("Object")),  # signxml wants data; every reference comes from annotators
-        key=SignerKey(signer),
-        cert=[signer.certificate],
-        reference_uri=[],
-        always_add_key_value=False,
+    signature = _build_signature(
+        manifest, signer, signing_time or datetime.now(UTC), f"signature-{uuid.uuid4()}"
     )
     return etree.tostring(signature, xml_declaration=True, encoding="UTF-8")
 
@@ -437,13 +420,7 @@ def _verified(
         raise SignatureError(
             "wrapping", "the signature does not cover one manifest and its properties"
         )
-    text = properties[0].findtext(_xades("SigningTime")) or ""
-    try:
-        signing_time = datetime.fromisoformat(text)
-    except ValueError:
-        raise SignatureError("malformed", f"unreadable SigningTime {text!r}") from None
-    if signing_time.tzinfo is None:
-        raise SignatureError("malformed", "the SigningTime has no time zone")
+    signing_time = signed_instant(properties[0].findtext(_xades("SigningTime")), "SigningTime")
     method = root.find(f"{_ds('SignedInfo')}/{_ds('SignatureMethod')}")
     algorithm = method.get("Algorithm", "") if method is not None else ""
     return SubmissionSignature(leaf, algorithm, signing_time, read_manifest(manifests[0]))

@@ -14,19 +14,25 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 from lxml import etree
 
 from transport.errors import ValidationError
 from transport.soap.mtom import XOP_NS, include
 from transport.vihf import Patient
+from transport.xml import Namespace
 
 RIM_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 RS_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
 LCM_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
 QUERY_NS = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
 XDSB_NS = "urn:ihe:iti:xds-b:2007"
+_rim = Namespace(RIM_NS)
+_rs = Namespace(RS_NS)
+_lcm = Namespace(LCM_NS)
+_query = Namespace(QUERY_NS)
+_xdsb = Namespace(XDSB_NS)
+_xop = Namespace(XOP_NS)
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 NSMAP = {"rim": RIM_NS, "rs": RS_NS, "lcm": LCM_NS, "query": QUERY_NS, "xdsb": XDSB_NS}
 
@@ -76,10 +82,6 @@ _SS_CONTENT_TYPE = "urn:uuid:aa543740-bdda-424e-8c96-df4873be8500"
 _SS_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
 _SS_SOURCE_ID = "urn:uuid:554ac39e-e3fe-47fe-b233-965d2a147832"
 _SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
-
-
-def _q(namespace: str, name: str) -> str:
-    return f"{{{namespace}}}{name}"
 
 
 @dataclass(frozen=True)
@@ -136,13 +138,6 @@ class Author:
             yield "authorRole", self.roles
 
 
-def xds_time(moment: datetime) -> str:
-    """A DTM value in UTC, to the second (``YYYYMMDDHHMMSS``), as XDS metadata wants."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-
-
 def patient_id(patient: Patient) -> str:
     """The XDS ``patientId`` of a patient: the INS in CX form (``INS^^^&OID&ISO^NH``)."""
     return patient.resource_id
@@ -171,10 +166,11 @@ def new_entry_uuid() -> str:
 class DocumentEntry:
     """The metadata of one document (XDSDocumentEntry).
 
-    Times are ``YYYYMMDDHHMMSS`` UTC strings (see :func:`xds_time`). ``hash`` is the SHA-1 of the
-    content in lowercase hex and ``size`` its length in bytes, both computed from the content on
-    submission (:meth:`with_content`). ``entry_uuid``, ``status``, ``repository_unique_id`` and
-    ``version`` are the registry's and are read back from query answers.
+    Times are ``YYYYMMDDHHMMSS`` UTC strings (see :func:`transport.xml.format_ts`). ``hash`` is
+    the SHA-1 of the content in lowercase hex and ``size`` its length in bytes, both computed from
+    the content on submission (:meth:`with_content`). ``entry_uuid``, ``status``,
+    ``repository_unique_id`` and ``version`` are the registry's and are read back from query
+    answers.
     """
 
     patient: Patient
@@ -246,10 +242,6 @@ class Association:
 
 # ---------------------------------------------------------------------------------------------
 # Writing ebRIM
-
-
-def _rim(name: str) -> str:
-    return _q(RIM_NS, name)
 
 
 def _slot(parent: etree._Element, name: str, values: Sequence[str]) -> None:
@@ -430,7 +422,7 @@ def provide_and_register_request(
 ) -> etree._Element:
     """The ITI-41 ``ProvideAndRegisterDocumentSetRequest``, documents as ``xop:Include``."""
     ids = _Ids()
-    root = etree.Element(_q(XDSB_NS, "ProvideAndRegisterDocumentSetRequest"), nsmap=NSMAP)
+    root = etree.Element(_xdsb("ProvideAndRegisterDocumentSetRequest"), nsmap=NSMAP)
     objects = _submit_objects(root)
     objects.append(submission_set_element(submission, "SubmissionSet01", ids))
     for number, document in enumerate(documents, 1):
@@ -449,13 +441,13 @@ def provide_and_register_request(
             signs = Association(SIGNS, member.target, member.source, member.slots)
             objects.append(association_element(signs, ids))
     for number, document in enumerate(documents, 1):
-        holder = etree.SubElement(root, _q(XDSB_NS, "Document"), id=f"Document{number:02d}")
+        holder = etree.SubElement(root, _xdsb("Document"), id=f"Document{number:02d}")
         holder.append(include(document.content_id))
     return root
 
 
 def _submit_objects(parent: etree._Element) -> etree._Element:
-    request = etree.SubElement(parent, _q(LCM_NS, "SubmitObjectsRequest"))
+    request = etree.SubElement(parent, _lcm("SubmitObjectsRequest"))
     return etree.SubElement(request, _rim("RegistryObjectList"))
 
 
@@ -464,7 +456,7 @@ def update_status_request(
 ) -> etree._Element:
     """The ITI-57 ``SubmitObjectsRequest`` changing a document's availability status (TD3.3c/d)."""
     ids = _Ids()
-    root = etree.Element(_q(LCM_NS, "SubmitObjectsRequest"), nsmap=NSMAP)
+    root = etree.Element(_lcm("SubmitObjectsRequest"), nsmap=NSMAP)
     objects = etree.SubElement(root, _rim("RegistryObjectList"))
     objects.append(submission_set_element(submission, "SubmissionSet01", ids))
     change = Association(
@@ -488,7 +480,7 @@ def update_metadata_request(
     if not entry.logical_id:
         raise ValidationError("logical_id", "a metadata update names the document's logical id")
     ids = _Ids()
-    root = etree.Element(_q(LCM_NS, "SubmitObjectsRequest"), nsmap=NSMAP)
+    root = etree.Element(_lcm("SubmitObjectsRequest"), nsmap=NSMAP)
     objects = etree.SubElement(root, _rim("RegistryObjectList"))
     objects.append(submission_set_element(submission, "SubmissionSet01", ids))
     update = replace(entry, entry_uuid=None, status=None, version=None)
@@ -563,14 +555,14 @@ def get_documents(
 
 def query_request(query: StoredQuery) -> etree._Element:
     """The ITI-18 ``AdhocQueryRequest`` of ``query``."""
-    root = etree.Element(_q(QUERY_NS, "AdhocQueryRequest"), nsmap=NSMAP)
+    root = etree.Element(_query("AdhocQueryRequest"), nsmap=NSMAP)
     if query.start_index:
         root.set("startIndex", str(query.start_index))
     if query.max_results >= 0:
         root.set("maxResults", str(query.max_results))
     etree.SubElement(
         root,
-        _q(QUERY_NS, "ResponseOption"),
+        _query("ResponseOption"),
         returnComposedObjects="true",
         returnType=query.return_type,
     )
@@ -582,11 +574,11 @@ def query_request(query: StoredQuery) -> etree._Element:
 
 def read_query_request(element: etree._Element) -> StoredQuery:
     """The stored query of an ``AdhocQueryRequest``; ValidationError when malformed."""
-    _expect(element, QUERY_NS, "AdhocQueryRequest")
+    _query.expect(element, "AdhocQueryRequest")
     adhoc = element.find(_rim("AdhocQuery"))
     if adhoc is None or not adhoc.get("id"):
         raise ValidationError("AdhocQuery", "the request has no AdhocQuery with an id")
-    option = element.find(_q(QUERY_NS, "ResponseOption"))
+    option = element.find(_query("ResponseOption"))
     return StoredQuery(
         adhoc.get("id", ""),
         _slots(adhoc),
@@ -627,11 +619,6 @@ def parse_list(value: str) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------------------------
 # Reading ebRIM
-
-
-def _expect(element: etree._Element, namespace: str, name: str) -> None:
-    if element.tag != _q(namespace, name):
-        raise ValidationError(name, f"expected {name}, got {etree.QName(element).localname}")
 
 
 def _integer(value: str | None, what: str, default: int) -> int:
@@ -706,7 +693,7 @@ def _single(slots: Mapping[str, tuple[str, ...]], name: str) -> str | None:
 
 def read_document_entry(element: etree._Element) -> DocumentEntry:
     """The DocumentEntry of an ``ExtrinsicObject``; ValidationError names what is missing."""
-    _expect(element, RIM_NS, "ExtrinsicObject")
+    _rim.expect(element, "ExtrinsicObject")
     slots = _slots(element)
     creation = _single(slots, "creationTime")
     if not creation:
@@ -747,7 +734,7 @@ def read_document_entry(element: etree._Element) -> DocumentEntry:
 
 def read_submission_set(element: etree._Element) -> SubmissionSet:
     """The SubmissionSet of a ``RegistryPackage``."""
-    _expect(element, RIM_NS, "RegistryPackage")
+    _rim.expect(element, "RegistryPackage")
     time = _single(_slots(element), "submissionTime")
     if not time:
         raise ValidationError("submissionTime", "the submission set has no submissionTime")
@@ -788,7 +775,7 @@ class Submission:
 
 def read_submit_objects(element: etree._Element) -> Submission:
     """Read an ITI-57 ``SubmitObjectsRequest`` (or the one inside an ITI-41 request)."""
-    _expect(element, LCM_NS, "SubmitObjectsRequest")
+    _lcm.expect(element, "SubmitObjectsRequest")
     objects = element.find(_rim("RegistryObjectList"))
     if objects is None:
         raise ValidationError("RegistryObjectList", "the submission holds no registry objects")
@@ -808,14 +795,14 @@ def read_submit_objects(element: etree._Element) -> Submission:
 
 def read_provide_and_register(element: etree._Element) -> Submission:
     """Read an ITI-41 ``ProvideAndRegisterDocumentSetRequest``."""
-    _expect(element, XDSB_NS, "ProvideAndRegisterDocumentSetRequest")
-    request = element.find(_q(LCM_NS, "SubmitObjectsRequest"))
+    _xdsb.expect(element, "ProvideAndRegisterDocumentSetRequest")
+    request = element.find(_lcm("SubmitObjectsRequest"))
     if request is None:
         raise ValidationError("SubmitObjectsRequest", "the request has no SubmitObjectsRequest")
     submission = read_submit_objects(request)
     includes = {}
-    for document in element.findall(_q(XDSB_NS, "Document")):
-        found = document.find(_q(XOP_NS, "Include"))
+    for document in element.findall(_xdsb("Document")):
+        found = document.find(_xop("Include"))
         if found is None:
             raise ValidationError("Document", "a document is not sent as an MTOM attachment")
         includes[document.get("id", "")] = found
@@ -847,7 +834,7 @@ def registry_response(
     """A ``rs:RegistryResponse``: Failure when any error, else Success (or ``status``)."""
     if status is None:
         status = FAILURE if any(error.is_error for error in errors) else SUCCESS
-    root = etree.Element(_q(RS_NS, "RegistryResponse"), nsmap=NSMAP, status=status)
+    root = etree.Element(_rs("RegistryResponse"), nsmap=NSMAP, status=status)
     _errors(root, errors)
     return root
 
@@ -855,11 +842,11 @@ def registry_response(
 def _errors(parent: etree._Element, errors: Sequence[RegistryError]) -> None:
     if not errors:
         return
-    holder = etree.SubElement(parent, _q(RS_NS, "RegistryErrorList"))
+    holder = etree.SubElement(parent, _rs("RegistryErrorList"))
     for error in errors:
         item = etree.SubElement(
             holder,
-            _q(RS_NS, "RegistryError"),
+            _rs("RegistryError"),
             errorCode=error.code,
             codeContext=error.context,
             severity=WARNING if error.severity == "Warning" else ERROR,
@@ -890,15 +877,13 @@ def read_registry_errors(element: etree._Element) -> tuple[RegistryError, ...]:
             "Warning" if (item.get("severity") or "").endswith("Warning") else "Error",
             item.get("location"),
         )
-        for item in element.iterfind(
-            f"{_q(RS_NS, 'RegistryErrorList')}/{_q(RS_NS, 'RegistryError')}"
-        )
+        for item in element.iterfind(f"{_rs('RegistryErrorList')}/{_rs('RegistryError')}")
     )
 
 
 def read_registry_response(element: etree._Element) -> RegistryResult:
     """A ``rs:RegistryResponse`` read into a RegistryResult."""
-    _expect(element, RS_NS, "RegistryResponse")
+    _rs.expect(element, "RegistryResponse")
     return RegistryResult(element.get("status", ""), read_registry_errors(element))
 
 
@@ -913,7 +898,7 @@ def query_response(
     """An ``AdhocQueryResponse`` with LeafClass ``entries`` (each with its ``entry_uuid``) or
     ObjectRef ``object_refs``, and the paging attributes."""
     status = FAILURE if any(error.is_error for error in errors) else SUCCESS
-    root = etree.Element(_q(QUERY_NS, "AdhocQueryResponse"), nsmap=NSMAP, status=status)
+    root = etree.Element(_query("AdhocQueryResponse"), nsmap=NSMAP, status=status)
     if total is not None:
         root.set("startIndex", str(start_index))
         root.set("totalResultCount", str(total))
@@ -941,7 +926,7 @@ class QueryResult:
 
 def read_query_response(element: etree._Element) -> QueryResult:
     """An ``AdhocQueryResponse`` read into a QueryResult."""
-    _expect(element, QUERY_NS, "AdhocQueryResponse")
+    _query.expect(element, "AdhocQueryResponse")
     objects = element.find(_rim("RegistryObjectList"))
     entries: tuple[DocumentEntry, ...] = ()
     references: tuple[str, ...] = ()
@@ -971,23 +956,21 @@ class DocumentRequest:
 
 def retrieve_request(documents: Sequence[DocumentRequest]) -> etree._Element:
     """The ITI-43 ``RetrieveDocumentSetRequest``."""
-    root = etree.Element(_q(XDSB_NS, "RetrieveDocumentSetRequest"), nsmap={None: XDSB_NS})
+    root = etree.Element(_xdsb("RetrieveDocumentSetRequest"), nsmap={None: XDSB_NS})
     for document in documents:
-        item = etree.SubElement(root, _q(XDSB_NS, "DocumentRequest"))
-        etree.SubElement(
-            item, _q(XDSB_NS, "RepositoryUniqueId")
-        ).text = document.repository_unique_id
-        etree.SubElement(item, _q(XDSB_NS, "DocumentUniqueId")).text = document.document_unique_id
+        item = etree.SubElement(root, _xdsb("DocumentRequest"))
+        etree.SubElement(item, _xdsb("RepositoryUniqueId")).text = document.repository_unique_id
+        etree.SubElement(item, _xdsb("DocumentUniqueId")).text = document.document_unique_id
     return root
 
 
 def read_retrieve_request(element: etree._Element) -> tuple[DocumentRequest, ...]:
     """The documents an ITI-43 request asks for; ValidationError when malformed or empty."""
-    _expect(element, XDSB_NS, "RetrieveDocumentSetRequest")
+    _xdsb.expect(element, "RetrieveDocumentSetRequest")
     requests = []
-    for item in element.findall(_q(XDSB_NS, "DocumentRequest")):
-        repository = (item.findtext(_q(XDSB_NS, "RepositoryUniqueId")) or "").strip()
-        document = (item.findtext(_q(XDSB_NS, "DocumentUniqueId")) or "").strip()
+    for item in element.findall(_xdsb("DocumentRequest")):
+        repository = (item.findtext(_xdsb("RepositoryUniqueId")) or "").strip()
+        document = (item.findtext(_xdsb("DocumentUniqueId")) or "").strip()
         if not repository or not document:
             raise ValidationError("DocumentRequest", "RepositoryUniqueId and DocumentUniqueId")
         requests.append(DocumentRequest(repository, document))
@@ -1015,16 +998,14 @@ def retrieve_response(
     status = SUCCESS
     if any(error.is_error for error in errors):
         status = PARTIAL_SUCCESS if documents else FAILURE
-    root = etree.Element(_q(XDSB_NS, "RetrieveDocumentSetResponse"), nsmap=NSMAP)
+    root = etree.Element(_xdsb("RetrieveDocumentSetResponse"), nsmap=NSMAP)
     root.append(registry_response(errors, status=status))
     for request, mime_type, content_id in documents:
-        item = etree.SubElement(root, _q(XDSB_NS, "DocumentResponse"))
-        etree.SubElement(
-            item, _q(XDSB_NS, "RepositoryUniqueId")
-        ).text = request.repository_unique_id
-        etree.SubElement(item, _q(XDSB_NS, "DocumentUniqueId")).text = request.document_unique_id
-        etree.SubElement(item, _q(XDSB_NS, "mimeType")).text = mime_type
-        etree.SubElement(item, _q(XDSB_NS, "Document")).append(include(content_id))
+        item = etree.SubElement(root, _xdsb("DocumentResponse"))
+        etree.SubElement(item, _xdsb("RepositoryUniqueId")).text = request.repository_unique_id
+        etree.SubElement(item, _xdsb("DocumentUniqueId")).text = request.document_unique_id
+        etree.SubElement(item, _xdsb("mimeType")).text = mime_type
+        etree.SubElement(item, _xdsb("Document")).append(include(content_id))
     return root
 
 
@@ -1038,20 +1019,20 @@ class RetrieveResult:
 
 def read_retrieve_response(element: etree._Element) -> RetrieveResult:
     """A ``RetrieveDocumentSetResponse`` read into a RetrieveResult."""
-    _expect(element, XDSB_NS, "RetrieveDocumentSetResponse")
-    response = element.find(_q(RS_NS, "RegistryResponse"))
+    _xdsb.expect(element, "RetrieveDocumentSetResponse")
+    response = element.find(_rs("RegistryResponse"))
     if response is None:
         raise ValidationError("RegistryResponse", "the answer has no RegistryResponse")
     documents = []
-    for item in element.findall(_q(XDSB_NS, "DocumentResponse")):
-        found = item.find(f"{_q(XDSB_NS, 'Document')}/{_q(XOP_NS, 'Include')}")
+    for item in element.findall(_xdsb("DocumentResponse")):
+        found = item.find(f"{_xdsb('Document')}/{_xop('Include')}")
         if found is None:
             raise ValidationError("Document", "a returned document is not an MTOM attachment")
         documents.append(
             RetrievedDocument(
-                (item.findtext(_q(XDSB_NS, "RepositoryUniqueId")) or "").strip(),
-                (item.findtext(_q(XDSB_NS, "DocumentUniqueId")) or "").strip(),
-                (item.findtext(_q(XDSB_NS, "mimeType")) or "").strip(),
+                (item.findtext(_xdsb("RepositoryUniqueId")) or "").strip(),
+                (item.findtext(_xdsb("DocumentUniqueId")) or "").strip(),
+                (item.findtext(_xdsb("mimeType")) or "").strip(),
                 found,
             )
         )

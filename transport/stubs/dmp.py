@@ -14,9 +14,9 @@ body names another patient than the VIHF's ``resource-id`` gets ``AE`` ``DMPPati
 VIHF is what the access decision is made on, so the body must agree with it.
 
 Access rules: anyone may test a DMP's existence (TD0.2) and search (TD0.5); the creator of a DMP
-(TD1.1) and whoever reactivates it (TD1.2) become authorised; reading, updating, closing
-(TD1.3a/b, TD1.4) and listing its professionals (TD1.6) need an authorisation ``VALIDE`` on an open
-DMP; a professional the patient blocked (``INTERDIT``) can neither authorise themselves (TD0.3)
+(TD1.1) and whoever reactivates it (TD1.2) become authorized; reading, updating, closing
+(TD1.3a/b, TD1.4) and listing its professionals (TD1.6) need an authorization ``VALIDE`` on an open
+DMP; a professional the patient blocked (``INTERDIT``) can neither authorize themselves (TD0.3)
 nor reactivate. Nothing about a patient (INS, names) is logged.
 """
 
@@ -82,7 +82,7 @@ from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
 from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
-from transport.stubs.patients import Authorisation, DmpRecord, DmpStatus, parse_time
+from transport.stubs.patients import Authorization, DmpRecord, DmpStatus, parse_time
 from transport.stubs.server import StubRequest, StubResponse
 from transport.vihf import Code, Patient, Vihf
 
@@ -214,13 +214,13 @@ def _record(record: DmpRecord, *, addresses: bool = True) -> PatientRecord:
     )
 
 
-def _access_error(record: DmpRecord | None, authorisation: Authorisation) -> DmpCode | None:
-    """Why an authorised-only transaction is refused, or None when it may go on."""
+def _access_error(record: DmpRecord | None, authorization: Authorization) -> DmpCode | None:
+    """Why an authorized-only transaction is refused, or None when it may go on."""
     if record is None:
         return DmpCode.NOT_FOUND
     if record.status is DmpStatus.CLOSED:
         return DmpCode.CLOSED
-    if authorisation is not Authorisation.VALID:
+    if authorization is not Authorization.VALID:
         return DmpCode.ACCESS_DENIED
     return None
 
@@ -233,7 +233,7 @@ class PatientsService(_DmpService):
         return {ACTION_QUERY: self.query, ACTION_ADD: self.register, ACTION_REVISE: self.register}
 
     def query(self, checked: Checked, payload: etree._Element) -> tuple[str, etree._Element]:
-        """TD0.2 existence test (with the caller's authorisation) or TD1.3a read."""
+        """TD0.2 existence test (with the caller's authorization) or TD1.3a read."""
         query = DemographicsQuery.read(payload)
         patient = _vihf_patient(checked)
         reply = query.transmission.reply()
@@ -250,8 +250,8 @@ class PatientsService(_DmpService):
         if query.patient != patient:
             return refuse(DmpCode.PATIENT_MISMATCH)
         record = self.registry.record(patient)
-        held = self.registry.authorisation_record(patient, _caller(checked))
-        authorisation = held.status if held is not None else Authorisation.ABSENT
+        held = self.registry.authorization_record(patient, _caller(checked))
+        authorization = held.status if held is not None else Authorization.ABSENT
         if query.reason is Reason.TEST_EXST:
             if record is None:
                 return answer(acknowledgement=accepted(query.transmission), response_code="NF")
@@ -259,10 +259,10 @@ class PatientsService(_DmpService):
                 acknowledgement=accepted(query.transmission),
                 response_code="OK",
                 record=_record(record, addresses=False),
-                authorisation=authorisation.value,
+                authorization=authorization.value,
                 treating_physician=held is not None and held.treating_physician,
             )
-        error = _access_error(record, authorisation)
+        error = _access_error(record, authorization)
         if error is not None:
             return refuse(error)
         assert record is not None  # _access_error said so
@@ -300,7 +300,7 @@ class PatientsService(_DmpService):
         """Make the change inside ``connection``'s transaction, or say why it is refused."""
         patient, caller = registration.patient, _caller(checked)
         record = self.registry.record(patient)
-        authorisation = self.registry.authorisation(patient, caller)
+        authorization = self.registry.authorization(patient, caller)
         reason = registration.reason
         if reason is Reason.CREA_RD:
             if record is not None:
@@ -310,17 +310,17 @@ class PatientsService(_DmpService):
                 raise ValidationError("patientPerson", "a creation needs given names, sex, birth")
             stored = _stored(demographics, registration.observations)
             self.registry.create(connection, patient, stored)
-            self._authorise(connection, checked, patient, registration)
+            self._authorize(connection, checked, patient, registration)
             return None
         if reason is Reason.REAC:
             if record is None or record.status is DmpStatus.OPEN:
                 return DmpCode.NOT_FOUND if record is None else DmpCode.FOUND
-            if authorisation is Authorisation.FORBIDDEN:
+            if authorization is Authorization.FORBIDDEN:
                 return DmpCode.ACCESS_DENIED
             self.registry.reactivate(connection, patient)
-            self._authorise(connection, checked, patient, registration)
+            self._authorize(connection, checked, patient, registration)
             return None
-        error = _access_error(record, authorisation)
+        error = _access_error(record, authorization)
         if error is not None:
             return error
         assert record is not None  # _access_error said so
@@ -333,7 +333,7 @@ class PatientsService(_DmpService):
             self.registry.close(connection, patient, close_reason.code if close_reason else None)
         return None
 
-    def _authorise(
+    def _authorize(
         self,
         connection: sqlite3.Connection,
         checked: Checked,
@@ -342,11 +342,11 @@ class PatientsService(_DmpService):
     ) -> None:
         author = registration.author
         name = f"{author.family} {author.given}".strip() or checked.vihf.vihf.user_name
-        self.registry.set_authorisation(
+        self.registry.set_authorization(
             connection,
             patient,
             _caller(checked),
-            Authorisation.VALID,
+            Authorization.VALID,
             name or None,
             speciality=_speciality(checked.vihf.vihf),
         )
@@ -398,14 +398,14 @@ class HabilitationsService(_DmpService):
 
     def operations(self) -> Mapping[str, Operation]:
         return {
-            ACTION_SET_AUTHORIZATION: self.set_authorisation,
-            ACTION_LIST_AUTHORIZATIONS: self.list_authorisations,
+            ACTION_SET_AUTHORIZATION: self.set_authorization,
+            ACTION_LIST_AUTHORIZATIONS: self.list_authorizations,
         }
 
-    def set_authorisation(
+    def set_authorization(
         self, checked: Checked, payload: etree._Element
     ) -> tuple[str, etree._Element]:
-        """Add or remove the caller's authorisation, or their treating-doctor role."""
+        """Add or remove the caller's authorization, or their treating-doctor role."""
         request = SetAuthorization.read(payload)
         patient = _vihf_patient(checked)
         with self.context.database.transaction() as connection:
@@ -421,58 +421,58 @@ class HabilitationsService(_DmpService):
     ) -> Outcome:
         caller = _caller(checked)
         record = self.registry.record(patient)
-        held = self.registry.authorisation_record(patient, caller)
-        current = held.status if held is not None else Authorisation.ABSENT
+        held = self.registry.authorization_record(patient, caller)
+        current = held.status if held is not None else Authorization.ABSENT
         if record is None or record.status is DmpStatus.CLOSED:
             code = DmpCode.NOT_FOUND if record is None else DmpCode.CLOSED
             return Outcome(code.value, _TEXTS[code])
-        if current is Authorisation.FORBIDDEN:
+        if current is Authorization.FORBIDDEN:
             return Outcome(DmpCode.ACCESS_DENIED.value, "le patient a bloqué ce professionnel")
         adding = request.action is AuthorizationAction.AJOUT
         if request.treating_physician:
-            if adding and current is Authorisation.ABSENT:
+            if adding and current is Authorization.ABSENT:
                 self._grant(connection, checked, patient)
-            elif not adding and current is Authorisation.ABSENT:
+            elif not adding and current is Authorization.ABSENT:
                 return Outcome(DmpCode.OK.value, "aucune autorisation : rien n'a changé")
             self.registry.set_treating_physician(connection, patient, caller, adding)
             return Outcome(DmpCode.OK.value)
-        if adding == (current is Authorisation.VALID):
+        if adding == (current is Authorization.VALID):
             return Outcome(DmpCode.OK.value, "autorisation déjà dans cet état : rien n'a changé")
         if adding:
             self._grant(connection, checked, patient)
         else:
-            self.registry.set_authorisation(connection, patient, caller, Authorisation.ABSENT)
+            self.registry.set_authorization(connection, patient, caller, Authorization.ABSENT)
         return Outcome(DmpCode.OK.value)
 
     def _grant(self, connection: sqlite3.Connection, checked: Checked, patient: Patient) -> None:
         vihf = checked.vihf.vihf
-        self.registry.set_authorisation(
+        self.registry.set_authorization(
             connection,
             patient,
             vihf.subject_id,
-            Authorisation.VALID,
+            Authorization.VALID,
             vihf.user_name,
             speciality=_speciality(vihf),
         )
 
-    def list_authorisations(
+    def list_authorizations(
         self, checked: Checked, payload: etree._Element
     ) -> tuple[str, etree._Element]:
-        """The professionals authorised on, or blocked from, the DMP (the caller must be one of
-        the authorised)."""
+        """The professionals authorized on, or blocked from, the DMP (the caller must be one of
+        the authorized)."""
         request = ListAuthorizations.read(payload)
         patient = _vihf_patient(checked)
         record = self.registry.record(patient)
-        error = _access_error(record, self.registry.authorisation(patient, _caller(checked)))
+        error = _access_error(record, self.registry.authorization(patient, _caller(checked)))
         if error is not None:
             answer = AuthorizationList(Outcome(error.value, _TEXTS[error]))
             return ACTION_LIST_AUTHORIZATIONS_RESPONSE, answer.build()
         wanted = {
-            ListMode.ACTIVE: {Authorisation.VALID},
-            ListMode.INTERDITE: {Authorisation.FORBIDDEN},
-        }.get(request.mode or ListMode.TOUTE, {Authorisation.VALID, Authorisation.FORBIDDEN})
+            ListMode.ACTIVE: {Authorization.VALID},
+            ListMode.INTERDITE: {Authorization.FORBIDDEN},
+        }.get(request.mode or ListMode.TOUTE, {Authorization.VALID, Authorization.FORBIDDEN})
         entries = []
-        for held in self.registry.authorisations_on(patient):
+        for held in self.registry.authorizations_on(patient):
             if held.status not in wanted:
                 continue
             family, _, given = (held.professional_name or "").partition(" ")
@@ -484,7 +484,7 @@ class HabilitationsService(_DmpService):
                     (held.speciality,) if held.speciality else (),
                     parse_time(held.created_at),
                     parse_time(held.updated_at),
-                    ListMode.ACTIVE if held.status is Authorisation.VALID else ListMode.INTERDITE,
+                    ListMode.ACTIVE if held.status is Authorization.VALID else ListMode.INTERDITE,
                     held.treating_physician,
                 )
             )
@@ -493,22 +493,22 @@ class HabilitationsService(_DmpService):
 
 
 class PatientsSpecificService(_DmpService):
-    """``patientsSpecific``: TD0.4, the open DMPs the caller is authorised on.
+    """``patientsSpecific``: TD0.4, the open DMPs the caller is authorized on.
 
     ``startDate`` keeps those whose ``dateType`` date is at or after it: ``LASTAUTORIZATION``
-    (the default) the date the caller was authorised, ``LASTDOC`` the last document added.
+    (the default) the date the caller was authorized, ``LASTDOC`` the last document added.
     """
 
     def operations(self) -> Mapping[str, Operation]:
         return {ACTION_PATIENT_LIST: self.patient_list}
 
     def patient_list(self, checked: Checked, payload: etree._Element) -> tuple[str, etree._Element]:
-        """List the caller's authorised DMPs."""
+        """List the caller's authorized DMPs."""
         query = PatientListQuery.read(payload)
         patients = []
-        for held in self.registry.authorisations_of(_caller(checked)):
+        for held in self.registry.authorizations_of(_caller(checked)):
             record = self.registry.record(held.patient)
-            if held.status is not Authorisation.VALID or record is None:
+            if held.status is not Authorization.VALID or record is None:
                 continue
             if record.status is not DmpStatus.OPEN:
                 continue

@@ -1,4 +1,4 @@
-"""The DMP stub's patient registry: which DMPs exist, their status, and who is authorised on them.
+"""The DMP stub's patient registry: which DMPs exist, their status, and who is authorized on them.
 
 Shared by the patient-management services (HL7v3, habilitations, patientsSpecific) and the XDS
 registry and repository, which refuse documents of a patient whose DMP is not open. Times are
@@ -18,6 +18,7 @@ from typing import Any
 
 from transport.stubs.store import Database
 from transport.vihf import Patient, format_instant
+from transport.xml import read_datetime
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dmp_patients (
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS dmp_patients (
     last_document_at TEXT,
     PRIMARY KEY (ins, oid)
 );
+-- The table keeps its first spelling: renaming it would orphan the rows of existing data dirs.
 CREATE TABLE IF NOT EXISTS dmp_authorisations (
     ins TEXT NOT NULL,
     oid TEXT NOT NULL,
@@ -57,8 +59,8 @@ class DmpStatus(enum.StrEnum):
     CLOSED = "closed"
 
 
-class Authorisation(enum.StrEnum):
-    """A professional's authorisation on a DMP (TD0.2 ``AUTORISATION``, TD1.6 lists)."""
+class Authorization(enum.StrEnum):
+    """A professional's authorization on a DMP (TD0.2 ``AUTORISATION``, TD1.6 lists)."""
 
     VALID = "VALIDE"
     FORBIDDEN = "INTERDIT"
@@ -72,7 +74,7 @@ def now_text() -> str:
 
 def parse_time(text: str) -> datetime:
     """A time stored by :func:`now_text`, as an aware UTC datetime."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return read_datetime(text, "stored time")
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,16 @@ class DmpRecord:
 
 
 @dataclass(frozen=True)
-class AuthorisationRecord:
-    """One professional's authorisation on one DMP, as stored.
+class AuthorizationRecord:
+    """One professional's authorization on one DMP, as stored.
 
     ``speciality``: ``(code, label)`` such as ``("G15_10/SM26", "Médecin - …")``, or None.
-    ``created_at``: when the authorisation was first recorded.
+    ``created_at``: when the authorization was first recorded.
     """
 
     patient: Patient
     professional: str
-    status: Authorisation
+    status: Authorization
     professional_name: str | None
     speciality: tuple[str, str] | None
     treating_physician: bool
@@ -124,12 +126,12 @@ def _dmp(row: sqlite3.Row) -> DmpRecord:
     )
 
 
-def _authorisation(row: sqlite3.Row) -> AuthorisationRecord:
+def _authorization(row: sqlite3.Row) -> AuthorizationRecord:
     code, label = row["speciality_code"], row["speciality_label"]
-    return AuthorisationRecord(
+    return AuthorizationRecord(
         Patient(row["ins"], row["oid"]),
         row["professional"],
-        Authorisation(row["status"]),
+        Authorization(row["status"]),
         row["professional_name"],
         (code, label or "") if code else None,
         bool(row["treating_physician"]),
@@ -160,13 +162,13 @@ class PatientRegistry:
         )
         return json.loads(rows[0]["demographics"]) if rows else {}
 
-    def authorisation(self, patient: Patient, professional: str) -> Authorisation:
-        """The professional's (VIHF NameID) authorisation on the patient's DMP."""
+    def authorization(self, patient: Patient, professional: str) -> Authorization:
+        """The professional's (VIHF NameID) authorization on the patient's DMP."""
         rows = self.database.query(
             "SELECT status FROM dmp_authorisations WHERE ins = ? AND oid = ? AND professional = ?",
             (patient.ins, patient.oid, professional),
         )
-        return Authorisation(rows[0]["status"]) if rows else Authorisation.ABSENT
+        return Authorization(rows[0]["status"]) if rows else Authorization.ABSENT
 
     def record(self, patient: Patient) -> DmpRecord | None:
         """The patient's DMP, or None when there is none."""
@@ -225,48 +227,48 @@ class PatientRegistry:
             (now_text(), patient.ins, patient.oid),
         )
 
-    def authorisation_record(
+    def authorization_record(
         self, patient: Patient, professional: str
-    ) -> AuthorisationRecord | None:
-        """The professional's stored authorisation on the DMP, or None."""
+    ) -> AuthorizationRecord | None:
+        """The professional's stored authorization on the DMP, or None."""
         rows = self.database.query(
             "SELECT * FROM dmp_authorisations WHERE ins = ? AND oid = ? AND professional = ?",
             (patient.ins, patient.oid, professional),
         )
-        return _authorisation(rows[0]) if rows else None
+        return _authorization(rows[0]) if rows else None
 
-    def authorisations_on(self, patient: Patient) -> list[AuthorisationRecord]:
-        """Every professional authorised on or blocked from the patient's DMP, oldest first."""
+    def authorizations_on(self, patient: Patient) -> list[AuthorizationRecord]:
+        """Every professional authorized on or blocked from the patient's DMP, oldest first."""
         rows = self.database.query(
             "SELECT * FROM dmp_authorisations WHERE ins = ? AND oid = ?"
             " ORDER BY created_at, professional",
             (patient.ins, patient.oid),
         )
-        return [_authorisation(row) for row in rows]
+        return [_authorization(row) for row in rows]
 
-    def authorisations_of(self, professional: str) -> list[AuthorisationRecord]:
-        """Every DMP the professional is authorised on or blocked from, oldest first."""
+    def authorizations_of(self, professional: str) -> list[AuthorizationRecord]:
+        """Every DMP the professional is authorized on or blocked from, oldest first."""
         rows = self.database.query(
             "SELECT * FROM dmp_authorisations WHERE professional = ? ORDER BY created_at, ins",
             (professional,),
         )
-        return [_authorisation(row) for row in rows]
+        return [_authorization(row) for row in rows]
 
-    def set_authorisation(
+    def set_authorization(
         self,
         connection: sqlite3.Connection,
         patient: Patient,
         professional: str,
-        status: Authorisation,
+        status: Authorization,
         professional_name: str | None = None,
         *,
         speciality: tuple[str, str] | None = None,
     ) -> None:
-        """Record an authorisation inside the caller's transaction (ABSENT removes it).
+        """Record an authorization inside the caller's transaction (ABSENT removes it).
 
         ``speciality``: the professional's ``(code, label)``, kept when None is given.
         """
-        if status is Authorisation.ABSENT:
+        if status is Authorization.ABSENT:
             connection.execute(
                 "DELETE FROM dmp_authorisations WHERE ins = ? AND oid = ? AND professional = ?",
                 (patient.ins, patient.oid, professional),

@@ -3,7 +3,7 @@ ITI-57 status and metadata updates, over one SQLite table of document versions.
 
 Every request first passes the common checks (:func:`transport.stubs.echo.check_envelope`: SOAP
 1.2, WS-Addressing, a verified VIHF); then the VIHF must name the patient the request is about, the
-patient's DMP must be open and the caller (VIHF NameID) authorised on it. Business errors are
+patient's DMP must be open and the caller (VIHF NameID) authorized on it. Business errors are
 ``RegistryError`` entries with the IHE codes where IHE defines one; the DMP-specific ones
 (``DMPAccessDenied``, ``DMPClosed``) are this stub's names, the DMP's catalogue not being public.
 
@@ -32,7 +32,7 @@ from transport.soap import mtom
 from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
 from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
-from transport.stubs.patients import Authorisation, DmpStatus, now_text
+from transport.stubs.patients import Authorization, DmpStatus, now_text
 from transport.stubs.server import StubRequest, StubResponse
 from transport.vihf import Patient
 from transport.xml import parse_xml
@@ -175,7 +175,7 @@ class _XdsService:
         self.operations: dict[str, Callable[..., etree._Element | StubResponse]] = {}
 
     def caller_patient(self, checked: Checked, patient: Patient) -> None:
-        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorised."""
+        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorized."""
         vihf = checked.vihf.vihf
         if vihf.patient != patient:
             raise _error(
@@ -187,7 +187,7 @@ class _XdsService:
             raise _error("XDSUnknownPatientId", "aucun DMP pour ce patient")
         if status is DmpStatus.CLOSED:
             raise _error("DMPClosed", "le DMP de ce patient est fermé")
-        if self.context.patients.authorisation(patient, vihf.subject_id) is not Authorisation.VALID:
+        if self.context.patients.authorization(patient, vihf.subject_id) is not Authorization.VALID:
             raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
 
     def visible(self, checked: Checked, document: StoredDocument) -> bool:

@@ -36,6 +36,7 @@ from zeep.wsdl.bindings import Soap12Binding
 
 from transport.config import Profile
 from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
+from transport.deprecation import Alias
 from transport.errors import (
     ConfigurationError,
     CredentialError,
@@ -48,7 +49,8 @@ from transport.soap.addressing import SOAP12_NS, Flavour
 from transport.soap.client import answer_payload, build_envelope, load_wsdl, send
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, create_session
-from transport.vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
+from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
+from transport.xml import Namespace, find_text, read_datetime
 from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
@@ -70,16 +72,8 @@ _LUNAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PORTEUR = re.compile(r"[0-9]")
 
 
-def _bam(name: str) -> str:
-    return f"{{{CTXBAM_NS}}}{name}"
-
-
-def _lps(name: str) -> str:
-    return f"{{{CTXLPS_NS}}}{name}"
-
-
-def _saml(name: str) -> str:
-    return f"{{{SAML_NS}}}{name}"
+_bam = Namespace(CTXBAM_NS)
+_lps = Namespace(CTXLPS_NS)
 
 
 # --- ContexteLPS ---------------------------------------------------------------------------------
@@ -90,19 +84,21 @@ class Software:
     """The calling software as ``ContexteLPS/LPS`` names it.
 
     ``idam``: the CNDA authorisation number. ``version``: the software version. ``instance``: the
-    installation's UUID, generated once and kept for the life of the installation. ``nom``:
-    ``urn:lps:<name>:<version>`` (see :meth:`named`).
+    installation's UUID, generated once and kept for the life of the installation. ``urn``: the
+    CTXLPS ``Nom``, ``urn:lps:<name>:<version>`` (see :meth:`named`).
     """
 
     idam: str
     version: str
     instance: str
-    nom: str
+    urn: str
+
+    nom = Alias("urn")
 
     @classmethod
     def named(cls, name: str, version: str, *, idam: str, instance: str) -> Software:
         """The software ``name`` in ``version``, with ``Nom`` in its ``urn:lps:`` form."""
-        return cls(idam=idam, version=version, instance=instance, nom=f"urn:lps:{name}:{version}")
+        return cls(idam=idam, version=version, instance=instance, urn=f"urn:lps:{name}:{version}")
 
 
 @dataclass(frozen=True)
@@ -140,13 +136,13 @@ def build_contexte_lps(context: ContexteLPS) -> etree._Element:
         etree.SubElement(lps, _lps("IDAM"), R=IDAM_REFERENCE).text = software.idam
         etree.SubElement(lps, _lps("Version")).text = software.version
         etree.SubElement(lps, _lps("Instance")).text = software.instance
-        etree.SubElement(lps, _lps("Nom")).text = software.nom
+        etree.SubElement(lps, _lps("Nom")).text = software.urn
     return element
 
 
 def read_contexte_lps(element: etree._Element) -> ContexteLPS:
     """Read a ``ctxlps:ContexteLPS``; ValidationError names the first missing or wrong field."""
-    _expect(element, _lps("ContexteLPS"))
+    _lps.expect(element, "ContexteLPS")
     nature = element.get("Nature")
     if nature is not None and nature != CTXLPS_NATURE:
         raise ValidationError("ContexteLPS/@Nature", f"must be {CTXLPS_NATURE}, not {nature!r}")
@@ -154,15 +150,15 @@ def read_contexte_lps(element: etree._Element) -> ContexteLPS:
     software = None
     if lps is not None:
         software = Software(
-            idam=_text(lps, _lps("IDAM")) or "",
-            version=_text(lps, _lps("Version")) or "",
-            instance=_text(lps, _lps("Instance")) or "",
-            nom=_text(lps, _lps("Nom")) or "",
+            idam=_lps.text(lps, "IDAM") or "",
+            version=_lps.text(lps, "Version") or "",
+            instance=_lps.text(lps, "Instance") or "",
+            urn=_lps.text(lps, "Nom") or "",
         )
     return ContexteLPS(
         id=_required(element, _lps("Id"), "ContexteLPS/Id"),
-        time=parse_time(_required(element, _lps("Temps"), "ContexteLPS/Temps"), "Temps"),
-        emitter=_text(element, _lps("Emetteur")),
+        time=read_datetime(_required(element, _lps("Temps"), "ContexteLPS/Temps"), "Temps"),
+        emitter=_lps.text(element, "Emetteur"),
         software=software,
         version=_version(element, "ContexteLPS"),
         nature=nature,
@@ -191,24 +187,35 @@ class Nir:
 @dataclass(frozen=True)
 class Beneficiary:
     """``COUVERTURE/BENEFICIAIRE``, read from a Vitale card: NIR, birth date (``YYYY-MM-DD``,
-    lunar dates allowed), rank of birth, and ``porteur`` (one digit)."""
+    lunar dates allowed), rank of birth, and ``card_holder`` (CTXBAM ``Porteur``, one digit)."""
 
     nir: Nir | None = None
     certified_on: date | None = None
     birth_date: str | None = None
     rank: int | None = None
-    porteur: str | None = None
+    card_holder: str | None = None
+
+    porteur = Alias("card_holder")
 
 
 @dataclass(frozen=True)
 class Coverage:
-    """``COUVERTURE``: empty for a search by identity traits, filled from a Vitale card else."""
+    """``COUVERTURE``: empty for a search by identity traits, filled from a Vitale card else.
 
-    grand_regime: str | None = None
-    organisme: str | None = None
-    code_centre: str | None = None
+    ``scheme``: the health insurance scheme (CTXBAM ``GrandRegime``), ``fund``: the fund
+    (``Organisme``), ``centre``: the paying centre (``CodeCentre``), ``insured``: the insured
+    person's NIR, ``beneficiary``: the card's beneficiary.
+    """
+
+    scheme: str | None = None
+    fund: str | None = None
+    centre: str | None = None
     insured: Nir | None = None
     beneficiary: Beneficiary | None = None
+
+    grand_regime = Alias("scheme")
+    organisme = Alias("fund")
+    code_centre = Alias("centre")
 
 
 @dataclass(frozen=True)
@@ -250,9 +257,9 @@ def build_contexte_bam(context: ContexteBAM) -> etree._Element:
     coverage = context.coverage
     holder = etree.SubElement(element, _bam("COUVERTURE"))
     for tag, value in (
-        ("GrandRegime", coverage.grand_regime),
-        ("Organisme", coverage.organisme),
-        ("CodeCentre", coverage.code_centre),
+        ("GrandRegime", coverage.scheme),
+        ("Organisme", coverage.fund),
+        ("CodeCentre", coverage.centre),
     ):
         if value is not None:
             etree.SubElement(holder, _bam(tag)).text = value
@@ -284,29 +291,29 @@ def _beneficiary_element(beneficiary: Beneficiary) -> etree._Element:
         etree.SubElement(element, _bam("DateNai")).text = beneficiary.birth_date
     if beneficiary.rank is not None:
         etree.SubElement(element, _bam("Rang")).text = str(beneficiary.rank)
-    if beneficiary.porteur is not None:
-        if not _PORTEUR.fullmatch(beneficiary.porteur):
+    if beneficiary.card_holder is not None:
+        if not _PORTEUR.fullmatch(beneficiary.card_holder):
             raise ValidationError("BENEFICIAIRE/Porteur", "expected one digit")
-        etree.SubElement(element, _bam("Porteur")).text = beneficiary.porteur
+        etree.SubElement(element, _bam("Porteur")).text = beneficiary.card_holder
     return element
 
 
 def read_contexte_bam(element: etree._Element) -> ContexteBAM:
     """Read a ``ctxbam:ContexteBAM``; ValidationError names the first missing or wrong field."""
-    _expect(element, _bam("ContexteBAM"))
+    _bam.expect(element, "ContexteBAM")
     nature = element.get("Nature")
     if nature is not None and nature != "CTXBAM":
         raise ValidationError("ContexteBAM/@Nature", f"must be CTXBAM, not {nature!r}")
     holder = element.find(_bam("COUVERTURE"))
     if holder is None:
         raise ValidationError("ContexteBAM/COUVERTURE", "required (empty for a traits search)")
-    reference = _text(element, _bam("DateRef"))
+    reference = _bam.text(element, "DateRef")
     return ContexteBAM(
         id=_required(element, _bam("Id"), "ContexteBAM/Id"),
-        time=parse_time(_required(element, _bam("Temps"), "ContexteBAM/Temps"), "Temps"),
-        emitter=_text(element, _bam("Emetteur")),
+        time=read_datetime(_required(element, _bam("Temps"), "ContexteBAM/Temps"), "Temps"),
+        emitter=_bam.text(element, "Emetteur"),
         coverage=_read_coverage(holder),
-        reference_date=parse_time(reference, "DateRef") if reference is not None else None,
+        reference_date=read_datetime(reference, "DateRef") if reference is not None else None,
         version=_version(element, "ContexteBAM"),
     )
 
@@ -315,22 +322,22 @@ def _read_coverage(holder: etree._Element) -> Coverage:
     insured = holder.find(f"{_bam('ASSURE')}/{_bam('Id')}")
     beneficiary = holder.find(_bam("BENEFICIAIRE"))
     return Coverage(
-        grand_regime=_text(holder, _bam("GrandRegime")),
-        organisme=_text(holder, _bam("Organisme")),
-        code_centre=_text(holder, _bam("CodeCentre")),
+        scheme=_bam.text(holder, "GrandRegime"),
+        fund=_bam.text(holder, "Organisme"),
+        centre=_bam.text(holder, "CodeCentre"),
         insured=_read_nir(insured, "ASSURE/Id") if insured is not None else None,
         beneficiary=_read_beneficiary(beneficiary) if beneficiary is not None else None,
     )
 
 
 def _read_nir(element: etree._Element, where: str) -> Nir:
-    return Nir(_text(element, _bam("Num")) or "", _text(element, _bam("Cle")) or "").validate(where)
+    return Nir(_bam.text(element, "Num") or "", _bam.text(element, "Cle") or "").validate(where)
 
 
 def _read_beneficiary(element: etree._Element) -> Beneficiary:
     nir = element.find(_bam("Nir"))
     certified = nir.findtext(_bam("DateCertification")) if nir is not None else None
-    rank = _text(element, _bam("Rang"))
+    rank = _bam.text(element, "Rang")
     if rank is not None and not rank.isdigit():
         raise ValidationError("BENEFICIAIRE/Rang", f"not an integer: {rank!r}")
     try:
@@ -340,41 +347,17 @@ def _read_beneficiary(element: etree._Element) -> Beneficiary:
     return Beneficiary(
         nir=_read_nir(nir, "BENEFICIAIRE/Nir") if nir is not None else None,
         certified_on=certified_on,
-        birth_date=_text(element, _bam("DateNai")),
+        birth_date=_bam.text(element, "DateNai"),
         rank=int(rank) if rank is not None else None,
-        porteur=_text(element, _bam("Porteur")),
+        card_holder=_bam.text(element, "Porteur"),
     )
 
 
 # --- shared readers ------------------------------------------------------------------------------
 
 
-def parse_time(value: str | None, what: str) -> datetime:
-    """An ``xsd:dateTime`` as an aware UTC datetime (no zone: UTC); ValidationError naming
-    ``what`` when it is not one."""
-    try:
-        moment = datetime.fromisoformat((value or "").strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(what, f"not an ISO 8601 date and time: {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _expect(element: etree._Element, tag: str) -> None:
-    if element.tag != tag:
-        raise ValidationError(etree.QName(tag).localname, f"unexpected element {element.tag}")
-
-
-def _text(element: etree._Element, tag: str) -> str | None:
-    found = element.find(tag)
-    if found is None:
-        return None
-    return (found.text or "").strip()
-
-
 def _required(element: etree._Element, tag: str, what: str) -> str:
-    value = _text(element, tag)
+    value = find_text(element, tag)
     if not value:
         raise ValidationError(what, "required")
     return value
@@ -423,23 +406,23 @@ def build_assertion_ps(
     if not assertion.professional_id.strip():
         raise ValidationError("NameID", "the professional's id is required")
     element = etree.Element(
-        _saml("Assertion"),
+        SAML("Assertion"),
         nsmap={"saml2": SAML_NS},
         ID=assertion_id or f"_{uuid.uuid4()}",
         IssueInstant=format_instant(now or datetime.now(UTC)),
         Version="2.0",
     )
-    etree.SubElement(element, _saml("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
-    subject = etree.SubElement(element, _saml("Subject"))
-    name_id = etree.SubElement(subject, _saml("NameID"), NameQualifier=assertion.name_qualifier)
+    etree.SubElement(element, SAML("Issuer"), Format=X509_SUBJECT_NAME).text = issuer
+    subject = etree.SubElement(element, SAML("Subject"))
+    name_id = etree.SubElement(subject, SAML("NameID"), NameQualifier=assertion.name_qualifier)
     name_id.text = assertion.professional_id
     values = [(name, getattr(assertion, key)) for name, key in _ATTRIBUTES]
     if any(value is not None for _name, value in values):
-        statement = etree.SubElement(element, _saml("AttributeStatement"))
+        statement = etree.SubElement(element, SAML("AttributeStatement"))
         for name, value in values:
             if value is not None:
-                attribute = etree.SubElement(statement, _saml("Attribute"), Name=name)
-                etree.SubElement(attribute, _saml("AttributeValue")).text = value
+                attribute = etree.SubElement(statement, SAML("Attribute"), Name=name)
+                etree.SubElement(attribute, SAML("AttributeValue")).text = value
     return element
 
 
@@ -457,17 +440,17 @@ def sign_assertion_ps(
     """
     issuer = subject_dn(signer.certificate)
     unsigned = build_assertion_ps(assertion, issuer, now=now, assertion_id=assertion_id)
-    return sign_enveloped(unsigned, signer, algorithm=algorithm, after=_saml("Issuer"))
+    return sign_enveloped(unsigned, signer, algorithm=algorithm, after=SAML("Issuer"))
 
 
 def read_assertion_ps(element: etree._Element) -> AssertionPS:
     """Read an assertion PS (signed or not: nothing is verified here)."""
-    name_id = element.find(f"{_saml('Subject')}/{_saml('NameID')}")
+    name_id = element.find(f"{SAML('Subject')}/{SAML('NameID')}")
     if name_id is None or not (name_id.text or "").strip():
         raise ValidationError("NameID", "the assertion PS names no professional")
     values: dict[str, str] = {}
-    for attribute in element.iterfind(f"{_saml('AttributeStatement')}/{_saml('Attribute')}"):
-        value = attribute.findtext(_saml("AttributeValue"))
+    for attribute in element.iterfind(f"{SAML('AttributeStatement')}/{SAML('Attribute')}"):
+        value = attribute.findtext(SAML("AttributeValue"))
         if value is not None:
             values.setdefault(attribute.get("Name", ""), value.strip())
     return AssertionPS(
@@ -505,12 +488,12 @@ def verify_assertion_ps(
     holder signs for themself), an ``IssueInstant`` in the future or older than ``max_age``.
     """
     now = now or datetime.now(UTC)
-    if element.tag != _saml("Assertion"):
+    if element.tag != SAML("Assertion"):
         raise SignatureError("malformed", f"not a SAML 2.0 assertion: {element.tag}")
     verified = verify_enveloped(element, settings, now=now)
     signed = verified.element
     signer_dn = rfc2253_dn(verified.signer.subject)
-    issuer = signed.findtext(_saml("Issuer"))
+    issuer = signed.findtext(SAML("Issuer"))
     if issuer != signer_dn:
         raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
     issued = check_times(signed, now, settings.clock_skew, max_age)
@@ -694,7 +677,8 @@ def installation_id(directory: Path | None = None) -> str:
 log = logging.getLogger("transport.tlsi")
 
 ALLOWED_COMMON_NAMES = frozenset({"INSI-AUTO", "INSI-MANU"})
-"""The CNs the services accept on a software certificate (research-tlsi-insi.md §2.1)."""
+"""The CNs the services accept on an IGC-Santé ORG AUTH_CLI software certificate (the INSi
+service refuses any other with DESIR_560)."""
 
 
 class AccessMode(enum.StrEnum):

@@ -23,14 +23,21 @@ from datetime import date
 
 from lxml import etree
 
+from transport.config import Profile
+from transport.deprecation import renamed_keywords
 from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
-from transport.teleservices.client import TeleservicesClient
+from transport.soap.trace import Tracer
+from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.vihf import INS_NIA_OID, Patient
+from transport.xml import Namespace
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
 RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
 RESULTAT_NS = "http://www.cnamts.fr/INSiResultat"
+_recsans = Namespace(RECSANS_NS)
+_recvit = Namespace(RECVIT_NS)
+_r = Namespace(RESULTAT_NS)
 
 ACTION_SEARCH_TRAITS = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecTraitsIdentite"
 ACTION_SEARCH_VITALE = "urn:ServiceIdentiteCertifiee:1.0.0:rechercherInsAvecCarteVitale"
@@ -160,83 +167,76 @@ def _check_lunar_date(name: str, value: str | None) -> None:
         raise ValidationError(name, f"expected YYYY-MM-DD, not {value!r}")
 
 
-def _sub(parent: etree._Element, namespace: str, tag: str, text: str | None) -> None:
-    if text is not None:
-        etree.SubElement(parent, f"{{{namespace}}}{tag}").text = text
-
-
 def build_traits_search(search: TraitsSearch) -> etree._Element:
     """The ``RECSANSVITALE`` body of ``search`` (validated first)."""
     search.validate()
-    element = etree.Element(
-        f"{{{RECSANS_NS}}}RECSANSVITALE", nsmap={"insi_recsans_ins": RECSANS_NS}
-    )
-    _sub(element, RECSANS_NS, "NomNaissance", search.birth_name)
+    element = etree.Element(_recsans("RECSANSVITALE"), nsmap={"insi_recsans_ins": RECSANS_NS})
+    _recsans.optional(element, "NomNaissance", search.birth_name)
     for first_name in search.first_names:
-        _sub(element, RECSANS_NS, "Prenom", first_name)
-    _sub(element, RECSANS_NS, "Sexe", search.sex)
-    _sub(element, RECSANS_NS, "DateNaissance", search.birth_date)
-    _sub(element, RECSANS_NS, "LieuNaissance", search.birthplace)
+        _recsans.optional(element, "Prenom", first_name)
+    _recsans.optional(element, "Sexe", search.sex)
+    _recsans.optional(element, "DateNaissance", search.birth_date)
+    _recsans.optional(element, "LieuNaissance", search.birthplace)
     return element
 
 
 def read_traits_search(element: etree._Element) -> TraitsSearch:
     """Read and validate a ``RECSANSVITALE``; ValidationError names what is missing or wrong."""
-    _expect(element, RECSANS_NS, "RECSANSVITALE")
+    _recsans.expect(element, "RECSANSVITALE")
     return TraitsSearch(
-        birth_name=_text(element, RECSANS_NS, "NomNaissance") or "",
+        birth_name=_recsans.text(element, "NomNaissance") or "",
         first_names=tuple(
-            (name.text or "").strip() for name in element.findall(f"{{{RECSANS_NS}}}Prenom")
+            (name.text or "").strip() for name in element.findall(_recsans("Prenom"))
         ),
-        sex=_text(element, RECSANS_NS, "Sexe") or "",
-        birth_date=_text(element, RECSANS_NS, "DateNaissance") or "",
-        birthplace=_text(element, RECSANS_NS, "LieuNaissance") or None,
+        sex=_recsans.text(element, "Sexe") or "",
+        birth_date=_recsans.text(element, "DateNaissance") or "",
+        birthplace=_recsans.text(element, "LieuNaissance") or None,
     ).validate()
 
 
 def build_vitale_search(search: VitaleSearch) -> etree._Element:
     """The ``RECVITALE`` body of ``search`` (validated first)."""
     search.validate()
-    element = etree.Element(f"{{{RECVIT_NS}}}RECVITALE", nsmap={"insi_recvit_ins": RECVIT_NS})
+    element = etree.Element(_recvit("RECVITALE"), nsmap={"insi_recvit_ins": RECVIT_NS})
     for tag, matricule in (
         ("MatriculeIndividu", search.individual),
         ("MatriculeOD", search.holder),
     ):
         if matricule is not None:
-            element.append(_matricule_element(RECVIT_NS, tag, matricule))
-    _sub(element, RECVIT_NS, "NomNaissance", search.birth_name)
-    _sub(element, RECVIT_NS, "DateNaissance", search.birth_date)
-    _sub(element, RECVIT_NS, "RangNaissance", search.rank)
+            element.append(_matricule_element(_recvit, tag, matricule))
+    _recvit.optional(element, "NomNaissance", search.birth_name)
+    _recvit.optional(element, "DateNaissance", search.birth_date)
+    _recvit.optional(element, "RangNaissance", search.rank)
     return element
 
 
 def read_vitale_search(element: etree._Element) -> VitaleSearch:
     """Read and validate a ``RECVITALE``; ValidationError names what is missing or wrong."""
-    _expect(element, RECVIT_NS, "RECVITALE")
-    individual = element.find(f"{{{RECVIT_NS}}}MatriculeIndividu")
-    holder = element.find(f"{{{RECVIT_NS}}}MatriculeOD")
+    _recvit.expect(element, "RECVITALE")
+    individual = element.find(_recvit("MatriculeIndividu"))
+    holder = element.find(_recvit("MatriculeOD"))
     return VitaleSearch(
-        birth_date=_text(element, RECVIT_NS, "DateNaissance") or "",
-        individual=_read_matricule(RECVIT_NS, individual) if individual is not None else None,
-        holder=_read_matricule(RECVIT_NS, holder) if holder is not None else None,
-        birth_name=_text(element, RECVIT_NS, "NomNaissance") or None,
-        rank=_text(element, RECVIT_NS, "RangNaissance") or None,
+        birth_date=_recvit.text(element, "DateNaissance") or "",
+        individual=_read_matricule(_recvit, individual) if individual is not None else None,
+        holder=_read_matricule(_recvit, holder) if holder is not None else None,
+        birth_name=_recvit.text(element, "NomNaissance") or None,
+        rank=_recvit.text(element, "RangNaissance") or None,
     ).validate()
 
 
-def _matricule_element(namespace: str, tag: str, matricule: Matricule) -> etree._Element:
-    element = etree.Element(f"{{{namespace}}}{tag}")
-    _sub(element, namespace, "NumIdentifiant", matricule.number)
-    _sub(element, namespace, "Cle", matricule.key)
-    _sub(element, namespace, "TypeMatricule", matricule.kind)
+def _matricule_element(namespace: Namespace, tag: str, matricule: Matricule) -> etree._Element:
+    element = etree.Element(namespace(tag))
+    namespace.optional(element, "NumIdentifiant", matricule.number)
+    namespace.optional(element, "Cle", matricule.key)
+    namespace.optional(element, "TypeMatricule", matricule.kind)
     return element
 
 
-def _read_matricule(namespace: str, element: etree._Element) -> Matricule:
+def _read_matricule(namespace: Namespace, element: etree._Element) -> Matricule:
     return Matricule(
-        number=_text(element, namespace, "NumIdentifiant") or "",
-        key=_text(element, namespace, "Cle") or None,
-        kind=_text(element, namespace, "TypeMatricule") or None,
+        number=namespace.text(element, "NumIdentifiant") or "",
+        key=namespace.text(element, "Cle") or None,
+        kind=namespace.text(element, "TypeMatricule") or None,
     )
 
 
@@ -336,20 +336,16 @@ def build_resultat(resultat: Resultat) -> etree._Element:
             ("DateNaissance", individual.traits.birth_date),
             ("LieuNaissance", individual.traits.birthplace),
         ):
-            _sub(traits, RESULTAT_NS, tag, value)
+            _r.optional(traits, tag, value)
     return element
-
-
-def _r(name: str) -> str:
-    return f"{{{RESULTAT_NS}}}{name}"
 
 
 def _ins_element(tag: str, ins: Ins) -> etree._Element:
     element = etree.Element(_r(tag))
-    element.append(_matricule_element(RESULTAT_NS, "IdIndividu", ins.id))
-    _sub(element, RESULTAT_NS, "OID", ins.oid)
-    _sub(element, RESULTAT_NS, "DateDeb", ins.start.isoformat() if ins.start else None)
-    _sub(element, RESULTAT_NS, "DateFin", ins.end.isoformat() if ins.end else None)
+    element.append(_matricule_element(_r, "IdIndividu", ins.id))
+    _r.optional(element, "OID", ins.oid)
+    _r.optional(element, "DateDeb", ins.start.isoformat() if ins.start else None)
+    _r.optional(element, "DateFin", ins.end.isoformat() if ins.end else None)
     return element
 
 
@@ -360,13 +356,13 @@ def read_resultat(element: etree._Element) -> Resultat:
     report = resultat.find(_r("CR"))
     if report is None:
         raise ValidationError("CR", "RESULTAT without a report")
-    code = _text(report, RESULTAT_NS, "CodeCR")
+    code = _r.text(report, "CodeCR")
     if not code:
         raise ValidationError("CR/CodeCR", "required")
     holder = resultat.find(_r("INDIVIDU"))
     return Resultat(
         code=code,
-        label=_text(report, RESULTAT_NS, "LibelleCR") or "",
+        label=_r.text(report, "LibelleCR") or "",
         individual=_read_individual(holder) if holder is not None else None,
     )
 
@@ -382,7 +378,7 @@ def _resultat_element(element: etree._Element) -> etree._Element:
         if found is None:
             raise ValidationError("RESULTAT", "the body holds no RESULTAT")
         element = found
-    _expect(element, RESULTAT_NS, "RESULTAT")
+    _r.expect(element, "RESULTAT")
     return element
 
 
@@ -394,12 +390,12 @@ def _read_individual(element: etree._Element) -> Individual:
     return Individual(
         active=_read_ins(active, "INSACTIF"),
         traits=Traits(
-            birth_name=_text(traits, RESULTAT_NS, "NomNaissance"),
-            first_names=_text(traits, RESULTAT_NS, "ListePrenom"),
-            sex=_text(traits, RESULTAT_NS, "Sexe"),
-            birth_date=_text(traits, RESULTAT_NS, "DateNaissance"),
-            birthplace=_text(traits, RESULTAT_NS, "LieuNaissance"),
-            first_name=_text(traits, RESULTAT_NS, "Prenom"),
+            birth_name=_r.text(traits, "NomNaissance"),
+            first_names=_r.text(traits, "ListePrenom"),
+            sex=_r.text(traits, "Sexe"),
+            birth_date=_r.text(traits, "DateNaissance"),
+            birthplace=_r.text(traits, "LieuNaissance"),
+            first_name=_r.text(traits, "Prenom"),
         ),
         history=tuple(_read_ins(former, "INSHISTO") for former in element.findall(_r("INSHISTO"))),
     )
@@ -407,14 +403,14 @@ def _read_individual(element: etree._Element) -> Individual:
 
 def _read_ins(element: etree._Element, where: str) -> Ins:
     identifier = element.find(_r("IdIndividu"))
-    oid = _text(element, RESULTAT_NS, "OID")
+    oid = _r.text(element, "OID")
     if identifier is None or not oid:
         raise ValidationError(where, "IdIndividu and OID are required")
     return Ins(
-        id=_read_matricule(RESULTAT_NS, identifier).validate(f"{where}/IdIndividu"),
+        id=_read_matricule(_r, identifier).validate(f"{where}/IdIndividu"),
         oid=oid,
-        start=_xsd_date(_text(element, RESULTAT_NS, "DateDeb"), f"{where}/DateDeb"),
-        end=_xsd_date(_text(element, RESULTAT_NS, "DateFin"), f"{where}/DateFin"),
+        start=_xsd_date(_r.text(element, "DateDeb"), f"{where}/DateDeb"),
+        end=_xsd_date(_r.text(element, "DateFin"), f"{where}/DateFin"),
     )
 
 
@@ -428,20 +424,10 @@ def _xsd_date(value: str | None, where: str) -> date | None:
         raise ValidationError(where, f"not a date: {value!r}") from None
 
 
-def _expect(element: etree._Element, namespace: str, name: str) -> None:
-    if element.tag != f"{{{namespace}}}{name}":
-        raise ValidationError(name, f"expected {{{namespace}}}{name}, found {element.tag}")
-
-
-def _text(element: etree._Element, namespace: str, tag: str) -> str | None:
-    found = element.find(f"{{{namespace}}}{tag}")
-    return (found.text or "").strip() if found is not None else None
-
-
 # --- the facade ----------------------------------------------------------------------------------
 
-# padoa's name pattern (research-tlsi-insi.md §1.5): letters joined by one space, an apostrophe or
-# one or two hyphens.
+# The INS name charset (ANS, Référentiel INS, traits): upper-case letters joined by one space, an
+# apostrophe or one or two hyphens.
 _NAME = re.compile(r"[A-Z]+(?:(?:-{1,2}|[' ])[A-Z]+)*")
 _COG_CODE = re.compile(r"(?:[0-9]{2}|2A|2B)[0-9]{3}")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
@@ -492,31 +478,43 @@ def normalise_cog(value: str) -> str:
     return text
 
 
+@renamed_keywords(
+    nom_naissance="birth_name",
+    prenoms="first_names",
+    sexe="sex",
+    date_naissance="birth_date",
+    lieu_naissance="birthplace",
+)
 def traits_query(
-    nom_naissance: str,
-    prenoms: str | Sequence[str],
-    sexe: str,
-    date_naissance: str | date,
-    lieu_naissance: str | None = None,
+    birth_name: str,
+    first_names: str | Sequence[str],
+    sex: str,
+    birth_date: str | date,
+    birthplace: str | None = None,
 ) -> TraitsSearch:
     """The normalised, validated search of these traits, with every first name apart
-    (``prenoms`` as a list, or one string separated by spaces)."""
-    birth_name = normalise_name(nom_naissance, "NomNaissance")
-    given = [prenoms] if isinstance(prenoms, str) else list(prenoms)
-    first_names = tuple(
-        normalise_name(name, "Prenom") for value in given for name in (value or "").split()
+    (``first_names`` as a list, or one string separated by spaces).
+
+    The INSi names (CNAM, INSi guide): ``birth_name`` is ``NomNaissance``, ``first_names``
+    ``Prenom``, ``sex`` ``Sexe`` (``M``/``F``), ``birth_date`` ``DateNaissance`` (``YYYY-MM-DD``
+    or a date), ``birthplace`` ``LieuNaissance`` (an INSEE COG code).
+    """
+    family = normalise_name(birth_name, "NomNaissance")
+    names = [first_names] if isinstance(first_names, str) else list(first_names)
+    normalised = tuple(
+        normalise_name(name, "Prenom") for value in names for name in (value or "").split()
     )
-    if not first_names:
+    if not normalised:
         raise ValidationError("Prenom", "at least one first name is required")
-    sex = (sexe or "").strip().upper()
-    if sex not in _SEXES:
-        raise ValidationError("Sexe", f"expected M or F, not {sexe!r}")
+    code = (sex or "").strip().upper()
+    if code not in _SEXES:
+        raise ValidationError("Sexe", f"expected M or F, not {sex!r}")
     return TraitsSearch(
-        birth_name=birth_name,
-        first_names=first_names,
-        sex=sex,
-        birth_date=normalise_birth_date(date_naissance),
-        birthplace=normalise_cog(lieu_naissance) if lieu_naissance else None,
+        birth_name=family,
+        first_names=normalised,
+        sex=code,
+        birth_date=normalise_birth_date(birth_date),
+        birthplace=normalise_cog(birthplace) if birthplace else None,
     ).validate()
 
 
@@ -606,10 +604,34 @@ def _matricule(value: str | Matricule | None, where: str) -> Matricule | None:
 
 
 class InsiClient:
-    """INSi's two searches over a :class:`~transport.teleservices.client.TeleservicesClient`."""
+    """INSi's two searches over a :class:`~transport.teleservices.client.TeleservicesClient`;
+    closing it (or leaving its ``with`` block) closes the téléservices client's connections."""
 
     def __init__(self, teleservices: TeleservicesClient) -> None:
         self.teleservices = teleservices
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        mode: AccessMode = AccessMode.CERTIFICATE,
+        *,
+        url: str | None = None,
+        tracer: Tracer | None = None,
+    ) -> InsiClient:
+        """A client for ``profile`` in access ``mode``, with the endpoint and the credentials
+        :meth:`.TeleservicesClient.from_profile` loads for that mode."""
+        return cls(TeleservicesClient.from_profile(profile, mode, url=url, tracer=tracer))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.teleservices.close()
+
+    def __enter__(self) -> InsiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def search(self, search: TraitsSearch | VitaleSearch) -> Resultat:
         """Send one search as it is (validated first) and read its ``RESULTAT``."""
@@ -619,25 +641,30 @@ class InsiClient:
             answer = self.teleservices.call(ACTION_SEARCH_VITALE, build_vitale_search(search))
         return read_resultat(answer)
 
+    @renamed_keywords(
+        nom_naissance="birth_name",
+        prenoms="first_names",
+        sexe="sex",
+        date_naissance="birth_date",
+        lieu_naissance="birthplace",
+    )
     def search_by_traits(
         self,
-        nom_naissance: str,
-        prenoms: str | Sequence[str],
-        sexe: str,
-        date_naissance: str | date,
-        lieu_naissance: str | None = None,
+        birth_name: str,
+        first_names: str | Sequence[str],
+        sex: str,
+        birth_date: str | date,
+        birthplace: str | None = None,
     ) -> SearchOutcome:
-        """Search the INS of these traits the way the field does (padoa
-        ``insi-person.class.ts``, SAPA ``InsSoapClient.findINS``, research-tlsi-insi.md §1.5):
-        one call per first name, then one with all first names together, stopping at the first
-        CR 00.
+        """Search the INS of these traits the way the field does: one call per first name, then
+        one with all first names together, stopping at the first CR 00.
 
         The traits are normalised (upper case, accents removed) and validated before anything is
-        sent (ValidationError). ``date_naissance``: ``YYYY-MM-DD`` (lunar dates allowed) or a
-        date; ``lieu_naissance``: INSEE COG code. Without a CR 00, the outcome keeps a CR 02 if
-        any call answered one (the birthplace may tell the homonyms apart), else the last answer.
+        sent (ValidationError); see :func:`traits_query` for each trait's INSi name and format.
+        Without a CR 00, the outcome keeps a CR 02 if any call answered one (the birthplace may
+        tell the homonyms apart), else the last answer.
         """
-        query = traits_query(nom_naissance, prenoms, sexe, date_naissance, lieu_naissance)
+        query = traits_query(birth_name, first_names, sex, birth_date, birthplace)
         return self.search_query(query)
 
     def search_query(self, query: TraitsSearch) -> SearchOutcome:
@@ -654,23 +681,32 @@ class InsiClient:
         assert kept is not None  # a validated query has a first name, hence one attempt
         return SearchOutcome(kept, tuple(sent), query)
 
+    @renamed_keywords(
+        date_naissance="birth_date",
+        nir_individu="individual",
+        nir_ouvrant_droit="holder",
+        nom_naissance="birth_name",
+        rang_naissance="rank",
+    )
     def search_by_vitale(
         self,
-        date_naissance: str | date,
+        birth_date: str | date,
         *,
-        nir_individu: str | Matricule | None = None,
-        nir_ouvrant_droit: str | Matricule | None = None,
-        nom_naissance: str | None = None,
-        rang_naissance: int | str | None = None,
+        individual: str | Matricule | None = None,
+        holder: str | Matricule | None = None,
+        birth_name: str | None = None,
+        rank: int | str | None = None,
     ) -> SearchOutcome:
-        """Search the INS with the data read from a Vitale card: the beneficiary's NIR
-        (``nir_individu``) and/or the insured person's (``nir_ouvrant_droit``), 13 characters or
-        15 with the key, the birth date and rank; validated before anything is sent."""
+        """Search the INS with the data read from a Vitale card, validated before anything is
+        sent: the beneficiary's NIR ``individual`` (INSi ``MatriculeIndividu``) and/or the NIR of
+        the insured person who opens the rights ``holder`` (``MatriculeOD``), 13 characters or 15
+        with the key; ``birth_date`` (``DateNaissance``), ``birth_name`` (``NomNaissance``) and
+        ``rank`` among twins (``RangNaissance``)."""
         search = VitaleSearch(
-            birth_date=normalise_birth_date(date_naissance),
-            individual=_matricule(nir_individu, "MatriculeIndividu"),
-            holder=_matricule(nir_ouvrant_droit, "MatriculeOD"),
-            birth_name=normalise_name(nom_naissance, "NomNaissance") if nom_naissance else None,
-            rank=str(rang_naissance) if rang_naissance is not None else None,
+            birth_date=normalise_birth_date(birth_date),
+            individual=_matricule(individual, "MatriculeIndividu"),
+            holder=_matricule(holder, "MatriculeOD"),
+            birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
+            rank=str(rank) if rank is not None else None,
         ).validate()
         return SearchOutcome(self.search(search), (search,))

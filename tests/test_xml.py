@@ -1,0 +1,87 @@
+"""transport.xml: the element builders and readers, and the instants read by slicing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from lxml import etree
+
+from transport.errors import ValidationError
+from transport.xml import Namespace, format_ts, read_datetime, read_ts
+
+NS = Namespace("urn:example")
+
+
+def test_a_namespace_qualifies_each_step_of_a_path() -> None:
+    assert NS("a") == "{urn:example}a"
+    assert NS("a/b") == "{urn:example}a/{urn:example}b"
+
+
+def test_builders_leave_out_what_is_not_given() -> None:
+    root = NS.root("root", version=None, kind="x")
+    NS.sub(root, "empty")
+    NS.sub(root, "named", "text", code="c", system=None)
+    assert etree.tostring(root) == (
+        b'<root xmlns="urn:example" kind="x"><empty/><named code="c">text</named></root>'
+    )
+
+
+def test_readers_tell_a_missing_element_from_an_empty_one() -> None:
+    root = etree.fromstring(b'<r xmlns="urn:example"><a> x </a><b/><c><d>y</d></c></r>')
+    assert NS.text(root, "a") == "x"
+    assert NS.text(root, "b") == ""
+    assert NS.text(root, "missing") is None
+    assert NS.text(None, "a") is None
+    assert NS.text(root, "c/d") == "y"
+    assert NS.require(root, "c/d").text == "y"
+    with pytest.raises(ValidationError) as missing:
+        NS.require(root, "c/e")
+    assert missing.value.field == "c/e"
+    NS.expect(root, "r")
+    with pytest.raises(ValidationError) as unexpected:
+        NS.expect(root, "other", "Body")
+    assert unexpected.value.field == "Body"
+
+
+def test_hl7_times() -> None:
+    assert read_ts("20240506070809") == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert read_ts("20240506") == datetime(2024, 5, 6, tzinfo=UTC)
+    assert read_ts("202405060708") == datetime(2024, 5, 6, 7, 8, tzinfo=UTC)
+    for bad in ("2024-05-06", "20241306", "2024050607080", "20240230", ""):
+        with pytest.raises(ValidationError):
+            read_ts(bad, "creationTime")
+    paris = timezone(timedelta(hours=2))
+    assert format_ts(datetime(2024, 5, 6, 9, 8, 9, tzinfo=paris)) == "20240506070809"
+    assert format_ts(datetime(2024, 5, 6, 7, 8, 9)) == "20240506070809"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-06T07:08:09Z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06T07:08:09.123Z", datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)),
+        ("2024-05-06T07:08:09.1234567Z", datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)),
+        ("2024-05-06T09:08:09+02:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        ("2024-05-06T05:08:09-02:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+        (" 2024-05-06T07:08:09 ", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
+    ],
+)
+def test_xsd_date_times_are_read_as_utc(text: str, expected: datetime) -> None:
+    moment = read_datetime(text, "Temps")
+    assert moment == expected and moment.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, "", "2024-05-06", "2024-05-06 07:08:09Z", "20240506T070809Z", "2024-13-06T07:08:09Z"],
+)
+def test_what_is_not_an_xsd_date_time_is_refused(text: str | None) -> None:
+    with pytest.raises(ValidationError) as refused:
+        read_datetime(text, "Temps")
+    assert refused.value.field == "Temps"
+
+
+def test_a_date_time_without_zone_can_be_refused() -> None:
+    with pytest.raises(ValidationError, match="time zone"):
+        read_datetime("2024-05-06T07:08:09", "IssueInstant", default_zone=None)
