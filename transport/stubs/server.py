@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -204,12 +204,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             try:
                 self._receive(spool)
             except _TooLarge:
-                self._answer(StubResponse(413, b"request too large", "text/plain"), started)
-                self.close_connection = True
+                self._refuse(StubResponse(413, b"request too large", "text/plain"), started)
                 return
             except (ValueError, _BadBody) as error:
-                self._answer(StubResponse(400, f"{error}".encode(), "text/plain"), started)
-                self.close_connection = True
+                self._refuse(StubResponse(400, f"{error}".encode(), "text/plain"), started)
                 return
             spool.seek(0)
             der = self.request.getpeercert(binary_form=True)
@@ -264,6 +262,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise _BadBody("the body ended early")
             spool.write(data)
             size -= len(data)
+
+    def _refuse(self, response: StubResponse, started: float) -> None:
+        """Answer a request whose body could not be read, then close the connection, saying so
+        (``Connection: close``): a client must not send its next request on it."""
+        self._answer(
+            replace(response, headers={**response.headers, "Connection": "close"}), started
+        )
 
     def _answer(self, response: StubResponse, started: float) -> None:
         self.send_response(response.status)
