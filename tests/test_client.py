@@ -16,8 +16,9 @@ from transport import examplepki
 from transport.credentials import Purpose, load_pkcs12
 from transport.errors import SignatureError, SoapFault, TransportError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, Flavour
-from transport.soap.client import SoapClient, build_envelope, load_wsdl
+from transport.soap.envelope import build_envelope
 from transport.soap.trace import Tracer
+from transport.soap.wsdl import SoapClient, load_wsdl
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.server import ServerTLS, StubResponse, StubServer
 from transport.tls import create_session

@@ -17,7 +17,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from transport.errors import TransportError, ValidationError
-from transport.soap.client import send
+from transport.soap.channel import send
 from transport.soap.mtom import (
     XOP_NS,
     Attachment,

@@ -3,6 +3,8 @@
 The public API is re-exported here; each name's module owns one concern (see the README).
 """
 
+import importlib
+
 from transport.config import CredentialSpec, Profile, example_profile, load_profile
 from transport.credentials import (
     Credential,
@@ -33,7 +35,7 @@ from transport.errors import (
     XdsError,
 )
 from transport.soap.addressing import Flavour
-from transport.soap.client import SoapClient, build_envelope, raise_for_fault, wsdl_path
+from transport.soap.envelope import build_envelope, raise_for_fault
 from transport.soap.trace import Tracer
 from transport.soap.wsse import verify_security
 from transport.tls import DMP_CIPHERS, TLSSettings, create_context, create_session
@@ -54,6 +56,16 @@ from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
 
 __version__ = "0.1.0"
+
+_LAZY = {"SoapClient": "transport.soap.wsdl", "wsdl_path": "transport.soap.wsdl"}
+"""Names whose module imports zeep, imported on first use so that ``import transport`` does not."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'transport' has no attribute {name!r}")
+
 
 __all__ = [
     "DMP_CIPHERS",

@@ -67,6 +67,11 @@ class TransportError(CisisError):
     """The exchange did not complete: connection refused, timeout, broken HTTP."""
 
 
+class ConnectError(TransportError):
+    """No connection could be made, or it was lost before any answer: refused, unreachable,
+    closed early, the proxy failed. Nothing came back, so an idempotent read may be retried."""
+
+
 class TLSError(TransportError):
     """The TLS handshake failed: untrusted server, refused client certificate, protocol mismatch."""
 

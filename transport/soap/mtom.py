@@ -34,6 +34,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -354,6 +355,23 @@ def decode(
         raise
 
 
+def discard_parts(decoded: Decoded) -> None:
+    """Remove the files of ``decoded``'s parts (those decoded into a directory)."""
+    for part in decoded.parts.values():
+        if part.path is not None:
+            part.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def removing_parts_on_error(decoded: Decoded) -> Iterator[None]:
+    """Removes ``decoded``'s part files when the block raises: nothing half-checked is left."""
+    try:
+        yield
+    except BaseException:
+        discard_parts(decoded)
+        raise
+
+
 def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     """The media type (lower case) and parameters (names in lower case, values unquoted) of a
     Content-Type; lenient about unquoted values holding ``/`` or ``<>``, which peers send."""
@@ -616,6 +634,8 @@ class _Sink:
         self.is_root = is_root
         self.path: Path | None = None
         self._file: BinaryIO | None = None
+        # Checked before the file is made: a refused part leaves nothing behind.
+        self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
         if directory is not None:
             descriptor, name = tempfile.mkstemp(prefix="mtom-", suffix=".part", dir=directory)
             self.path = Path(name)
@@ -624,7 +644,6 @@ class _Sink:
         self._headers = headers
         self._content_id = content_id
         self._limit = limit
-        self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
         self._hash = hashlib.sha256()
         self._sha1 = hashlib.sha1(usedforsecurity=False)
         self._size = 0
