@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +253,15 @@ def test_schema_catches_a_broken_envelope(profile, tmp_path, schema):
     assertion = envelope.find(f".//{{{SAML_NS}}}Assertion")
     assertion.remove(assertion.find(f"{{{SAML_NS}}}Issuer"))
     assert not schema.validate(etree.fromstring(etree.tostring(assertion)))
+
+
+def test_importing_transport_does_not_import_zeep():
+    # zeep is only needed for user WSDLs: transport.soap.wsdl is imported on first use.
+    code = (
+        "import sys, transport; before = 'zeep' in sys.modules; transport.SoapClient; "
+        "print(before, 'zeep' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]

@@ -303,6 +303,12 @@ class Channel:
         """Close the wire's pooled connections."""
         self.wire.close()
 
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def call(self, call: Call) -> Answer:
         """Send ``call`` and return the answer's payload: SoapFault when the service answers a
         fault, TransportError (TLSError, ConnectError, MtomError…) when the exchange fails or
@@ -550,7 +556,14 @@ def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError
         )
     if isinstance(error, exceptions.Timeout):
         return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
-    socket_error = next((link for link in _chain(error) if isinstance(link, OSError)), None)
+    socket_error = next(
+        (
+            link
+            for link in _chain(error)
+            if isinstance(link, OSError) and not isinstance(link, exceptions.RequestException)
+        ),
+        None,
+    )
     if isinstance(error, exceptions.ConnectionError) and socket_error is not None:
         if isinstance(socket_error, ConnectionResetError | BrokenPipeError):
             return ConnectError(

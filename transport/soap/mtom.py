@@ -109,9 +109,9 @@ class MtomMessage:
 
     ``content_type`` is the HTTP ``Content-Type`` value; ``length`` the body's size in bytes;
     ``root`` the root XML part (the SOAP envelope with its ``xop:Include`` elements). The message
-    is an iterable with a length, so ``session.post(url, data=message, headers={"Content-Type":
-    message.content_type})`` sends it with ``Content-Length``; ``data=message.chunks()`` sends it
-    chunked. It can be sent again (a retry): every iteration reads the files afresh.
+    is an iterable with a length, so an HTTP client (requests' ``data=message``, with the
+    ``Content-Type`` header) sends it with ``Content-Length``; ``message.chunks()`` sends it
+    chunked. It can be sent again: every iteration reads the files afresh.
     """
 
     content_type: str
