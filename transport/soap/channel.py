@@ -369,10 +369,10 @@ class Channel:
         """One attempt; any timeout once the deadline has passed is said to be the deadline's."""
         try:
             return self._attempt(call, root, root_type, operation)
-        except TransportError as error:
+        except TransportError:
             if tls.deadline_passed():
                 raise _late(call.url, seconds) from None
-            raise error from None
+            raise
 
     def _attempt(self, call: Call, root: bytes, root_type: str, operation: str) -> Received:
         prefix = self.tracer.next_prefix(operation) if self.tracer is not None else None
@@ -461,7 +461,7 @@ def _downloaded(
         if progress is not None:
             progress(done, total)
         if tls.deadline_passed():
-            raise TransportError(f"{url}: the answer was still arriving after {done} bytes")
+            raise TransportError(f"{url}: the call's deadline has passed")
         yield chunk
 
 

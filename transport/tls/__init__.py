@@ -130,15 +130,24 @@ class DeadlineSocket(ssl.SSLSocket):
     server trickling its answer a byte at a time cannot hold a call beyond it."""
 
     _timeout: float | None = None  # the timeout asked for; the socket's may be shorter
+    _shortened = False
 
     def settimeout(self, value: float | None) -> None:
         self._timeout = value
+        self._shortened = False
         super().settimeout(value)
 
     def _bound(self) -> None:
         # Before the socket is connected, ssl itself probes it without blocking: left alone.
-        if _deadline.get() is not None and getattr(self, "_connected", False):
+        if not getattr(self, "_connected", False):
+            return
+        if _deadline.get() is not None:
             super().settimeout(_remaining(self._timeout))
+            self._shortened = True
+        elif self._shortened:
+            # A kept-alive connection used by a call without deadline after one with a deadline.
+            super().settimeout(self._timeout)
+            self._shortened = False
 
     def do_handshake(self, block: bool = False) -> None:
         self._bound()
