@@ -15,7 +15,7 @@ from lxml import etree
 from transport.errors import FaultDetail, SoapFault, TransportError
 from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
-from transport.soap.wsse import apply_security
+from transport.soap.headers import Addressing, Compose, HeaderContributor, Outgoing, Security
 from transport.xml import XMLSecurityError, parse_xml
 
 SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
@@ -35,16 +35,16 @@ def build_envelope(
     assertions: Sequence[etree._Element] = (),
     flavour: Flavour = Flavour.DMP,
     message_id: str | None = None,
+    headers: Sequence[HeaderContributor] = (),
 ) -> etree._Element:
     """A complete SOAP 1.2 request envelope: WS-Addressing headers in ``flavour``'s form (a new
-    MessageID unless given), then ``wsse:Security`` with ``assertions`` (none: no header), and
-    ``payload`` as the body's one child."""
+    MessageID unless given), then ``wsse:Security`` with ``assertions`` (none: no header), then
+    what the other ``headers`` contributors write, and ``payload`` as the body's one child."""
     envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS})
     etree.SubElement(envelope, f"{{{SOAP12_NS}}}Header")
     etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body").append(payload)
-    identifier = message_id or addressing.new_message_id(flavour)
-    addressing.replace_headers(envelope, addressing.headers(action, to, identifier, flavour))
-    apply_security(envelope, assertions)
+    call = Outgoing(action, to, message_id or addressing.new_message_id(flavour), flavour)
+    Compose((Addressing(), Security(tuple(assertions)), *headers)).apply(envelope, call)
     return envelope
 
 

@@ -29,8 +29,8 @@ from transport.soap import addressing
 from transport.soap.addressing import Flavour
 from transport.soap.channel import Call, CallOptions, Channel, WireLike
 from transport.soap.envelope import check_relates_to, raise_for_fault
+from transport.soap.headers import Addressing, Compose, Outgoing, Security
 from transport.soap.trace import Tracer
-from transport.soap.wsse import apply_security
 
 WSDL_DIRECTORY = Path(__file__).parent.parent / "wsdl"
 """Where the project's own WSDL/XSD are installed (``wsdl/`` at the top of a source checkout)."""
@@ -83,10 +83,11 @@ class _Call:
 _current: ContextVar[_Call] = ContextVar("cisis_transport_call")
 
 
-class _Addressing(zeep.Plugin):
-    """Replaces zeep's WS-Addressing headers with the volet's; on the way back raises a SOAP
-    fault as :class:`SoapFault` (zeep's own parser chokes on subcode prefixes it cannot resolve),
-    then checks ``RelatesTo``."""
+class _Headers(zeep.Plugin):
+    """Writes the volet's WS-Addressing and ``wsse:Security`` headers (the contributors
+    :func:`transport.soap.envelope.build_envelope` uses) instead of zeep's; on the way back
+    raises a SOAP fault as :class:`SoapFault` (zeep's own parser chokes on subcode prefixes it
+    cannot resolve), then checks ``RelatesTo``."""
 
     def egress(
         self, envelope: etree._Element, http_headers: dict, operation: Any, binding_options: dict
@@ -94,10 +95,8 @@ class _Addressing(zeep.Plugin):
         call = _current.get()
         action = operation.abstract.wsa_action or operation.soapaction or ""
         call.message_id = addressing.new_message_id(call.flavour)
-        elements = addressing.headers(
-            action, binding_options["address"], call.message_id, call.flavour
-        )
-        addressing.replace_headers(envelope, elements)
+        outgoing = Outgoing(action, binding_options["address"], call.message_id, call.flavour)
+        Compose((Addressing(), Security(call.assertions))).apply(envelope, outgoing)
         return envelope, http_headers
 
     def ingress(
@@ -106,21 +105,6 @@ class _Addressing(zeep.Plugin):
         raise_for_fault(envelope)
         check_relates_to(envelope, _current.get().message_id)
         return envelope, http_headers
-
-
-class _SecurityHeader:
-    """The zeep ``wsse`` hook: puts the call's assertions in ``wsse:Security``.
-
-    Responses are not signed by these services (mutual TLS authenticates them), so ``verify``
-    accepts them as they are.
-    """
-
-    def apply(self, envelope: etree._Element, headers: dict) -> tuple[etree._Element, dict]:
-        apply_security(envelope, _current.get().assertions)
-        return envelope, headers
-
-    def verify(self, envelope: etree._Element) -> etree._Element:
-        return envelope
 
 
 class _Transport(zeep.Transport):
@@ -171,9 +155,8 @@ class SoapClient:
         self.channel = Channel(session, tracer=tracer, options=options)
         self._zeep = zeep.Client(
             document,
-            wsse=_SecurityHeader(),
             transport=_Transport(self.channel),
-            plugins=[_Addressing()],
+            plugins=[_Headers()],
             settings=ZEEP_SETTINGS,
         )
         service = (

@@ -46,6 +46,7 @@ from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
 from transport.soap.channel import Call, CallOptions, Channel, RequestsWire, Wire, WireLike
 from transport.soap.envelope import build_envelope
+from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings
 from transport.vihf import SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
@@ -593,6 +594,35 @@ def fault_hint(fault: SoapFault) -> str | None:
 # --- the envelope --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Contexts:
+    """The header contributor of the two téléservices contexts (a
+    :class:`transport.soap.headers.HeaderContributor`): ContexteBAM then ContexteLPS, first in
+    the header, before WS-Addressing."""
+
+    contexte_bam: ContexteBAM
+    contexte_lps: ContexteLPS
+
+    def apply(self, envelope: etree._Element, call: Outgoing) -> None:
+        """Insert both contexts at the head of ``soap:Header``."""
+        header = addressing.soap_header(envelope)
+        header.insert(0, build_contexte_bam(self.contexte_bam))
+        header.insert(1, build_contexte_lps(self.contexte_lps))
+
+    def verify(self, envelope: etree._Element) -> etree._Element:
+        """ValidationError unless the header holds one well-formed context of each kind."""
+        for tag, reader in (
+            (_bam("ContexteBAM"), read_contexte_bam),
+            (_lps("ContexteLPS"), read_contexte_lps),
+        ):
+            found = envelope.findall(f"{{{SOAP12_NS}}}Header/{tag}")
+            if len(found) != 1:
+                name = etree.QName(tag).localname
+                raise ValidationError(name, "exactly one is required in the SOAP header")
+            reader(found[0])
+        return envelope
+
+
 def build_request(
     action: str,
     payload: etree._Element,
@@ -605,13 +635,15 @@ def build_request(
     """The whole SOAP 1.2 request: ContexteBAM, ContexteLPS, wsa:Action, wsa:MessageID (a new
     ``uuid:`` one unless given) and, when ``assertions`` are given (card mode), wsse:Security."""
     # The téléservices send no wsa:To, so the address build_envelope would put there is unused.
-    envelope = build_envelope(
-        action, "", payload, assertions=assertions, flavour=Flavour.TLSI, message_id=message_id
+    return build_envelope(
+        action,
+        "",
+        payload,
+        assertions=assertions,
+        flavour=Flavour.TLSI,
+        message_id=message_id,
+        headers=[Contexts(contexte_bam, contexte_lps)],
     )
-    header = addressing.soap_header(envelope)
-    header.insert(0, build_contexte_bam(contexte_bam))
-    header.insert(1, build_contexte_lps(contexte_lps))
-    return envelope
 
 
 def post(
