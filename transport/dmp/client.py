@@ -1,8 +1,9 @@
 """The DMP client: every LPS transaction of the volet (TD0.2 to TD3.3d) as one method.
 
-:class:`DmpClient` holds one mutual-TLS session to one DMP endpoint set and the professional's
-identity; each call builds its own VIHF (the identity, the call's patient and purpose of use),
-signs it, sends the request and returns a frozen result. The messages themselves are written and
+:class:`DmpClient` holds one channel (:mod:`transport.soap.channel`, over a mutual-TLS session)
+to one DMP endpoint set and the professional's identity; each call builds its own VIHF (the
+identity, the call's patient and purpose of use), signs it, sends the request and returns a
+frozen result. The messages themselves are written and
 read by :mod:`transport.dmp.hl7v3` (patients, PDQ), :mod:`transport.dmp.authorizations`
 (habilitations, patientsSpecific) and :mod:`transport.dmp.xds` (registry, repository).
 

@@ -333,25 +333,22 @@ class Channel:
         attempts = max(1, policy.attempts) if call.idempotent else 1
         operation = call.operation or _operation(root_type)
         with tls.deadline(at):
-            for attempt in range(1, attempts + 1):
-                failure: TransportError | None = None
+            for attempt in range(1, attempts):
                 try:
                     received = self._bounded(call, root, root_type, operation, seconds)
                 except ConnectError as error:
-                    if attempt == attempts:
+                    wait = _wait(policy, attempt, None, at)
+                    if wait is None:
                         raise
-                    failure, retry_after, reason = error, None, error.message
+                    reason = error.message
                 else:
-                    if received.status not in RETRY_STATUSES or attempt == attempts:
+                    if received.status not in RETRY_STATUSES:
+                        return received
+                    wait = _wait(policy, attempt, received.headers.get("Retry-After"), at)
+                    if wait is None:
                         return received
                     mtom.discard_parts(received.decoded)
-                    retry_after = received.headers.get("Retry-After")
                     reason = f"{call.url} answered HTTP {received.status}"
-                wait = policy.delay(attempt, retry_after)
-                if at is not None and time.monotonic() + wait >= at:
-                    if failure is not None:
-                        raise failure
-                    return received
                 log.warning(
                     "%s: %s; retry %d of %d in %.1f s",
                     operation,
@@ -361,7 +358,7 @@ class Channel:
                     wait,
                 )
                 time.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            return self._bounded(call, root, root_type, operation, seconds)
 
     def _bounded(
         self, call: Call, root: bytes, root_type: str, operation: str, seconds: float | None
@@ -463,6 +460,17 @@ def _downloaded(
         if tls.deadline_passed():
             raise TransportError(f"{url}: the call's deadline has passed")
         yield chunk
+
+
+def _wait(
+    policy: RetryPolicy, attempt: int, retry_after: str | None, at: float | None
+) -> float | None:
+    """Seconds to wait before retrying after ``attempt``, or None when the deadline ``at``
+    (a monotonic instant) would pass first."""
+    wait = policy.delay(attempt, retry_after)
+    if at is not None and time.monotonic() + wait >= at:
+        return None
+    return wait
 
 
 def _operation(root_type: str) -> str:

@@ -1,4 +1,5 @@
-"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session.
+"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session, and
+the call deadline (:func:`deadline`) every TLS socket operation honours.
 
 The context speaks TLS 1.2 at least, verifies the server against the configured CA bundle only
 (never the system store, never off), presents the client's authentication certificate and, for the
