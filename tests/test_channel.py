@@ -39,6 +39,7 @@ from transport.soap.channel import (
     MockResponse,
     MockWire,
     RetryPolicy,
+    Wire,
 )
 from transport.soap.envelope import SOAP_CONTENT_TYPE, build_envelope
 from transport.soap.trace import Tracer
@@ -201,6 +202,17 @@ def test_a_trickling_server_ends_in_a_transport_error_at_the_deadline(
         channel.call(Call(server.url, envelope_for(server.url), deadline=1.0))
     assert "deadline of 1 s" in caught.value.message
     assert caught.value.exit_code == 3
+
+
+def test_a_facade_call_takes_a_deadline_from_the_block_around_it(pki, load, settings) -> None:
+    with RawServer(pki, trickle_body) as server:
+        base = server.url.rpartition("/")[0]
+        wire = Channel.connect(load("org-auth"), settings).wire
+        client = dmp_client(pki, wire, base_url=base)
+        with client.channel.deadline(1.0), pytest.raises(TransportError) as caught:
+            client.list_patients()
+        client.close()
+    assert "deadline of 1 s" in caught.value.message
 
 
 def test_the_profile_sets_the_deadline_and_retries(tmp_path: Path) -> None:
@@ -447,10 +459,12 @@ def in_process(app: StubApp, certificate, *, unavailable: int = 0) -> MockWire:
     return MockWire(handle)
 
 
-def dmp_client(pki, wire: MockWire) -> DmpClient:
-    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": "https://dmp.test/services"})
+def dmp_client(
+    pki, wire: Wire, *, base_url: str = "https://dmp.test/si-dmp-server/v2/services"
+) -> DmpClient:
+    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": base_url})
     return DmpClient(
-        "https://dmp.test/si-dmp-server/v2/services",
+        base_url,
         identity=profile.identity,
         signature=profile.signature_credential.load(Purpose.SIGNATURE),
         tls_credential=None,

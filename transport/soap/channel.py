@@ -20,7 +20,8 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -49,6 +50,9 @@ DEFAULT_DEADLINE = 300.0
 RETRY_STATUSES = frozenset({429, 503})
 """HTTP statuses by which a service says "not now": Too Many Requests, Service Unavailable."""
 
+_deadline_override: ContextVar[tuple[float | None] | None] = ContextVar(
+    "cisis_transport_call_deadline", default=None
+)
 _URL_FIX = "fix the service URL ([endpoints] in the profile, or --endpoint)"
 _PROXY_FIX = "check HTTPS_PROXY and NO_PROXY, and that the proxy is up and lets HTTPS through"
 
@@ -303,6 +307,17 @@ class Channel:
         """Close the wire's pooled connections."""
         self.wire.close()
 
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """Within the block, calls made in this thread take ``seconds`` as their deadline (None:
+        none) unless the :class:`Call` names its own: a per-call deadline for facade methods,
+        ``with client.channel.deadline(30): client.exists(patient)``."""
+        token = _deadline_override.set((seconds,))
+        try:
+            yield
+        finally:
+            _deadline_override.reset(token)
+
     def __enter__(self) -> Channel:
         return self
 
@@ -327,7 +342,7 @@ class Channel:
         if root_type is None:
             root_type = content_type(addressing.read(call.envelope, "Action") or "")
         _check_url(call.url)
-        seconds = call.deadline if call.deadline is not None else self.options.deadline
+        seconds = _deadline_of(call, self.options.deadline)
         at = time.monotonic() + seconds if seconds is not None else None
         policy = self.options.retry
         attempts = max(1, policy.attempts) if call.idempotent else 1
@@ -460,6 +475,15 @@ def _downloaded(
         if tls.deadline_passed():
             raise TransportError(f"{url}: the call's deadline has passed")
         yield chunk
+
+
+def _deadline_of(call: Call, default: float | None) -> float | None:
+    """The call's own deadline, else that of an enclosing :meth:`Channel.deadline` block, else
+    the channel's ``default`` (seconds; None: none)."""
+    if call.deadline is not None:
+        return call.deadline
+    override = _deadline_override.get()
+    return override[0] if override is not None else default
 
 
 def _wait(
