@@ -8,6 +8,7 @@ import io
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from lxml import etree
 from tests.test_hl7v3 import demographics, oppositions
 from tests.test_stub_dmp import new_patient
 from tests.test_tlsi import SOFTWARE
-from transport import examplepki
+from transport import examplepki, tls
 from transport.config import example_profile, load_profile
 from transport.credentials import Purpose
 from transport.dmp.authorizations import ListMode
@@ -40,6 +41,7 @@ from transport.soap.channel import (
     MockWire,
     RetryPolicy,
     Wire,
+    WireRequest,
 )
 from transport.soap.envelope import SOAP_CONTENT_TYPE, build_envelope
 from transport.soap.trace import Tracer
@@ -536,3 +538,14 @@ def test_only_the_channel_posts_and_the_facades_do_not_import_requests() -> None
         and not path.is_relative_to(package / "stubs")
     }
     assert posting == {"soap/channel.py"}
+
+
+def test_a_deadline_already_passed_is_a_transport_error_before_connecting(load, settings) -> None:
+    # Nothing listens there: a connection attempt would be refused, not timed out.
+    with socket.socket() as closed, Channel.connect(load("org-auth"), settings) as channel:
+        closed.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{closed.getsockname()[1]}/service"
+        with tls.deadline(time.monotonic() - 1), pytest.raises(TransportError) as caught:
+            channel.wire.send(WireRequest(url, {}, b"<x/>"))
+    assert not isinstance(caught.value, TLSError)
+    assert "did not accept the connection" in caught.value.message

@@ -522,7 +522,12 @@ class MutualTLSAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             connect, read = self._timeout
-            kwargs["timeout"] = (_remaining(connect), read)
+            try:
+                kwargs["timeout"] = (_remaining(connect), read)
+            except (
+                TimeoutError
+            ) as error:  # the deadline passed before connecting: as requests says it
+                raise requests.exceptions.ConnectTimeout(str(error), request=request) from None
         _take_signing_failure()
         try:
             return super().send(request, **kwargs)
