@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ from transport import examplepki
 from transport.credentials import Purpose, load_pkcs12
 from transport.errors import SignatureError, SoapFault, TransportError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, Flavour
-from transport.soap.client import SoapClient, build_envelope, load_wsdl
+from transport.soap.envelope import build_envelope
 from transport.soap.trace import Tracer
+from transport.soap.wsdl import SoapClient, load_wsdl
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.server import ServerTLS, StubResponse, StubServer
 from transport.tls import create_session
@@ -250,3 +253,15 @@ def test_schema_catches_a_broken_envelope(profile, tmp_path, schema):
     assertion = envelope.find(f".//{{{SAML_NS}}}Assertion")
     assertion.remove(assertion.find(f"{{{SAML_NS}}}Issuer"))
     assert not schema.validate(etree.fromstring(etree.tostring(assertion)))
+
+
+def test_importing_transport_does_not_import_zeep():
+    # zeep is only needed for user WSDLs: transport.soap.wsdl is imported on first use.
+    code = (
+        "import sys, transport; before = 'zeep' in sys.modules; transport.SoapClient; "
+        "print(before, 'zeep' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]

@@ -15,8 +15,8 @@ from lxml import etree
 from transport.config import example_profile
 from transport.errors import ConfigurationError, SoapFault, ValidationError
 from transport.soap.addressing import SOAP12_NS, read
-from transport.soap.client import wsdl_path
 from transport.soap.trace import Tracer
+from transport.soap.wsdl import wsdl_path
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.client import (
@@ -176,7 +176,7 @@ def test_a_request_without_contexte_lps_is_refused_with_its_message_id(pki, load
     header = envelope.find(f"{{{SOAP12_NS}}}Header")
     header.remove(header.find(f"{{{CTXLPS_NS}}}ContexteLPS"))
     with client, pytest.raises(SoapFault) as caught:
-        post(client.session, client.url, envelope)
+        post(client.channel, client.url, envelope)
     fault = caught.value
     assert (fault.subcode, fault.service_code) == ("siram_100", "desir_550")
     assert fault.details[0].message_id == read(envelope, "MessageID")

@@ -17,7 +17,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from transport.errors import TransportError, ValidationError
-from transport.soap.client import send
+from transport.soap.channel import send
 from transport.soap.mtom import (
     XOP_NS,
     Attachment,
@@ -402,6 +402,24 @@ def test_a_refused_body_leaves_no_file_behind(tmp_path: Path) -> None:
     with pytest.raises(MtomError):
         decode(pieces(body[:-300], 4096), message.content_type, directory=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("encoding", ["quoted-printable", "x-uuencode"])
+def test_a_part_refused_for_its_transfer_encoding_leaves_no_file_nor_handle(
+    tmp_path: Path, encoding: str
+) -> None:
+    body = hand_built(
+        b"Content-ID: <r>\r\n\r\n<r/>",
+        b"Content-ID: <ok>\r\n\r\nkept until the refusal",
+        f"Content-ID: <p>\r\nContent-Transfer-Encoding: {encoding}\r\n\r\nx".encode(),
+    )
+    with pytest.raises(MtomError, match=encoding):
+        decode(body, CONTENT_TYPE, directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    descriptors = Path("/proc/self/fd")
+    if descriptors.is_dir():
+        opened = [os.path.realpath(entry) for entry in descriptors.iterdir()]
+        assert not [path for path in opened if path.startswith(str(tmp_path))]
 
 
 def test_bare_lf_line_ends_are_refused_with_a_hint() -> None:

@@ -29,7 +29,7 @@ from transport.config import CredentialSpec, Pkcs11Spec, example_profile, load_p
 from transport.credentials import Credential, Purpose
 from transport.dmp.client import DmpClient
 from transport.errors import ConfigurationError, CredentialError, TLSError
-from transport.soap.client import send
+from transport.soap.channel import send
 from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.stubs.app import DMP_SERVICES
 from transport.stubs.insi import TEST_PERSONS

@@ -16,7 +16,8 @@ import requests
 
 from transport.credentials import load_pkcs12
 from transport.errors import SoapFault
-from transport.soap.client import raise_for_fault, send
+from transport.soap.channel import send
+from transport.soap.envelope import raise_for_fault
 from transport.stubs.app import SERVICES, Stubs, service_path
 from transport.tls import TLSSettings, create_session
 from transport.xml import parse_xml

@@ -62,7 +62,8 @@ from transport.dmp.hl7v3 import (
 )
 from transport.errors import SoapFault, TLSError
 from transport.soap.addressing import SOAP12_NS, read
-from transport.soap.client import build_envelope, raise_for_fault, send
+from transport.soap.channel import send
+from transport.soap.envelope import build_envelope, raise_for_fault
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import Stubs
 from transport.stubs.patients import Authorization, DmpStatus

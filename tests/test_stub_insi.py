@@ -15,7 +15,8 @@ from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
 from transport.errors import SoapFault, ValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, read
-from transport.soap.client import raise_for_fault, wsdl_path
+from transport.soap.envelope import SOAP_CONTENT_TYPE, raise_for_fault
+from transport.soap.wsdl import wsdl_path
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS, InsiRegistry, first_names_match
@@ -23,7 +24,6 @@ from transport.teleservices.client import (
     CTXBAM_NS,
     CTXLPS_NS,
     SIRAM_NS,
-    SOAP_CONTENT_TYPE,
     AssertionPS,
     ContexteBAM,
     ContexteLPS,

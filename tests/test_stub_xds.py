@@ -18,7 +18,8 @@ from transport.dmp import xds
 from transport.dmp.xds import Author, Coded, DocumentEntry, OutgoingDocument, SubmissionSet
 from transport.errors import SoapFault
 from transport.soap import mtom
-from transport.soap.client import build_envelope, raise_for_fault, send
+from transport.soap.channel import send
+from transport.soap.envelope import build_envelope, raise_for_fault
 from transport.stubs.app import Stubs
 from transport.stubs.patients import Authorization, now_text
 from transport.stubs.xds import REPOSITORY_UNIQUE_ID

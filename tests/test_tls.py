@@ -22,7 +22,7 @@ from transport import examplepki
 from transport.credentials import Credential, load_pkcs12
 from transport.errors import ConfigurationError, CredentialError, TLSError, TransportError
 from transport.examplepki import ExamplePKI
-from transport.soap.client import send
+from transport.soap.channel import send
 from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.tls import (
     DMP_CIPHERS,

@@ -14,7 +14,7 @@ from lxml import etree
 from tests.conftest import REFERENCE
 from transport.errors import SignatureError, SoapFault, TransportError, ValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS
-from transport.soap.client import raise_for_fault
+from transport.soap.envelope import raise_for_fault
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer, soap12_fault
 from transport.teleservices.client import (

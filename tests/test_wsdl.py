@@ -16,7 +16,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from transport.soap.addressing import SOAP12_NS
-from transport.soap.client import SoapClient, load_wsdl, wsdl_path
+from transport.soap.wsdl import SoapClient, load_wsdl, wsdl_path
 from transport.stubs.app import service_path
 from transport.xml import parse_xml
 

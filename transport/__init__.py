@@ -13,6 +13,7 @@ from transport.dmp.hl7v3 import Demographics
 from transport.errors import (
     CisisError,
     ConfigurationError,
+    ConnectError,
     CredentialError,
     DmpError,
     IntegrityError,
@@ -42,6 +43,7 @@ __all__ = [
     "AuthMode",
     "CisisError",
     "ConfigurationError",
+    "ConnectError",
     "CredentialError",
     "Demographics",
     "DmpClient",

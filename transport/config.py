@@ -19,6 +19,7 @@ from typing import Any
 from transport import examplepki
 from transport.credentials import Credential, Purpose, load_pem, load_pkcs12
 from transport.errors import ConfigurationError
+from transport.soap.channel import DEFAULT_DEADLINE, CallOptions, RetryPolicy
 from transport.tls import DMP_CIPHERS, TLSSettings
 from transport.vihf import (
     AC_SMARTCARD_PKI,
@@ -107,7 +108,9 @@ class Profile:
     service family (``dmp``, ``tlsi``) to its base URL. ``tlsi_idam`` is the software's CNDA
     authorisation number for the téléservices (``[lps] idam``; None: the homologation id is
     sent); ``insi_credential`` the INSI-AUTO/INSI-MANU certificate of the téléservices'
-    certificate mode (``[credentials.insi]``; None: the ``tls`` one).
+    certificate mode (``[credentials.insi]``; None: the ``tls`` one). ``deadline`` bounds each
+    call (seconds, connection and whole answer included; ``[tls] deadline``), ``retries`` is how
+    many times a read may be sent again (``[tls] retries``).
     """
 
     identity: Vihf
@@ -121,6 +124,8 @@ class Profile:
     source: str = "<built-in>"
     tlsi_idam: str | None = None
     insi_credential: CredentialSpec | None = None
+    deadline: float = DEFAULT_DEADLINE
+    retries: int = RetryPolicy.attempts - 1
 
     def tls_settings(self, *, dmp: bool = True) -> TLSSettings:
         """TLS settings for a DMP endpoint (restricted suites) or another service."""
@@ -130,6 +135,10 @@ class Profile:
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
         )
+
+    def call_options(self) -> CallOptions:
+        """The channel options of the profile: its deadline and its retries of the reads."""
+        return CallOptions(self.deadline, RetryPolicy(attempts=self.retries + 1))
 
     def endpoint(self, family: str) -> str:
         """The base URL of a service family, or ConfigurationError naming the missing key."""
@@ -213,7 +222,23 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
         insi_credential=(
             _credential(credentials, "insi", base, source) if "insi" in credentials else None
         ),
+        deadline=_number(tls, "deadline", DEFAULT_DEADLINE, f"{source} [tls]"),
+        retries=_retries(tls, f"{source} [tls]"),
     )
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"{where}: `{key}` must be a positive number of seconds")
+    return float(value)
+
+
+def _retries(section: Mapping[str, Any], where: str) -> int:
+    value = section.get("retries", RetryPolicy.attempts - 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise ConfigurationError(f"{where}: `retries` must be a whole number from 0 to 10")
+    return value
 
 
 def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 import http.client
-import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +28,8 @@ from transport.config import CredentialSpec, Profile
 from transport.credentials import Credential, Purpose, rfc2253_dn
 from transport.errors import CisisError
 from transport.teleservices.client import ALLOWED_COMMON_NAMES, emitter_from_certificate
-from transport.tls import TLSSettings, create_context
+from transport.tls import TLSSettings, create_context, diagnose
+from transport.tls.diagnose import TRUST_FIX
 from transport.vihf import AuthMode
 from transport.xmlsig import VerifySettings
 
@@ -39,36 +39,6 @@ CLOCK_WARNING = timedelta(seconds=60)
 """A local clock further than this from a server's is warned about."""
 CLOCK_FAILURE = VerifySettings.clock_skew
 """A local clock further than this from a server's fails: the VIHF's allowed skew (5 min)."""
-
-_TRUST_FIX = (
-    "set [tls] ca_bundle to a PEM file holding the CA that issued the server's certificate "
-    "(IGC-Santé roots and intermediates for the real services, the stub's ca-bundle.pem for a stub)"
-)
-_CLIENT_REFUSED = frozenset(
-    {
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
-        "SSLV3_ALERT_CERTIFICATE_REVOKED",
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
-        "TLSV1_ALERT_ACCESS_DENIED",
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-    }
-)
-_NOTHING_IN_COMMON = frozenset(
-    {
-        "NO_CIPHERS_AVAILABLE",
-        "NO_SHARED_CIPHER",
-        "NO_PROTOCOLS_AVAILABLE",
-        "SSLV3_ALERT_HANDSHAKE_FAILURE",
-        "TLSV1_ALERT_PROTOCOL_VERSION",
-        "UNSUPPORTED_PROTOCOL",
-    }
-)
-_NETWORK_FIX = "check the URL in [endpoints], the network and any firewall or proxy on the way"
-_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
-_CERT_HAS_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
 
 
 class Status(enum.StrEnum):
@@ -129,7 +99,7 @@ def run_checks(profile: Profile, *, now: datetime | None = None) -> tuple[Check,
     for role, spec, purpose in roles:
         check, loaded[role] = _credential_check(role, spec, purpose, now, clock())
         checks.append(check)
-    checks.append(_guard("ca bundle", _TRUST_FIX, lambda: _ca_bundle_check(profile, clock())))
+    checks.append(_guard("ca bundle", TRUST_FIX, lambda: _ca_bundle_check(profile, clock())))
     checks.append(_pair_check(loaded["tls"], loaded["signature"]))
     checks.append(
         _guard("vihf identity", "correct [identity]", lambda: _identity_check(profile, loaded))
@@ -199,15 +169,15 @@ def _ca_bundle_check(profile: Profile, moment: datetime) -> Check:
     try:
         certificates = x509.load_pem_x509_certificates(bundle.read_bytes())
     except OSError as error:
-        return Check("ca bundle", Status.FAIL, f"{bundle}: {error.strerror}", _TRUST_FIX)
+        return Check("ca bundle", Status.FAIL, f"{bundle}: {error.strerror}", TRUST_FIX)
     except ValueError:
-        return Check("ca bundle", Status.FAIL, f"{bundle}: no PEM certificate", _TRUST_FIX)
+        return Check("ca bundle", Status.FAIL, f"{bundle}: no PEM certificate", TRUST_FIX)
     names = "; ".join(rfc2253_dn(certificate.subject) for certificate in certificates)
     detail = f"{bundle}: {len(certificates)} certificate(s): {names}"
     expired = [c for c in certificates if c.not_valid_after_utc < moment]
     if expired:
         gone = "; ".join(rfc2253_dn(certificate.subject) for certificate in expired)
-        return Check("ca bundle", Status.WARN, f"{detail}; expired: {gone}", _TRUST_FIX)
+        return Check("ca bundle", Status.WARN, f"{detail}; expired: {gone}", TRUST_FIX)
     return Check("ca bundle", Status.OK, detail)
 
 
@@ -406,42 +376,22 @@ def _tls_check(
     try:
         answer = _exchange(url, credential, settings, clock)
     except _AfterHandshake as error:
-        return None, _failure_after_handshake(name, where, error.cause, credential, settings)
+        found = diagnose.after_handshake(where, error.cause, credential, settings.read_timeout)
     except CisisError as error:
-        return None, Check(name, Status.FAIL, error.message, error.hint or _TRUST_FIX)
-    except ssl.SSLCertVerificationError as error:
-        return None, _verification_failure(name, url, error, settings)
+        return None, Check(name, Status.FAIL, error.message, error.hint or TRUST_FIX)
     except ssl.SSLError as error:
-        return None, _handshake_failure(name, where, error, credential, settings)
-    except ConnectionRefusedError:
-        return None, Check(
-            name,
-            Status.FAIL,
-            f"connection refused by {where}",
-            "check the URL in [endpoints] and that the service is up (a local stub: "
-            "`cisis-transport stub`)",
-        )
-    except socket.gaierror:
-        return None, Check(
-            name, Status.FAIL, f"host {parts.hostname} not found", "check the URL in [endpoints]"
-        )
-    except TimeoutError:
-        return None, Check(
-            name,
-            Status.FAIL,
-            f"no answer from {where} within {settings.connect_timeout:g} s",
-            _NETWORK_FIX,
-        )
+        found = diagnose.tls_failure(url, error, credential, settings)
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        return None, Check(name, Status.FAIL, f"cannot reach {where} ({reason})", _NETWORK_FIX)
-    server = answer.server
-    return answer, Check(
-        name,
-        Status.OK,
-        f"{answer.protocol} {answer.cipher} with {where}; server {rfc2253_dn(server.subject)} "
-        f"issued by {rfc2253_dn(server.issuer)}",
-    )
+        found = diagnose.connection_failure(url, error, settings.connect_timeout)
+    else:
+        server = answer.server
+        return answer, Check(
+            name,
+            Status.OK,
+            f"{answer.protocol} {answer.cipher} with {where}; server {rfc2253_dn(server.subject)} "
+            f"issued by {rfc2253_dn(server.issuer)}",
+        )
+    return None, Check(name, Status.FAIL, found.message, found.hint)
 
 
 def _exchange(
@@ -481,137 +431,6 @@ class _AfterHandshake(Exception):
     def __init__(self, cause: OSError | http.client.HTTPException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-def _failure_after_handshake(
-    name: str,
-    where: str,
-    cause: OSError | http.client.HTTPException,
-    credential: Credential,
-    settings: TLSSettings,
-) -> Check:
-    if isinstance(cause, ssl.SSLError) and cause.reason in _CLIENT_REFUSED:
-        return _handshake_failure(name, where, cause, credential, settings)
-    if isinstance(cause, TimeoutError):
-        return Check(
-            name,
-            Status.FAIL,
-            f"no HTTP answer from {where} within {settings.read_timeout:g} s after the handshake",
-            _NETWORK_FIX,
-        )
-    # An EOF or a reset right after a completed handshake, before any HTTP answer: a TLS 1.3
-    # server whose refusal alert was lost when it closed the connection.
-    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
-    return Check(
-        name,
-        Status.FAIL,
-        f"{where} hung up right after the handshake ({reason}): most likely it refused our "
-        f"client certificate {credential.dn} issued by {credential.issuer_dn}",
-        _client_fix(credential),
-    )
-
-
-def _verification_failure(
-    name: str, url: str, error: ssl.SSLCertVerificationError, settings: TLSSettings
-) -> Check:
-    reason = error.verify_message or str(error)
-    if error.verify_code == _HOSTNAME_MISMATCH:
-        return Check(
-            name,
-            Status.FAIL,
-            f"the server's certificate does not name {urlsplit(url).hostname} ({reason})",
-            "use the host name the server's certificate names in [endpoints]",
-        )
-    if error.verify_code == _CERT_HAS_EXPIRED:
-        return Check(
-            name,
-            Status.FAIL,
-            f"the server's certificate has expired ({reason})",
-            "tell the service's operator; nothing to change on this side",
-        )
-    issuer = _server_issuer(url, settings)
-    bundle = Path(settings.ca_bundle)
-    if issuer is None:
-        seen = (
-            "its issuer could not be read (the server ended the handshake; our certificate "
-            "is not shown to an unverified server)"
-        )
-    else:
-        seen = f"it is issued by {rfc2253_dn(issuer)}"
-        if any(ca.subject == issuer for ca in _bundle_certificates(bundle)):
-            seen += ", a name the bundle holds but with another key (a different CA)"
-    return Check(
-        name,
-        Status.FAIL,
-        f"server certificate not trusted by the CA bundle {bundle} ({reason}): {seen}",
-        _TRUST_FIX,
-    )
-
-
-def _server_issuer(url: str, settings: TLSSettings) -> x509.Name | None:
-    """The issuer of the certificate a server presents, read over a handshake that does not
-    verify it, presents no client certificate and sends nothing: only to name it in the message."""
-    parts = urlsplit(url)
-    try:
-        context = create_context(None, settings)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with (
-            socket.create_connection(
-                (parts.hostname, parts.port or 443), timeout=settings.connect_timeout
-            ) as raw,
-            context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, CisisError):
-        return None
-    return x509.load_der_x509_certificate(der).issuer if der else None
-
-
-def _bundle_certificates(bundle: Path) -> list[x509.Certificate]:
-    try:
-        return x509.load_pem_x509_certificates(bundle.read_bytes())
-    except (OSError, ValueError):
-        return []
-
-
-def _handshake_failure(
-    name: str, where: str, error: ssl.SSLError, credential: Credential, settings: TLSSettings
-) -> Check:
-    reason = error.reason or str(error)
-    if reason in _CLIENT_REFUSED:
-        return Check(
-            name,
-            Status.FAIL,
-            f"{where} refused our client certificate {credential.dn} issued by "
-            f"{credential.issuer_dn} ({reason})",
-            _client_fix(credential),
-        )
-    if reason in _NOTHING_IN_COMMON:
-        suites = ", ".join(settings.ciphers) if settings.ciphers else "OpenSSL's secure defaults"
-        return Check(
-            name,
-            Status.FAIL,
-            f"no protocol or cipher suite in common with {where} ({reason}); offered: TLS 1.2+ "
-            f"with {suites}",
-            "the service must accept TLS 1.2 or 1.3 with one of the offered suites",
-        )
-    if reason == "WRONG_VERSION_NUMBER":
-        return Check(
-            name,
-            Status.FAIL,
-            f"{where} does not speak TLS ({reason})",
-            "check the port in [endpoints]: it may be a plain HTTP one",
-        )
-    return Check(name, Status.FAIL, f"TLS handshake with {where} failed ({reason})", _TRUST_FIX)
-
-
-def _client_fix(credential: Credential) -> str:
-    return (
-        "the service does not accept this certificate: use one from the CA it expects "
-        "(IGC-Santé ORG AUTH_CLI or card for the real services; the stub's own PKI for a stub), "
-        f"and check that {credential.source} is valid and not revoked"
-    )
 
 
 def _clock_check(family: str, answer: _Answer) -> Check:

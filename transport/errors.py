@@ -4,15 +4,30 @@ Every error carries a message a person can act on and, where the service or the 
 the code that identifies it (SOAP fault code and subcode, service error code, severity). The command
 line maps each family to its exit code: usage and input errors to 2, service answers to 1,
 credential, TLS and transport failures to 3.
+
+::
+
+    CisisError (3)
+    ├── UsageError (2)
+    │   ├── ConfigurationError
+    │   └── ValidationError
+    │       └── VihfValidationError
+    ├── CredentialError (3)
+    ├── TransportError (3): the exchange did not complete
+    │   ├── ConnectError: no connection, or lost before any answer (a read may be retried)
+    │   ├── TLSError
+    │   └── MtomError
+    ├── SignatureError (3)
+    └── ServiceError (1): the service answered, and it is an error
+        ├── SoapFault (FaultDetail records)
+        ├── DmpError
+        ├── XdsError (RegistryError records)
+        └── IntegrityError
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from transport.dmp.xds import RegistryError
 
 
 class CisisError(Exception):
@@ -65,6 +80,11 @@ class CredentialError(CisisError):
 
 class TransportError(CisisError):
     """The exchange did not complete: connection refused, timeout, broken HTTP."""
+
+
+class ConnectError(TransportError):
+    """No connection could be made, or it was lost before any answer: refused, unreachable,
+    closed early, the proxy failed. Nothing came back, so an idempotent read may be retried."""
 
 
 class TLSError(TransportError):
@@ -170,11 +190,28 @@ class DmpError(ServiceError):
         self.details = details or ((code, text),)
 
 
+@dataclass(frozen=True)
+class RegistryError:
+    """One XDS.b ``rs:RegistryError`` (ebRS 3.0 §2.1.6, IHE ITI TF-3 §4.2.4): ``code``
+    (``XDSRegistryError``, ``DMPAccessDenied``…), ``context`` (the text), ``severity``
+    (``Error``/``Warning``), ``location`` when the service names one."""
+
+    code: str
+    context: str
+    severity: str = "Error"
+    location: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error, False for a warning."""
+        return self.severity == "Error"
+
+
 class XdsError(ServiceError):
     """An XDS.b registry or repository answered ``Failure`` or ``PartialSuccess``.
 
-    ``status`` is the ebRS status URN; ``errors`` the :class:`transport.dmp.xds.RegistryError`
-    list, errors and warnings; ``code`` the first error's code.
+    ``status`` is the ebRS status URN; ``errors`` the :class:`RegistryError` list, errors and
+    warnings; ``code`` the first error's code.
     """
 
     def __init__(

@@ -1,8 +1,9 @@
 """The DMP client: every LPS transaction of the volet (TD0.2 to TD3.3d) as one method.
 
-:class:`DmpClient` holds one mutual-TLS session to one DMP endpoint set and the professional's
-identity; each call builds its own VIHF (the identity, the call's patient and purpose of use),
-signs it, sends the request and returns a frozen result. The messages themselves are written and
+:class:`DmpClient` holds one channel (:mod:`transport.soap.channel`, over a mutual-TLS session)
+to one DMP endpoint set and the professional's identity; each call builds its own VIHF (the
+identity, the call's patient and purpose of use), signs it, sends the request and returns a
+frozen result. The messages themselves are written and
 read by :mod:`transport.dmp.hl7v3` (patients, PDQ), :mod:`transport.dmp.authorizations`
 (habilitations, patientsSpecific) and :mod:`transport.dmp.xds` (registry, repository).
 
@@ -21,14 +22,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
-import requests
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
@@ -69,9 +67,18 @@ from transport.errors import (
     XdsError,
 )
 from transport.soap import mtom
-from transport.soap.client import answer_payload, build_envelope, send
+from transport.soap.channel import (
+    Answer,
+    Call,
+    CallOptions,
+    Channel,
+    Progress,
+    RequestsWire,
+    Wire,
+)
+from transport.soap.envelope import build_envelope
 from transport.soap.trace import Tracer
-from transport.tls import TLSSettings, create_session
+from transport.tls import TLSSettings
 from transport.vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
 from transport.xml import format_ts
 
@@ -111,11 +118,17 @@ MIME_TYPE_SUFFICIENT = xds.Coded(
     "urn:ihe:iti:xds:2017:mimeTypeSufficient", _FORMAT_SYSTEM, "Format défini par le type MIME"
 )
 
-Progress = Callable[[int, int | None], None]
-"""A transfer progress callback: bytes moved so far, and the total when known."""
-
 _MTOM_SERVICES = frozenset({"repository"})
-_SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+_SAFE_READS = frozenset(
+    {
+        hl7v3.ACTION_QUERY,  # TD0.2, TD1.3a
+        authorizations.ACTION_PATIENT_LIST,  # TD0.4
+        authorizations.ACTION_LIST_AUTHORIZATIONS,  # TD1.6
+        xds.ACTION_STORED_QUERY,  # TD3.1 (ITI-18)
+        xds.ACTION_RETRIEVE,  # TD3.2 (ITI-43)
+    }
+)
+"""The actions the channel may send again (reads that change nothing); never a write."""
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -314,14 +327,6 @@ class Retrieved:
         raise KeyError(unique_id)
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """A received answer: the body's payload element and the MIME parts beside it."""
-
-    payload: etree._Element
-    parts: mtom.Decoded
-
-
 # --- the client ----------------------------------------------------------------------------------
 
 
@@ -355,8 +360,9 @@ class DmpClient:
     ``identity`` is the VIHF without a patient; ``signature`` signs each VIHF (the structure's
     ORG SIGN certificate in the indirect modes, the card's signature key in direct mode);
     ``tls_credential`` authenticates the TLS session. ``structure_name`` defaults to the
-    signature certificate's organisation. One pooled session serves every call; the client may be
-    shared between threads.
+    signature certificate's organisation. One channel (:class:`transport.soap.channel.Channel`,
+    over a pooled mutual-TLS session unless ``wire`` is given) serves every call, with
+    ``options`` (deadline, retries of the reads); the client may be shared between threads.
     """
 
     def __init__(
@@ -371,13 +377,14 @@ class DmpClient:
         structure_name: str | None = None,
         repository_unique_id: str = DMP_REPOSITORY_UNIQUE_ID,
         tracer: Tracer | None = None,
+        options: CallOptions | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.identity = identity.with_patient(None)
         self.signature = signature
         self.vihf_options = vihf_options or VihfOptions()
         self.repository_unique_id = repository_unique_id
-        self.tracer = tracer
         self.device = software_device(identity)
         self.structure_name = (
             structure_name
@@ -397,7 +404,11 @@ class DmpClient:
             institution=self.structure_name,
             structure_id=identity.structure_id,
         )
-        self.session = create_session(tls_credential, tls_settings)
+        self.channel = Channel(
+            wire or RequestsWire.connect(tls_credential, tls_settings),
+            tracer=tracer,
+            options=options,
+        )
 
     @classmethod
     def from_profile(
@@ -408,7 +419,7 @@ class DmpClient:
         tracer: Tracer | None = None,
     ) -> DmpClient:
         """A client for ``profile``: its ``dmp`` endpoint (or ``endpoint``), identity, TLS and
-        signature credentials, VIHF options."""
+        signature credentials, VIHF options, deadline and retries."""
         return cls(
             endpoint or profile.endpoint("dmp"),
             identity=profile.identity,
@@ -417,11 +428,12 @@ class DmpClient:
             tls_settings=profile.tls_settings(),
             vihf_options=profile.vihf_options,
             tracer=tracer,
+            options=profile.call_options(),
         )
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self.session.close()
+        self.channel.close()
 
     def __enter__(self) -> DmpClient:
         return self
@@ -732,7 +744,7 @@ class DmpClient:
             directory=directory,
             progress=progress,
         )
-        with _removing_parts_on_error(answer.parts):
+        with mtom.removing_parts_on_error(answer.parts):
             result = xds.read_retrieve_response(answer.payload)
             if result.result.status == xds.FAILURE or (
                 not result.documents and not result.result.ok
@@ -842,74 +854,27 @@ class DmpClient:
         attachments: tuple[mtom.Attachment, ...] = (),
         directory: Path | None = None,
         progress: Progress | None = None,
-    ) -> _Answer:
-        """Sign a VIHF for ``patient``, send ``payload`` to ``service`` and return the answer's
-        payload; SoapFault for a fault, TransportError for anything that is not an answer."""
+    ) -> Answer:
+        """Sign a VIHF for ``patient``, send ``payload`` to ``service`` through the channel and
+        return the answer's payload; SoapFault for a fault, TransportError for anything that is
+        not an answer."""
         url = f"{self.base_url}/{service}"
         vihf = self.identity.with_patient(patient)
         if purpose_of_use is not None:
             vihf = replace(vihf, purpose_of_use=purpose_of_use)
         assertion = sign_vihf(vihf, self.signature.signer, options=self.vihf_options)
-        envelope = build_envelope(action, url, payload, assertions=[assertion])
-        root = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-        operation = action.rpartition(":")[2]
-        prefix = self.tracer.next_prefix(operation) if self.tracer is not None else None
-        with ExitStack() as stack:
-            body, content_type = self._request_body(
-                service, root, action, attachments, prefix, progress, stack
-            )
-            response = send(self.session, url, body, {"Content-Type": content_type}, stream=True)
-            stack.callback(response.close)
-            decoded = self._decode(response, prefix, directory, progress, stack)
-        with _removing_parts_on_error(decoded):
-            payload_element = answer_payload(url, response.status_code, decoded.root, envelope)
-        log.debug("%s answered %s", service, operation)
-        return _Answer(payload_element, decoded)
-
-    def _request_body(
-        self,
-        service: str,
-        root: bytes,
-        action: str,
-        attachments: tuple[mtom.Attachment, ...],
-        prefix: str | None,
-        progress: Progress | None,
-        stack: ExitStack,
-    ) -> tuple[object, str]:
-        if self.tracer is not None and prefix is not None:
-            self.tracer.write(prefix, "request", root)
-        if service not in _MTOM_SERVICES:
-            return root, f'{_SOAP_CONTENT_TYPE}; action="{action}"'
-        message = mtom.encode(root, attachments, action=action)
-        trace = (
-            stack.enter_context(self.tracer.open_mime(prefix, "request"))
-            if self.tracer is not None and prefix is not None
-            else None
+        call = Call(
+            url,
+            build_envelope(action, url, payload, assertions=[assertion]),
+            attachments=attachments,
+            mtom=service in _MTOM_SERVICES,
+            idempotent=action in _SAFE_READS,
+            directory=directory,
+            progress=progress,
         )
-        return _Upload(message, progress, trace), message.content_type
-
-    def _decode(
-        self,
-        response: requests.Response,
-        prefix: str | None,
-        directory: Path | None,
-        progress: Progress | None,
-        stack: ExitStack,
-    ) -> mtom.Decoded:
-        content_type = response.headers.get("Content-Type", "")
-        multipart = content_type.lower().startswith("multipart/")
-        trace = (
-            stack.enter_context(self.tracer.open_mime(prefix, "response"))
-            if self.tracer is not None and prefix is not None and multipart
-            else None
-        )
-        declared = response.headers.get("Content-Length")
-        total = int(declared) if declared and declared.isdigit() else None
-        chunks = _downloaded(response, progress if multipart else None, total, trace)
-        decoded = mtom.decode(chunks, content_type, directory=directory)
-        if self.tracer is not None and prefix is not None:
-            self.tracer.write(prefix, "response", decoded.root)
-        return decoded
+        answer = self.channel.call(call)
+        log.debug("%s answered %s", service, action.rpartition(":")[2])
+        return answer
 
 
 _TRANSACTIONS = {
@@ -920,63 +885,6 @@ _TRANSACTIONS = {
     Reason.MODIF_DATA: "TD1.3b",
     Reason.FERM: "TD1.4",
 }
-
-
-class _Upload:
-    """An MTOM body as requests sends it: iterable (files read in chunks) with a length (so it
-    goes with ``Content-Length``), reporting progress and copying to the trace as it goes."""
-
-    def __init__(
-        self, message: mtom.MtomMessage, progress: Progress | None, trace: BinaryIO | None
-    ) -> None:
-        self.message = message
-        self.progress = progress
-        self.trace = trace
-
-    def __len__(self) -> int:
-        return self.message.length
-
-    def __iter__(self) -> Iterator[bytes]:
-        done = 0
-        for chunk in self.message.chunks():
-            done += len(chunk)
-            if self.trace is not None:
-                self.trace.write(chunk)
-            if self.progress is not None:
-                self.progress(done, self.message.length)
-            yield chunk
-
-
-def _downloaded(
-    response: requests.Response,
-    progress: Progress | None,
-    total: int | None,
-    trace: BinaryIO | None,
-) -> Iterator[bytes]:
-    """The answer's body in chunks as they arrive; a broken connection is a TransportError."""
-    done = 0
-    try:
-        for chunk in response.iter_content(mtom.CHUNK_SIZE):
-            done += len(chunk)
-            if trace is not None:
-                trace.write(chunk)
-            if progress is not None:
-                progress(done, total)
-            yield chunk
-    except requests.exceptions.RequestException as error:
-        raise TransportError(f"the answer was cut after {done} bytes: {error}") from None
-
-
-@contextmanager
-def _removing_parts_on_error(decoded: mtom.Decoded) -> Iterator[None]:
-    """Removes the decoded parts' files when the block raises: nothing half-checked is left."""
-    try:
-        yield
-    except BaseException:
-        for part in decoded.parts.values():
-            if part.path is not None:
-                part.path.unlink(missing_ok=True)
-        raise
 
 
 def _content(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from lxml import etree
 
-from transport.errors import ValidationError
+from transport.errors import RegistryError, ValidationError
 from transport.soap.mtom import XOP_NS, include
 from transport.vihf import Patient
 from transport.xml import Namespace
@@ -811,21 +811,6 @@ def read_provide_and_register(element: etree._Element) -> Submission:
 
 # ---------------------------------------------------------------------------------------------
 # Responses
-
-
-@dataclass(frozen=True)
-class RegistryError:
-    """One ``RegistryError``: XDS code, context, severity (``Error``/``Warning``), location."""
-
-    code: str
-    context: str
-    severity: str = "Error"
-    location: str | None = None
-
-    @property
-    def is_error(self) -> bool:
-        """True for an error, False for a warning."""
-        return self.severity == "Error"
 
 
 def registry_response(

@@ -34,6 +34,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -108,9 +109,9 @@ class MtomMessage:
 
     ``content_type`` is the HTTP ``Content-Type`` value; ``length`` the body's size in bytes;
     ``root`` the root XML part (the SOAP envelope with its ``xop:Include`` elements). The message
-    is an iterable with a length, so ``session.post(url, data=message, headers={"Content-Type":
-    message.content_type})`` sends it with ``Content-Length``; ``data=message.chunks()`` sends it
-    chunked. It can be sent again (a retry): every iteration reads the files afresh.
+    is an iterable with a length, so an HTTP client (requests' ``data=message``, with the
+    ``Content-Type`` header) sends it with ``Content-Length``; ``message.chunks()`` sends it
+    chunked. It can be sent again: every iteration reads the files afresh.
     """
 
     content_type: str
@@ -351,6 +352,23 @@ def decode(
         return parser.close()
     except BaseException:
         parser.discard()
+        raise
+
+
+def discard_parts(decoded: Decoded) -> None:
+    """Remove the files of ``decoded``'s parts (those decoded into a directory)."""
+    for part in decoded.parts.values():
+        if part.path is not None:
+            part.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def removing_parts_on_error(decoded: Decoded) -> Iterator[None]:
+    """Removes ``decoded``'s part files when the block raises: nothing half-checked is left."""
+    try:
+        yield
+    except BaseException:
+        discard_parts(decoded)
         raise
 
 
@@ -616,6 +634,8 @@ class _Sink:
         self.is_root = is_root
         self.path: Path | None = None
         self._file: BinaryIO | None = None
+        # Checked before the file is made: a refused part leaves nothing behind.
+        self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
         if directory is not None:
             descriptor, name = tempfile.mkstemp(prefix="mtom-", suffix=".part", dir=directory)
             self.path = Path(name)
@@ -624,7 +644,6 @@ class _Sink:
         self._headers = headers
         self._content_id = content_id
         self._limit = limit
-        self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
         self._hash = hashlib.sha256()
         self._sha1 = hashlib.sha1(usedforsecurity=False)
         self._size = 0

@@ -8,9 +8,10 @@ caller is the ``INSI-AUTO``/``INSI-MANU`` certificate of the mutual TLS session 
 ``wsse:Security``.
 
 This module writes and reads the two contexts and the assertion PS, builds the whole envelope
-(:func:`build_request`) and posts it (:func:`post`). Faults come back as
-:class:`transport.errors.SoapFault`: its ``details`` hold the ``siram:Erreur`` ``code``,
-``severite`` and ``messageID`` (read by :func:`transport.soap.client.fault_details`).
+(:func:`build_request`) and sends it through a :class:`transport.soap.channel.Channel`
+(:func:`post`). Faults come back as :class:`transport.errors.SoapFault`: its ``details`` hold the
+``siram:Erreur`` ``code``, ``severite`` and ``messageID`` (read by
+:func:`transport.soap.envelope.fault_details`).
 Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
 """
 
@@ -29,10 +30,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography.x509.oid import NameOID
 from lxml import etree
-from zeep.wsdl.bindings import Soap12Binding
 
 from transport.config import Profile
 from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
@@ -46,9 +45,11 @@ from transport.errors import (
 )
 from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
-from transport.soap.client import answer_payload, build_envelope, load_wsdl, send
+from transport.soap.channel import Call, CallOptions, Channel, RequestsWire, Wire, WireLike
+from transport.soap.envelope import build_envelope
+from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
-from transport.tls import TLSSettings, create_session
+from transport.tls import TLSSettings
 from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
 from transport.xml import Namespace, find_text, read_datetime
 from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
@@ -65,7 +66,6 @@ IDAM_REFERENCE = "4"
 SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale"})
 """The values of ``siram:Erreur/@severite`` (``schema_faultSOAP_V01_01.xsd``)."""
 
-SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 _NIR = re.compile(r"[0-9]{6}[AB0-9][0-9]{6}")
 _KEY = re.compile(r"[0-9]{2}")
 _LUNAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -577,6 +577,35 @@ def fault_hint(fault: SoapFault) -> str | None:
 # --- the envelope --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Contexts:
+    """The header contributor of the two téléservices contexts (a
+    :class:`transport.soap.headers.HeaderContributor`): ContexteBAM then ContexteLPS, first in
+    the header, before WS-Addressing."""
+
+    contexte_bam: ContexteBAM
+    contexte_lps: ContexteLPS
+
+    def apply(self, envelope: etree._Element, call: Outgoing) -> None:
+        """Insert both contexts at the head of ``soap:Header``."""
+        header = addressing.soap_header(envelope)
+        header.insert(0, build_contexte_bam(self.contexte_bam))
+        header.insert(1, build_contexte_lps(self.contexte_lps))
+
+    def verify(self, envelope: etree._Element) -> etree._Element:
+        """ValidationError unless the header holds one well-formed context of each kind."""
+        for tag, reader in (
+            (_bam("ContexteBAM"), read_contexte_bam),
+            (_lps("ContexteLPS"), read_contexte_lps),
+        ):
+            found = envelope.findall(f"{{{SOAP12_NS}}}Header/{tag}")
+            if len(found) != 1:
+                name = etree.QName(tag).localname
+                raise ValidationError(name, "exactly one is required in the SOAP header")
+            reader(found[0])
+        return envelope
+
+
 def build_request(
     action: str,
     payload: etree._Element,
@@ -589,41 +618,38 @@ def build_request(
     """The whole SOAP 1.2 request: ContexteBAM, ContexteLPS, wsa:Action, wsa:MessageID (a new
     ``uuid:`` one unless given) and, when ``assertions`` are given (card mode), wsse:Security."""
     # The téléservices send no wsa:To, so the address build_envelope would put there is unused.
-    envelope = build_envelope(
-        action, "", payload, assertions=assertions, flavour=Flavour.TLSI, message_id=message_id
+    return build_envelope(
+        action,
+        "",
+        payload,
+        assertions=assertions,
+        flavour=Flavour.TLSI,
+        message_id=message_id,
+        headers=[Contexts(contexte_bam, contexte_lps)],
     )
-    header = addressing.soap_header(envelope)
-    header.insert(0, build_contexte_bam(contexte_bam))
-    header.insert(1, build_contexte_lps(contexte_lps))
-    return envelope
 
 
 def post(
-    session: requests.Session,
+    channel: Channel | WireLike,
     url: str,
     envelope: etree._Element,
     *,
     tracer: Tracer | None = None,
+    idempotent: bool = False,
 ) -> etree._Element:
-    """Send ``envelope`` (from :func:`build_request`) and return the first child of the answer's
-    body (``RESULTAT`` for INSi); with ``tracer``, the exact bytes sent and received are written.
+    """Send ``envelope`` (from :func:`build_request`) to ``url`` through ``channel`` (a
+    :class:`transport.soap.channel.Channel`, or a wire or requests session to make one with
+    ``tracer``) and return the first child of the answer's body (``RESULTAT`` for INSi); an
+    ``idempotent`` request (a search) may be retried by the channel.
 
     SoapFault (with a hint for the known ``siram:Erreur`` codes) when the service answers a fault;
-    TransportError when the answer is not a SOAP 1.2 envelope with a body, or relates to another
-    request.
+    TransportError when the exchange fails or the answer is not a SOAP 1.2 envelope with a body
+    relating to this request.
     """
-    action = addressing.read(envelope, "Action") or ""
-    message = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-    prefix = tracer.next_prefix(action.rpartition(":")[2]) if tracer is not None else ""
-    if tracer is not None:
-        tracer.write(prefix, "request", message)
-    response = send(
-        session, url, message, {"Content-Type": f'{SOAP_CONTENT_TYPE}; action="{action}"'}
-    )
-    if tracer is not None:
-        tracer.write(prefix, "response", response.content)
+    if not isinstance(channel, Channel):
+        channel = Channel(channel, tracer=tracer)
     try:
-        return answer_payload(url, response.status_code, response.content, envelope)
+        return channel.call(Call(url, envelope, idempotent=idempotent)).payload
     except SoapFault as fault:
         fault.hint = fault.hint or fault_hint(fault)
         raise
@@ -699,7 +725,9 @@ class TeleservicesClient:
     as its attributes when given); the emitter is the holder's id; ``tls_credential`` may be None
     (the real card-mode host authenticates the server only).
 
-    One pooled keep-alive session serves every call; the client may be shared between threads.
+    One channel (:class:`transport.soap.channel.Channel`, over a pooled keep-alive mutual-TLS
+    session unless ``wire`` is given) serves every call, with ``options`` (deadline, retries of
+    the searches); the client may be shared between threads.
     """
 
     def __init__(
@@ -713,10 +741,11 @@ class TeleservicesClient:
         billing_id: str | None = None,
         sector: str | None = None,
         tracer: Tracer | None = None,
+        options: CallOptions | None = None,
+        wire: Wire | None = None,
     ) -> None:
         self.url = url
         self.software = software
-        self.tracer = tracer
         self._signature = signature
         self._professional: AssertionPS | None = None
         if signature is None:
@@ -734,7 +763,11 @@ class TeleservicesClient:
                 raise CredentialError(signature.source, "the signature certificate has no CN")
             self._professional = AssertionPS(holder, billing_id=billing_id, sector=sector)
             self.emitter = holder
-        self.session = create_session(tls_credential, tls_settings)
+        self.channel = Channel(
+            wire or RequestsWire.connect(tls_credential, tls_settings),
+            tracer=tracer,
+            options=options,
+        )
 
     @classmethod
     def from_profile(
@@ -759,6 +792,7 @@ class TeleservicesClient:
                 signature=profile.signature_credential.load(Purpose.SIGNATURE),
                 sector=profile.identity.sector,
                 tracer=tracer,
+                options=profile.call_options(),
             )
         spec = profile.insi_credential or profile.tls_credential
         return cls(
@@ -767,15 +801,23 @@ class TeleservicesClient:
             settings,
             tls_credential=spec.load(Purpose.TLS_CLIENT),
             tracer=tracer,
+            options=profile.call_options(),
         )
 
     def call(
-        self, action: str, payload: etree._Element, *, coverage: Coverage | None = None
+        self,
+        action: str,
+        payload: etree._Element,
+        *,
+        coverage: Coverage | None = None,
+        idempotent: bool = False,
     ) -> etree._Element:
         """Send ``payload`` as ``action`` with fresh contexts (``coverage`` in ContexteBAM, empty
         by default) and, in card mode, a freshly signed assertion PS; return the answer's body
         payload. Any téléservice (ADRi, IMTi…) can be called this way with its body built from
-        its WSDL. SoapFault for a fault (with the siram codes and a hint), TransportError else."""
+        its WSDL. ``idempotent``: a read (a search), which the channel may retry when the service
+        is unreachable or temporarily unavailable. SoapFault for a fault (with the siram codes and
+        a hint), TransportError else."""
         assertions = []
         if self._signature is not None and self._professional is not None:
             assertions.append(sign_assertion_ps(self._professional, self._signature.signer))
@@ -786,7 +828,7 @@ class TeleservicesClient:
             contexte_lps=ContexteLPS.new(self.emitter, self.software),
             assertions=assertions,
         )
-        return post(self.session, self.url, envelope, tracer=self.tracer)
+        return post(self.channel, self.url, envelope, idempotent=idempotent)
 
     def call_operation(
         self,
@@ -811,7 +853,7 @@ class TeleservicesClient:
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self.session.close()
+        self.channel.close()
 
     def __enter__(self) -> TeleservicesClient:
         return self
@@ -822,6 +864,11 @@ class TeleservicesClient:
 
 def _wsdl_operation(wsdl: str | Path, operation: str) -> Any:
     """The SOAP 1.2 binding operation named ``operation`` in ``wsdl``."""
+    # Imported here: zeep is needed only by this call, and ``import transport`` must not load it.
+    from zeep.wsdl.bindings import Soap12Binding
+
+    from transport.soap.wsdl import load_wsdl
+
     for binding in load_wsdl(wsdl).bindings.values():
         if isinstance(binding, Soap12Binding):
             with contextlib.suppress(ValueError):

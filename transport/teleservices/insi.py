@@ -636,9 +636,13 @@ class InsiClient:
     def search(self, search: TraitsSearch | VitaleSearch) -> Resultat:
         """Send one search as it is (validated first) and read its ``RESULTAT``."""
         if isinstance(search, TraitsSearch):
-            answer = self.teleservices.call(ACTION_SEARCH_TRAITS, build_traits_search(search))
+            answer = self.teleservices.call(
+                ACTION_SEARCH_TRAITS, build_traits_search(search), idempotent=True
+            )
         else:
-            answer = self.teleservices.call(ACTION_SEARCH_VITALE, build_vitale_search(search))
+            answer = self.teleservices.call(
+                ACTION_SEARCH_VITALE, build_vitale_search(search), idempotent=True
+            )
         return read_resultat(answer)
 
     @renamed_keywords(

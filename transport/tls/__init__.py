@@ -1,4 +1,5 @@
-"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session.
+"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session, and
+the call deadline (:func:`deadline`) every TLS socket operation honours.
 
 The context speaks TLS 1.2 at least, verifies the server against the configured CA bundle only
 (never the system store, never off), presents the client's authentication certificate and, for the
@@ -23,8 +24,10 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +86,85 @@ def create_context(credential: Credential | None, settings: TLSSettings) -> ssl.
         context.set_ciphers(":".join(settings.ciphers))
     if credential is not None:
         load_client_certificate(context, credential)
+    context.sslsocket_class = DeadlineSocket
     return context
+
+
+# --- The call's deadline: every socket operation bounded by what is left of it ---------------
+
+_deadline: ContextVar[float | None] = ContextVar("cisis_transport_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Bound every TLS socket operation made inside the block (connect, handshake, each send
+    and receive) to ``at``, a :func:`time.monotonic` instant, on top of the per-operation
+    timeouts; past it, the operation raises :class:`TimeoutError`. None: no bound."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def deadline_passed() -> bool:
+    """Whether the deadline of the enclosing :func:`deadline` block (if any) has passed."""
+    at = _deadline.get()
+    return at is not None and time.monotonic() >= at
+
+
+def _remaining(timeout: float | None) -> float | None:
+    """``timeout`` (seconds, None: none) shortened to what is left of the deadline;
+    TimeoutError when nothing is left."""
+    at = _deadline.get()
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the call's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineSocket(ssl.SSLSocket):
+    """The TLS socket of every context made here: each handshake, send and receive waits no
+    longer than its own timeout nor than what is left of the call's :func:`deadline`, so a
+    server trickling its answer a byte at a time cannot hold a call beyond it."""
+
+    _timeout: float | None = None  # the timeout asked for; the socket's may be shorter
+    _shortened = False
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+        self._shortened = False
+        super().settimeout(value)
+
+    def _bound(self) -> None:
+        # Before the socket is connected, ssl itself probes it without blocking: left alone.
+        if not getattr(self, "_connected", False):
+            return
+        if _deadline.get() is not None:
+            super().settimeout(_remaining(self._timeout))
+            self._shortened = True
+        elif self._shortened:
+            # A kept-alive connection used by a call without deadline after one with a deadline.
+            super().settimeout(self._timeout)
+            self._shortened = False
+
+    def do_handshake(self, block: bool = False) -> None:
+        self._bound()
+        super().do_handshake(block)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self._bound()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self._bound()
+        return super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._bound()
+        return super().send(data, flags)
 
 
 def load_client_certificate(context: ssl.SSLContext, credential: Credential) -> None:
@@ -398,12 +479,21 @@ class MutualTLSAdapter(HTTPAdapter):
     """A requests adapter that always uses its own SSL context, whatever ``verify``/``cert`` say.
 
     Requests made through it default to ``(connect_timeout, read_timeout)`` when no timeout is
-    given, so that a stalled service cannot hang a practitioner's application.
+    given, so that a stalled service cannot hang a practitioner's application; inside a
+    :func:`deadline` block the connect timeout is shortened to what is left of it.
     """
 
-    def __init__(self, context: ssl.SSLContext, settings: TLSSettings) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        settings: TLSSettings,
+        *,
+        credential: Credential | None = None,
+    ) -> None:
         self._context = context
         self._timeout = (settings.connect_timeout, settings.read_timeout)
+        self.settings = settings
+        self.credential = credential  # to name it when a failure is diagnosed
         super().__init__(
             pool_connections=settings.pool_connections, pool_maxsize=settings.pool_maxsize
         )
@@ -431,7 +521,13 @@ class MutualTLSAdapter(HTTPAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
+            connect, read = self._timeout
+            try:
+                kwargs["timeout"] = (_remaining(connect), read)
+            except (
+                TimeoutError
+            ) as error:  # the deadline passed before connecting: as requests says it
+                raise requests.exceptions.ConnectTimeout(str(error), request=request) from None
         _take_signing_failure()
         try:
             return super().send(request, **kwargs)
@@ -450,7 +546,10 @@ def create_session(credential: Credential | None, settings: TLSSettings) -> requ
     (``HTTPS_PROXY``, ``NO_PROXY``).
     """
     session = requests.Session()
-    session.mount("https://", MutualTLSAdapter(create_context(credential, settings), settings))
+    adapter = MutualTLSAdapter(
+        create_context(credential, settings), settings, credential=credential
+    )
+    session.mount("https://", adapter)
     session.mount("http://", _RefusePlainHTTP())
     return session
 

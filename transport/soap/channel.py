@@ -1,0 +1,677 @@
+"""The one SOAP exchange channel: what happens between an envelope and the answer's payload.
+
+:meth:`Channel.call` is the only code that serialises a request, traces it, MTOM-encodes it,
+posts it, streams and decodes the answer, checks it (:func:`transport.soap.envelope.read_answer`)
+and turns every failure on the way into one of the :mod:`transport.errors` exceptions. It bounds
+each call by a deadline (connect + send + the whole answer, on top of each socket operation's
+timeout) and retries, with backoff and jitter, only the calls its caller marks idempotent, on a
+connection failure or an HTTP 503/429 (RFC 9110 §15.6.4, RFC 6585 §4), never a write.
+
+The wire it posts through is swappable, after httpx's ``BaseTransport.handle_request`` and
+requests' adapters: anything with :class:`Wire`'s ``send``/``close``. The default,
+:class:`RequestsWire`, is a :func:`transport.tls.create_session` session; :class:`MockWire` answers
+from a function, for tests where the wire is not the subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit
+
+import requests
+from lxml import etree
+from requests.structures import CaseInsensitiveDict
+
+from transport import tls
+from transport.credentials import Credential
+from transport.errors import CisisError, ConfigurationError, ConnectError, TLSError, TransportError
+from transport.soap import addressing, mtom
+from transport.soap.envelope import content_type, read_answer
+from transport.soap.trace import Tracer
+from transport.tls import TLSSettings, create_session, diagnose
+
+log = logging.getLogger("transport.soap")
+
+Progress = Callable[[int, int | None], None]
+"""A transfer progress callback: bytes moved so far, and the total when known."""
+
+DEFAULT_DEADLINE = 300.0
+"""Seconds a call may take by default, connection, request and whole answer included."""
+
+RETRY_STATUSES = frozenset({429, 503})
+"""HTTP statuses by which a service says "not now": Too Many Requests, Service Unavailable."""
+
+_deadline_override: ContextVar[tuple[float | None] | None] = ContextVar(
+    "cisis_transport_call_deadline", default=None
+)
+_URL_FIX = "fix the service URL ([endpoints] in the profile, or --endpoint)"
+_PROXY_FIX = "check HTTPS_PROXY and NO_PROXY, and that the proxy is up and lets HTTPS through"
+
+
+# --- options -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an idempotent call is retried: at most ``attempts`` sends in all, waiting before
+    retry *n* a random time up to ``backoff`` × 2^(n-1) seconds, capped at ``max_backoff``
+    ("full jitter"); a ``Retry-After`` in seconds is honoured up to ``max_backoff``."""
+
+    attempts: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+
+    def delay(self, retry: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first)."""
+        if retry_after is not None and retry_after.strip().isdigit():
+            return min(float(retry_after), self.max_backoff)
+        ceiling = min(self.max_backoff, self.backoff * 2 ** (retry - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """A channel's defaults for each call: ``deadline`` in seconds (None: none) and the
+    :class:`RetryPolicy` of idempotent calls."""
+
+    deadline: float | None = DEFAULT_DEADLINE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One exchange to make: the request ``envelope`` for ``url``, with ``attachments`` sent as
+    MTOM when ``mtom``; ``idempotent`` for a read that may safely be sent again; answer parts
+    written to ``directory`` (else kept in memory); ``progress`` of the transfer; ``deadline``
+    in seconds, overriding the channel's; ``operation`` names the trace files (by default the
+    action's last segment)."""
+
+    url: str
+    envelope: etree._Element
+    attachments: tuple[mtom.Attachment, ...] = ()
+    mtom: bool = False
+    idempotent: bool = False
+    directory: Path | None = None
+    progress: Progress | None = None
+    deadline: float | None = None
+    operation: str | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    """An HTTP answer read whole: status, headers and its decoded body (the root part's bytes
+    exactly, and any MIME parts)."""
+
+    status: int
+    headers: Mapping[str, str]
+    decoded: mtom.Decoded
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A SOAP answer's payload (the Body's first element) and the MIME parts beside it."""
+
+    payload: etree._Element
+    parts: mtom.Decoded
+
+
+# --- the wire ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """One HTTP POST: URL, headers, and the body (bytes, or an iterable of chunks with a
+    ``len``)."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | Iterable[bytes]
+
+
+class WireResponse(Protocol):
+    """An HTTP answer whose body is read as it arrives."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body in chunks, Content-Encoding undone; failures are TransportErrors."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+class Wire(Protocol):
+    """What a channel posts through: sends one request, raising only :mod:`transport.errors`
+    exceptions (after httpx's ``BaseTransport.handle_request``)."""
+
+    def send(self, request: WireRequest) -> WireResponse:
+        """Post ``request`` and return the answer once its headers are in."""
+        ...
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        ...
+
+
+WireLike = Wire | requests.Session
+"""What a channel is made over: a :class:`Wire`, or a requests session (a :class:`RequestsWire`)."""
+
+
+class RequestsWire:
+    """The default wire: a requests session, normally from :func:`transport.tls.create_session`
+    (mutual TLS, verification always on)."""
+
+    def __init__(self, session: requests.Session) -> None:
+        self.session = session
+
+    @classmethod
+    def connect(cls, credential: Credential | None, settings: TLSSettings) -> RequestsWire:
+        """A wire over a new mutual-TLS session presenting ``credential``."""
+        return cls(create_session(credential, settings))
+
+    def send(self, request: WireRequest) -> WireResponse:
+        response = send(self.session, request.url, request.body, request.headers, stream=True)
+        return _RequestsResponse(response, request.url)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _RequestsResponse:
+    def __init__(self, response: requests.Response, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        done = 0
+        try:
+            for chunk in self._response.iter_content(mtom.CHUNK_SIZE):
+                done += len(chunk)
+                yield chunk
+        except requests.exceptions.RequestException as error:
+            raise _cut(self._url, done, error) from None
+
+    def close(self) -> None:
+        self._response.close()
+
+
+@dataclass(frozen=True)
+class MockRequest:
+    """What a :class:`MockWire` handler receives: URL, headers and the whole body."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class MockResponse:
+    """What a :class:`MockWire` handler answers: status, body and headers (the SOAP 1.2
+    Content-Type by default)."""
+
+    status: int = 200
+    content: bytes = b""
+    headers: Mapping[str, str] = field(
+        default_factory=lambda: {"Content-Type": "application/soap+xml; charset=utf-8"}
+    )
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body, in one chunk."""
+        yield self.content
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MockWire:
+    """A wire that answers each request with ``handler(request)``, without any network (after
+    httpx's ``MockTransport``); ``requests`` keeps every request seen, in order."""
+
+    def __init__(self, handler: Callable[[MockRequest], MockResponse]) -> None:
+        self.handler = handler
+        self.requests: list[MockRequest] = []
+
+    def send(self, request: WireRequest) -> WireResponse:
+        body = request.body if isinstance(request.body, bytes) else b"".join(request.body)
+        seen = MockRequest(request.url, CaseInsensitiveDict(request.headers), body)
+        self.requests.append(seen)
+        answer = self.handler(seen)
+        return _MockAnswer(answer.status, CaseInsensitiveDict(answer.headers), answer)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass(frozen=True)
+class _MockAnswer:
+    status: int
+    headers: Mapping[str, str]
+    answer: MockResponse
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        return self.answer.iter_bytes()
+
+    def close(self) -> None:
+        self.answer.close()
+
+
+# --- the channel ---------------------------------------------------------------------------------
+
+
+class Channel:
+    """Sends SOAP 1.2 exchanges through one wire, tracing them to ``tracer`` when given.
+
+    ``wire``: a :class:`Wire`, or a requests session (wrapped in a :class:`RequestsWire`).
+    ``options``: the deadline and retry policy of every call unless a call says otherwise.
+    One channel may be shared between threads (as its wire and tracer may).
+    """
+
+    def __init__(
+        self,
+        wire: WireLike,
+        *,
+        tracer: Tracer | None = None,
+        options: CallOptions | None = None,
+    ) -> None:
+        self.wire: Wire = RequestsWire(wire) if isinstance(wire, requests.Session) else wire
+        self.tracer = tracer
+        self.options = options or CallOptions()
+
+    @classmethod
+    def connect(
+        cls,
+        credential: Credential | None,
+        settings: TLSSettings,
+        *,
+        tracer: Tracer | None = None,
+        options: CallOptions | None = None,
+    ) -> Channel:
+        """A channel over a new mutual-TLS session presenting ``credential``."""
+        return cls(RequestsWire.connect(credential, settings), tracer=tracer, options=options)
+
+    def close(self) -> None:
+        """Close the wire's pooled connections."""
+        self.wire.close()
+
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """Within the block, calls made in this thread take ``seconds`` as their deadline (None:
+        none) unless the :class:`Call` names its own: a per-call deadline for facade methods,
+        ``with client.channel.deadline(30): client.exists(patient)``."""
+        token = _deadline_override.set((seconds,))
+        try:
+            yield
+        finally:
+            _deadline_override.reset(token)
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def call(self, call: Call) -> Answer:
+        """Send ``call`` and return the answer's payload: SoapFault when the service answers a
+        fault, TransportError (TLSError, ConnectError, MtomError…) when the exchange fails or
+        the answer is not a SOAP 1.2 answer to this request; no part file is left behind then."""
+        received = self.exchange(call)
+        with mtom.removing_parts_on_error(received.decoded):
+            payload = read_answer(call.url, received.status, received.decoded.root, call.envelope)
+        return Answer(payload, received.decoded)
+
+    def exchange(self, call: Call, root_type: str | None = None) -> Received:
+        """Post ``call``'s envelope, serialised (UTF-8, with the XML declaration) as Content-Type
+        ``root_type`` (by default SOAP 1.2's with the envelope's ``wsa:Action``), within its
+        deadline and with its retries; return the answer read whole but not interpreted (for
+        :mod:`transport.soap.wsdl`, whose zeep reads it)."""
+        root = etree.tostring(call.envelope, xml_declaration=True, encoding="utf-8")
+        if root_type is None:
+            root_type = content_type(addressing.read(call.envelope, "Action") or "")
+        _check_url(call.url)
+        seconds = _deadline_of(call, self.options.deadline)
+        at = time.monotonic() + seconds if seconds is not None else None
+        policy = self.options.retry
+        attempts = max(1, policy.attempts) if call.idempotent else 1
+        operation = call.operation or _operation(root_type)
+        with tls.deadline(at):
+            for attempt in range(1, attempts):
+                try:
+                    received = self._bounded(call, root, root_type, operation, seconds)
+                except ConnectError as error:
+                    wait = _wait(policy, attempt, None, at)
+                    if wait is None:
+                        raise
+                    reason = error.message
+                else:
+                    if received.status not in RETRY_STATUSES:
+                        return received
+                    wait = _wait(policy, attempt, received.headers.get("Retry-After"), at)
+                    if wait is None:
+                        return received
+                    mtom.discard_parts(received.decoded)
+                    reason = f"{call.url} answered HTTP {received.status}"
+                log.warning(
+                    "%s: %s; retry %d of %d in %.1f s",
+                    operation,
+                    reason,
+                    attempt,
+                    attempts - 1,
+                    wait,
+                )
+                time.sleep(wait)
+            return self._bounded(call, root, root_type, operation, seconds)
+
+    def _bounded(
+        self, call: Call, root: bytes, root_type: str, operation: str, seconds: float | None
+    ) -> Received:
+        """One attempt; any timeout once the deadline has passed is said to be the deadline's."""
+        try:
+            return self._attempt(call, root, root_type, operation)
+        except TransportError:
+            if tls.deadline_passed():
+                raise _late(call.url, seconds) from None
+            raise
+
+    def _attempt(self, call: Call, root: bytes, root_type: str, operation: str) -> Received:
+        prefix = self.tracer.next_prefix(operation) if self.tracer is not None else None
+        with ExitStack() as stack:
+            body, headers = self._request_body(call, root, root_type, prefix, stack)
+            response = self.wire.send(WireRequest(call.url, headers, body))
+            stack.callback(response.close)
+            decoded = self._decode(call, response, prefix, stack)
+        return Received(response.status, response.headers, decoded)
+
+    def _request_body(
+        self, call: Call, root: bytes, root_type: str, prefix: str | None, stack: ExitStack
+    ) -> tuple[bytes | Iterable[bytes], dict[str, str]]:
+        if self.tracer is not None and prefix is not None:
+            self.tracer.write(prefix, "request", root)
+        if not call.mtom:
+            return root, {"Content-Type": root_type}
+        action = _action(root_type)
+        message = mtom.encode(root, call.attachments, action=action)
+        trace = (
+            stack.enter_context(self.tracer.open_mime(prefix, "request"))
+            if self.tracer is not None and prefix is not None
+            else None
+        )
+        return _Upload(message, call.progress, trace), {"Content-Type": message.content_type}
+
+    def _decode(
+        self, call: Call, response: WireResponse, prefix: str | None, stack: ExitStack
+    ) -> mtom.Decoded:
+        answer_type = response.headers.get("Content-Type", "")
+        multipart = answer_type.lower().startswith("multipart/")
+        trace = (
+            stack.enter_context(self.tracer.open_mime(prefix, "response"))
+            if self.tracer is not None and prefix is not None and multipart
+            else None
+        )
+        declared = response.headers.get("Content-Length")
+        total = int(declared) if declared and declared.isdigit() else None
+        progress = call.progress if multipart else None
+        chunks = _downloaded(response.iter_bytes(), call.url, progress, total, trace)
+        decoded = mtom.decode(chunks, answer_type, directory=call.directory)
+        if self.tracer is not None and prefix is not None:
+            self.tracer.write(prefix, "response", decoded.root)
+        return decoded
+
+
+class _Upload:
+    """An MTOM body as requests sends it: iterable (files read in chunks) with a length (so it
+    goes with ``Content-Length``), reporting progress and copying to the trace as it goes."""
+
+    def __init__(
+        self, message: mtom.MtomMessage, progress: Progress | None, trace: BinaryIO | None
+    ) -> None:
+        self.message = message
+        self.progress = progress
+        self.trace = trace
+
+    def __len__(self) -> int:
+        return self.message.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        done = 0
+        for chunk in self.message.chunks():
+            done += len(chunk)
+            if self.trace is not None:
+                self.trace.write(chunk)
+            if self.progress is not None:
+                self.progress(done, self.message.length)
+            yield chunk
+
+
+def _downloaded(
+    chunks: Iterator[bytes],
+    url: str,
+    progress: Progress | None,
+    total: int | None,
+    trace: BinaryIO | None,
+) -> Iterator[bytes]:
+    """The answer's chunks as they arrive, copied to the trace and reported; the deadline is
+    checked between chunks too, whatever the wire."""
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        if trace is not None:
+            trace.write(chunk)
+        if progress is not None:
+            progress(done, total)
+        if tls.deadline_passed():
+            raise TransportError(f"{url}: the call's deadline has passed")
+        yield chunk
+
+
+def _deadline_of(call: Call, default: float | None) -> float | None:
+    """The call's own deadline, else that of an enclosing :meth:`Channel.deadline` block, else
+    the channel's ``default`` (seconds; None: none)."""
+    if call.deadline is not None:
+        return call.deadline
+    override = _deadline_override.get()
+    return override[0] if override is not None else default
+
+
+def _wait(
+    policy: RetryPolicy, attempt: int, retry_after: str | None, at: float | None
+) -> float | None:
+    """Seconds to wait before retrying after ``attempt``, or None when the deadline ``at``
+    (a monotonic instant) would pass first."""
+    wait = policy.delay(attempt, retry_after)
+    if at is not None and time.monotonic() + wait >= at:
+        return None
+    return wait
+
+
+def _operation(root_type: str) -> str:
+    """The trace name of an exchange: its action's last segment."""
+    return _action(root_type).rpartition(":")[2] or "call"
+
+
+def _action(root_type: str) -> str:
+    """The ``action`` parameter of a SOAP 1.2 Content-Type (RFC 3902), or ""."""
+    _, _, rest = root_type.partition('action="')
+    return rest.partition('"')[0]
+
+
+def _check_url(url: str) -> None:
+    """ConfigurationError, before anything is sent, for a URL that is not https://host[:port]."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ConfigurationError(
+            f"not a usable service URL: {url} ({error})", hint=_URL_FIX
+        ) from None
+    if parts.scheme.lower() == "http":
+        return  # the session refuses plain HTTP itself, saying so
+    if parts.scheme.lower() != "https" or not parts.hostname or port == 0:
+        raise ConfigurationError(
+            f"not a usable service URL: {url} (expected https://host[:port]/path)", hint=_URL_FIX
+        )
+    if any(ord(character) <= 32 or ord(character) == 127 for character in url):
+        raise ConfigurationError(
+            "not a usable service URL: it holds spaces or control characters", hint=_URL_FIX
+        )
+
+
+def _late(url: str, seconds: float | None) -> TransportError:
+    return TransportError(
+        f"no complete answer from {diagnose.where(url)} within the call's deadline of "
+        f"{seconds:g} s",
+        hint="the service is slow or stalled: try again later, or raise [tls] deadline in the "
+        "profile for large transfers",
+    )
+
+
+# --- requests' failures, mapped ------------------------------------------------------------------
+
+
+def send(
+    session: requests.Session,
+    url: str,
+    body: bytes | Iterable[bytes],
+    headers: Mapping[str, str],
+    *,
+    stream: bool = False,
+) -> requests.Response:
+    """POST ``body`` to ``url`` over ``session``: the one ``session.post`` of the library, every
+    requests/urllib3/ssl failure mapped to TLSError, ConnectError, TransportError or (a URL that
+    cannot be used) ConfigurationError. With ``stream``, the body is left unread for
+    ``response.iter_content``; the caller closes the response."""
+    try:
+        return session.post(url, data=body, headers=dict(headers), stream=stream)
+    except requests.exceptions.RequestException as error:
+        raise _mapped(session, url, error) from None
+
+
+def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError:
+    """The library's error for requests' ``error`` while posting to ``url``."""
+    exceptions = requests.exceptions
+    place = diagnose.where(url)
+    if isinstance(
+        error,
+        exceptions.InvalidURL
+        | exceptions.MissingSchema
+        | exceptions.InvalidSchema
+        | exceptions.URLRequired,
+    ):
+        return ConfigurationError(f"cannot post to {url}: {_root_cause(error)}", hint=_URL_FIX)
+    if isinstance(error, exceptions.ProxyError):
+        return ConnectError(
+            f"the proxy {_proxy(session, url)} failed: {_root_cause(error)}", hint=_PROXY_FIX
+        )
+    handshake = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
+    if handshake is not None:
+        found = _tls_diagnosis(session, url, handshake)
+        return TLSError(f"TLS with {place} failed: {found.message}", hint=found.hint)
+    settings = _settings(session, url)
+    connect_timeout = settings.connect_timeout if settings is not None else 10.0
+    if isinstance(error, exceptions.ConnectTimeout):
+        return ConnectError(
+            f"{place} did not accept the connection within {connect_timeout:g} s",
+            hint=diagnose.NETWORK_FIX,
+        )
+    if isinstance(error, exceptions.Timeout):
+        return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
+    socket_error = next(
+        (
+            link
+            for link in _chain(error)
+            if isinstance(link, OSError) and not isinstance(link, exceptions.RequestException)
+        ),
+        None,
+    )
+    if isinstance(error, exceptions.ConnectionError) and socket_error is not None:
+        if isinstance(socket_error, ConnectionResetError | BrokenPipeError):
+            return ConnectError(
+                f"{place} closed the connection before answering ({_root_cause(error)})",
+                hint="try again; if it persists, the service may refuse our client certificate",
+            )
+        found = diagnose.connection_failure(url, socket_error, connect_timeout)
+        return ConnectError(found.message, hint=found.hint)
+    if isinstance(error, exceptions.ConnectionError):
+        return ConnectError(
+            f"{place} closed the connection before answering ({_root_cause(error)})",
+            hint="try again; if it persists, the service may refuse our client certificate",
+        )
+    return TransportError(f"the exchange with {place} failed: {_root_cause(error)}")
+
+
+def _cut(url: str, done: int, error: Exception) -> TransportError:
+    """The error for an answer whose body could not be read whole."""
+    if isinstance(error, requests.exceptions.ContentDecodingError):
+        return TransportError(
+            f"{diagnose.where(url)} sent an answer that cannot be decoded after {done} bytes "
+            f"({_root_cause(error)})"
+        )
+    return TransportError(
+        f"the answer from {diagnose.where(url)} was cut after {done} bytes ({_root_cause(error)})",
+        hint="try again; if it persists, check the network and any proxy on the way",
+    )
+
+
+def _tls_diagnosis(session: requests.Session, url: str, error: ssl.SSLError) -> diagnose.Diagnosis:
+    adapter = session.get_adapter(url)
+    settings = getattr(adapter, "settings", None)
+    if settings is None:
+        return diagnose.Diagnosis(str(error), diagnose.TRUST_FIX)
+    return diagnose.tls_failure(url, error, getattr(adapter, "credential", None), settings)
+
+
+def _settings(session: requests.Session, url: str) -> TLSSettings | None:
+    try:
+        return getattr(session.get_adapter(url), "settings", None)
+    except requests.exceptions.InvalidSchema:
+        return None
+
+
+def _proxy(session: requests.Session, url: str) -> str:
+    """The proxy ``session`` uses for ``url``, without any user name or password."""
+    proxies = dict(requests.utils.get_environ_proxies(url, no_proxy=None))
+    proxies.update(session.proxies or {})
+    chosen = requests.utils.select_proxy(url, proxies)
+    if not chosen:
+        return "(none configured)"
+    parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and every error behind it: causes, contexts and urllib3's ``reason``s."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        link = pending.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        yield link
+        for nested in (link.__cause__, link.__context__, getattr(link, "reason", None)):
+            if isinstance(nested, BaseException):
+                pending.append(nested)
+        pending.extend(arg for arg in link.args if isinstance(arg, BaseException))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost error's message: the one that says what really failed."""
+    *_, innermost = _chain(error)
+    return str(innermost) or type(innermost).__name__
