@@ -256,9 +256,10 @@ def test_schema_catches_a_broken_envelope(profile, tmp_path, schema):
 
 
 def test_importing_transport_does_not_import_zeep():
-    # zeep is only needed for user WSDLs: transport.soap.wsdl is imported on first use.
+    # zeep is only needed for user WSDLs (transport.soap.wsdl), not by the DMP and INSi clients.
     code = (
-        "import sys, transport; before = 'zeep' in sys.modules; transport.SoapClient; "
+        "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
+        "before = 'zeep' in sys.modules; import transport.soap.wsdl; "
         "print(before, 'zeep' in sys.modules)"
     )
     result = subprocess.run(

@@ -211,7 +211,7 @@ def test_insi_from_profile_searches_then_closes_its_connections(pki, stubs):
     with InsiClient.from_profile(profile, AccessMode.CARD) as client:
         assert client.teleservices.mode is AccessMode.CARD
         outcome = client.search_by_traits("ECETINSI", "PIERRE-ALAIN", "M", "2009-07-14")
-        session = client.teleservices.session
+        session = client.teleservices.channel.wire.session
         assert outcome.active == TEST_PERSONS[0].active
         assert len(session.adapters["https://"].poolmanager.pools) == 1
     assert len(session.adapters["https://"].poolmanager.pools) == 0
