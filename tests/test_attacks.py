@@ -31,6 +31,7 @@ from tests.test_stub_xds import (
     submission_set,
     submit,
 )
+from tests.test_vihf import OUTSIDE_THE_PROFILE, Forgery, forge
 from transport import examplepki
 from transport.credentials import load_pkcs12
 from transport.dmp import xds
@@ -44,7 +45,7 @@ from transport.stubs.store import DATABASE_NAME
 from transport.teleservices.client import post as insi_post
 from transport.teleservices.insi import Report, build_traits_search, read_resultat
 from transport.tls import TLSSettings, create_session
-from transport.vihf import AuthMode, sign_vihf
+from transport.vihf import AuthMode, Vihf, build_assertion, sign_vihf
 from transport.xml import parse_xml
 
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -132,15 +133,20 @@ def fault_of(response: requests.Response) -> SoapFault:
 # --- a TD1.1 (creates a DMP) and its mutations ---------------------------------------------------
 
 
-def td11(world: World) -> tuple[str, etree._Element, str]:
-    """URL, envelope and action of a TD1.1 creating a new patient's DMP."""
+VihfMaker = Callable[[Vihf], etree._Element]
+"""Makes the ``wsse:Security`` assertion of a request from the identity it must carry."""
+
+
+def td11(world: World, vihf: VihfMaker | None = None) -> tuple[str, etree._Element, str]:
+    """URL, envelope and action of a TD1.1 creating a new patient's DMP, its VIHF made by
+    ``vihf`` (default: signed as the client signs it)."""
     caller = make_caller(world.stubs, world.pki, AuthMode.INDIRECTE)
     patient = new_patient()
     request = RegistrationRequest.new(registration(Reason.CREA_RD, patient, caller.author()), LPS)
     url = world.stubs.dmp_url("patients")
-    envelope = build_envelope(
-        request.action, url, request.build(), assertions=[caller.assertion(patient)]
-    )
+    identity = caller.identity.with_patient(patient)
+    assertion = vihf(identity) if vihf is not None else sign_vihf(identity, caller.signer)
+    envelope = build_envelope(request.action, url, request.build(), assertions=[assertion])
     caller.session.close()
     return url, envelope, request.action
 
@@ -325,3 +331,34 @@ def test_a_registry_query_as_mtom_is_refused_415(world):
         world, Sent(url, _body(message), {"Content-Type": message.content_type})
     )
     assert response.status_code == 415
+
+
+# --- signatures: the VIHF of a TD1.1 -------------------------------------------------------------
+
+
+def forged_vihf(world: World, how: Forgery, signer: str = "org-sign") -> VihfMaker:
+    """A VIHF maker signing with ``signer``'s key as ``how`` says (see tests.test_vihf.forge)."""
+    credential = load_pkcs12(world.pki.p12(signer), world.pki.password)
+
+    def make(identity: Vihf) -> etree._Element:
+        unsigned = build_assertion(identity, credential.dn)
+        key = world.pki.directory / f"{signer}.key"
+        return forge(unsigned, key, credential.certificate, how)
+
+    return make
+
+
+def test_control_a_td11_with_a_forged_vihf_inside_the_profile_creates_the_dmp(world):
+    url, envelope, action = td11(world, forged_vihf(world, Forgery()))
+    before = world.snapshot()
+    response = send(world.doctor.session, url, etree.tostring(envelope), soap(action))
+    assert response.status_code == 200
+    assert world.snapshot()["dmp_patients"] != before["dmp_patients"]
+
+
+@pytest.mark.parametrize("how", OUTSIDE_THE_PROFILE.values(), ids=OUTSIDE_THE_PROFILE.keys())
+def test_a_td11_whose_vihf_is_signed_outside_the_profile_is_refused(world, how):
+    url, envelope, action = td11(world, forged_vihf(world, how))
+    fault = fault_of(refused_unchanged(world, Sent(url, etree.tostring(envelope), soap(action))))
+    assert (fault.code, fault.subcode) == ("Sender", "FailedCheck")
+    assert fault.reason.startswith("VIHF refusé")
