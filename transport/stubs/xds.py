@@ -350,8 +350,8 @@ class RegistryService(_XdsService):
                 raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
             if not self.visible(checked, document):
                 raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
-            original = change.slots.get("OriginalStatus", ("",))[0]
-            new = change.slots.get("NewStatus", ("",))[0]
+            original = xds.first_value(change.slots, "OriginalStatus") or ""
+            new = xds.first_value(change.slots, "NewStatus") or ""
             if original != document.entry.status:
                 raise _error(
                     "XDSMetadataUpdateError",
@@ -372,7 +372,7 @@ class RegistryService(_XdsService):
         members = [
             a for a in submission.associations if a.type == xds.HAS_MEMBER and a.target == object_id
         ]
-        previous = members[0].slots.get("PreviousVersion", ("",))[0] if members else ""
+        previous = (xds.first_value(members[0].slots, "PreviousVersion") if members else "") or ""
         versions = [
             document
             for document in self.documents.by_unique_id(entry.unique_id)
