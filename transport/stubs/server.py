@@ -45,7 +45,8 @@ class StubRequest:
     """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks).
 
     ``stream`` is the body, positioned at its start (``headers`` keys are lower case). Handlers of
-    large bodies read ``stream``; the others use ``body``.
+    large bodies read ``stream``; the others use ``body``. ``tls`` is the connection's protocol
+    version and cipher suite, OpenSSL names (``("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")``).
     """
 
     method: str
@@ -53,6 +54,7 @@ class StubRequest:
     headers: Mapping[str, str]
     stream: BinaryIO
     client_certificate: x509.Certificate | None
+    tls: tuple[str, str] | None = None
 
     @cached_property
     def body(self) -> bytes:
@@ -219,6 +221,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 {key.lower(): value for key, value in self.headers.items()},
                 spool,  # type: ignore[arg-type]
                 x509.load_der_x509_certificate(der) if der else None,
+                _negotiated(self.request),
             )
             try:
                 response = self.server.app(request)
@@ -295,6 +298,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         # The base class writes every request line to stderr; the one log line is _answer's.
         pass
+
+
+def _negotiated(connection: ssl.SSLSocket) -> tuple[str, str] | None:
+    cipher = connection.cipher()
+    return (cipher[1], cipher[0]) if cipher else None
 
 
 class _HandshakeFailed(Exception):

@@ -516,6 +516,9 @@ class RepositoryService(_XdsService):
             object_id: self._part(decoded, submission, object_id)
             for object_id in submission.entries
         }
+        if len({id(part) for part in parts.values()}) != len(parts):
+            # Each document is its own part (IHE ITI TF-2b 3.41.4.1.2): one file, one blob.
+            raise _error("XDSRepositoryMetadataError", "deux documents désignent la même pièce")
         sha1 = {object_id: _part_digest(part, "sha1") for object_id, part in parts.items()}
         for object_id, entry in submission.entries.items():
             self._check_entry(patient, object_id, entry, parts[object_id], sha1[object_id])
