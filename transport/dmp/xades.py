@@ -369,8 +369,9 @@ def verify_signature(
 ) -> SubmissionSignature:
     """Verify a signature document on its own: layout, :data:`DSG_PROFILE`, certificate (dates,
     chain to ``settings.ca_bundle``, signature key usage), signature value, the digests of the
-    manifest and SignedProperties, the XAdES signing certificate. The documents' digests are not checked
-    here (see :func:`verify_submission_signature`). SignatureError when anything is wrong."""
+    manifest and SignedProperties, the XAdES signing certificate. The documents' digests are not
+    checked here (see :func:`verify_submission_signature`). SignatureError when anything is
+    wrong."""
     now = now or datetime.now(UTC)
     try:
         root = parse_xml(data)
