@@ -73,7 +73,8 @@ class World:
     insi: requests.Session
 
     def snapshot(self) -> dict[str, object]:
-        """Every row of every table and every file of the data directory (path and SHA-256)."""
+        """Every row of every table and every file of the blob store, its incoming area included
+        (path and SHA-256)."""
         connection = sqlite3.connect(self.stubs.context.data_dir / DATABASE_NAME)
         try:
             tables = [

@@ -38,6 +38,9 @@ _CHUNK = 64 * 1024
 DRAIN_BYTES = 1024 * 1024
 """How much of an over-limit body is read and dropped before the connection is cut."""
 _FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
+# Said to the client, not only done: otherwise it may send its next request on the connection the
+# server is closing, and read an EOF instead of an answer.
+_CLOSE = {"Connection": "close"}
 
 
 @dataclass(frozen=True)
@@ -206,12 +209,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             try:
                 self._receive(spool)
             except _TooLarge:
-                self._answer(StubResponse(413, b"request too large", "text/plain"), started)
-                self.close_connection = True
+                self._answer(StubResponse(413, b"request too large", "text/plain", _CLOSE), started)
                 return
             except (ValueError, _BadBody) as error:
-                self._answer(StubResponse(400, f"{error}".encode(), "text/plain"), started)
-                self.close_connection = True
+                self._answer(StubResponse(400, f"{error}".encode(), "text/plain", _CLOSE), started)
                 return
             spool.seek(0)
             der = self.request.getpeercert(binary_form=True)
