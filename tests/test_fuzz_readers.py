@@ -4,7 +4,8 @@ Each reader gets realistic messages (built by the project's builders, as the stu
 services send them) mutated by hypothesis (elements removed, duplicated or emptied, text and
 attributes replaced, children added), and random bytes: whatever it is given, it returns a result
 or raises a project exception (:class:`transport.errors.CisisError`), never another one. The MTOM
-decoder gives the same result however the body is chunked, and leaves no file after a refusal.
+decoder gives the same result however the body is chunked, and leaves no file after a refusal. The
+VIHF builder and verifier round-trip on generated identities.
 
 CI runs a bounded number of examples per property; a deeper run is one command::
 
@@ -46,7 +47,17 @@ from transport.teleservices.insi import (
     read_traits_search,
     read_vitale_search,
 )
-from transport.vihf import build_assertion, read_vihf
+from transport.vihf import (
+    INS_OIDS,
+    AuthMode,
+    Patient,
+    Vihf,
+    build_assertion,
+    ins_key,
+    read_vihf,
+    sign_vihf,
+    verify_vihf,
+)
 from transport.xml import parse_xml
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
@@ -271,5 +282,49 @@ def test_a_mutated_mtom_body_decodes_or_refuses_leaving_no_file(parts, data, tmp
     cuts = data.draw(st.lists(st.integers(min_value=0), max_size=6), label="cuts")
     try:
         _decoded(_split(bytes(body), cuts), message.content_type, directory)
-    except CisisError:
+    except CisisError as error:
+        if "Content-Transfer-Encoding" in error.message:
+            return  # a known leftover: test_a_part_refused_for_its_encoding_leaves_no_file
         assert list(directory.iterdir()) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14, MTOM leftovers: transport/soap/mtom.py keeps the part's empty file",
+)
+def test_a_part_refused_for_its_encoding_leaves_no_file(tmp_path):
+    message = _package([b"content"])
+    body = b"".join(message.chunks()).replace(
+        b"Content-ID: <p0@x>", b"Content-Transfer-Encoding: x-evil\r\nContent-ID: <p0@x>", 1
+    )
+    with pytest.raises(CisisError, match="Content-Transfer-Encoding"):
+        mtom.decode(body, message.content_type, directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the VIHF builder and verifier on generated identities ---------------------------------------
+
+_NAME = st.text(st.characters(whitelist_categories=("Lu", "Ll", "Nd", "Zs")), min_size=1).filter(
+    str.strip
+)
+
+
+@st.composite
+def _identities(draw: st.DrawFn) -> Vihf:
+    body = draw(st.from_regex(r"[12][0-9]{12}", fullmatch=True))
+    patient = Patient(body + ins_key(body), draw(st.sampled_from(sorted(INS_OIDS))))
+    return replace(
+        indirect_vihf(),
+        subject_id=draw(st.from_regex(r"[0-9A-Z/]{1,20}", fullmatch=True)),
+        structure_id=draw(st.from_regex(r"[0-9]{9,15}", fullmatch=True)),
+        user_name=draw(_NAME),
+        mode=draw(st.sampled_from(list(AuthMode))),
+        patient=patient,
+    )
+
+
+@FUZZ
+@given(identity=_identities())
+def test_the_vihf_round_trips_on_generated_identities(identity, load, verify_settings):
+    verified = verify_vihf(sign_vihf(identity, load("org-sign").signer), verify_settings)
+    assert verified.vihf == identity
