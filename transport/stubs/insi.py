@@ -27,15 +27,15 @@ birth name missing                            Sender    siram_10   insi_19     A
 state unreadable (SQLite error)               Receiver  siram_40   insi_102    live capture
 ============================================  ========  =========  ==========  ================
 
-No full list of the real codes is public (research-tlsi-insi.md §3): the subcodes of desir_560 and
+No full list of the real codes is public: the subcodes of desir_560 and
 of desir_500, and desir_500 itself, are this project's choices.
 
 Answers: a normal ``RESULTAT`` in a body without a SOAP header, as every captured INSi response
 (so no ``wsa:RelatesTo``; the MessageID is echoed in faults only).
 
 State: the test identities live in the ``insi_`` tables of the stubs' SQLite database, seeded
-idempotently with the CNDA test persons (research-tlsi-insi.md §6). Their NIRs are invented for
-the stub (valid keys, authority :data:`~transport.vihf.INS_TEST_OID`, spec §5); the NIA of
+idempotently with the CNDA's published INSi test persons. Their NIRs are invented for
+the stub (valid keys, authority :data:`~transport.vihf.INS_TEST_OID`); the NIA of
 PROVISOIRE MATRICULE has the NIA authority. HOUILLES PIERRE PAUL JACQUES is deliberately absent
 (CR 01); the two DE VINCI LEONARDO differ only by birthplace (CR 02 without it).
 
@@ -179,7 +179,7 @@ TEST_PERSONS: tuple[Individual, ...] = (
     _person("ADRDEUX", "LAURENT", "M", "1981-01-01", "33063", "181013306315743"),
     _person("ADRTROIS", "DOMINIQUE", "F", "1997-02-26", "13055", "297021305526492"),
 )
-"""The seeded test identities (CNDA test persons of research-tlsi-insi.md §6, invented NIRs)."""
+"""The seeded test identities (the CNDA's INSi test persons, with invented NIRs)."""
 
 
 def normalise(value: str) -> str:
