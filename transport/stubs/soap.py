@@ -168,7 +168,7 @@ def _one(blocks: list[etree._Element], name: str) -> str:
         raise Refused(
             "Sender",
             "wsa:MessageAddressingHeaderRequired",
-            "wsa:Action and wsa:MessageID are required",
+            "wsa:Action et wsa:MessageID sont obligatoires",
         )
     return text
 
@@ -198,9 +198,9 @@ def check_envelope(
         root = request.body
     else:
         action_parameter = check_mtom_content_type(request.content_type)
-    read = read_envelope(root, understood=DMP_HEADERS, action_parameter=action_parameter)
-    vihf = _verified_vihf(read, settings, max_age)
-    return Checked(read.element, read.action, read.message_id, vihf)
+    envelope = read_envelope(root, understood=DMP_HEADERS, action_parameter=action_parameter)
+    vihf = _verified_vihf(envelope, settings, max_age)
+    return Checked(envelope.element, envelope.action, envelope.message_id, vihf)
 
 
 def _verified_vihf(
