@@ -525,3 +525,44 @@ def test_official_td21_td31_td32_requests_are_accepted(xds_stubs, caller):
     (document,) = xds.read_retrieve_response(body).documents
     original = next(p for p in attachments if p.content_id.endswith("DocumentME2.xml"))
     assert decoded.part_for(document.include).read_bytes() == original.source
+
+
+# Odd but legal answers ------------------------------------------------------------------------
+
+
+def _emptied(element: etree._Element, slot: str) -> int:
+    """Empty the ValueList of every Slot named ``slot`` (ebRIM allows it); how many there were."""
+    slots = [found for found in element.iter(f"{{{xds.RIM_NS}}}Slot") if found.get("name") == slot]
+    for found in slots:
+        for value in found.iter(f"{{{xds.RIM_NS}}}Value"):
+            value.getparent().remove(value)
+    return len(slots)
+
+
+def test_an_empty_coding_scheme_or_author_person_reads_as_absent():
+    sent = replace(entry(b"x"), entry_uuid=xds.new_entry_uuid())
+    answer = xds.query_response([sent])
+    assert _emptied(answer, "codingScheme") >= 5 and _emptied(answer, "authorPerson") == 1
+    (read,) = xds.read_query_response(reparse(answer)).entries
+    assert read.class_code.code == "10" and read.class_code.scheme == ""
+    assert read.authors[0].person is None
+    assert read.authors[0].institutions == sent.authors[0].institutions
+
+
+def test_a_status_update_with_an_empty_value_list_is_refused_as_metadata(caller):
+    metadata = entry(b"to archive")
+    assert submit(caller, (metadata, b"to archive")).ok
+    (stored,) = [found for found in find(caller).entries if found.unique_id == metadata.unique_id]
+    payload = xds.update_status_request(
+        submission_set(), stored.entry_uuid, xds.APPROVED, xds.ARCHIVED
+    )
+    assert _emptied(payload, "OriginalStatus") == 1
+    body, _ = caller.call("registry", xds.ACTION_UPDATE, payload)
+    result = xds.read_registry_response(body)
+    assert not result.ok and result.errors[0].code == "XDSMetadataUpdateError"
+    (still,) = [found for found in find(caller).entries if found.unique_id == metadata.unique_id]
+    assert still.status == xds.APPROVED
+
+
+def reparse(element: etree._Element) -> etree._Element:
+    return parse_xml(etree.tostring(element))

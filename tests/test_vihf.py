@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import base64
+import hashlib
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
 
@@ -29,7 +33,13 @@ from transport.vihf import (
     validate_ins,
     verify_vihf,
 )
-from transport.xmlsig import DSIG_NS, VerifySettings, sign_enveloped
+from transport.xmlsig import (
+    DSIG_NS,
+    ENVELOPED_SIGNATURE,
+    EXC_C14N,
+    VerifySettings,
+    sign_enveloped,
+)
 
 PATIENT = Patient("279035121518989", INS_TEST_OID)
 S = f"{{{SAML_NS}}}"
@@ -269,7 +279,108 @@ def test_sha1_is_refused_unless_allowed(indirect, load, verify_settings):
     assertion = signed(indirect, load)
     method = assertion.find(f"{DS}Signature/{DS}SignedInfo/{DS}SignatureMethod")
     method.set("Algorithm", "http://www.w3.org/2000/09/xmldsig#rsa-sha1")
-    assert refused(assertion, verify_settings).reason in {"malformed", "invalid-signature"}
+    assert refused(assertion, verify_settings).reason == "profile"
+
+
+# --- the signature profile, with assertions properly signed outside it ---
+
+C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+XPATH = "http://www.w3.org/TR/1999/REC-xpath-19991116"
+RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
+SHA1 = "http://www.w3.org/2000/09/xmldsig#sha1"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+SHA512 = "http://www.w3.org/2001/04/xmlenc#sha512"
+_HASHES = {SHA1: "sha1", SHA256: "sha256", SHA512: "sha512"}
+_SIGNATURE_HASHES = {RSA_SHA1: hashes.SHA1, RSA_SHA256: hashes.SHA256, RSA_SHA512: hashes.SHA512}
+
+
+@dataclass(frozen=True)
+class Forgery:
+    """How :func:`forge` signs: SignedInfo's algorithms, and one Reference per ``uris`` entry
+    (None: the assertion's own ID) with ``transforms``."""
+
+    canonicalization: str = EXC_C14N
+    transforms: tuple[str, ...] = (ENVELOPED_SIGNATURE, EXC_C14N)
+    method: str = RSA_SHA256
+    digest: str = SHA256
+    uris: tuple[str | None, ...] = (None,)
+
+
+def forge(unsigned: etree._Element, key_file: Path, certificate: x509.Certificate, how: Forgery):
+    """A genuinely signed copy of ``unsigned`` (digests and SignatureValue right) laid out as
+    ``how`` says, the way a verifier that skips unknown transforms (an XPath) computes them."""
+    assertion = reparse(unsigned)
+    exclusive = EXC_C14N in how.transforms
+    content = etree.tostring(assertion, method="c14n", exclusive=exclusive)
+    signature = etree.Element(f"{DS}Signature", nsmap={"ds": DSIG_NS})
+    info = etree.SubElement(signature, f"{DS}SignedInfo")
+    etree.SubElement(info, f"{DS}CanonicalizationMethod", Algorithm=how.canonicalization)
+    etree.SubElement(info, f"{DS}SignatureMethod", Algorithm=how.method)
+    for uri in how.uris:
+        own = f"#{assertion.get('ID')}"
+        reference = etree.SubElement(info, f"{DS}Reference", URI=own if uri is None else uri)
+        transforms = etree.SubElement(reference, f"{DS}Transforms")
+        for algorithm in how.transforms:
+            transform = etree.SubElement(transforms, f"{DS}Transform", Algorithm=algorithm)
+            if algorithm == XPATH:
+                etree.SubElement(transform, f"{DS}XPath").text = "not(ancestor-or-self::*)"
+        etree.SubElement(reference, f"{DS}DigestMethod", Algorithm=how.digest)
+        digest = hashlib.new(_HASHES[how.digest], content).digest()
+        etree.SubElement(reference, f"{DS}DigestValue").text = base64.b64encode(digest).decode()
+    value = etree.SubElement(signature, f"{DS}SignatureValue")
+    data = etree.SubElement(etree.SubElement(signature, f"{DS}KeyInfo"), f"{DS}X509Data")
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    etree.SubElement(data, f"{DS}X509Certificate").text = base64.b64encode(der).decode()
+    assertion.insert(1, signature)
+    signed_info = etree.tostring(info, method="c14n", exclusive=how.canonicalization == EXC_C14N)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+    raw = key.sign(signed_info, padding.PKCS1v15(), _SIGNATURE_HASHES[how.method]())
+    value.text = base64.b64encode(raw).decode()
+    return assertion
+
+
+def forged(pki, load, indirect, how: Forgery) -> etree._Element:
+    """The indirect profile's VIHF, signed by ORG SIGN as ``how`` says."""
+    unsigned = build_assertion(indirect.identity.with_patient(PATIENT), load("org-sign").dn)
+    return forge(unsigned, pki.directory / "org-sign.key", load("org-sign").certificate, how)
+
+
+OUTSIDE_THE_PROFILE = {
+    "inclusive c14n": Forgery(canonicalization=C14N, transforms=(ENVELOPED_SIGNATURE, C14N)),
+    "inclusive CanonicalizationMethod": Forgery(canonicalization=C14N),
+    "XPath transform": Forgery(transforms=(ENVELOPED_SIGNATURE, XPATH, EXC_C14N)),
+    "no enveloped transform": Forgery(transforms=(EXC_C14N,)),
+    "no transforms": Forgery(transforms=()),
+    "transforms reversed": Forgery(transforms=(EXC_C14N, ENVELOPED_SIGNATURE)),
+    "SHA-1 not allowed": Forgery(method=RSA_SHA1, digest=SHA1),
+    "SHA-1 digest only": Forgery(digest=SHA1),
+    "RSA-SHA512": Forgery(method=RSA_SHA512, digest=SHA512),
+    "two references": Forgery(uris=(None, None)),
+    "foreign reference": Forgery(uris=("#_somewhere-else",)),
+    "whole-document reference": Forgery(uris=("",)),
+}
+
+
+def test_a_forgery_inside_the_profile_verifies(pki, load, indirect, verify_settings):
+    assertion = forged(pki, load, indirect, Forgery())
+    assert verify_vihf(reparse(assertion), verify_settings).signer_dn == load("org-sign").dn
+
+
+def test_sha1_verifies_where_allowed(pki, load, indirect, verify_settings):
+    assertion = forged(pki, load, indirect, Forgery(method=RSA_SHA1, digest=SHA1))
+    allowing = replace(verify_settings, allow_sha1=True)
+    assert verify_vihf(reparse(assertion), allowing).algorithm == RSA_SHA1
+
+
+@pytest.mark.parametrize("how", OUTSIDE_THE_PROFILE.values(), ids=OUTSIDE_THE_PROFILE.keys())
+def test_a_signature_outside_the_profile_is_refused_with_a_reason(
+    pki, load, indirect, verify_settings, how
+):
+    error = refused(forged(pki, load, indirect, how), verify_settings)
+    assert error.reason in {"profile", "wrapping"}
+    assert error.message
 
 
 # --- validation: what the DMP would refuse, refused before anything is signed ---

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from lxml import etree
@@ -225,6 +225,86 @@ def test_a_wrapping_attempt_is_refused(signed, documents, verify_settings, chang
     assert refused.value.reason == reason
 
 
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+XPATH = "http://www.w3.org/TR/1999/REC-xpath-19991116"
+RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
+RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
+_SIGNATURE_HASHES = {RSA_SHA1: hashes.SHA1, RSA_SHA512: hashes.SHA512}
+
+
+def resign(data: bytes, change, key_file: Path) -> bytes:
+    """``data`` changed by ``change`` (SignedInfo included), with a SignatureValue computed again
+    over the changed SignedInfo: a genuine signature, laid out as ``change`` makes it."""
+    root = etree.fromstring(data)
+    change(root)
+    info = root.find(f"{DS}SignedInfo")
+    exclusive = info.find(f"{DS}CanonicalizationMethod").get("Algorithm") == EXC_C14N
+    method = info.find(f"{DS}SignatureMethod").get("Algorithm")
+    canonical = etree.tostring(info, method="c14n", exclusive=exclusive)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+    algorithm = _SIGNATURE_HASHES.get(method, hashes.SHA256)()
+    raw = key.sign(canonical, padding.PKCS1v15(), algorithm)
+    root.find(f"{DS}SignatureValue").text = base64.b64encode(raw).decode()
+    return etree.tostring(root)
+
+
+def _set_algorithm(path: str, algorithm: str):
+    def change(root):
+        for node in root.iterfind(f"{DS}SignedInfo/{path}"):
+            node.set("Algorithm", algorithm)
+
+    return change
+
+
+def _transform(algorithm: str):
+    def change(root):
+        reference = root.find(f"{DS}SignedInfo/{DS}Reference")
+        transforms = etree.Element(f"{DS}Transforms")
+        transform = etree.SubElement(transforms, f"{DS}Transform", Algorithm=algorithm)
+        if algorithm == XPATH:
+            etree.SubElement(transform, f"{DS}XPath").text = "self::text()"
+        reference.insert(0, transforms)
+
+    return change
+
+
+DSG_OUTSIDE_THE_PROFILE = {
+    "exclusive c14n SignedInfo": _set_algorithm(f"{DS}CanonicalizationMethod", EXC_C14N),
+    "XPath transform": _transform(XPATH),
+    "c14n transform": _transform(xades.C14N),
+    "RSA-SHA1 not allowed": _set_algorithm(f"{DS}SignatureMethod", RSA_SHA1),
+    "RSA-SHA512": _set_algorithm(f"{DS}SignatureMethod", RSA_SHA512),
+    "SHA-1 digest": _set_algorithm(
+        f"{DS}Reference/{DS}DigestMethod", "http://www.w3.org/2000/09/xmldsig#sha1"
+    ),
+}
+
+
+def test_a_resigned_signature_inside_the_profile_verifies(
+    pki, load, signed, signer, documents, verify_settings
+):
+    assert signer.certificate == load("org-sign").certificate
+    data = resign(signed, lambda root: None, pki.directory / "org-sign.key")
+    assert verify(data, documents, verify_settings).signer == signer.certificate
+    sha1 = resign(
+        signed, DSG_OUTSIDE_THE_PROFILE["RSA-SHA1 not allowed"], pki.directory / "org-sign.key"
+    )
+    allowing = VerifySettings(verify_settings.ca_bundle, allow_sha1=True)
+    assert verify(sha1, documents, allowing).algorithm == RSA_SHA1
+
+
+@pytest.mark.parametrize(
+    "change", DSG_OUTSIDE_THE_PROFILE.values(), ids=DSG_OUTSIDE_THE_PROFILE.keys()
+)
+def test_a_signature_document_outside_the_profile_is_refused(
+    pki, signed, documents, verify_settings, change
+):
+    data = resign(signed, change, pki.directory / "org-sign.key")
+    with pytest.raises(SignatureError) as refused:
+        verify(data, documents, verify_settings)
+    assert refused.value.reason == "profile" and refused.value.message
+
+
 def self_signed_signer() -> SoftwareSigner:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CABINET NON RECONNU")])
@@ -409,9 +489,10 @@ def test_signature_entry_describes_its_bytes(signed):
 # Through the XDS stub -----------------------------------------------------------------------
 
 
-def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA):
+def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA, change=None):
     """TD2.1: one CDA and the set's signature document, linked by ``signs``; the signature is
-    made over ``signed_content`` (the CDA unless a test wants them to differ)."""
+    made over ``signed_content`` (the CDA unless a test wants them to differ), then passed
+    through ``change`` when given."""
     submission = new_submission_set()
     document = entry(CDA, mime_type="text/xml")
     signature = xades.sign_submission_set(
@@ -419,6 +500,7 @@ def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA):
         signer,
         submission_set_unique_id=submission.unique_id,
     )
+    signature = change(signature) if change is not None else signature
     signature_entry = xades.signature_entry(submission, document, signature)
     parts = [(document, CDA, False), (signature_entry, signature, True)]
     outgoing, attachments = [], []
@@ -479,3 +561,17 @@ def test_a_look_alike_pki_is_not_trusted(other_pki, documents, verify_settings):
     with pytest.raises(SignatureError) as refused:
         verify(data, documents, verify_settings)
     assert refused.value.reason == "untrusted"
+
+
+@pytest.mark.parametrize(
+    "change", DSG_OUTSIDE_THE_PROFILE.values(), ids=DSG_OUTSIDE_THE_PROFILE.keys()
+)
+def test_stub_warns_about_a_signature_outside_the_profile(xds_stubs, signer, pki, change):
+    key = pki.directory / "org-sign.key"
+    result, *_ = submit_signed(
+        Caller(xds_stubs), signer, change=lambda data: resign(data, change, key)
+    )
+    assert result.ok
+    assert [(error.severity, "non vérifiée" in error.context) for error in result.errors] == [
+        ("Warning", True)
+    ]

@@ -99,7 +99,8 @@ class SignatureError(CisisError):
     """An XML signature or the certificate behind it was refused.
 
     ``reason`` is one of: ``unsigned``, ``invalid-signature``, ``untrusted``, ``expired``,
-    ``not-yet-valid``, ``key-usage``, ``wrapping``, ``stale``, ``malformed``.
+    ``not-yet-valid``, ``key-usage``, ``wrapping``, ``stale``, ``malformed``, ``profile`` (an
+    algorithm or transform outside the signing profile).
     """
 
     def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:

@@ -5,8 +5,10 @@ enveloped-signature and exclusive c14n transforms, ``ds:Signature`` placed where
 (after ``saml2:Issuer``), ``KeyInfo/X509Data`` with the signer's certificate.
 
 Verification works on a standalone copy of the element, requires the signature to be its direct
-child and its single Reference to point at the element itself, checks the certificate chain, its
-dates and its key usage with our own policy, then returns only what the signature covers.
+child and its single Reference to point at the element itself, enforces the signing profile above
+(:data:`ENVELOPED_PROFILE`, RSA-SHA256 and SHA-256; SHA-1 only where configured) before any
+cryptography, checks the certificate chain, its dates and its key usage with our own policy, then
+returns only what the signature covers.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ logging.getLogger("signxml").setLevel(logging.INFO)
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ENVELOPED_SIGNATURE = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 _SIGNATURE = f"{{{DSIG_NS}}}Signature"
+_INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
 
 
 _SIGNATURE_METHODS = {
@@ -191,6 +195,71 @@ class Verified:
     algorithm: str
 
 
+@dataclass(frozen=True)
+class SignatureProfile:
+    """The algorithms a signature must use before anything in it is trusted (W3C XML-DSig 1.1
+    §4.4): SignedInfo's CanonicalizationMethod (``canonicalization``), and on every Reference
+    exactly ``transforms`` in that order; the SignatureMethod is RSA-SHA256 and every
+    DigestMethod SHA-256 (RFC 6931 URIs), plus RSA-SHA1 and SHA-1 where ``allow_sha1``.
+
+    signxml runs the transforms it knows and silently skips the others (an XPath, XSLT…), so a
+    signature outside the profile is refused here, with a reason, before it is verified."""
+
+    canonicalization: str
+    transforms: tuple[str, ...]
+
+
+ENVELOPED_PROFILE = SignatureProfile(EXC_C14N, (ENVELOPED_SIGNATURE, EXC_C14N))
+"""The profile of an enveloped assertion signature (VIHF, assertion PS): exclusive c14n, and the
+enveloped-signature and exclusive c14n transforms (SAML 2.0 core §5.4)."""
+
+
+def check_profile(signature: etree._Element, profile: SignatureProfile, allow_sha1: bool) -> None:
+    """SignatureError (reason ``profile``) unless the SignedInfo of ``signature`` follows
+    ``profile``, with SHA-1 only when ``allow_sha1``."""
+    signed_info = signature.find(f"{{{DSIG_NS}}}SignedInfo")
+    if signed_info is None:
+        raise SignatureError("malformed", "the signature has no SignedInfo")
+    canonicalization = _algorithm(signed_info, "CanonicalizationMethod")
+    if canonicalization != profile.canonicalization:
+        raise SignatureError(
+            "profile",
+            f"CanonicalizationMethod {canonicalization!r} is not {profile.canonicalization}",
+        )
+    method = _algorithm(signed_info, "SignatureMethod")
+    if method not in {m.value for m in allowed_methods(allow_sha1)}:
+        raise SignatureError("profile", f"SignatureMethod {method!r} is refused")
+    for reference in signed_info.iterfind(f"{{{DSIG_NS}}}Reference"):
+        _check_reference_profile(reference, profile, allow_sha1)
+
+
+def _check_reference_profile(
+    reference: etree._Element, profile: SignatureProfile, allow_sha1: bool
+) -> None:
+    transforms = reference.findall(f"{{{DSIG_NS}}}Transforms/{{{DSIG_NS}}}Transform")
+    algorithms = tuple(transform.get("Algorithm", "") for transform in transforms)
+    if algorithms != profile.transforms or len(reference.findall(f"{{{DSIG_NS}}}Transforms")) > 1:
+        raise SignatureError(
+            "profile",
+            f"Reference {reference.get('URI')!r} transforms {list(algorithms)} are not"
+            f" {list(profile.transforms)}",
+        )
+    for transform in transforms:
+        # Only exclusive c14n takes a parameter, its InclusiveNamespaces PrefixList.
+        if any(child.tag != _INCLUSIVE_NAMESPACES for child in transform.iterchildren("{*}*")):
+            raise SignatureError("profile", "a Transform carries a parameter outside the profile")
+    digest = _algorithm(reference, "DigestMethod")
+    if digest not in {d.value for d in allowed_digests(allow_sha1)}:
+        raise SignatureError("profile", f"DigestMethod {digest!r} is refused")
+
+
+def _algorithm(parent: etree._Element, name: str) -> str:
+    found = parent.findall(f"{{{DSIG_NS}}}{name}")
+    if len(found) != 1:
+        raise SignatureError("malformed", f"expected one ds:{name}")
+    return found[0].get("Algorithm", "")
+
+
 def verify_enveloped(
     element: etree._Element,
     settings: VerifySettings,
@@ -198,12 +267,14 @@ def verify_enveloped(
     id_attribute: str = "ID",
     now: datetime | None = None,
 ) -> Verified:
-    """Verify the enveloped signature of ``element``; return what it covers, or SignatureError."""
+    """Verify the enveloped signature of ``element`` (:data:`ENVELOPED_PROFILE`); return what it
+    covers, or SignatureError."""
     now = now or datetime.now(UTC)
     standalone = parse_xml(etree.tostring(element))
     signature = _single_signature(standalone)
     identifier = standalone.get(id_attribute)
     _check_reference(signature, identifier, standalone, id_attribute)
+    check_profile(signature, ENVELOPED_PROFILE, settings.allow_sha1)
     leaf = trusted_signer(signature, settings, now)
     config = SignatureConfiguration(
         require_x509=True,
@@ -353,16 +424,14 @@ def check_signature_usage(certificate: x509.Certificate) -> None:
 
 
 def allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
-    """The signature methods a verification accepts (RSA-SHA1 only when allowed)."""
-    methods_ = {SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA384, SignatureMethod.RSA_SHA512}
+    """The signature methods a verification accepts: RSA-SHA256 (RSA-SHA1 too when allowed)."""
     if allow_sha1:
-        methods_.add(SignatureMethod.RSA_SHA1)
-    return frozenset(methods_)
+        return frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA1})
+    return frozenset({SignatureMethod.RSA_SHA256})
 
 
 def allowed_digests(allow_sha1: bool) -> frozenset[DigestAlgorithm]:
-    """The digest algorithms a verification accepts (SHA-1 only when allowed)."""
-    digests = {DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512}
+    """The digest algorithms a verification accepts: SHA-256 (SHA-1 too when allowed)."""
     if allow_sha1:
-        digests.add(DigestAlgorithm.SHA1)
-    return frozenset(digests)
+        return frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA1})
+    return frozenset({DigestAlgorithm.SHA256})

@@ -48,9 +48,11 @@ from transport.vihf import format_instant, signed_instant
 from transport.xml import Namespace, parse_xml
 from transport.xmlsig import (
     DSIG_NS,
+    SignatureProfile,
     VerifySettings,
     allowed_digests,
     allowed_methods,
+    check_profile,
     signxml_errors,
     trusted_signer,
 )
@@ -73,6 +75,11 @@ SIGNATURE_FORMAT = Coded("http://www.w3.org/2000/09/xmldsig#", "URN", "Default S
 INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
 SIGNATURE_LANGUAGE = "art"
 """ISO 639-2 "artificial languages": the language of a signature document in the DMP's TD2.1."""
+
+DSG_PROFILE = SignatureProfile(C14N, ())
+"""The profile :func:`sign_submission_set` signs with and the verifier enforces: C14N 1.0
+SignedInfo, References without Transforms (XML-DSig §4.4.3.2: a same-document node set is then
+canonicalised with C14N 1.0), RSA-SHA256 and SHA-256."""
 
 SUBMISSION_SET_DIGEST = b"\x00"
 """The digest written for the set's own reference: a submission set has no bytes to hash, and the
@@ -343,16 +350,18 @@ def read_manifest(manifest: etree._Element) -> tuple[ManifestReference, ...]:
 def verify_signature(
     data: bytes, settings: VerifySettings, *, now: datetime | None = None
 ) -> SubmissionSignature:
-    """Verify a signature document on its own: layout, certificate (dates, chain to
-    ``settings.ca_bundle``, signature key usage), signature value, the digests of the manifest
-    and SignedProperties, the XAdES signing certificate. The documents' digests are not checked
-    here (see :func:`verify_submission_signature`). SignatureError when anything is wrong."""
+    """Verify a signature document on its own: layout, :data:`DSG_PROFILE`, certificate (dates,
+    chain to ``settings.ca_bundle``, signature key usage), signature value, the digests of the
+    manifest and SignedProperties, the XAdES signing certificate. The documents' digests are not
+    checked here (see :func:`verify_submission_signature`). SignatureError when anything is
+    wrong."""
     now = now or datetime.now(UTC)
     try:
         root = parse_xml(data)
     except CisisError as error:
         raise SignatureError("malformed", f"unreadable signature document: {error}") from None
     _check_layout(root)
+    check_profile(root, DSG_PROFILE, settings.allow_sha1)
     leaf = trusted_signer(root, settings, now)
     config = XAdESSignatureConfiguration(
         expect_references=2,

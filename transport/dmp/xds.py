@@ -646,7 +646,7 @@ def _codes(element: etree._Element, scheme: str) -> tuple[Coded, ...]:
     return tuple(
         Coded(
             item.get("nodeRepresentation", ""),
-            _slots(item).get("codingScheme", ("",))[0],
+            first_value(_slots(item), "codingScheme") or "",
             _localized_text(item, "Name") or "",
         )
         for item in element.findall(_rim("Classification"))
@@ -667,7 +667,7 @@ def _authors(element: etree._Element, scheme: str) -> tuple[Author, ...]:
         if item.get("classificationScheme") != scheme:
             continue
         slots = _slots(item)
-        person = slots.get("authorPerson", (None,))[0]
+        person = first_value(slots, "authorPerson")
         authors.append(
             Author(
                 person,
@@ -686,7 +686,9 @@ def _external(element: etree._Element, scheme: str, what: str) -> str:
     raise ValidationError(what, f"the {what} external identifier is missing")
 
 
-def _single(slots: Mapping[str, tuple[str, ...]], name: str) -> str | None:
+def first_value(slots: Mapping[str, tuple[str, ...]], name: str) -> str | None:
+    """The first value of the slot ``name``; None when the slot is absent or its ValueList is
+    empty (ebRIM 3.0 allows an empty one)."""
     values = slots.get(name)
     return values[0] if values else None
 
@@ -695,10 +697,10 @@ def read_document_entry(element: etree._Element) -> DocumentEntry:
     """The DocumentEntry of an ``ExtrinsicObject``; ValidationError names what is missing."""
     _rim.expect(element, "ExtrinsicObject")
     slots = _slots(element)
-    creation = _single(slots, "creationTime")
+    creation = first_value(slots, "creationTime")
     if not creation:
         raise ValidationError("creationTime", "the document has no creationTime")
-    size = _single(slots, "size")
+    size = first_value(slots, "size")
     version = element.find(_rim("VersionInfo"))
     object_id = element.get("id", "")
     return DocumentEntry(
@@ -714,20 +716,20 @@ def read_document_entry(element: etree._Element) -> DocumentEntry:
         authors=_authors(element, _DE_AUTHOR),
         confidentiality=_codes(element, _DE_CONFIDENTIALITY),
         mime_type=element.get("mimeType", ""),
-        language=_single(slots, "languageCode") or "",
+        language=first_value(slots, "languageCode") or "",
         comments=_localized_text(element, "Description"),
-        service_start_time=_single(slots, "serviceStartTime"),
-        service_stop_time=_single(slots, "serviceStopTime"),
-        legal_authenticator=_single(slots, "legalAuthenticator"),
-        source_patient_id=_single(slots, "sourcePatientId"),
+        service_start_time=first_value(slots, "serviceStartTime"),
+        service_stop_time=first_value(slots, "serviceStopTime"),
+        legal_authenticator=first_value(slots, "legalAuthenticator"),
+        source_patient_id=first_value(slots, "sourcePatientId"),
         source_patient_info=slots.get("sourcePatientInfo", ()),
         event_codes=_codes(element, _DE_EVENT),
-        hash=_single(slots, "hash"),
+        hash=first_value(slots, "hash"),
         size=_integer(size, "size", 0) if size is not None else None,
         entry_uuid=object_id if object_id.startswith("urn:uuid:") else None,
         logical_id=element.get("lid"),
         status=element.get("status"),
-        repository_unique_id=_single(slots, "repositoryUniqueId"),
+        repository_unique_id=first_value(slots, "repositoryUniqueId"),
         version=version.get("versionName") if version is not None else None,
     )
 
@@ -735,7 +737,7 @@ def read_document_entry(element: etree._Element) -> DocumentEntry:
 def read_submission_set(element: etree._Element) -> SubmissionSet:
     """The SubmissionSet of a ``RegistryPackage``."""
     _rim.expect(element, "RegistryPackage")
-    time = _single(_slots(element), "submissionTime")
+    time = first_value(_slots(element), "submissionTime")
     if not time:
         raise ValidationError("submissionTime", "the submission set has no submissionTime")
     return SubmissionSet(

@@ -333,7 +333,7 @@ def decode(
     may not exceed ``max_in_memory`` bytes. A body that is not multipart (a plain SOAP fault) is the
     root, with no parts. Raises MtomError on a malformed body; files already written are removed.
     """
-    media_type, parameters = _parse_content_type(content_type)
+    media_type, parameters = parse_content_type(content_type)
     chunks = _chunks_of(source)
     if not media_type.startswith("multipart/"):
         return Decoded(_read_all(chunks, max_in_memory), content_type, MappingProxyType({}))
@@ -372,7 +372,7 @@ def removing_parts_on_error(decoded: Decoded) -> Iterator[None]:
         raise
 
 
-def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     """The media type (lower case) and parameters (names in lower case, values unquoted) of a
     Content-Type; lenient about unquoted values holding ``/`` or ``<>``, which peers send."""
     media_type, _, rest = value.partition(";")

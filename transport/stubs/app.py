@@ -3,7 +3,8 @@
 :class:`Stubs` starts the server on loopback (a free port by default) with the example PKI's server
 certificate, requiring client certificates from its CA, and state in a data directory (a temporary
 one unless given). DMP services answer under ``/si-dmp-server/v2/services/<service>``, the
-téléservices under ``/lps``; each service dispatches on ``wsa:Action``.
+téléservices under ``/lps``; each service dispatches on ``wsa:Action``. A DMP service answers only
+connections in one of the DMP's TLS 1.2 suites (PDT-INF-579v4) or in TLS 1.3.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transport.stubs.server import (
     soap12_fault,
 )
 from transport.stubs.store import DATABASE_NAME, BlobStore, Database
+from transport.tls import DMP_CIPHERS
 from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
@@ -92,7 +94,22 @@ class StubApp:
             return StubResponse(
                 404, soap12_fault("Sender", f"aucun service à l'adresse {path}", subcodes=())
             )
+        if path.startswith(DMP_PREFIX) and not dmp_suite(request.tls):
+            # The real DMP would end the handshake; one port serves both families here.
+            log.info("refused: TLS suite outside PDT-INF-579 on %s", path)
+            return StubResponse(
+                403, soap12_fault("Sender", "suite TLS non acceptée par le DMP", subcodes=())
+            )
         return handler(request)
+
+
+def dmp_suite(tls: tuple[str, str] | None) -> bool:
+    """Whether a connection's ``(protocol, cipher)`` may reach the DMP: one of the four TLS 1.2
+    suites of PDT-INF-579v4 (:data:`transport.tls.DMP_CIPHERS`), or TLS 1.3."""
+    if tls is None:
+        return False
+    protocol, cipher = tls
+    return protocol == "TLSv1.3" or (protocol == "TLSv1.2" and cipher in DMP_CIPHERS)
 
 
 def build_routes(context: StubContext, services: Iterable[str] | None = None) -> dict[str, Handler]:

@@ -1,7 +1,7 @@
 """The DMP-style patient services: ``patients`` (HL7v3), ``patientsPDQ``, ``habilitations`` and
 ``patientsSpecific``, over the shared :class:`transport.stubs.patients.PatientRegistry`.
 
-Every request first passes :func:`transport.stubs.echo.check_envelope` (SOAP 1.2, WS-Addressing,
+Every request first passes :func:`transport.stubs.soap.check_envelope` (SOAP 1.2, WS-Addressing,
 signed and trusted VIHF from a signature certificate), then the service checks what its
 transactions need: the ``wsa:Action`` (unknown: fault ``wsa:ActionNotSupported``),
 ``Ressource_URN`` ``urn:dmp``, and the VIHF ``resource-id`` for the transactions about one patient
@@ -81,9 +81,9 @@ from transport.dmp.hl7v3 import (
 from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
-from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
 from transport.stubs.patients import Authorization, DmpRecord, DmpStatus, parse_time
 from transport.stubs.server import StubRequest, StubResponse
+from transport.stubs.soap import Checked, Refused, check_envelope, response_envelope
 from transport.vihf import Code, Patient, Vihf
 
 log = logging.getLogger("transport.stubs.dmp")
@@ -117,7 +117,7 @@ class _DmpService:
     def __call__(self, request: StubRequest) -> StubResponse:
         name = type(self).__name__
         try:
-            checked = check_envelope(request.body, self.context.verify)
+            checked = check_envelope(request, self.context.verify)
             operation = self.operations().get(checked.action)
             if operation is None:
                 raise Refused(
@@ -129,7 +129,7 @@ class _DmpService:
                 raise Refused("Sender", "soap:DMPVIHFInvalide", "VIHF invalide : Ressource_URN")
             action, payload = operation(checked, _payload(checked.envelope))
         except Refused as refusal:
-            log.info("%s refused: %s", name, refusal.subcode)
+            log.info("%s refused: %s", name, refusal.subcode or refusal.code)
             return refusal.response()
         except ValidationError as error:
             log.info("%s: malformed body (%s)", name, error.field)

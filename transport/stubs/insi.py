@@ -1,15 +1,19 @@
 """The téléservices stub at ``/lps``: INSi, checked the way the Assurance Maladie service checks.
 
-Every request goes through, in order: a well-formed SOAP 1.2 envelope; ``wsa:Action`` and
-``wsa:MessageID``; a valid ``ContexteBAM`` (Version ``01_02``) and ``ContexteLPS`` (Version
-``01_00``, with ``LPS/IDAM``); then the access mode. With a ``wsse:Security`` header (card mode) it
-must hold exactly one assertion PS, which must verify against the stubs' CA and be signed with a
-signature certificate by the card holder it names. Without one (software-certificate mode), the
-mutual-TLS client certificate's CN must be ``INSI-AUTO`` or ``INSI-MANU``. The stub's TLS server
-requires a client certificate in both modes (the real card-mode host does not).
+Every request goes through, in order: the checks of :mod:`transport.stubs.soap` (an
+``application/soap+xml`` body, else HTTP 415; a well-formed SOAP 1.2 envelope; one ``wsa:Action``,
+matching the media type's ``action`` when sent, and one ``wsa:MessageID``; no ``mustUnderstand``
+header outside WS-Addressing, WS-Security and the two contexts); a valid ``ContexteBAM``
+(Version ``01_02``) and ``ContexteLPS`` (Version ``01_00``, with ``LPS/IDAM``); then the access
+mode. With a ``wsse:Security`` header (card mode) it must hold exactly one assertion PS, which
+must verify against the stubs' CA and be signed with a signature certificate by the card holder
+it names. Without one (software-certificate mode), the mutual-TLS client certificate's CN must be
+``INSI-AUTO`` or ``INSI-MANU``. The stub's TLS server requires a client certificate in both modes
+(the real card-mode host does not).
 
-Faults are SOAP 1.2 faults (HTTP 500) with subcode ``siram:siram_NN`` and a ``siram:Erreur``
-detail (``code``, ``severite``, ``messageID`` echoing the request's MessageID when it has one):
+Faults are SOAP 1.2 faults (HTTP 500, 415 for a media type) with subcode ``siram:siram_NN`` and a
+``siram:Erreur`` detail (``code``, ``severite``, ``messageID`` echoing the request's MessageID
+when it has one):
 
 ============================================  ========  =========  ==========  ================
 refusal                                       Code      subcode    code        source
@@ -17,7 +21,8 @@ refusal                                       Code      subcode    code        s
 no ContexteLPS, or no IDAM in it              Sender    siram_100  desir_550   live capture
 certificate CN, or assertion PS refused       Sender    siram_100  desir_560   code: padoa doc
 malformed XML, not SOAP 1.2, no WS-A,         Sender    siram_10   desir_500   project's choice
-bad context, unknown action, bad body
+bad context, unknown action, bad body,
+media type (HTTP 415), mustUnderstand
 birth name missing                            Sender    siram_10   insi_19     ABAK tests
 state unreadable (SQLite error)               Receiver  siram_40   insi_102    live capture
 ============================================  ========  =========  ==========  ================
@@ -56,10 +61,11 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from transport.errors import SignatureError, ValidationError
-from transport.soap.addressing import SOAP12_NS, read
+from transport.soap.addressing import SOAP12_NS, WSA_NS
 from transport.soap.wsse import WSSE_NS, find_assertions
 from transport.stubs.app import StubContext
 from transport.stubs.server import StubRequest, StubResponse, soap12_fault
+from transport.stubs.soap import Refused, check_soap_content_type, read_envelope
 from transport.stubs.store import Database
 from transport.teleservices.client import (
     CTXBAM_NS,
@@ -95,6 +101,8 @@ log = logging.getLogger("transport.stubs")
 
 ALLOWED_COMMON_NAMES = frozenset({"INSI-AUTO", "INSI-MANU"})
 """The CNs a software certificate must have to call INSi."""
+UNDERSTOOD_HEADERS = frozenset({WSA_NS, WSSE_NS, CTXBAM_NS, CTXLPS_NS})
+"""The header namespaces the service processes (a ``mustUnderstand`` block outside: refused)."""
 ASSERTION_MAX_AGE = timedelta(minutes=10)
 """How old an assertion PS may be (the real limit is not published; the VIHF's is used)."""
 
@@ -312,8 +320,11 @@ class Refusal(Exception):
         reason: str,
         detail: str,
         severity: str = "erreur",
+        *,
+        status: int = 500,
     ) -> None:
         super().__init__(detail)
+        self.status = status
         self.code = code
         self.subcode = subcode
         self.service_code = service_code
@@ -322,7 +333,7 @@ class Refusal(Exception):
         self.severity = severity
 
     def response(self, message_id: str | None) -> StubResponse:
-        """The HTTP 500 SOAP fault of this refusal, echoing ``message_id`` when known."""
+        """The SOAP fault of this refusal (HTTP ``status``), echoing ``message_id`` when known."""
         error = siram_error(
             self.service_code, self.detail, severity=self.severity, message_id=message_id
         )
@@ -333,13 +344,18 @@ class Refusal(Exception):
             detail=error,
             namespaces={"siram": SIRAM_NS},
         )
-        return StubResponse(500, fault)
+        return StubResponse(self.status, fault)
 
 
-def invalid_request(detail: str) -> Refusal:
-    """A request that does not follow the service's contract."""
+def invalid_request(detail: str, status: int = 500) -> Refusal:
+    """A request that does not follow the service's contract (HTTP 415 for its media type)."""
     return Refusal(
-        "Sender", "siram_10", "desir_500", "La requête n'est pas conforme au service.", detail
+        "Sender",
+        "siram_10",
+        "desir_500",
+        "La requête n'est pas conforme au service.",
+        detail,
+        status=status,
     )
 
 
@@ -442,11 +458,9 @@ class TeleservicesService:
         }
 
     def __call__(self, request: StubRequest) -> StubResponse:
-        message_id = None
+        message_id = read_message_id(request.body)
         try:
-            envelope = _envelope(request.body)
-            message_id = read(envelope, "MessageID")
-            action = _action(envelope)
+            envelope, action = _envelope(request)
             check_contexts(envelope)
             check_access(envelope, request.client_certificate, self.settings)
             operation = self.operations.get(action)
@@ -492,21 +506,29 @@ def _guarded(search: Callable[[], Resultat]) -> Resultat:
         raise unavailable(f"Base des identités indisponible : {error}") from None
 
 
-def _envelope(body: bytes) -> etree._Element:
+def _envelope(request: StubRequest) -> tuple[etree._Element, str]:
+    """The checked envelope and action (see :mod:`transport.stubs.soap`), refused as INSi does."""
+    try:
+        action_parameter = check_soap_content_type(request.content_type)
+        checked = read_envelope(
+            request.body, understood=UNDERSTOOD_HEADERS, action_parameter=action_parameter
+        )
+    except Refused as refused:
+        raise invalid_request(f"Message refusé : {refused.reason}", refused.status) from None
+    return checked.element, checked.action
+
+
+def read_message_id(body: bytes) -> str | None:
+    """The request's ``wsa:MessageID`` for the fault to echo, when the body is a readable SOAP
+    envelope with exactly one."""
     try:
         envelope = parse_xml(body)
-    except SignatureError as error:
-        raise invalid_request(f"Message illisible : {error.message}") from None
-    if envelope.tag != f"{{{SOAP12_NS}}}Envelope":
-        raise invalid_request("Une enveloppe SOAP 1.2 est attendue.")
-    return envelope
-
-
-def _action(envelope: etree._Element) -> str:
-    action, message_id = read(envelope, "Action"), read(envelope, "MessageID")
-    if not action or not message_id:
-        raise invalid_request("wsa:Action et wsa:MessageID sont obligatoires.")
-    return action
+    except SignatureError:
+        return None
+    found = envelope.findall(f"{{{SOAP12_NS}}}Header/{{{WSA_NS}}}MessageID")
+    if len(found) != 1:
+        return None
+    return (found[0].text or "").strip() or None
 
 
 def _payload(envelope: etree._Element) -> etree._Element:

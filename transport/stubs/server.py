@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +38,9 @@ _CHUNK = 64 * 1024
 DRAIN_BYTES = 1024 * 1024
 """How much of an over-limit body is read and dropped before the connection is cut."""
 _FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
+# Said to the client, not only done: otherwise it may send its next request on the connection the
+# server is closing, and read an EOF instead of an answer.
+_CLOSE = {"Connection": "close"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class StubRequest:
     """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks).
 
     ``stream`` is the body, positioned at its start (``headers`` keys are lower case). Handlers of
-    large bodies read ``stream``; the others use ``body``.
+    large bodies read ``stream``; the others use ``body``. ``tls`` is the connection's protocol
+    version and cipher suite, OpenSSL names (``("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")``).
     """
 
     method: str
@@ -53,6 +57,7 @@ class StubRequest:
     headers: Mapping[str, str]
     stream: BinaryIO
     client_certificate: x509.Certificate | None
+    tls: tuple[str, str] | None = None
 
     @cached_property
     def body(self) -> bytes:
@@ -204,10 +209,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             try:
                 self._receive(spool)
             except _TooLarge:
-                self._refuse(StubResponse(413, b"request too large", "text/plain"), started)
+                self._answer(StubResponse(413, b"request too large", "text/plain", _CLOSE), started)
                 return
             except (ValueError, _BadBody) as error:
-                self._refuse(StubResponse(400, f"{error}".encode(), "text/plain"), started)
+                self._answer(StubResponse(400, f"{error}".encode(), "text/plain", _CLOSE), started)
                 return
             spool.seek(0)
             der = self.request.getpeercert(binary_form=True)
@@ -217,6 +222,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 {key.lower(): value for key, value in self.headers.items()},
                 spool,  # type: ignore[arg-type]
                 x509.load_der_x509_certificate(der) if der else None,
+                _negotiated(self.request),
             )
             try:
                 response = self.server.app(request)
@@ -263,13 +269,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             spool.write(data)
             size -= len(data)
 
-    def _refuse(self, response: StubResponse, started: float) -> None:
-        """Answer a request whose body could not be read, then close the connection, saying so
-        (``Connection: close``): a client must not send its next request on it."""
-        self._answer(
-            replace(response, headers={**response.headers, "Connection": "close"}), started
-        )
-
     def _answer(self, response: StubResponse, started: float) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
@@ -300,6 +299,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         # The base class writes every request line to stderr; the one log line is _answer's.
         pass
+
+
+def _negotiated(connection: ssl.SSLSocket) -> tuple[str, str] | None:
+    cipher = connection.cipher()
+    return (cipher[1], cipher[0]) if cipher else None
 
 
 class _HandshakeFailed(Exception):

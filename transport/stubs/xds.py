@@ -1,7 +1,7 @@
 """The DMP-style XDS.b registry and repository: ITI-41 submit, ITI-18 query, ITI-43 retrieve,
 ITI-57 status and metadata updates, over one SQLite table of document versions.
 
-Every request first passes the common checks (:func:`transport.stubs.echo.check_envelope`: SOAP
+Every request first passes the common checks (:func:`transport.stubs.soap.check_envelope`: SOAP
 1.2, WS-Addressing, a verified VIHF); then the VIHF must name the patient the request is about, the
 patient's DMP must be open and the caller (VIHF NameID) authorized on it. Business errors are
 ``RegistryError`` entries with the IHE codes where IHE defines one; the DMP-specific ones
@@ -31,9 +31,16 @@ from transport.errors import CisisError, SignatureError, ValidationError
 from transport.soap import mtom
 from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
-from transport.stubs.echo import Checked, Refused, check_envelope, response_envelope
 from transport.stubs.patients import Authorization, DmpStatus, now_text
 from transport.stubs.server import StubRequest, StubResponse
+from transport.stubs.soap import (
+    Checked,
+    Refused,
+    check_envelope,
+    check_mtom_content_type,
+    check_xop_root,
+    response_envelope,
+)
 from transport.vihf import Patient
 from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
@@ -252,9 +259,9 @@ class RegistryService(_XdsService):
 
     def __call__(self, request: StubRequest) -> StubResponse:
         try:
-            checked = check_envelope(request.body, self.context.verify)
+            checked = check_envelope(request, self.context.verify)
         except Refused as refusal:
-            log.info("registry refused: %s", refusal.subcode)
+            log.info("registry refused: %s", refusal.subcode or refusal.code)
             return refusal.response()
         return self.dispatch(checked, request, None)
 
@@ -343,8 +350,8 @@ class RegistryService(_XdsService):
                 raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
             if not self.visible(checked, document):
                 raise _error("XDSMetadataUpdateError", "document inconnu", change.target)
-            original = change.slots.get("OriginalStatus", ("",))[0]
-            new = change.slots.get("NewStatus", ("",))[0]
+            original = xds.first_value(change.slots, "OriginalStatus") or ""
+            new = xds.first_value(change.slots, "NewStatus") or ""
             if original != document.entry.status:
                 raise _error(
                     "XDSMetadataUpdateError",
@@ -365,7 +372,7 @@ class RegistryService(_XdsService):
         members = [
             a for a in submission.associations if a.type == xds.HAS_MEMBER and a.target == object_id
         ]
-        previous = members[0].slots.get("PreviousVersion", ("",))[0] if members else ""
+        previous = (xds.first_value(members[0].slots, "PreviousVersion") if members else "") or ""
         versions = [
             document
             for document in self.documents.by_unique_id(entry.unique_id)
@@ -473,18 +480,25 @@ class RepositoryService(_XdsService):
         incoming = Path(tempfile.mkdtemp(dir=self.context.blobs.incoming()))
         try:
             try:
-                request.stream.seek(0)
-                decoded = mtom.decode(request.stream, request.content_type, directory=incoming)
-            except CisisError as error:
-                return Refused("Sender", "soap:MalformedMessage", error.message).response()
-            try:
-                checked = check_envelope(decoded.root, self.context.verify)
+                # The media type first: a body that is not MTOM is never decoded.
+                check_mtom_content_type(request.content_type)
+                decoded = self._decode(request, incoming)
+                check_xop_root(decoded.root_content_type)
+                checked = check_envelope(request, self.context.verify, root=decoded.root)
             except Refused as refusal:
-                log.info("repository refused: %s", refusal.subcode)
+                log.info("repository refused: %s", refusal.subcode or refusal.code)
                 return refusal.response()
             return self.dispatch(checked, request, decoded)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
+
+    @staticmethod
+    def _decode(request: StubRequest, incoming: Path) -> mtom.Decoded:
+        try:
+            request.stream.seek(0)
+            return mtom.decode(request.stream, request.content_type, directory=incoming)
+        except CisisError as error:
+            raise Refused("Sender", "soap:MalformedMessage", error.message) from None
 
     def provide_and_register(
         self, checked: Checked, request: StubRequest, decoded: object
@@ -502,6 +516,9 @@ class RepositoryService(_XdsService):
             object_id: self._part(decoded, submission, object_id)
             for object_id in submission.entries
         }
+        if len({id(part) for part in parts.values()}) != len(parts):
+            # Each document is its own part (IHE ITI TF-2b 3.41.4.1.2): one file, one blob.
+            raise _error("XDSRepositoryMetadataError", "deux documents désignent la même pièce")
         sha1 = {object_id: _part_digest(part, "sha1") for object_id, part in parts.items()}
         for object_id, entry in submission.entries.items():
             self._check_entry(patient, object_id, entry, parts[object_id], sha1[object_id])
@@ -688,7 +705,9 @@ def _check_manifest(
             warnings.append(_warning(f"la signature ne référence pas {uri}"))
             continue
         if reference.transforms:
-            continue  # a transformed (canonicalised) digest is the signer's to vouch for
+            # signxml skips transforms it does not know: only a digest of the exact bytes counts.
+            warnings.append(_warning(f"{uri} : transformations non prises en charge"))
+            continue
         algorithm = _DIGESTS.get(reference.digest_method)
         if algorithm is None:
             warnings.append(_warning(f"algorithme d'empreinte inconnu pour {uri}"))
