@@ -453,7 +453,8 @@ def in_process(app: StubApp, certificate, *, unavailable: int = 0) -> MockWire:
             return MockResponse(503, b"", {"Retry-After": "0"})
         headers = {name.lower(): value for name, value in request.headers.items()}
         path = urlsplit(request.url).path
-        stub = StubRequest("POST", path, headers, io.BytesIO(request.body), certificate)
+        tls = ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")  # one of the DMP's suites
+        stub = StubRequest("POST", path, headers, io.BytesIO(request.body), certificate, tls)
         answer = app(stub)
         body = answer.body if isinstance(answer.body, bytes) else b"".join(answer.body)
         return MockResponse(answer.status, body, {"Content-Type": answer.content_type})
