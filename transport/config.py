@@ -8,6 +8,7 @@ credential names the environment variable holding its password (``password_env``
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from transport import examplepki
 from transport.credentials import Credential, Purpose, load_pem, load_pkcs12
@@ -143,8 +145,14 @@ class Profile:
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read and check a TOML profile; ConfigurationError names the file and the faulty key."""
-    path = Path(path)
+    """Read and check a TOML profile; ConfigurationError names the file and the faulty key.
+
+    Relative paths in it are resolved against the profile's own folder (wherever the command
+    runs from), and the profile keeps them absolute, so that errors name the file looked for.
+    """
+    path = Path(path).absolute()
+    if path.is_dir():
+        raise ConfigurationError(f"profile {path}: is a folder", hint="name the TOML file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -152,6 +160,47 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigurationError(f"{path}: unreadable profile: {error}") from None
     return _profile(data, path.parent, str(path))
+
+
+def check_endpoint(url: object, where: str) -> str:
+    """``url`` when it is an ``https://`` URL with a host and a valid port; ConfigurationError
+    naming ``where`` otherwise (RFC 3986 syntax, as requests reads it)."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"{where}: an endpoint is a URL string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ConfigurationError(
+            f"{where}: {url!r} is not a valid URL (bad port?)", hint="https://host[:port]/path"
+        ) from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ConfigurationError(
+            f"{where}: {url!r} is not an https URL", hint="https://host[:port]/path"
+        )
+    if port == 0:
+        raise ConfigurationError(f"{where}: {url!r}: port 0", hint="a port from 1 to 65535")
+    return url
+
+
+def _seconds(section: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    """A positive, finite number of seconds, or ConfigurationError naming the key."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where}: `{key}` must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{where}: `{key}` must be more than 0 seconds")
+    return float(value)
+
+
+def _endpoints(data: Mapping[str, Any], source: str) -> dict[str, str]:
+    section = data.get("endpoints", {})
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(f"{source}: [endpoints] must be a table of URLs")
+    return {
+        str(key): check_endpoint(value, f"{source} [endpoints] {key}")
+        for key, value in section.items()
+    }
 
 
 def _section(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
@@ -200,14 +249,14 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
         tls_credential=_credential(credentials, "tls", base, source),
         signature_credential=_credential(credentials, "signature", base, source),
         ca_bundle=base / _string(tls, "ca_bundle", f"{source} [tls]"),
-        endpoints={str(key): str(value) for key, value in data.get("endpoints", {}).items()},
+        endpoints=_endpoints(data, source),
         vihf_options=VihfOptions(
             mode_attribute=vihf_section.get("mode_attribute", VihfOptions.mode_attribute),
             validity=timedelta(seconds=validity) if validity else None,
             algorithm=vihf_section.get("algorithm", VihfOptions.algorithm),
         ),
-        connect_timeout=float(tls.get("connect_timeout", 10.0)),
-        read_timeout=float(tls.get("read_timeout", 60.0)),
+        connect_timeout=_seconds(tls, "connect_timeout", f"{source} [tls]", 10.0),
+        read_timeout=_seconds(tls, "read_timeout", f"{source} [tls]", 60.0),
         source=source,
         tlsi_idam=_optional_string(lps, "idam", f"{source} [lps]"),
         insi_credential=(
@@ -252,14 +301,14 @@ def _credential(
     if "pkcs12" in section:
         return CredentialSpec(
             pkcs12=base / _string(section, "pkcs12", where),
-            password_env=section.get("password_env"),
+            password_env=_optional_string(section, "password_env", where),
         )
     if "certificate" in section:
-        key = section.get("key")
+        key = _optional_string(section, "key", where)
         return CredentialSpec(
             certificate=base / _string(section, "certificate", where),
             key=base / key if key else None,
-            password_env=section.get("password_env"),
+            password_env=_optional_string(section, "password_env", where),
         )
     raise ConfigurationError(
         f"{where}: give `pkcs12`, `certificate` and `key`, or `pkcs11_module` (a card)"
@@ -292,15 +341,43 @@ def _pkcs11_spec(section: Mapping[str, Any], base: Path, where: str) -> Pkcs11Sp
 
 def example_pki_directory() -> Path:
     """The example PKI: ``certs-example/`` of a source checkout when valid, else one generated
-    once in the user's cache directory (and again when it nears expiry)."""
+    once in the user's cache folder (:func:`cached_pki_directory`; again when it nears expiry),
+    with the example profile beside it."""
     checkout = Path(__file__).resolve().parent.parent / "certs-example"
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    for directory in (checkout, cache_home / "cisis-transport" / "example-pki"):
+    cached = cached_pki_directory()
+    for directory in (checkout, cached):
         if _usable(directory):
             return directory
-    directory = cache_home / "cisis-transport" / "example-pki"
-    examplepki.generate(directory)
-    return directory
+    examplepki.generate(cached)
+    _copy_example_profile(cached)
+    return cached
+
+
+EXAMPLE_PROFILE = "profile.example.toml"
+"""The commented example profile's file name: in ``certs-example/`` of a checkout, in the
+package of a wheel, and beside a generated example PKI."""
+
+
+def example_profile_file() -> Path:
+    """The commented example profile: the wheel's copy, else the checkout's."""
+    here = Path(__file__).resolve().parent
+    packaged = here / EXAMPLE_PROFILE
+    return packaged if packaged.is_file() else here.parent / "certs-example" / EXAMPLE_PROFILE
+
+
+def _copy_example_profile(directory: Path) -> None:
+    """Put the example profile beside a generated PKI, where its relative paths hold."""
+    source = example_profile_file()
+    if source.is_file():
+        (directory / EXAMPLE_PROFILE).write_bytes(source.read_bytes())
+
+
+def cached_pki_directory() -> Path:
+    """Where an installed package keeps its example PKI: ``example-pki`` in the user's cache
+    folder (platformdirs: ``~/.cache/cisis-transport`` on Linux, ``XDG_CACHE_HOME`` honoured)."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("cisis-transport", appauthor=False) / "example-pki"
 
 
 def _usable(directory: Path) -> bool:
