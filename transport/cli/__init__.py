@@ -50,7 +50,10 @@ class _Parser(argparse.ArgumentParser):
     its one JSON document, and the exit code is the contract's 2)."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}", hint=f"see {self.prog} --help")
+        command = self.prog.removeprefix("cisis-transport").strip()
+        raise UsageError(
+            f"{command}: {message}" if command else message, hint=f"see {self.prog} --help"
+        )
 
 
 def _logging_options(*, top: bool) -> argparse.ArgumentParser:
@@ -64,6 +67,12 @@ def _logging_options(*, top: bool) -> argparse.ArgumentParser:
     options.add_argument("-q", "--quiet", action="store_true", help="errors only", **default)
     options.add_argument(
         "--debug", action="store_true", help="print the traceback of an internal error", **default
+    )
+    options.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document on stdout, errors included",
+        **default,
     )
     return options
 
@@ -79,9 +88,6 @@ def parser() -> argparse.ArgumentParser:
         "DEBUG|INFO|WARNING|ERROR sets the log level.",
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    top.add_argument(
-        "--json", action="store_true", help="one JSON document on stdout (any command)"
-    )
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _logging_options(top=False)
     for family in _FAMILIES.values():

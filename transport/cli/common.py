@@ -44,19 +44,6 @@ def ins_oid(value: str | None) -> str:
     return value or INS_TEST_OID
 
 
-def add_profile_options(parser: argparse.ArgumentParser) -> None:
-    """``--profile`` (a TOML file) and ``--json``, as every service command takes them."""
-    parser.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
-    add_json_option(parser)
-
-
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    """``--json``: one JSON document on stdout, errors included."""
-    parser.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON document on stdout"
-    )
-
-
 def add_trace_option(parser: argparse.ArgumentParser) -> None:
     """``--trace DIR``: every exchange written to DIR."""
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange to DIR")

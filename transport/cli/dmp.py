@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from transport.cli.common import (
     INS_OID_HELP,
     MODES,
-    add_json_option,
     add_trace_option,
     byte_progress,
     ins_oid,
@@ -67,7 +66,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         parser.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
         parser.add_argument("--mode", choices=MODES, help="the example profile's mode")
         parser.add_argument("--endpoint", help="the DMP base URL (…/si-dmp-server/v2/services)")
-        add_json_option(parser)
         add_trace_option(parser)
         return parser
 
@@ -189,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
         check_endpoint(args.endpoint, "--endpoint")
     if getattr(args, "ins", None) is not None:
         _patient(args)  # a malformed INS is refused before the profile is even read
+    # The user's paths are checked before anything is sent.
+    if args.dmp_command == "submit":
+        _check_files(args.files)
+    if args.dmp_command == "retrieve":
+        args.target = output_target(args.out, "--out", force=args.force)
     profile = load_profile_or_example(args.profile, args.mode)
     trace = tracer(args.trace)
     started = time.monotonic()
@@ -345,14 +348,18 @@ def _find_patient(client: DmpClient, args: argparse.Namespace) -> tuple[object, 
     return found, lines
 
 
-def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
-    patient = _patient(args)
-    documents: list[Document] = []
-    for path in args.files:
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
         if path.is_dir():
             raise UsageError(f"{path}: is a folder", hint="name the files to submit")
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
+
+
+def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    patient = _patient(args)
+    documents: list[Document] = []
+    for path in args.files:
         mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         codes = {
             name: _coded(value, name)
@@ -401,7 +408,7 @@ def _retrieve(client: DmpClient, args: argparse.Namespace) -> tuple[object, list
     import tempfile
 
     patient = _patient(args)
-    target = output_target(args.out, "--out", force=args.force)
+    target = args.target
     entry = _entry(client, patient, args.document_id)
     # Written next to the target, then renamed: a complete, checked document or nothing.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".cisis-") as scratch:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from transport.cli.common import add_json_option, print_json, wants_json
+from transport.cli.common import print_json, wants_json
 
 
 def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -16,7 +16,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     doctor.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
     doctor.add_argument("--endpoint", help="check this URL instead of the profile's endpoints")
-    add_json_option(doctor)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transport.cli.common import (
-    add_json_option,
     add_trace_option,
     print_json,
     row_progress,
@@ -71,7 +70,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
             choices=ACCESS_MODES,
             help="certificate (INSI-AUTO, the default) or card (assertion PS)",
         )
-        add_json_option(command)
         add_trace_option(command)
 
 

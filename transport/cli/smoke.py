@@ -10,7 +10,6 @@ from pathlib import Path
 
 from transport.cli.common import (
     INS_OID_HELP,
-    add_json_option,
     add_trace_option,
     ins_oid,
     print_json,
@@ -25,7 +24,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         "smoke", parents=[common], help="run every supported step, one line each"
     )
     smoke.add_argument("--profile", type=Path, help="profile (TOML); default: bundled stubs")
-    add_json_option(smoke)
     add_trace_option(smoke)
     smoke.add_argument(
         "--only",

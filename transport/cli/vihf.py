@@ -9,7 +9,6 @@ from pathlib import Path
 from transport.cli.common import (
     INS_OID_HELP,
     MODES,
-    add_json_option,
     ins_oid,
     load_profile_or_example,
     output_target,
@@ -46,7 +45,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     verify.add_argument(
         "--max-age", type=_seconds, help="refuse assertions issued longer ago (seconds)"
     )
-    add_json_option(verify)
 
 
 def _seconds(value: str) -> float:
