@@ -268,7 +268,8 @@ def run_batch(
         else:
             output.write({"row": str(row.number), "key": row.key, "id": row.reference, **values})
             answered += 1
-            failures.clear()
+            if values["status"] != "invalid":
+                failures.clear()  # the service answered: it is reachable again
         done += 1
         if progress is not None:
             progress(done, len(rows))
