@@ -197,3 +197,43 @@ def test_dmp_commands_default_to_the_ins_authority_smoke_uses(pki, stubs, tmp_pa
         capsys.readouterr()
         assert main(["dmp", "exists", "--ins", ins, *options]) == 0
     assert json.loads(capsys.readouterr().out)["exists"] is True
+
+
+def test_documents_retrieved_into_a_folder_are_named_after_them(pki, stubs, tmp_path) -> None:
+    from transport import DmpClient, example_profile
+    from transport.dmp.hl7v3 import Demographics
+    from transport.vihf import AuthMode
+
+    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": stubs.dmp_base_url})
+    patient = new_patient()
+    with DmpClient.from_profile(profile) as client:
+        client.create(patient, Demographics("NOMME", ("ALICE",), sex="F", birth_date="19790328"))
+        documents = [
+            client.document(patient, b"%PDF-1.4\n", title="a", mime_type="application/pdf"),
+            client.document(patient, b"<a/>", title="b", mime_type="text/xml"),
+            client.document(patient, b"\x00\x01", title="c", mime_type="application/x-unknown"),
+        ]
+        client.submit(documents)
+        found = client.find_documents(patient).documents
+        folder = tmp_path / "downloads"
+        folder.mkdir()
+        (folder / "keep.txt").write_text("mine", encoding="utf-8")
+        first = client.retrieve(patient, found, directory=folder)
+        second = client.retrieve(patient, found, directory=folder)  # the names are taken now
+    extension = {"application/pdf": ".pdf", "text/xml": ".xml", "application/x-unknown": ".bin"}
+    for document in first.documents:
+        assert document.path is not None
+        assert document.path.name == document.document_unique_id + extension[document.mime_type]
+    for document in second.documents:
+        assert document.path is not None
+        assert (
+            document.path.name
+            == document.document_unique_id + "-1" + (extension[document.mime_type])
+        )
+        assert document.read_bytes() == next(
+            d.read_bytes()
+            for d in first.documents
+            if d.document_unique_id == document.document_unique_id
+        )
+    assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine"
+    assert not [path for path in folder.iterdir() if path.suffix == ".part"]
