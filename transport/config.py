@@ -150,7 +150,7 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     Relative paths in it are resolved against the profile's own folder (wherever the command
     runs from), and the profile keeps them absolute, so that errors name the file looked for.
     """
-    path = Path(path).absolute()
+    path = Path(os.path.abspath(path))  # absolute and without "..": errors name the real place
     if path.is_dir():
         raise ConfigurationError(f"profile {path}: is a folder", hint="name the TOML file")
     try:
