@@ -372,6 +372,14 @@ def _copy_example_profile(directory: Path) -> None:
         (directory / EXAMPLE_PROFILE).write_bytes(source.read_bytes())
 
 
+def config_directory() -> Path:
+    """The user's cisis-transport configuration folder (platformdirs: ``~/.config/
+    cisis-transport`` on Linux, ``XDG_CONFIG_HOME`` honoured), where the installation id lives."""
+    from platformdirs import user_config_path
+
+    return user_config_path("cisis-transport", appauthor=False)
+
+
 def cached_pki_directory() -> Path:
     """Where an installed package keeps its example PKI: ``example-pki`` in the user's cache
     folder (platformdirs: ``~/.cache/cisis-transport`` on Linux, ``XDG_CACHE_HOME`` honoured)."""

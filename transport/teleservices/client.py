@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 from zeep.wsdl.bindings import Soap12Binding
 
-from transport.config import Profile
+from transport.config import Profile, config_directory
 from transport.credentials import Credential, Purpose, Signer, rfc2253_dn
 from transport.errors import (
     ConfigurationError,
@@ -649,13 +649,6 @@ def post(
 # --- the installation ----------------------------------------------------------------------------
 
 INSTALLATION_FILE = "installation-id"
-
-
-def config_directory() -> Path:
-    """The user's cisis-transport configuration directory: ``$XDG_CONFIG_HOME/cisis-transport``,
-    else ``~/.config/cisis-transport``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "cisis-transport"
 
 
 def installation_id(directory: Path | None = None) -> str:
