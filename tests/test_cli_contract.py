@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -374,3 +375,30 @@ def test_an_insi_answer_cut_mid_body_is_a_transport_failure(
     code, document, _ = run(capsys, argv)
     assert code == 3
     assert_error(document, 3)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_stub_serves_until_ctrl_c_then_exits_0(as_json, tmp_path) -> None:
+    command = [sys.executable, "-m", "transport", "stub", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, *(["--json"] if as_json else []), "--data", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    if as_json:
+        lines = [first]
+        while lines[-1] not in {"}\n", ""}:  # the document, up to its closing brace
+            lines.append(process.stdout.readline())
+        listening = json.loads("".join(lines))
+        assert listening["url"].startswith("https://127.0.0.1:")
+        assert listening["temporary"] is False and listening["state"] == str(tmp_path / "state")
+    else:
+        assert first.startswith("cisis-transport stub listening on https://127.0.0.1:")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "Traceback" not in err
+    assert (out == "") if as_json else out.rstrip().endswith("stopped")

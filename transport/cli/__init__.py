@@ -217,7 +217,8 @@ def _patient_values(options: Sequence[str]) -> tuple[str, ...]:
                 values.append(value)
             elif index + 1 < len(options):
                 values.append(options[index + 1])
-    return tuple(value for value in values if value.strip())
+    # Shorter values would also match ordinary words ("a", "of") of the message itself.
+    return tuple(value for value in values if len(value.strip()) >= 3)
 
 
 def _redact(text: str | None, typed: Sequence[str], *, quoted: bool) -> str | None:

@@ -25,6 +25,7 @@ from transport.errors import UsageError
 if TYPE_CHECKING:
     from transport.config import Profile
     from transport.soap.trace import Tracer
+    from transport.vihf import Patient
 
 INS_OID_HELP = "INS authority OID (default 1.2.250.1.213.1.4.10, the test authority)"
 """The help of every ``--ins-oid``: one default for ``smoke``, ``dmp`` and ``vihf build``."""
@@ -52,6 +53,23 @@ def add_trace_option(parser: argparse.ArgumentParser) -> None:
 def wants_json(args: argparse.Namespace) -> bool:
     """Whether the command line asked for ``--json`` (before or after the subcommand)."""
     return bool(getattr(args, "json", False))
+
+
+def patient(ins: str, oid: str | None) -> Patient:
+    """The patient of ``--ins``/``--ins-oid`` (spaces dropped, upper case), checked: a
+    ValidationError names the option and the rule (ANS *Référentiel INS*: 13 characters and
+    the key), never the value."""
+    from transport.errors import ValidationError, VihfValidationError
+    from transport.vihf import Patient, validate_ins
+
+    chosen = Patient(ins.replace(" ", "").upper(), ins_oid(oid))
+    try:
+        validate_ins(chosen)
+    except VihfValidationError as error:
+        option = "--ins-oid" if "authority" in error.message else "--ins"
+        rule = error.message.removeprefix(f"{error.field}: ")
+        raise ValidationError(option, rule, hint=error.hint) from None
+    return chosen
 
 
 def load_profile_or_example(path: Path | None, mode: str | None = None) -> Profile:

@@ -25,9 +25,9 @@ from transport.cli.common import (
     MODES,
     add_trace_option,
     byte_progress,
-    ins_oid,
     load_profile_or_example,
     output_target,
+    patient,
     print_json,
     tracer,
     wants_json,
@@ -461,11 +461,7 @@ _HANDLERS: dict[str, Handler] = {
 
 
 def _patient(args: argparse.Namespace) -> Patient:
-    from transport.vihf import Patient, validate_ins
-
-    patient = Patient(args.ins.replace(" ", "").upper(), ins_oid(args.ins_oid))
-    validate_ins(patient)
-    return patient
+    return patient(args.ins, args.ins_oid)
 
 
 def _entry(client: DmpClient, patient: Patient, unique_id: str) -> xds.DocumentEntry:

@@ -11,7 +11,7 @@ from pathlib import Path
 from transport.cli.common import (
     INS_OID_HELP,
     add_trace_option,
-    ins_oid,
+    patient,
     print_json,
     tracer,
     wants_json,
@@ -46,16 +46,12 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     """Run the scenario; exit 0 when a step passed and none failed, 1 otherwise."""
     from transport.smoke import Status, run, select
-    from transport.vihf import Patient, validate_ins
 
-    patient = None
-    if args.ins:
-        patient = Patient(args.ins.replace(" ", "").upper(), ins_oid(args.ins_oid))
-        validate_ins(patient)
+    chosen = patient(args.ins, args.ins_oid) if args.ins else None
     selection = select(_ids(args.only), _ids(args.skip), allow_writes=args.allow_writes)
     as_json = wants_json(args)
     results = []
-    for result in run(args.profile, tracer(args.trace), selection=selection, patient=patient):
+    for result in run(args.profile, tracer(args.trace), selection=selection, patient=chosen):
         results.append(result)
         if not as_json:
             label = {Status.OK: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}

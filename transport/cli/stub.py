@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transport.cli.common import print_json, wants_json
 from transport.errors import UsageError
 
 if TYPE_CHECKING:
@@ -65,18 +66,33 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C and SIGTERM end the wait below, and only that: shutdown then runs uninterrupted.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stopped.set())
-    print(f"cisis-transport stub listening on {stubs.url}")
-    for name in SERVICES:
-        print(f"  {name:<17} {stubs.url}{service_path(name)}")
-    print(f"state in {stubs.context.data_dir}{'' if args.data else ' (temporary)'}")
-    print(f"PKI in {pki.directory}; clients need a certificate from {pki.ca_bundle}; Ctrl-C stops")
+    as_json = wants_json(args)
+    if as_json:  # the one document, printed once listening: where everything is
+        print_json(
+            {
+                "url": stubs.url,
+                "services": {name: f"{stubs.url}{service_path(name)}" for name in SERVICES},
+                "state": str(stubs.context.data_dir),
+                "temporary": args.data is None,
+                "pki": str(pki.directory),
+                "ca_bundle": str(pki.ca_bundle),
+            }
+        )
+    else:
+        print(f"cisis-transport stub listening on {stubs.url}")
+        for name in SERVICES:
+            print(f"  {name:<17} {stubs.url}{service_path(name)}")
+        print(f"state in {stubs.context.data_dir}{'' if args.data else ' (temporary)'}")
+        print(f"PKI in {pki.directory}; clients need a certificate from {pki.ca_bundle}")
+        print("Ctrl-C stops")
     sys.stdout.flush()
     try:
         while not stopped.wait(1):
             pass
     finally:
         stubs.stop()
-    print("stopped")
+    if not as_json:
+        print("stopped")
     return 0
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from transport.cli.common import (
     INS_OID_HELP,
     MODES,
-    ins_oid,
     load_profile_or_example,
     output_target,
+    patient,
     print_json,
     wants_json,
     write_output,
@@ -68,17 +68,14 @@ def _build(args: argparse.Namespace) -> int:
     from lxml import etree
 
     from transport.credentials import Purpose
-    from transport.vihf import Patient, sign_vihf, validate_ins
+    from transport.vihf import sign_vihf
 
     target = output_target(args.out, "--out", force=args.force) if args.out else None
     profile = load_profile_or_example(args.profile, args.mode)
-    patient = None
-    if args.ins:
-        patient = Patient(args.ins.replace(" ", "").upper(), ins_oid(args.ins_oid))
-        validate_ins(patient)
+    chosen = patient(args.ins, args.ins_oid) if args.ins else None
     signature = profile.signature_credential.load(Purpose.SIGNATURE)
     assertion = sign_vihf(
-        profile.identity.with_patient(patient), signature.signer, options=profile.vihf_options
+        profile.identity.with_patient(chosen), signature.signer, options=profile.vihf_options
     )
     data = etree.tostring(assertion, xml_declaration=True, encoding="utf-8")
     if target is not None:
