@@ -20,7 +20,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from transport import __version__
 from transport.cli import dmp, doctor, insi, smoke, stub, vihf
@@ -139,9 +139,26 @@ def _configure_logging(args: argparse.Namespace) -> None:
                 f"{LOG_LEVEL_VARIABLE}: not a log level",
                 hint="DEBUG, INFO, WARNING or ERROR",
             )
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    root = logging.getLogger()
+    for previous in [item for item in root.handlers if isinstance(item, _StderrHandler)]:
+        root.removeHandler(previous)  # main() run again in one process: one handler, new level
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is when the record comes, not as it was when
+    logging was set up (a caller may have replaced it since, and closed the old one)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass  # always sys.stderr
 
 
 def _mapped(error: Exception) -> CisisError | None:
