@@ -9,9 +9,12 @@ with an authentication-only key. With a profile, the same scenario runs against 
 its own mode; steps that write (create, update, authorise, submit, mask, delete, archive, close,
 reactivate) run only when allowed.
 
-Each step has an id (``insi-cr00``, ``td0.2``, ``td2.1``…) that ``only``/``skip`` select by prefix.
-A failed step says what the service answered (fault or DMP code and text) and what to check; the
-scenario goes on, so that one run shows everything that fails.
+Each step has an id (``insi-cr00``, ``td0.2``, ``td2.1``…) that ``only``/``skip`` select by prefix
+(:func:`select`); ``only`` brings in the steps a selected one needs (:data:`STEP_NEEDS`), and a
+step whose needed steps did not pass is skipped, saying which. A failed step says what the
+service answered (fault or DMP code and text) and what to check; the scenario goes on, so that
+one run shows everything that fails. A profile run is repeatable: TD1.1 keeps a DMP the patient
+already has.
 """
 
 from __future__ import annotations

@@ -14,11 +14,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from transport.errors import UsageError
 
@@ -125,25 +124,18 @@ def output_target(path: Path, option: str, *, force: bool) -> Path:
     return target
 
 
-@contextmanager
-def atomic_output(target: Path) -> Iterator[tuple[BinaryIO, Path]]:
-    """A scratch file next to ``target``, renamed onto it only when the block ends without an
-    error: a complete file or none (the scratch file is removed on error)."""
+def write_output(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a scratch file beside it, renamed only once complete:
+    a whole file or none (the scratch file is removed on error)."""
     descriptor, name = tempfile.mkstemp(prefix=".cisis-", suffix=".part", dir=target.parent)
     scratch = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            yield handle, scratch
+            handle.write(data)
         os.replace(scratch, target)
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
-
-
-def write_output(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(target) as (handle, _):
-        handle.write(data)
 
 
 def print_json(document: object) -> None:

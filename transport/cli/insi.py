@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from transport.cli.common import (
     add_trace_option,
+    output_target,
     print_json,
     row_progress,
     tracer,
@@ -188,7 +189,6 @@ def _ins_report(ins: Ins) -> dict[str, object]:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from transport.cli.common import output_target
     from transport.teleservices.insi_batch import count_rows, run_batch
 
     output = output_target(args.out, "--out", force=True)  # appended to: resuming is its point
