@@ -45,13 +45,15 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario; exit 0 when a step passed and none failed, 1 otherwise."""
-    from transport.smoke import Status, run, select
+    from transport import smoke as scenario
+    from transport.smoke import Status
 
     chosen = patient(args.ins, args.ins_oid) if args.ins else None
-    selection = select(_ids(args.only), _ids(args.skip), allow_writes=args.allow_writes)
+    selection = scenario.select(_ids(args.only), _ids(args.skip), allow_writes=args.allow_writes)
     as_json = wants_json(args)
     results = []
-    for result in run(args.profile, tracer(args.trace), selection=selection, patient=chosen):
+    steps = scenario.run(args.profile, tracer(args.trace), selection=selection, patient=chosen)
+    for result in steps:
         results.append(result)
         if not as_json:
             label = {Status.OK: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}
@@ -63,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     failed = [result for result in results if result.status is Status.FAILED]
     counts = {status.value: sum(r.status is status for r in results) for status in Status}
     if as_json:
-        steps = [{**dataclasses.asdict(r), "status": r.status.value} for r in results]
-        print_json({"steps": steps, "summary": counts, "added": list(selection.added)})
+        shown = [{**dataclasses.asdict(r), "status": r.status.value} for r in results]
+        print_json({"steps": shown, "summary": counts, "added": list(selection.added)})
     else:
         if selection.added:
             print(f"\nalso ran the steps the selected ones need: {', '.join(selection.added)}")

@@ -98,7 +98,7 @@ def _verify(args: argparse.Namespace) -> int:
     from transport.xmlsig import VerifySettings
 
     data = _read(args.file, "FILE")
-    _read(args.ca, "--ca")
+    _check_bundle(args.ca)
     try:
         document = parse_xml(data)
     except Exception as error:  # lxml's and the hardened parser's refusals alike
@@ -143,6 +143,19 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(f"valid: {report['mode']} VIHF {report['assertion_id']} signed by {report['signer']}")
     return 0
+
+
+def _check_bundle(path: Path) -> None:
+    """UsageError unless ``--ca`` names a readable PEM file of certificates (RFC 7468): a bad
+    bundle is the caller's input, not a refused assertion."""
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(_read(path, "--ca"))
+    except ValueError:
+        raise UsageError(
+            f"--ca {path}: not a PEM file of certificates", hint="give the CAs' PEM bundle"
+        ) from None
 
 
 def _read(path: Path, option: str) -> bytes:
