@@ -34,13 +34,21 @@ def env(pki, monkeypatch, tmp_path) -> Path:
 
 
 def write_profile(
-    pki, folder: Path, *, endpoint: str = UNREACHABLE, tls: str = "", name: str = "p.toml"
+    pki,
+    folder: Path,
+    *,
+    endpoint: str = UNREACHABLE,
+    tls: str = "",
+    tail: str = "",
+    name: str = "p.toml",
 ) -> Path:
+    """A profile over the session's PKI; ``tls`` lines go in [tls], ``tail`` after the end."""
     text = INSI_PROFILE.format(pki=pki.directory).replace(
         'dmp = "https://127.0.0.1:1/si-dmp-server/v2/services"',
         f'dmp = "{endpoint}/si-dmp-server/v2/services"\ntlsi = "{endpoint}/lps"',
     )
     text = text.replace('ca_bundle = "', f'{tls}\nca_bundle = "' if tls else 'ca_bundle = "')
+    text += f"\n{tail}\n" if tail else ""
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
@@ -115,6 +123,9 @@ def assert_error(document: object, code: int, *needles: str) -> dict:
         ("timeout-negative", "read_timeout"),
         ("bad-port", "not a valid URL"),
         ("not-a-url", "not an https URL"),
+        ("validity-type", "validity_seconds"),
+        ("algorithm", "algorithm"),
+        ("name-type", "user_name"),
     ],
 )
 def test_a_bad_profile_is_exit_2_with_one_json_error(name, case, expected, pki, env, capsys):
@@ -126,11 +137,20 @@ def test_a_bad_profile_is_exit_2_with_one_json_error(name, case, expected, pki, 
         "timeout-negative": lambda: write_profile(pki, env, tls="read_timeout = -5"),
         "bad-port": lambda: write_profile(pki, env, endpoint="https://127.0.0.1:99999"),
         "not-a-url": lambda: write_profile(pki, env, endpoint="127.0.0.1:8443"),
+        "validity-type": lambda: write_profile(pki, env, tail='[vihf]\nvalidity_seconds = "x"'),
+        "algorithm": lambda: write_profile(pki, env, tail='[vihf]\nalgorithm = "rsa-md5"'),
+        "name-type": lambda: _retyped(write_profile(pki, env)),
     }[case]()
     code, document, err = run(capsys, [*argv, "--profile", str(profile)])
     assert code == 2
     assert_error(document, 2, expected)
     assert len(err.strip().splitlines()) == 1
+
+
+def _retyped(profile: Path) -> Path:
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text.replace('user_name = "MEDECIN0001 PAUL"', "user_name = 12"), "utf-8")
+    return profile
 
 
 # smoke and doctor report each failed step or check (exit 1); the others fail as a whole.

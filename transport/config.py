@@ -24,6 +24,7 @@ from transport.errors import ConfigurationError
 from transport.tls import DMP_CIPHERS, TLSSettings
 from transport.vihf import (
     AC_SMARTCARD_PKI,
+    MODE_ATTRIBUTE_NAMES,
     PROFESSION_SYSTEM,
     SPECIALTY_SYSTEM,
     AuthMode,
@@ -32,6 +33,7 @@ from transport.vihf import (
     Vihf,
     VihfOptions,
 )
+from transport.xmlsig import SIGNATURE_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,8 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
     credentials = _section(data, "credentials", source)
     tls = _section(data, "tls", source)
     vihf_section = data.get("vihf", {})
+    if not isinstance(vihf_section, Mapping):
+        raise ConfigurationError(f"{source}: [vihf] must be a table")
     where = f"{source} [identity]"
     roles = identity.get("roles")
     if not isinstance(roles, list) or not roles:
@@ -237,24 +241,19 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
             name=_string(lps, "name", f"{source} [lps]"),
             version=_string(lps, "version", f"{source} [lps]"),
             homologation_id=_string(lps, "homologation_id", f"{source} [lps]"),
-            instance_id=lps.get("instance_id") or None,
+            instance_id=_optional_string(lps, "instance_id", f"{source} [lps]"),
         ),
-        user_name=identity.get("user_name") or None,
-        authn_context=identity.get("authn_context", AC_SMARTCARD_PKI),
-        authn_context_decl=identity.get("authn_context_decl") or None,
+        user_name=_optional_string(identity, "user_name", where),
+        authn_context=_string(identity, "authn_context", where, AC_SMARTCARD_PKI),
+        authn_context_decl=_optional_string(identity, "authn_context_decl", where),
     )
-    validity = vihf_section.get("validity_seconds")
     return Profile(
         identity=vihf,
         tls_credential=_credential(credentials, "tls", base, source),
         signature_credential=_credential(credentials, "signature", base, source),
         ca_bundle=base / _string(tls, "ca_bundle", f"{source} [tls]"),
         endpoints=_endpoints(data, source),
-        vihf_options=VihfOptions(
-            mode_attribute=vihf_section.get("mode_attribute", VihfOptions.mode_attribute),
-            validity=timedelta(seconds=validity) if validity else None,
-            algorithm=vihf_section.get("algorithm", VihfOptions.algorithm),
-        ),
+        vihf_options=_vihf_options(vihf_section, f"{source} [vihf]"),
         connect_timeout=_seconds(tls, "connect_timeout", f"{source} [tls]", 10.0),
         read_timeout=_seconds(tls, "read_timeout", f"{source} [tls]", 60.0),
         source=source,
@@ -263,6 +262,26 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
             _credential(credentials, "insi", base, source) if "insi" in credentials else None
         ),
     )
+
+
+def _vihf_options(section: Mapping[str, Any], where: str) -> VihfOptions:
+    """``[vihf]``: the mode attribute's spelling, the validity (seconds), the algorithm."""
+    mode_attribute = _string(section, "mode_attribute", where, VihfOptions.mode_attribute)
+    if mode_attribute not in MODE_ATTRIBUTE_NAMES:
+        raise ConfigurationError(
+            f"{where}: `mode_attribute` is one of {', '.join(MODE_ATTRIBUTE_NAMES)}"
+        )
+    algorithm = _string(section, "algorithm", where, VihfOptions.algorithm)
+    if algorithm not in SIGNATURE_ALGORITHMS:
+        raise ConfigurationError(
+            f"{where}: `algorithm` is one of {', '.join(SIGNATURE_ALGORITHMS)}"
+        )
+    validity = (
+        timedelta(seconds=_seconds(section, "validity_seconds", where, 0))
+        if "validity_seconds" in section
+        else None
+    )
+    return VihfOptions(mode_attribute=mode_attribute, validity=validity, algorithm=algorithm)
 
 
 def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | None:

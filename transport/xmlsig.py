@@ -54,6 +54,8 @@ _METHODS = {
     "rsa-sha384": (SignatureMethod.RSA_SHA384, DigestAlgorithm.SHA384),
     "rsa-sha512": (SignatureMethod.RSA_SHA512, DigestAlgorithm.SHA512),
 }
+SIGNATURE_ALGORITHMS = tuple(_METHODS)
+"""The signature algorithm names a signer accepts (RSA PKCS#1 v1.5, XML-DSig 1.1 URIs)."""
 
 
 class SignerKey:
