@@ -160,3 +160,11 @@ def test_a_failing_step_makes_smoke_fail_and_names_it(profile, stubs, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "failed: TD0.2 test existence (a patient with no DMP) [INDIRECTE]" in out
+
+
+def test_a_missing_ca_bundle_is_one_usage_error(profile, capsys):
+    text = profile.read_text(encoding="utf-8")
+    profile.write_text(text.replace("/ca-bundle.pem", "/absent.pem"), encoding="utf-8")
+    code = main(["smoke", "--profile", str(profile), "--ins", new_patient().ins, "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code == 2 and "absent.pem" in error["message"]

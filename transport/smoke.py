@@ -45,6 +45,7 @@ from transport.soap.trace import Tracer
 from transport.stubs.app import Stubs
 from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.teleservices.insi import InsiClient
+from transport.tls import create_context
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, ins_key
 
 TEST_PATIENT = Patient("279035121518989", INS_TEST_OID)
@@ -269,8 +270,9 @@ def run(
 
 
 def _load_credentials(profile: Profile) -> None:
-    """Load every credential of ``profile`` once (CredentialError when one cannot be used)."""
-    profile.tls_credential.load(Purpose.TLS_CLIENT)
+    """Load every credential of ``profile`` once, and its CA bundle into a TLS context: a
+    CredentialError or ConfigurationError before the first step, not a failure per step."""
+    create_context(profile.tls_credential.load(Purpose.TLS_CLIENT), profile.tls_settings())
     profile.signature_credential.load(Purpose.SIGNATURE)
     if profile.insi_credential is not None:
         profile.insi_credential.load(Purpose.TLS_CLIENT)
