@@ -160,13 +160,14 @@ UNREACHABLE_EXIT = {"smoke": 1, "doctor": 1, "vihf build": 0}
 @pytest.mark.parametrize("name", NAMES)
 def test_an_unreachable_service_is_exit_3(name, pki, env, capsys):
     argv = commands(env)[name]
-    code, document, _ = run(capsys, [*argv, "--profile", str(write_profile(pki, env))])
+    code, document, err = run(capsys, [*argv, "--profile", str(write_profile(pki, env))])
     expected = UNREACHABLE_EXIT.get(name, 3)
     assert code == expected
     if name == "insi batch":
         # The summary is the document; the reason is said, and the run stopped early.
         assert document["unanswered"] == 12 and document["stopped"] is True
         assert "refused" in document["transport_error"].lower()
+        assert "transport failure:" in err and "stopped after 5 transport failures" in err
     elif expected == 3:
         assert_error(document, 3)
 

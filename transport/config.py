@@ -185,7 +185,7 @@ def check_endpoint(url: object, where: str) -> str:
     return url
 
 
-def _seconds(section: Mapping[str, Any], key: str, where: str, default: float) -> float:
+def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
     """A positive, finite number of seconds, or ConfigurationError naming the key."""
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -254,8 +254,8 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
         ca_bundle=base / _string(tls, "ca_bundle", f"{source} [tls]"),
         endpoints=_endpoints(data, source),
         vihf_options=_vihf_options(vihf_section, f"{source} [vihf]"),
-        connect_timeout=_seconds(tls, "connect_timeout", f"{source} [tls]", 10.0),
-        read_timeout=_seconds(tls, "read_timeout", f"{source} [tls]", 60.0),
+        connect_timeout=_number(tls, "connect_timeout", 10.0, f"{source} [tls]"),
+        read_timeout=_number(tls, "read_timeout", 60.0, f"{source} [tls]"),
         source=source,
         tlsi_idam=_optional_string(lps, "idam", f"{source} [lps]"),
         insi_credential=(
@@ -277,7 +277,7 @@ def _vihf_options(section: Mapping[str, Any], where: str) -> VihfOptions:
             f"{where}: `algorithm` is one of {', '.join(SIGNATURE_ALGORITHMS)}"
         )
     validity = (
-        timedelta(seconds=_seconds(section, "validity_seconds", where, 0))
+        timedelta(seconds=_number(section, "validity_seconds", 0, where))
         if "validity_seconds" in section
         else None
     )
