@@ -18,8 +18,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import NoReturn
 
 from transport import __version__
 from transport.cli import dmp, doctor, insi, smoke, stub, vihf
@@ -102,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     typed = patient_values(options)
     try:
         args = parser().parse_args(arguments)
-        _configure_logging(args)
-        return _FAMILIES[args.command].run(args)
+        with _logging(args):
+            return _FAMILIES[args.command].run(args)
     except CisisError as error:
         return refuse(error, as_json, typed)
     except KeyboardInterrupt:
@@ -122,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    """stderr logging at the level of -v/-vv/-q, else of :data:`LOG_LEVEL_VARIABLE`."""
+@contextmanager
+def _logging(args: argparse.Namespace) -> Iterator[None]:
+    """stderr logging at the level of -v/-vv/-q, else of :data:`LOG_LEVEL_VARIABLE`, for the
+    command's run only (main() may run several times in one process, as in tests)."""
     verbose = getattr(args, "verbose", None) or 0
     if verbose or getattr(args, "quiet", False):
         level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.ERROR
@@ -136,25 +139,16 @@ def _configure_logging(args: argparse.Namespace) -> None:
                 hint="DEBUG, INFO, WARNING or ERROR",
             )
     root = logging.getLogger()
-    for previous in [item for item in root.handlers if isinstance(item, _StderrHandler)]:
-        root.removeHandler(previous)  # main() run again in one process: one handler, new level
-    handler = _StderrHandler()
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    previous = root.level
     root.addHandler(handler)
     root.setLevel(level)
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes each record to ``sys.stderr`` as it is when the record comes, not as it was when
-    logging was set up (a caller may have replaced it since, and closed the old one)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass  # always sys.stderr
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
 
 
 __all__ = ["EX_INTERRUPTED", "EX_SOFTWARE", "LOG_LEVEL_VARIABLE", "main", "parser"]
