@@ -218,7 +218,13 @@ def test_documents_retrieved_into_a_folder_are_named_after_them(pki, stubs, tmp_
         folder = tmp_path / "downloads"
         folder.mkdir()
         (folder / "keep.txt").write_text("mine", encoding="utf-8")
-        first = client.retrieve(patient, found, directory=folder)
+        moves: list[tuple[int, int | None]] = []
+        first = client.retrieve(
+            patient,
+            found,
+            directory=folder,
+            progress=lambda done, whole: moves.append((done, whole)),
+        )
         second = client.retrieve(patient, found, directory=folder)  # the names are taken now
     extension = {"application/pdf": ".pdf", "text/xml": ".xml", "application/x-unknown": ".bin"}
     for document in first.documents:
@@ -236,4 +242,7 @@ def test_documents_retrieved_into_a_folder_are_named_after_them(pki, stubs, tmp_
             if d.document_unique_id == document.document_unique_id
         )
     assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine"
+    # Progress reports the download alone: one transfer, growing, never the request's upload.
+    assert moves and [done for done, _ in moves] == sorted(done for done, _ in moves)
+    assert len({whole for _, whole in moves}) == 1
     assert not [path for path in folder.iterdir() if path.suffix == ".part"]

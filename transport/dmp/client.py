@@ -786,8 +786,11 @@ class DmpClient:
         operation = action.rpartition(":")[2]
         prefix = self.tracer.next_prefix(operation) if self.tracer is not None else None
         with ExitStack() as stack:
+            # Only documents are worth a progress report: the upload of a request without any
+            # (a retrieval's) would show as a transfer of its own before the download.
+            upload_progress = progress if attachments else None
             body, content_type = self._request_body(
-                service, root, action, attachments, prefix, progress, stack
+                service, root, action, attachments, prefix, upload_progress, stack
             )
             response = send(self.session, url, body, {"Content-Type": content_type}, stream=True)
             stack.callback(response.close)
