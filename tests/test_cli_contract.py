@@ -28,6 +28,7 @@ def env(pki, monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("TEST_P12_PASSWORD", pki.password)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the bug reports' folder
     monkeypatch.delenv("CISIS_LOG_LEVEL", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -212,6 +213,7 @@ def test_an_internal_error_is_one_line_and_exit_70(debug, pki, env, monkeypatch,
     error = assert_error(json.loads(captured.out), 70, "internal error (IndexError)")
     assert "bug report" in error["hint"]
     report = Path(error["hint"].split()[1])
+    assert report.is_relative_to(env / "state")
     assert report.is_file() and report.stat().st_mode & 0o077 == 0
     assert "IndexError" in report.read_text(encoding="utf-8")
     if debug:
