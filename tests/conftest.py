@@ -4,6 +4,7 @@ home."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -24,7 +25,25 @@ from transport.vihf import SAML_NS, AuthMode
 from transport.xmlsig import VerifySettings
 
 DATA = Path(__file__).parent / "data"
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_VARIABLE = "CISIS_REFERENCE_DIR"
+"""Names the folder of the official ANS/CNAM material (the DMP compatibility package's WSDL,
+schemas and examples, the INSi contract); default ``../shared/reference`` beside the checkout."""
+REFERENCE = Path(
+    os.environ.get(REFERENCE_VARIABLE)
+    or Path(__file__).resolve().parents[2] / "shared" / "reference"
+).absolute()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A test skipped for want of the official material says which variable to set."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple):
+        path, line, reason = report.longrepr
+        if str(REFERENCE) in reason or "shared/reference" in reason:
+            reason += f" (set {REFERENCE_VARIABLE} to the folder of the ANS/CNAM package)"
+            report.longrepr = (path, line, reason)
 
 
 @pytest.fixture(scope="session")

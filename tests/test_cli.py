@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -110,3 +111,43 @@ def test_python_dash_m_runs_the_same_command():
         [sys.executable, "-m", "transport", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("cisis-transport ")
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_byte_progress_draws_a_bar_with_rate_on_a_terminal_only(monkeypatch):
+    from transport.cli.common import PROGRESS_THRESHOLD, byte_progress
+
+    total = 4 * PROGRESS_THRESHOLD
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert byte_progress("received", total) is None  # not a terminal: nothing drawn
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert byte_progress("received", PROGRESS_THRESHOLD - 1) is None  # too small to show
+    show = byte_progress("received", total)
+    assert show is not None
+    show(0, None)
+    assert terminal.getvalue() == ""  # no empty "0.0 MB" bar before the first byte
+    show(total // 2, total)
+    show(total, total)
+    drawn = terminal.getvalue()
+    assert "received" in drawn and "100%" in drawn and "B/s" in drawn
+
+
+def test_row_progress_only_on_a_terminal(monkeypatch):
+    from transport.cli.common import row_progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert row_progress(10) is None
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    show = row_progress(10)
+    assert show is not None
+    for done in range(1, 11):
+        show(done, 10)
+    assert "10/10" in terminal.getvalue() and "row/s" in terminal.getvalue()

@@ -68,6 +68,11 @@ def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
     assert entry["mime_type"] == "text/plain" and entry["title"] == "compte-rendu.txt"
     code, out, _ = dmp("search", "--ins", ins)
     assert out.startswith("1 document(s)") and entry["unique_id"] in out
+    # The JSON lists what the lines list: the set's signature document only with --signatures.
+    code, out, _ = dmp("search", "--ins", ins, "--json")
+    assert [item["unique_id"] for item in json.loads(out)["entries"]] == [entry["unique_id"]]
+    code, out, _ = dmp("search", "--ins", ins, "--json", "--signatures")
+    assert len(json.loads(out)["entries"]) == 2
 
     copy = tmp_path / "copie.txt"
     code, out, _ = dmp(
@@ -93,6 +98,10 @@ def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
 def test_exit_codes(dmp, tmp_path: Path) -> None:
     code, _, err = dmp("consult", "--ins", new_patient().ins)
     assert code == 1 and "DMPNotFound" in err and "TD1.1" in err
+    code, out, _ = dmp("consult", "--ins", new_patient().ins, "--json")
+    error = json.loads(out)["error"]
+    assert (error["code"], error["transaction"], error["exit_code"]) == ("DMPNotFound", "TD1.3a", 1)
+    assert error["details"][0]["code"] == "DMPNotFound" and "TD1.1" in error["hint"]
 
     code, _, err = dmp("exists", "--ins", "123")
     assert code == 2 and "INS" in err
@@ -164,3 +173,71 @@ def test_update_refuses_contradictory_oppositions(dmp) -> None:
         "--opposition", "urgence", "--lift-opposition", "urgence",
     )  # fmt: skip
     assert code == 2 and "urgence" in err
+
+
+def test_dmp_commands_default_to_the_ins_authority_smoke_uses(pki, stubs, tmp_path, capsys):
+    """One default INS OID: a patient made under the test authority, as smoke makes its
+    patients, is the one ``dmp exists`` finds without ``--ins-oid``."""
+    from transport.smoke import TEST_PATIENT
+
+    profile = tmp_path / "profile.toml"
+    profile.write_text(PROFILE.format(pki=pki.directory), encoding="utf-8")
+    options = ["--profile", str(profile), "--endpoint", stubs.dmp_base_url, "--json"]
+    ins = new_patient().ins
+    person = ["--nom", "OID", "--prenom", "ALICE", "--sexe", "F", "--naissance", "1979-03-28"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEST_P12_PASSWORD", pki.password)
+        oid = ["--ins-oid", TEST_PATIENT.oid]
+        assert main(["dmp", "create", "--ins", ins, *person, *oid, *options]) == 0
+        capsys.readouterr()
+        assert main(["dmp", "exists", "--ins", ins, *options]) == 0
+    assert json.loads(capsys.readouterr().out)["exists"] is True
+
+
+def test_documents_retrieved_into_a_folder_are_named_after_them(pki, stubs, tmp_path) -> None:
+    from transport import DmpClient, example_profile
+    from transport.dmp.hl7v3 import Demographics
+    from transport.vihf import AuthMode
+
+    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": stubs.dmp_base_url})
+    patient = new_patient()
+    with DmpClient.from_profile(profile) as client:
+        client.create(patient, Demographics("NOMME", ("ALICE",), sex="F", birth_date="19790328"))
+        documents = [
+            client.document(patient, b"%PDF-1.4\n", title="a", mime_type="application/pdf"),
+            client.document(patient, b"<a/>", title="b", mime_type="text/xml"),
+            client.document(patient, b"\x00\x01", title="c", mime_type="application/x-unknown"),
+        ]
+        client.submit(documents)
+        found = client.find_documents(patient).documents
+        folder = tmp_path / "downloads"
+        folder.mkdir()
+        (folder / "keep.txt").write_text("mine", encoding="utf-8")
+        moves: list[tuple[int, int | None]] = []
+        first = client.retrieve(
+            patient,
+            found,
+            directory=folder,
+            progress=lambda done, whole: moves.append((done, whole)),
+        )
+        second = client.retrieve(patient, found, directory=folder)  # the names are taken now
+    extension = {"application/pdf": ".pdf", "text/xml": ".xml", "application/x-unknown": ".bin"}
+    for document in first.documents:
+        assert document.path is not None
+        assert document.path.name == document.document_unique_id + extension[document.mime_type]
+    for document in second.documents:
+        assert document.path is not None
+        assert (
+            document.path.name
+            == document.document_unique_id + "-1" + (extension[document.mime_type])
+        )
+        assert document.read_bytes() == next(
+            d.read_bytes()
+            for d in first.documents
+            if d.document_unique_id == document.document_unique_id
+        )
+    assert (folder / "keep.txt").read_text(encoding="utf-8") == "mine"
+    # Progress reports the download alone: one transfer, growing, never the request's upload.
+    assert moves and [done for done, _ in moves] == sorted(done for done, _ in moves)
+    assert len({whole for _, whole in moves}) == 1
+    assert not [path for path in folder.iterdir() if path.suffix == ".part"]

@@ -81,7 +81,11 @@ def test_search_exit_codes_not_found_and_bad_input(profile, capsys):
     assert (code, report["cr"], report["ins"]) == (1, "01", None)
     code = main([*base, "--nom", "D'ÆION", "--prenom", "X", "--naissance", "1993-01-27"])
     captured = capsys.readouterr()
-    assert code == 2 and captured.out == "" and "NomNaissance" in captured.err
+    error = json.loads(captured.out)["error"]
+    assert code == 2 and error["exit_code"] == 2 and error["field"] == "NomNaissance"
+    assert "NomNaissance" in captured.err
+    # The field and the rule, never the trait typed.
+    assert "ÆION" not in captured.err and "ÆION" not in captured.out
 
 
 def test_vitale_with_a_profile(profile, capsys):
@@ -189,7 +193,14 @@ def test_batch_command_resumes_and_prints_a_summary(profile, capsys, tmp_path):
         "1000",
     ]
     code, summary = run_json(capsys, argv)
-    assert code == 0 and summary == {"total": 40, "skipped": 0, "answered": 40, "unanswered": 0}
+    assert code == 0 and summary == {
+        "total": 40,
+        "skipped": 0,
+        "answered": 40,
+        "unanswered": 0,
+        "transport_error": None,
+        "stopped": False,
+    }
     code, summary = run_json(capsys, argv)
     assert code == 0 and (summary["skipped"], summary["answered"]) == (40, 0)
     with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as handle:

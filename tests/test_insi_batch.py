@@ -158,6 +158,66 @@ def test_transport_failures_leave_rows_for_the_next_run(insi, tmp_path):
     assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
 
 
+def test_a_reordered_input_resumes_by_row_content_not_row_number(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    by_id = {}
+    with (tmp_path / "in.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    for line, outcome in zip(body, expected, strict=True):
+        by_id[line[0]] = outcome
+    with pytest.raises(RuntimeError, match="injected"):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", Counting(insi, fail_after=100))
+    kept = len(read_output(tmp_path / "out.csv"))
+    # The same rows, in the opposite order: each is still answered exactly once.
+    with (tmp_path / "in.csv").open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([header, *reversed(body)])
+    again = Counting(insi)
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", again)
+    assert (summary.skipped, summary.answered) == (kept, 300 - kept)
+    output = read_output(tmp_path / "out.csv")
+    assert sorted(row["id"] for row in output) == sorted(by_id)
+    assert all((row["cr"], row["ins"]) == by_id[row["id"]] for row in output)
+
+
+def test_identical_rows_are_answered_once_each(insi, tmp_path):
+    (tmp_path / "in.csv").write_text(
+        "nom,prenoms,sexe,naissance\n" + "NESSI,NATHALIE,F,1977-07-14\n" * 3, encoding="utf-8"
+    )
+    assert run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query).answered == 3
+    assert run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query).answered == 0
+    assert len({row["key"] for row in read_output(tmp_path / "out.csv")}) == 3
+
+
+def test_a_dead_service_stops_the_run_after_a_few_failures_in_a_row(tmp_path):
+    write_input(tmp_path / "in.csv")
+    calls = []
+
+    def unreachable(query):
+        calls.append(query)
+        raise TransportError("cannot connect to https://127.0.0.1:1/lps: connection refused")
+
+    summary = run_batch(
+        tmp_path / "in.csv",
+        tmp_path / "out.csv",
+        unreachable,
+        concurrency=2,
+        max_transport_failures=3,
+    )
+    assert summary.stopped and "connection refused" in (summary.transport_error or "")
+    # At most the calls in flight when the third failure came in, not one per row.
+    assert 3 <= len(calls) <= 3 + 2 * 2
+    assert summary.unanswered == 250 and summary.answered == 50  # the invalid rows, unsent
+
+
+def test_an_output_of_another_layout_is_refused(tmp_path):
+    write_input(tmp_path / "in.csv")
+    (tmp_path / "out.csv").write_text("row,id,status\n1,P0-0,ok\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="header differs"):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", lambda query: None)
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8") == "row,id,status\n1,P0-0,ok\n"
+
+
 def test_an_input_without_the_required_columns_is_refused(tmp_path):
     (tmp_path / "in.csv").write_text("nom,prenoms\nA,B\n", encoding="utf-8")
     with pytest.raises(UsageError, match="sexe, naissance"):

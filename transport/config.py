@@ -8,6 +8,7 @@ credential names the environment variable holding its password (``password_env``
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from transport import examplepki
 from transport.credentials import Credential, Purpose, load_pem, load_pkcs12
@@ -23,6 +25,7 @@ from transport.soap.channel import DEFAULT_DEADLINE, CallOptions, RetryPolicy
 from transport.tls import DMP_CIPHERS, TLSSettings
 from transport.vihf import (
     AC_SMARTCARD_PKI,
+    MODE_ATTRIBUTE_NAMES,
     PROFESSION_SYSTEM,
     SPECIALTY_SYSTEM,
     AuthMode,
@@ -31,6 +34,7 @@ from transport.vihf import (
     Vihf,
     VihfOptions,
 )
+from transport.xmlsig import SIGNATURE_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,14 @@ class Profile:
 
 
 def load_profile(path: str | os.PathLike[str]) -> Profile:
-    """Read and check a TOML profile; ConfigurationError names the file and the faulty key."""
-    path = Path(path)
+    """Read and check a TOML profile; ConfigurationError names the file and the faulty key.
+
+    Relative paths in it are resolved against the profile's own folder (wherever the command
+    runs from), and the profile keeps them absolute, so that errors name the file looked for.
+    """
+    path = Path(os.path.abspath(path))  # absolute and without "..": errors name the real place
+    if path.is_dir():
+        raise ConfigurationError(f"profile {path}: is a folder", hint="name the TOML file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -161,6 +171,47 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigurationError(f"{path}: unreadable profile: {error}") from None
     return _profile(data, path.parent, str(path))
+
+
+def check_endpoint(url: object, where: str) -> str:
+    """``url`` when it is an ``https://`` URL with a host and a valid port; ConfigurationError
+    naming ``where`` otherwise (RFC 3986 syntax, as requests reads it)."""
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"{where}: an endpoint is a URL string")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ConfigurationError(
+            f"{where}: {url!r} is not a valid URL (bad port?)", hint="https://host[:port]/path"
+        ) from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ConfigurationError(
+            f"{where}: {url!r} is not an https URL", hint="https://host[:port]/path"
+        )
+    if port == 0:
+        raise ConfigurationError(f"{where}: {url!r}: port 0", hint="a port from 1 to 65535")
+    return url
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    """A positive, finite number of seconds, or ConfigurationError naming the key."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{where}: `{key}` must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{where}: `{key}` must be more than 0 seconds")
+    return float(value)
+
+
+def _endpoints(data: Mapping[str, Any], source: str) -> dict[str, str]:
+    section = data.get("endpoints", {})
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(f"{source}: [endpoints] must be a table of URLs")
+    return {
+        str(key): check_endpoint(value, f"{source} [endpoints] {key}")
+        for key, value in section.items()
+    }
 
 
 def _section(data: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
@@ -183,6 +234,8 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
     credentials = _section(data, "credentials", source)
     tls = _section(data, "tls", source)
     vihf_section = data.get("vihf", {})
+    if not isinstance(vihf_section, Mapping):
+        raise ConfigurationError(f"{source}: [vihf] must be a table")
     where = f"{source} [identity]"
     roles = identity.get("roles")
     if not isinstance(roles, list) or not roles:
@@ -197,26 +250,21 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
             name=_string(lps, "name", f"{source} [lps]"),
             version=_string(lps, "version", f"{source} [lps]"),
             homologation_id=_string(lps, "homologation_id", f"{source} [lps]"),
-            instance_id=lps.get("instance_id") or None,
+            instance_id=_optional_string(lps, "instance_id", f"{source} [lps]"),
         ),
-        user_name=identity.get("user_name") or None,
-        authn_context=identity.get("authn_context", AC_SMARTCARD_PKI),
-        authn_context_decl=identity.get("authn_context_decl") or None,
+        user_name=_optional_string(identity, "user_name", where),
+        authn_context=_string(identity, "authn_context", where, AC_SMARTCARD_PKI),
+        authn_context_decl=_optional_string(identity, "authn_context_decl", where),
     )
-    validity = vihf_section.get("validity_seconds")
     return Profile(
         identity=vihf,
         tls_credential=_credential(credentials, "tls", base, source),
         signature_credential=_credential(credentials, "signature", base, source),
         ca_bundle=base / _string(tls, "ca_bundle", f"{source} [tls]"),
-        endpoints={str(key): str(value) for key, value in data.get("endpoints", {}).items()},
-        vihf_options=VihfOptions(
-            mode_attribute=vihf_section.get("mode_attribute", VihfOptions.mode_attribute),
-            validity=timedelta(seconds=validity) if validity else None,
-            algorithm=vihf_section.get("algorithm", VihfOptions.algorithm),
-        ),
-        connect_timeout=float(tls.get("connect_timeout", 10.0)),
-        read_timeout=float(tls.get("read_timeout", 60.0)),
+        endpoints=_endpoints(data, source),
+        vihf_options=_vihf_options(vihf_section, f"{source} [vihf]"),
+        connect_timeout=_number(tls, "connect_timeout", 10.0, f"{source} [tls]"),
+        read_timeout=_number(tls, "read_timeout", 60.0, f"{source} [tls]"),
         source=source,
         tlsi_idam=_optional_string(lps, "idam", f"{source} [lps]"),
         insi_credential=(
@@ -227,18 +275,31 @@ def _profile(data: Mapping[str, Any], base: Path, source: str) -> Profile:
     )
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigurationError(f"{where}: `{key}` must be a positive number of seconds")
-    return float(value)
-
-
 def _retries(section: Mapping[str, Any], where: str) -> int:
     value = section.get("retries", RetryPolicy.attempts - 1)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
         raise ConfigurationError(f"{where}: `retries` must be a whole number from 0 to 10")
     return value
+
+
+def _vihf_options(section: Mapping[str, Any], where: str) -> VihfOptions:
+    """``[vihf]``: the mode attribute's spelling, the validity (seconds), the algorithm."""
+    mode_attribute = _string(section, "mode_attribute", where, VihfOptions.mode_attribute)
+    if mode_attribute not in MODE_ATTRIBUTE_NAMES:
+        raise ConfigurationError(
+            f"{where}: `mode_attribute` is one of {', '.join(MODE_ATTRIBUTE_NAMES)}"
+        )
+    algorithm = _string(section, "algorithm", where, VihfOptions.algorithm)
+    if algorithm not in SIGNATURE_ALGORITHMS:
+        raise ConfigurationError(
+            f"{where}: `algorithm` is one of {', '.join(SIGNATURE_ALGORITHMS)}"
+        )
+    validity = (
+        timedelta(seconds=_number(section, "validity_seconds", 0, where))
+        if "validity_seconds" in section
+        else None
+    )
+    return VihfOptions(mode_attribute=mode_attribute, validity=validity, algorithm=algorithm)
 
 
 def _optional_string(section: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -277,14 +338,14 @@ def _credential(
     if "pkcs12" in section:
         return CredentialSpec(
             pkcs12=base / _string(section, "pkcs12", where),
-            password_env=section.get("password_env"),
+            password_env=_optional_string(section, "password_env", where),
         )
     if "certificate" in section:
-        key = section.get("key")
+        key = _optional_string(section, "key", where)
         return CredentialSpec(
             certificate=base / _string(section, "certificate", where),
             key=base / key if key else None,
-            password_env=section.get("password_env"),
+            password_env=_optional_string(section, "password_env", where),
         )
     raise ConfigurationError(
         f"{where}: give `pkcs12`, `certificate` and `key`, or `pkcs11_module` (a card)"
@@ -317,15 +378,51 @@ def _pkcs11_spec(section: Mapping[str, Any], base: Path, where: str) -> Pkcs11Sp
 
 def example_pki_directory() -> Path:
     """The example PKI: ``certs-example/`` of a source checkout when valid, else one generated
-    once in the user's cache directory (and again when it nears expiry)."""
+    once in the user's cache folder (:func:`cached_pki_directory`; again when it nears expiry),
+    with the example profile beside it."""
     checkout = Path(__file__).resolve().parent.parent / "certs-example"
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    for directory in (checkout, cache_home / "cisis-transport" / "example-pki"):
+    cached = cached_pki_directory()
+    for directory in (checkout, cached):
         if _usable(directory):
             return directory
-    directory = cache_home / "cisis-transport" / "example-pki"
-    examplepki.generate(directory)
-    return directory
+    examplepki.generate(cached)
+    _copy_example_profile(cached)
+    return cached
+
+
+EXAMPLE_PROFILE = "profile.example.toml"
+"""The commented example profile's file name: in ``certs-example/`` of a checkout, in the
+package of a wheel, and beside a generated example PKI."""
+
+
+def example_profile_file() -> Path:
+    """The commented example profile: the wheel's copy, else the checkout's."""
+    here = Path(__file__).resolve().parent
+    packaged = here / EXAMPLE_PROFILE
+    return packaged if packaged.is_file() else here.parent / "certs-example" / EXAMPLE_PROFILE
+
+
+def _copy_example_profile(directory: Path) -> None:
+    """Put the example profile beside a generated PKI, where its relative paths hold."""
+    source = example_profile_file()
+    if source.is_file():
+        (directory / EXAMPLE_PROFILE).write_bytes(source.read_bytes())
+
+
+def config_directory() -> Path:
+    """The user's cisis-transport configuration folder (platformdirs: ``~/.config/
+    cisis-transport`` on Linux, ``XDG_CONFIG_HOME`` honoured), where the installation id lives."""
+    from platformdirs import user_config_path
+
+    return user_config_path("cisis-transport", appauthor=False)
+
+
+def cached_pki_directory() -> Path:
+    """Where an installed package keeps its example PKI: ``example-pki`` in the user's cache
+    folder (platformdirs: ``~/.cache/cisis-transport`` on Linux, ``XDG_CACHE_HOME`` honoured)."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("cisis-transport", appauthor=False) / "example-pki"
 
 
 def _usable(directory: Path) -> bool:

@@ -9,9 +9,12 @@ with an authentication-only key. With a profile, the same scenario runs against 
 its own mode; steps that write (create, update, authorise, submit, mask, delete, archive, close,
 reactivate) run only when allowed.
 
-Each step has an id (``insi-cr00``, ``td0.2``, ``td2.1``…) that ``only``/``skip`` select by prefix.
-A failed step says what the service answered (fault or DMP code and text) and what to check; the
-scenario goes on, so that one run shows everything that fails.
+Each step has an id (``insi-cr00``, ``td0.2``, ``td2.1``…) that ``only``/``skip`` select by prefix
+(:func:`select`); ``only`` brings in the steps a selected one needs (:data:`STEP_NEEDS`), and a
+step whose needed steps did not pass is skipped, saying which. A failed step says what the
+service answered (fault or DMP code and text) and what to check; the scenario goes on, so that
+one run shows everything that fails. A profile run is repeatable: TD1.1 keeps a DMP the patient
+already has.
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from transport.dmp.hl7v3 import (
     Demographics,
     Observation,
 )
-from transport.errors import CisisError, SoapFault
+from transport.errors import CisisError, DmpError, SoapFault, UsageError
 from transport.soap.trace import Tracer
 from transport.stubs.app import Stubs
 from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.teleservices.insi import InsiClient
+from transport.tls import create_context
 from transport.vihf import INS_TEST_OID, AuthMode, Patient, ins_key
 
 TEST_PATIENT = Patient("279035121518989", INS_TEST_OID)
@@ -101,29 +105,87 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Step:
-    """A step to run: ``action`` returns its one-line detail; ``writes`` changes the service."""
+    """A step to run: ``action`` returns its one-line detail; ``writes`` changes the service;
+    ``needs`` the ids of the steps whose result it uses (it is skipped unless they passed)."""
 
     id: str
     name: str
     action: Callable[[], str]
     writes: bool = False
+    needs: tuple[str, ...] = ()
+
+
+STEP_NEEDS: dict[str, tuple[str, ...]] = {
+    **{case_id: () for case_id, _, _ in INSI_CASES},
+    "td0.2-unknown": (),
+    "td1.1": (),
+    "td0.2": ("td1.1",),
+    "td1.3a": ("td1.1",),
+    "td1.3b": ("td1.1",),
+    "td0.3": ("td1.1",),
+    "td1.6": ("td1.1",),
+    "td0.4": (),
+    "td2.1": ("td1.1",),
+    "td3.1": ("td1.1",),
+    "td3.2": ("td3.1",),
+    "td3.3a": ("td2.1",),
+    "td3.3c": ("td2.1",),
+    "td3.3d": ("td2.1",),
+    "td1.4": ("td1.1",),
+    "td1.2": ("td1.4",),
+    "refusal": (),
+}
+"""Every selectable step id, in run order, with the steps it needs (the DMP it reads, the
+documents it finds): ``--only`` brings them in."""
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Which steps run: ids starting with one of ``only`` (all when empty), none starting with
-    one of ``skip``; writing steps against a profile only with ``allow_writes``."""
+    """Which steps run: ``chosen`` (None: all), and none starting with one of ``skip``;
+    writing steps against a profile only with ``allow_writes``. ``added`` names the steps
+    brought in because a chosen one needs them. Build it with :func:`select`."""
 
-    only: tuple[str, ...] = ()
+    chosen: frozenset[str] | None = None
     skip: tuple[str, ...] = ()
     allow_writes: bool = True
+    added: tuple[str, ...] = ()
 
     def wants(self, step_id: str) -> bool:
         """Whether ``step_id`` is selected."""
-        key = step_id.lower()
-        if self.only and not any(key.startswith(item.lower()) for item in self.only):
+        if self.chosen is not None and step_id not in self.chosen:
             return False
-        return not any(key.startswith(item.lower()) for item in self.skip)
+        return not _matches(step_id, self.skip)
+
+
+def select(
+    only: Sequence[str] = (), skip: Sequence[str] = (), *, allow_writes: bool = True
+) -> Selection:
+    """The selection of ``--only``/``--skip`` (id prefixes): the steps ``only`` names and,
+    transitively, those they need. UsageError for a prefix that names no step."""
+    for option, prefixes in (("--only", only), ("--skip", skip)):
+        unknown = [item for item in prefixes if not any(_matches(i, (item,)) for i in STEP_NEEDS)]
+        if unknown:
+            raise UsageError(
+                f"{option} {', '.join(unknown)}: no such step",
+                hint=f"step ids: {', '.join(STEP_NEEDS)} (a prefix selects several)",
+            )
+    if not only:
+        return Selection(None, tuple(skip), allow_writes)
+    named = {step_id for step_id in STEP_NEEDS if _matches(step_id, only)}
+    chosen = set(named)
+    pending = list(named)
+    while pending:
+        for needed in STEP_NEEDS[pending.pop()]:
+            if needed not in chosen:
+                chosen.add(needed)
+                pending.append(needed)
+    added = tuple(step_id for step_id in STEP_NEEDS if step_id in chosen - named)
+    return Selection(frozenset(chosen), tuple(skip), allow_writes, added)
+
+
+def _matches(step_id: str, prefixes: Sequence[str]) -> bool:
+    key = step_id.lower()
+    return any(key.startswith(item.lower()) for item in prefixes)
 
 
 def run_step(step: Step, selection: Selection = Selection()) -> StepResult:
@@ -151,26 +213,26 @@ def _failure(error: CisisError) -> str:
 
 def run(
     profile_path: Path | None = None,
-    trace: Path | None = None,
+    tracer: Tracer | None = None,
     *,
-    only: Sequence[str] = (),
-    skip: Sequence[str] = (),
-    allow_writes: bool = False,
+    selection: Selection | None = None,
     patient: Patient | None = None,
 ) -> Iterator[StepResult]:
     """Run the scenario, yielding each step's result as soon as it is known.
 
     Without ``profile_path``: against the bundled stubs (writes allowed, a fresh patient per
     mode). With it: against the profile's endpoints as ``patient`` (default
-    :data:`TEST_PATIENT`), writing only with ``allow_writes``.
+    :data:`TEST_PATIENT`), writing only when ``selection.allow_writes``; its credentials are
+    loaded first, so that a wrong password is one CredentialError, not a failure per step. A
+    profile run can be repeated: a DMP the patient already has is kept and used.
     """
-    tracer = Tracer(trace) if trace is not None else None
+    selection = selection or select(allow_writes=False)
     if profile_path is not None:
-        selection = Selection(tuple(only), tuple(skip), allow_writes)
         profile = load_profile(profile_path)
+        _load_credentials(profile)
         yield from _scenario(profile, selection, tracer, patient or TEST_PATIENT)
         return
-    selection = Selection(tuple(only), tuple(skip))
+    selection = replace(selection, allow_writes=True)
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cisis-smoke-")))
         holder: dict[str, object] = {}
@@ -207,6 +269,15 @@ def run(
             yield run_step(refusal)
 
 
+def _load_credentials(profile: Profile) -> None:
+    """Load every credential of ``profile`` once, and its CA bundle into a TLS context: a
+    CredentialError or ConfigurationError before the first step, not a failure per step."""
+    create_context(profile.tls_credential.load(Purpose.TLS_CLIENT), profile.tls_settings())
+    profile.signature_credential.load(Purpose.SIGNATURE)
+    if profile.insi_credential is not None:
+        profile.insi_credential.load(Purpose.TLS_CLIENT)
+
+
 _serial = itertools.count(1)
 
 
@@ -221,14 +292,34 @@ def _scenario(
 ) -> Iterator[StepResult]:
     mode = profile.identity.mode
     tag = f" [{mode}]"
-    insi, dmp = _InsiSteps(profile, tracer), _DmpSteps(profile, tracer, patient)
+    insi = _InsiSteps(profile, tracer)
+    dmp = _DmpSteps(profile, tracer, patient, writes_allowed=selection.allow_writes)
+    outcomes: dict[str, Status] = {}
     try:
         for step in (*insi.steps(), *dmp.steps()):
-            if selection.wants(step.id):
-                yield run_step(replace(step, name=step.name + tag), selection)
+            if not selection.wants(step.id):
+                continue
+            missing = [need for need in step.needs if outcomes.get(need) is not Status.OK]
+            if missing:
+                result = StepResult(
+                    step.id, step.name + tag, Status.SKIPPED, 0.0, _unmet(missing, outcomes)
+                )
+            else:
+                result = run_step(replace(step, name=step.name + tag), selection)
+            outcomes[step.id] = result.status
+            yield result
     finally:
         insi.close()
         dmp.close()
+
+
+def _unmet(missing: list[str], outcomes: dict[str, Status]) -> str:
+    """Why a step is skipped: the steps it needs that did not pass."""
+    said = {Status.FAILED: "failed", Status.SKIPPED: "was skipped"}
+    return "needs " + ", ".join(
+        f"{need}, which {said.get(outcomes.get(need), 'did not run')}"  # type: ignore[arg-type]
+        for need in missing
+    )
 
 
 @dataclass
@@ -281,14 +372,19 @@ class _DmpSteps:
     profile: Profile
     tracer: Tracer | None
     patient: Patient
+    writes_allowed: bool = True
     client: DmpClient | None = None
     submitted: dict[str, tuple[xds.DocumentEntry, bytes]] = field(default_factory=dict)
     found: tuple[xds.DocumentEntry, ...] = ()
 
     def steps(self) -> list[Step]:
+        return [replace(step, needs=STEP_NEEDS[step.id]) for step in self._steps()]
+
+    def _steps(self) -> list[Step]:
         return [
             Step("td0.2-unknown", "TD0.2 test existence (a patient with no DMP)", self.unknown),
-            Step("td1.1", "TD1.1 create the DMP", self.create, writes=True),
+            # TD1.1 writes only when the patient has no open DMP: it checks first.
+            Step("td1.1", "TD1.1 create the DMP (or find it)", self.create),
             Step("td0.2", "TD0.2 test existence and my authorisation", self.exists),
             Step("td1.3a", "TD1.3a read the administrative data", self.consult),
             Step("td1.3b", "TD1.3b update the administrative data", self.update, writes=True),
@@ -321,12 +417,26 @@ class _DmpSteps:
         return "no DMP, as expected"
 
     def create(self) -> str:
+        found = self._client().exists(self.patient)
+        if found.exists and found.active:
+            return f"{_masked(self.patient)} has an open DMP already: kept as found"
+        if not self.writes_allowed:
+            state = "a closed DMP" if found.exists else "no DMP"
+            raise Skip(f"{_masked(self.patient)} has {state}: writes: pass --allow-writes")
+        if found.exists:
+            record = self._client().reactivate(self.patient, SMOKE_PERSON)
+            return f"{_masked(self.patient)} had a closed DMP: reactivated ({_state(record)})"
         oppositions = (
             Observation(OPPOSITION_BREAK_GLASS, False),
             Observation(OPPOSITION_EMERGENCY, False),
         )
-        record = self._client().create(self.patient, SMOKE_PERSON, oppositions=oppositions)
-        return f"DMP {'open' if record.active else 'closed'} for {_masked(self.patient)}"
+        try:
+            record = self._client().create(self.patient, SMOKE_PERSON, oppositions=oppositions)
+        except DmpError as error:
+            if error.code != "DMPFound":
+                raise
+            return f"{_masked(self.patient)} has a DMP already: kept as found"
+        return f"DMP {_state(record)} for {_masked(self.patient)}"
 
     def exists(self) -> str:
         found = self._client().exists(self.patient)
@@ -432,6 +542,10 @@ class _DmpSteps:
     def reactivate(self) -> str:
         record = self._client().reactivate(self.patient, SMOKE_PERSON)
         return "DMP reactivated" if record.active else "DMP still closed"
+
+
+def _state(record: object) -> str:
+    return "open" if getattr(record, "active", False) else "closed"
 
 
 def _masked(patient: Patient) -> str:

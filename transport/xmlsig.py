@@ -67,6 +67,8 @@ _DIGEST_METHODS = {
 }
 ENVELOPED = f"{DSIG_NS}enveloped-signature"
 _DS = ElementMaker(namespace=DSIG_NS, nsmap={"ds": DSIG_NS})
+SIGNATURE_ALGORITHMS = tuple(_SIGNATURE_METHODS)
+"""The signature algorithm names a signer accepts (RSA PKCS#1 v1.5, XML-DSig 1.1 URIs)."""
 
 
 class SignerKey:

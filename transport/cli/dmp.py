@@ -1,70 +1,72 @@
-"""``cisis-transport dmp <transaction>``: one subcommand per DMP transaction (CI-SIS DMP volet).
+"""``cisis-transport dmp <transaction>``: one subcommand per DMP transaction (CI-SIS *Volet
+Transport Synchrone*, TD0.2 … TD3.3d).
 
 Human-readable lines by default, one JSON document with ``--json``. A transfer larger than
-:data:`PROGRESS_THRESHOLD` shows its progress on stderr when stderr is a terminal.
+:data:`transport.cli.common.PROGRESS_THRESHOLD` shows a progress bar on stderr when stderr is
+a terminal. Every exchange is logged at INFO (``-v``): the transaction and how it ended, never
+the patient.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
-import json
+import logging
 import mimetypes
 import os
-import sys
-import tempfile
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from transport.config import Profile
-from transport.dmp import xds
-from transport.dmp.authorizations import AuthorizationAction, ListMode, PatientListQuery
-from transport.dmp.client import DmpClient, Document, Progress
-from transport.dmp.hl7v3 import (
-    OPPOSITION_BREAK_GLASS,
-    OPPOSITION_EMERGENCY,
-    Address,
-    Demographics,
-    Observation,
-    PatientRecord,
-    Telecom,
-    Traits,
+from transport.cli.common import (
+    INS_OID_HELP,
+    MODES,
+    add_trace_option,
+    byte_progress,
+    load_profile_or_example,
+    output_target,
+    patient,
+    print_json,
+    tracer,
+    wants_json,
 )
 from transport.errors import UsageError
-from transport.soap.trace import Tracer
-from transport.vihf import INS_NIR_OID, Patient, validate_ins
 
-PROGRESS_THRESHOLD = 1024 * 1024
-"""Transfers above this many bytes show progress (on a terminal)."""
+if TYPE_CHECKING:
+    from transport.dmp import xds
+    from transport.dmp.client import DmpClient, Document
+    from transport.dmp.hl7v3 import Address, Demographics, Observation, PatientRecord, Telecom
+    from transport.vihf import Patient
 
-STATUSES = {
-    "approved": xds.APPROVED,
-    "deprecated": xds.DEPRECATED,
-    "deleted": xds.DELETED,
-    "archived": xds.ARCHIVED,
-}
+log = logging.getLogger("transport.cli.dmp")
 
-Handler = Callable[[DmpClient, argparse.Namespace], tuple[object, list[str]]]
+STATUSES = ("approved", "deprecated", "deleted", "archived")
+"""The document statuses ``--status`` names (XDS.b availability status, ITI TF-3 4.2.3.2)."""
+LIST_STATES = ("ACTIVE", "INTERDITE", "TOUTE")
+"""TD1.6's ``--state``: authorised, blocked, or both (the values of
+:class:`transport.dmp.authorizations.ListMode`)."""
+
+Handler = Callable[["DmpClient", argparse.Namespace], tuple[object, list[str]]]
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``dmp`` and its transactions to the command line."""
-    dmp = commands.add_parser("dmp", help="call one DMP transaction (TD0.2 … TD3.3d)")
+    dmp = commands.add_parser(
+        "dmp", parents=[common], help="call one DMP transaction (TD0.2 … TD3.3d)"
+    )
     actions = dmp.add_subparsers(dest="dmp_command", required=True)
 
     def transaction(name: str, help_text: str, *, patient: bool = True) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text)
+        parser = actions.add_parser(name, parents=[common], help=help_text)
         if patient:
             parser.add_argument("--ins", required=True, help="the patient's INS (15 characters)")
-            parser.add_argument("--ins-oid", default=INS_NIR_OID, help="INS authority OID")
+            parser.add_argument("--ins-oid", help=INS_OID_HELP)
         parser.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
-        parser.add_argument("--mode", choices=["INDIRECTE", "INDIRECTE_RENFORCEE", "DIRECTE"])
+        parser.add_argument("--mode", choices=MODES, help="the example profile's mode")
         parser.add_argument("--endpoint", help="the DMP base URL (…/si-dmp-server/v2/services)")
-        parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-        parser.add_argument("--trace", type=Path, metavar="DIR", help="write every exchange")
+        add_trace_option(parser)
         return parser
 
     transaction("exists", "TD0.2: does the patient have a DMP, am I authorised")
@@ -77,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     authorize.add_argument("--remove", action="store_true", help="remove it instead")
     authorize.add_argument("--treating-physician", action="store_true", help="as treating doctor")
     listing = transaction("authorizations", "TD1.6: professionals authorised or blocked")
-    listing.add_argument("--state", choices=[m.value for m in ListMode], default="TOUTE")
+    listing.add_argument("--state", choices=LIST_STATES, default="TOUTE")
     patients = transaction("patients", "TD0.4: the DMPs I am authorised on", patient=False)
     patients.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
     find = transaction("find-patient", "TD0.5: find a patient without INS (PDQ)", patient=False)
@@ -94,7 +96,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--mime", help="MIME type (default: guessed from the file name)")
     search = transaction("search", "TD3.1: search the patient's documents")
     search.add_argument(
-        "--status", action="append", choices=list(STATUSES), help="repeat; default approved"
+        "--status", action="append", choices=STATUSES, help="repeat; default approved"
     )
     search.add_argument("--page-size", type=int, help="fetch results this many at a time")
     search.add_argument(
@@ -103,6 +105,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     retrieve = transaction("retrieve", "TD3.2: retrieve a document")
     retrieve.add_argument("--document-id", required=True, help="the document's uniqueId")
     retrieve.add_argument("--out", type=Path, required=True, help="write the document there")
+    retrieve.add_argument("--force", action="store_true", help="replace an existing --out file")
     for name, help_text in (
         ("mask", "TD3.3a: hide a document from other professionals"),
         ("delete", "TD3.3c: delete a document"),
@@ -113,8 +116,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         )
 
 
-OPPOSITIONS = {"bris-de-glace": OPPOSITION_BREAK_GLASS, "urgence": OPPOSITION_EMERGENCY}
-"""The patient's oppositions the command line names (TD1.1, TD1.3b)."""
+OPPOSITIONS = ("bris-de-glace", "urgence")
+"""The patient's oppositions the command line names (TD1.1, TD1.3b): break-glass access and
+access by the emergency regulation (see :func:`_opposition_code`)."""
+
+
+def _opposition_code(name: str) -> str:
+    from transport.dmp.hl7v3 import OPPOSITION_BREAK_GLASS, OPPOSITION_EMERGENCY
+
+    return {"bris-de-glace": OPPOSITION_BREAK_GLASS, "urgence": OPPOSITION_EMERGENCY}[name]
 
 
 def _person(parser: argparse.ArgumentParser, *, full: bool, update: bool = False) -> None:
@@ -150,7 +160,7 @@ def _person(parser: argparse.ArgumentParser, *, full: bool, update: bool = False
     parser.add_argument(
         "--opposition",
         action="append",
-        choices=list(OPPOSITIONS),
+        choices=OPPOSITIONS,
         default=[],
         help="the patient opposes this access (repeat)",
     )
@@ -160,21 +170,41 @@ def _person(parser: argparse.ArgumentParser, *, full: bool, update: bool = False
         parser.add_argument(
             "--lift-opposition",
             action="append",
-            choices=list(OPPOSITIONS),
+            choices=OPPOSITIONS,
             default=[],
             help="the patient withdraws this opposition (repeat); oppositions named neither "
             "here nor in --opposition are left as they are",
         )
 
 
-def run(args: argparse.Namespace, profile: Profile) -> int:
-    """Run ``args.dmp_command`` with ``profile``; print the answer; return the exit code."""
-    tracer = Tracer(args.trace) if args.trace else None
+def run(args: argparse.Namespace) -> int:
+    """Run ``args.dmp_command``; print the answer; return the exit code."""
+    from transport.config import check_endpoint
+    from transport.dmp.client import DmpClient
+
     handler = _HANDLERS[args.dmp_command]
-    with DmpClient.from_profile(profile, endpoint=args.endpoint, tracer=tracer) as client:
-        report, lines = handler(client, args)
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False, default=_json_value))
+    if args.endpoint is not None:
+        check_endpoint(args.endpoint, "--endpoint")
+    if getattr(args, "ins", None) is not None:
+        _patient(args)  # a malformed INS is refused before the profile is even read
+    # The user's paths are checked before anything is sent.
+    if args.dmp_command == "submit":
+        _check_files(args.files)
+    if args.dmp_command == "retrieve":
+        args.target = output_target(args.out, "--out", force=args.force)
+    profile = load_profile_or_example(args.profile, args.mode)
+    trace = tracer(args.trace)
+    started = time.monotonic()
+    log.info("dmp %s: calling the DMP", args.dmp_command)
+    try:
+        with DmpClient.from_profile(profile, endpoint=args.endpoint, tracer=trace) as client:
+            report, lines = handler(client, args)
+    except Exception as error:
+        log.info("dmp %s: %s", args.dmp_command, type(error).__name__)
+        raise
+    log.info("dmp %s: answered in %.0f ms", args.dmp_command, (time.monotonic() - started) * 1e3)
+    if wants_json(args):
+        print_json(report)
     else:
         print("\n".join(lines))
     return 0 if not isinstance(report, dict) or report.get("complete", True) else 1
@@ -227,6 +257,8 @@ def _update(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
         raise UsageError(f"--opposition and --lift-opposition both name {', '.join(changed)}")
     demographics = _demographics(args)
     if _needs_current(args):
+        from transport.dmp.hl7v3 import Demographics
+
         current = client.consult(patient).demographics or Demographics(args.nom)
         demographics = dataclasses.replace(
             demographics,
@@ -243,8 +275,10 @@ def _update(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
         )
     # Only the oppositions named are sent: TD1.3b leaves the others as the DMP has them, and
     # sending "false" for them would lift a patient's opposition behind their back.
-    observations = [Observation(OPPOSITIONS[name], True) for name in args.opposition]
-    observations += [Observation(OPPOSITIONS[name], False) for name in args.lift_opposition]
+    from transport.dmp.hl7v3 import Observation
+
+    observations = [Observation(_opposition_code(name), True) for name in args.opposition]
+    observations += [Observation(_opposition_code(name), False) for name in args.lift_opposition]
     record = client.update(patient, demographics, observations=observations)
     return record, _record_lines("updated", record)
 
@@ -266,6 +300,8 @@ def _close(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[st
 
 
 def _authorize(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    from transport.dmp.authorizations import AuthorizationAction
+
     action = AuthorizationAction.SUPPRESSION if args.remove else AuthorizationAction.AJOUT
     outcome = client.set_authorization(
         _patient(args), action, treating_physician=args.treating_physician
@@ -274,6 +310,8 @@ def _authorize(client: DmpClient, args: argparse.Namespace) -> tuple[object, lis
 
 
 def _authorizations(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    from transport.dmp.authorizations import ListMode
+
     found = client.list_authorizations(_patient(args), ListMode(args.state))
     lines = [f"{len(found.entries)} professional(s)"]
     lines.extend(
@@ -285,6 +323,8 @@ def _authorizations(client: DmpClient, args: argparse.Namespace) -> tuple[object
 
 
 def _patients(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    from transport.dmp.authorizations import PatientListQuery
+
     since = datetime.combine(args.since, datetime.min.time()) if args.since else None
     found = client.list_patients(PatientListQuery(start_date=since))
     lines = [f"{len(found.patients)} DMP(s)"]
@@ -299,6 +339,8 @@ def _patients(client: DmpClient, args: argparse.Namespace) -> tuple[object, list
 def _find_patient(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
     if not (args.nom or args.prenom or args.sexe or args.naissance):
         raise UsageError("give at least one trait: --nom, --prenom, --sexe or --naissance")
+    from transport.dmp.hl7v3 import Traits
+
     birth = args.naissance.strftime("%Y%m%d") if args.naissance else None
     found = client.find_patients(Traits(args.nom, args.prenom, args.sexe, birth))
     lines = [f"{len(found)} patient(s)"]
@@ -306,12 +348,18 @@ def _find_patient(client: DmpClient, args: argparse.Namespace) -> tuple[object, 
     return found, lines
 
 
+def _check_files(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder", hint="name the files to submit")
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+
+
 def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
     patient = _patient(args)
     documents: list[Document] = []
     for path in args.files:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file")
         mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         codes = {
             name: _coded(value, name)
@@ -322,7 +370,7 @@ def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
             client.document(patient, path, title=args.title or path.name, mime_type=mime, **codes)
         )
     total = sum(path.stat().st_size for path in args.files)
-    submitted = client.submit(documents, progress=_progress("sent", total))
+    submitted = client.submit(documents, progress=byte_progress("sent", total))
     lines = [f"submitted {len(submitted.entries)} document(s)"]
     lines.extend(
         f"  {entry.unique_id}  {entry.size} bytes  {entry.title}" for entry in submitted.entries
@@ -332,9 +380,19 @@ def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
 
 
 def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
-    statuses = [STATUSES[name] for name in args.status or ["approved"]]
+    from transport.dmp import xds
+
+    codes = {
+        "approved": xds.APPROVED,
+        "deprecated": xds.DEPRECATED,
+        "deleted": xds.DELETED,
+        "archived": xds.ARCHIVED,
+    }
+    statuses = [codes[name] for name in args.status or ["approved"]]
     found = client.find_documents(_patient(args), statuses, page_size=args.page_size)
     shown = found.entries if args.signatures else found.documents
+    # The JSON lists what the lines list: signature documents only with --signatures.
+    report = dataclasses.replace(found, entries=shown)
     lines = [f"{len(shown)} document(s)"]
     lines.extend(
         f"  {entry.unique_id}  {entry.status.rpartition(':')[2] if entry.status else '?':<10}"
@@ -343,19 +401,22 @@ def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
         for entry in shown
     )
     lines.extend(_warning_lines(found.warnings))
-    return found, lines
+    return report, lines
 
 
 def _retrieve(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    import tempfile
+
     patient = _patient(args)
-    target = args.out.resolve()
-    if target.is_dir():
-        raise UsageError(f"{args.out} is a directory: name the file to write")
+    target = args.target
     entry = _entry(client, patient, args.document_id)
     # Written next to the target, then renamed: a complete, checked document or nothing.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".cisis-") as scratch:
         retrieved = client.retrieve(
-            patient, [entry], directory=Path(scratch), progress=_progress("received", entry.size)
+            patient,
+            [entry],
+            directory=Path(scratch),
+            progress=byte_progress("received", entry.size),
         )
         document = retrieved.document(args.document_id)
         assert document.path is not None  # retrieved into a directory
@@ -400,9 +461,7 @@ _HANDLERS: dict[str, Handler] = {
 
 
 def _patient(args: argparse.Namespace) -> Patient:
-    patient = Patient(args.ins.replace(" ", "").upper(), args.ins_oid)
-    validate_ins(patient)
-    return patient
+    return patient(args.ins, args.ins_oid)
 
 
 def _entry(client: DmpClient, patient: Patient, unique_id: str) -> xds.DocumentEntry:
@@ -414,6 +473,8 @@ def _entry(client: DmpClient, patient: Patient, unique_id: str) -> xds.DocumentE
 
 
 def _demographics(args: argparse.Namespace) -> Demographics:
+    from transport.dmp.hl7v3 import Demographics
+
     naissance = getattr(args, "naissance", None)
     return Demographics(
         family=args.nom,
@@ -428,12 +489,16 @@ def _demographics(args: argparse.Namespace) -> Demographics:
 
 def _oppositions(args: argparse.Namespace) -> tuple[Observation, ...]:
     """TD1.1: every opposition stated, true when the patient expressed it."""
+    from transport.dmp.hl7v3 import Observation
+
     chosen = set(args.opposition)
-    return tuple(Observation(code, name in chosen) for name, code in OPPOSITIONS.items())
+    return tuple(Observation(_opposition_code(name), name in chosen) for name in OPPOSITIONS)
 
 
 def _address(value: str) -> Address:
     """``STREET[;STREET…]|POSTAL|CITY[|COUNTRY]`` as an :class:`Address`."""
+    from transport.dmp.hl7v3 import Address
+
     parts = value.split("|")
     if not 3 <= len(parts) <= 4 or not any(part.strip() for part in parts):
         raise argparse.ArgumentTypeError("expected STREET[;STREET…]|POSTAL|CITY[|COUNTRY]")
@@ -448,6 +513,8 @@ def _address(value: str) -> Address:
 
 def _telecom(value: str) -> Telecom:
     """``URL[^USE]`` (``tel:…``/``mailto:…``; HP, MC, WP) as a :class:`Telecom`."""
+    from transport.dmp.hl7v3 import Telecom
+
     url, _, use = value.partition("^")
     if not url.startswith(("tel:", "mailto:", "fax:")):
         raise argparse.ArgumentTypeError("expected tel:…, mailto:… or fax:…, then ^HP, ^MC or ^WP")
@@ -457,6 +524,8 @@ def _telecom(value: str) -> Telecom:
 
 
 def _coded(value: str, name: str) -> xds.Coded:
+    from transport.dmp import xds
+
     code, _, rest = value.partition("^")
     scheme, _, label = rest.partition("^")
     if not code:
@@ -479,39 +548,3 @@ def _record_lines(verb: str, record: PatientRecord) -> list[str]:
 
 def _warning_lines(warnings: tuple[xds.RegistryError, ...]) -> list[str]:
     return [f"  {item.severity.lower()}: {item.code}: {item.context}" for item in warnings]
-
-
-def _progress(verb: str, total: int | None) -> Progress | None:
-    """A progress printer for transfers above the threshold, on a terminal only."""
-    if not sys.stderr.isatty() or (total is not None and total < PROGRESS_THRESHOLD):
-        return None
-    shown = -1
-
-    def show(done: int, whole: int | None) -> None:
-        nonlocal shown
-        whole = whole or total
-        percent = done * 100 // whole if whole else -1
-        if percent != shown:
-            shown = percent
-            size = f"{done / 1e6:.1f} MB" + (f" / {whole / 1e6:.1f} MB" if whole else "")
-            end = "\n" if whole and done >= whole else ""
-            print(f"\r{verb} {size} ({max(percent, 0)}%)", end=end, file=sys.stderr, flush=True)
-
-    return show
-
-
-def _json_value(value: Any) -> Any:
-    """JSON for what ``json`` does not know: dataclasses, paths, times, enums, bytes."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            item.name: getattr(value, item.name) for item in dataclasses.fields(value) if item.repr
-        }
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, bytes):
-        return None
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

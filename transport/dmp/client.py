@@ -21,6 +21,9 @@ its size and SHA-1 checked against the registry's metadata when the caller gives
 from __future__ import annotations
 
 import logging
+import mimetypes
+import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -754,6 +757,7 @@ class DmpClient:
                 _content(document, answer.parts.part_for(document.include), expected)
                 for document in result.documents
             )
+            contents = tuple(_named_after_document(content) for content in contents)
         return Retrieved(result.result.status, contents, result.result.errors)
 
     def mask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
@@ -909,6 +913,29 @@ def _content(
         part.path,
         part.data,
     )
+
+
+def _named_after_document(content: DocumentContent) -> DocumentContent:
+    """A document retrieved into a directory, its file renamed after it: the uniqueId (other
+    characters than letters, digits, ``.``, ``_`` and ``-`` made ``_``) and the extension of its
+    MIME type (``.bin`` when unknown), ``-1``, ``-2``… when the name is taken: never replacing
+    a file."""
+    if content.path is None:
+        return content
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", content.document_unique_id).strip("._") or "document"
+    media_type = content.mime_type.partition(";")[0].strip().lower()
+    extension = mimetypes.guess_extension(media_type) or ".bin"
+    attempt = 0
+    while True:
+        target = content.path.with_name(f"{stem}{f'-{attempt}' if attempt else ''}{extension}")
+        try:
+            with target.open("xb"):  # reserved: the rename below replaces our own empty file
+                pass
+        except FileExistsError:
+            attempt += 1
+            continue
+        os.replace(content.path, target)
+        return replace(content, path=target)
 
 
 def _content_chunks(content: bytes | Path) -> Iterator[bytes]:

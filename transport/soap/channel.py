@@ -409,7 +409,10 @@ class Channel:
             if self.tracer is not None and prefix is not None
             else None
         )
-        return _Upload(message, call.progress, trace), {"Content-Type": message.content_type}
+        # Only documents are worth a progress report: the upload of a request without any (a
+        # retrieval's) would show as a transfer of its own before the download.
+        progress = call.progress if call.attachments else None
+        return _Upload(message, progress, trace), {"Content-Type": message.content_type}
 
     def _decode(
         self, call: Call, response: WireResponse, prefix: str | None, stack: ExitStack

@@ -33,7 +33,7 @@ from typing import Any
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from transport.config import Profile
+from transport.config import Profile, config_directory
 from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
 from transport.deprecation import Alias
 from transport.errors import (
@@ -658,13 +658,6 @@ def post(
 # --- the installation ----------------------------------------------------------------------------
 
 INSTALLATION_FILE = "installation-id"
-
-
-def config_directory() -> Path:
-    """The user's cisis-transport configuration directory: ``$XDG_CONFIG_HOME/cisis-transport``,
-    else ``~/.config/cisis-transport``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "cisis-transport"
 
 
 def installation_id(directory: Path | None = None) -> str:

@@ -5,21 +5,26 @@ first names separated by spaces, ``sexe`` ``M``/``F``, ``naissance`` ``YYYY-MM-D
 INSEE COG code (optional, may be empty), ``id`` the caller's own reference (optional, copied).
 
 Output (UTF-8 CSV, :data:`OUTPUT_COLUMNS`): one row per input row, in the order the answers come:
-``row`` the input row number (1 = first line after the header), ``id``, ``status`` (``ok`` the
+``row`` the input row number (1 = first line after the header), ``key`` the row's content key
+(see :func:`row_key`), ``id``, ``status`` (``ok`` the
 service answered a RESULTAT, ``invalid`` refused before sending, ``fault`` the service answered
 a fault), ``cr`` and ``label`` (``CodeCR``, ``LibelleCR``), ``ins`` (15 characters) and ``oid``
 for CR 00, ``qualifiable`` (``yes``/``no``), ``calls`` (searches sent for the row),
 ``error_code`` (the ``siram:Erreur`` code, the subcode, or ``validation``) and ``error``.
 
 Each answered row is appended, flushed and fsynced before the next is counted, so a killed run
-loses at most the calls in flight. A new run on the same OUTPUT skips the rows it already holds
-(a torn last line is dropped first). A row whose call failed on the way (TLS, connection,
-timeout) is not written: the run reports it and the next run sends it again.
+loses at most the calls in flight. A new run on the same OUTPUT skips the rows it already holds,
+recognised by their content key, not their place: a reordered or edited input sends exactly the
+rows not answered yet (a torn last line is dropped first). A row whose call failed on the way
+(TLS, connection, timeout) is not written: the run reports the reason and the next run sends it
+again; after ``max_transport_failures`` such failures in a row the run stops sending, since the
+service is not answering.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import threading
@@ -36,6 +41,7 @@ INPUT_COLUMNS = ("nom", "prenoms", "sexe", "naissance")
 """The input columns every row needs (``lieu`` and ``id`` are optional)."""
 OUTPUT_COLUMNS = (
     "row",
+    "key",
     "id",
     "status",
     "cr",
@@ -54,12 +60,16 @@ Search = Callable[[TraitsSearch], SearchOutcome]
 @dataclass(frozen=True)
 class Summary:
     """The counts of one run: input rows, rows answered before it, answered by it, and rows
-    left unanswered by a transport failure (to be sent by the next run)."""
+    left unanswered by a transport failure (to be sent by the next run); ``transport_error``
+    the last transport failure's message (None: none), ``stopped`` whether the run stopped
+    sending after too many of them in a row."""
 
     total: int
     skipped: int
     answered: int
     unanswered: int
+    transport_error: str | None = None
+    stopped: bool = False
 
 
 class RateLimiter:
@@ -89,6 +99,16 @@ class _Row:
     number: int
     reference: str
     fields: dict[str, str]
+    key: str = ""
+
+
+def row_key(fields: dict[str, str], occurrence: int) -> str:
+    """The content key of an input row: a SHA-256 of its searched columns and ``id`` (16 hex
+    digits), then ``-N`` for the Nth identical row, so that a resumed run recognises a row
+    wherever it moved to, and two identical rows stay two rows."""
+    values = [fields.get(name, "").strip() for name in (*INPUT_COLUMNS, "lieu", "id")]
+    digest = hashlib.sha256("\x1f".join(values).encode("utf-8")).hexdigest()[:16]
+    return f"{digest}-{occurrence}"
 
 
 def read_rows(path: Path) -> list[_Row]:
@@ -102,25 +122,55 @@ def read_rows(path: Path) -> list[_Row]:
                     f"{path}: missing column(s) {', '.join(missing)}",
                     hint=f"the header needs {', '.join(INPUT_COLUMNS)} (lieu and id optional)",
                 )
-            return [
-                _Row(number, (row.get("id") or "").strip(), {k: v or "" for k, v in row.items()})
-                for number, row in enumerate(reader, start=1)
-            ]
+            rows = []
+            seen: dict[str, int] = {}
+            for number, row in enumerate(reader, start=1):
+                fields = {str(k): v or "" for k, v in row.items() if k is not None}
+                base = row_key(fields, 0)
+                seen[base] = seen.get(base, -1) + 1
+                rows.append(
+                    _Row(
+                        number,
+                        fields.get("id", "").strip(),
+                        fields,
+                        row_key(fields, seen[base]),
+                    )
+                )
+            return rows
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder", hint="name the input CSV file") from None
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
 
 
-def answered_rows(path: Path) -> set[int]:
-    """The row numbers OUTPUT already holds, after dropping a torn last line."""
+def count_rows(path: Path) -> int:
+    """How many rows the input holds (UsageError as :func:`read_rows`)."""
+    return len(read_rows(path))
+
+
+def answered_rows(path: Path) -> set[str]:
+    """The content keys OUTPUT already holds, after dropping a torn last line; UsageError
+    when OUTPUT is not an output of this format (another file, or an older layout)."""
     if not path.exists():
         return set()
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
+    try:
+        text = complete.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not an INSi batch output (not UTF-8)") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if text and tuple(reader.fieldnames or ()) != OUTPUT_COLUMNS:
+        raise UsageError(
+            f"{path}: not an INSi batch output of this version (its header differs)",
+            hint="name a new --out file",
+        )
     if len(complete) != len(data):
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
-    reader = csv.DictReader(io.StringIO(complete.decode("utf-8")))
-    return {int(row["row"]) for row in reader if (row.get("row") or "").isdigit()}
+    return {row["key"] for row in reader if row.get("key")}
 
 
 class _Output:
@@ -183,47 +233,65 @@ def run_batch(
     concurrency: int = 4,
     rate: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_transport_failures: int = 5,
 ) -> Summary:
     """Search every input row not yet in OUTPUT with ``search`` (usually
     :meth:`~transport.teleservices.insi.InsiClient.search_query`), at most ``concurrency`` at once
     and ``rate`` rows per second, appending each answer to OUTPUT as it comes.
 
-    ``progress(done, total)`` is called after each row. An exception other than a fault, a
-    validation or a transport error stops the run (rows answered so far are kept).
+    ``progress(done, total)`` is called after each row. After ``max_transport_failures``
+    transport failures in a row, no new row is sent (the rows left count as unanswered). An
+    exception other than a fault, a validation or a transport error stops the run (rows
+    answered so far are kept).
     """
     if concurrency < 1:
         raise UsageError(f"the concurrency must be at least 1, not {concurrency}")
+    if max_transport_failures < 1:
+        raise UsageError(f"the failures allowed must be at least 1, not {max_transport_failures}")
     rows = read_rows(input_path)
     done_before = answered_rows(output_path)
-    pending = [row for row in rows if row.number not in done_before]
+    pending = [row for row in rows if row.key not in done_before]
     limiter = RateLimiter(rate)
     output = _Output(output_path)
     done, answered, unanswered = len(rows) - len(pending), 0, 0
+    failures: list[str] = []  # the transport failures since the last answer
+    last_failure: str | None = None
 
-    def finish(row: _Row, values: dict[str, str] | None) -> None:
-        nonlocal done, answered, unanswered
-        if values is None:
+    def finish(row: _Row, values: dict[str, str] | str | None) -> None:
+        nonlocal done, answered, unanswered, last_failure
+        if isinstance(values, str):
+            unanswered += 1
+            failures.append(values)
+            last_failure = values
+        elif values is None:
             unanswered += 1
         else:
-            output.write({"row": str(row.number), "id": row.reference, **values})
+            output.write({"row": str(row.number), "key": row.key, "id": row.reference, **values})
             answered += 1
+            if values["status"] != "invalid":
+                failures.clear()  # the service answered: it is reachable again
         done += 1
         if progress is not None:
             progress(done, len(rows))
 
-    def task(row: _Row, query: TraitsSearch) -> dict[str, str] | None:
+    def task(row: _Row, query: TraitsSearch) -> dict[str, str] | str | None:
+        if len(failures) >= max_transport_failures:
+            return None  # the service is not answering: leave the row for the next run
         limiter.acquire()
         try:
             return outcome_row(row, search(query))
         except SoapFault as fault:
             return _error_row("fault", fault.service_code or fault.subcode or fault.code, fault)
-        except TransportError:
-            return None
+        except (TransportError, OSError) as error:  # requests' errors are OSErrors too
+            return _one_line(str(error)) or type(error).__name__
 
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="insi-batch")
-    in_flight: dict[Future[dict[str, str] | None], _Row] = {}
+    in_flight: dict[Future[dict[str, str] | str | None], _Row] = {}
     try:
         for row, query in _queries(pending, finish):
+            if len(failures) >= max_transport_failures:
+                finish(row, None)
+                continue
             in_flight[executor.submit(task, row, query)] = row
             # Bounded: thousands of rows never become thousands of queued futures.
             if len(in_flight) >= 2 * concurrency:
@@ -233,11 +301,18 @@ def run_batch(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         output.close()
-    return Summary(len(rows), len(rows) - len(pending), answered, unanswered)
+    return Summary(
+        len(rows),
+        len(rows) - len(pending),
+        answered,
+        unanswered,
+        last_failure,
+        len(failures) >= max_transport_failures,
+    )
 
 
 def _queries(
-    rows: list[_Row], finish: Callable[[_Row, dict[str, str] | None], None]
+    rows: list[_Row], finish: Callable[[_Row, dict[str, str] | str | None], None]
 ) -> Iterator[tuple[_Row, TraitsSearch]]:
     """The rows' validated queries; an invalid row is answered at once, without a call."""
     for row in rows:
@@ -257,8 +332,8 @@ def _queries(
 
 
 def _collect(
-    in_flight: dict[Future[dict[str, str] | None], _Row],
-    finish: Callable[[_Row, dict[str, str] | None], None],
+    in_flight: dict[Future[dict[str, str] | str | None], _Row],
+    finish: Callable[[_Row, dict[str, str] | str | None], None],
 ) -> None:
     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
     for future in finished:
