@@ -127,10 +127,10 @@ def _search(args: argparse.Namespace) -> int:
         else:
             outcome = client.search_by_vitale(
                 args.naissance,
-                nir_individu=args.nir,
-                nir_ouvrant_droit=args.nir_od,
-                nom_naissance=args.nom,
-                rang_naissance=args.rang,
+                individual=args.nir,
+                holder=args.nir_od,
+                birth_name=args.nom,
+                rank=args.rang,
             )
     log.info(
         "INSi %s: CR %s after %d call(s)", args.insi_command, outcome.code, len(outcome.searches)
