@@ -25,16 +25,15 @@ import contextlib
 import hashlib
 import multiprocessing
 import os
-import ssl
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from echo import QuietHandler, serve_tls
 from figures import Figure, figure, machine, print_table, write_json
 from mtom import MIB, make_source
 
@@ -66,10 +65,7 @@ def _serve_sink(pki_directory: str, served: str, ready: multiprocessing.Queue) -
     """POST: the body read and dropped; GET: the file ``served`` streamed."""
     pki = examplepki.load(pki_directory)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             left = int(self.headers.get("Content-Length") or 0)
             while left > 0:
@@ -88,23 +84,7 @@ def _serve_sink(pki_directory: str, served: str, ready: multiprocessing.Queue) -
                 while block := source.read(_CHUNK):
                     self.wfile.write(block)
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
-    server = _QuietServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    ready.put(f"https://127.0.0.1:{server.server_address[1]}")
-    server.serve_forever()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a measuring child that ends closes its connection: nothing to report
+    serve_tls(pki, Handler, ready)
 
 
 @contextlib.contextmanager

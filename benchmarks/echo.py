@@ -29,9 +29,7 @@ def answer_for(template: bytes, request: bytes) -> bytes:
 def _serve(pki_directory: str, template: bytes, delay: float, ready: multiprocessing.Queue) -> None:
     pki = examplepki.load(pki_directory)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
+    class Handler(QuietHandler):
         wbufsize = 64 * 1024
 
         def do_POST(self) -> None:
@@ -45,14 +43,35 @@ def _serve(pki_directory: str, template: bytes, delay: float, ready: multiproces
             self.end_headers()
             self.wfile.write(answer)
 
-        def log_message(self, *_: object) -> None:
-            pass
+    serve_tls(pki, Handler, ready)
 
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1, without Nagle's algorithm and without a line per request on stderr."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a measured client that ends closes its connection: nothing to report
+
+
+def serve_tls(
+    pki: examplepki.ExamplePKI, handler: type[BaseHTTPRequestHandler], ready: multiprocessing.Queue
+) -> None:
+    """Serve ``handler`` over mutual TLS with the example PKI on a free loopback port until the
+    process ends; the base URL is put on ``ready`` once listening."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_bundle))
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = _QuietServer(("127.0.0.1", 0), handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     ready.put(f"https://127.0.0.1:{server.server_address[1]}")
     server.serve_forever()
