@@ -26,10 +26,10 @@ from tests.test_stub_dmp import new_patient
 from transport import examplepki
 from transport.dmp import cda, xds
 from transport.dmp.client import DmpClient, Document
-from transport.errors import ValidationError
+from transport.errors import MalformedXMLError, ValidationError
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import INS_TEST_OID, AuthMode, Patient
-from transport.xml import XMLSecurityError, parse_xml
+from transport.xml import parse_xml
 
 OFFICIAL_DOCUMENT = REFERENCE / "dmp-examples" / "TD2.1-DocumentME2.xml"
 OFFICIAL_PATIENT = Patient("207058575627097", INS_TEST_OID)
@@ -273,7 +273,7 @@ def test_a_cda_with_a_doctype_is_refused() -> None:
         b'<?xml version="1.0"?><!DOCTYPE ClinicalDocument [<!ENTITY x "y">]>'
         b'<ClinicalDocument xmlns="urn:hl7-org:v3"><id root="1.2"/></ClinicalDocument>'
     )
-    with pytest.raises(XMLSecurityError):
+    with pytest.raises(MalformedXMLError):
         cda.read_header(data)
 
 
@@ -283,7 +283,7 @@ def test_not_a_cda_and_a_header_missing_its_code_are_refused(tmp_path: Path) -> 
     with pytest.raises(ValidationError) as unreadable:
         cda.read_header(tmp_path / "missing.xml")
     assert unreadable.value.field == "content"
-    with pytest.raises(XMLSecurityError):
+    with pytest.raises(MalformedXMLError):
         cda.read_header(b"")
     data = level1(new_patient(), tmp_path).read_bytes()
     start = data.index(b"<code ")
@@ -301,7 +301,7 @@ def test_reading_the_header_stops_where_the_body_begins(tmp_path: Path) -> None:
     broken = head + b"QUJD" * (1 << 20) + b"<<not xml&"
     header = cda.read_header(broken)
     assert header.media_type == "application/pdf"
-    with pytest.raises(XMLSecurityError):
+    with pytest.raises(MalformedXMLError):
         parse_xml(broken)  # the whole document is not XML
 
 

@@ -28,6 +28,7 @@ from transport.dmp.client import DmpClient
 from transport.errors import (
     ConfigurationError,
     ConnectError,
+    MalformedXMLError,
     TLSError,
     TransportError,
 )
@@ -249,6 +250,15 @@ def test_an_insi_answer_cut_mid_body_is_a_transport_error(pki, load, settings, s
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:
     with RawServer(pki, bad_gzip) as server, pytest.raises(TransportError, match="decoded"):
         channel.call(Call(server.url, envelope_for(server.url)))
+
+
+def test_an_answer_that_is_not_xml_is_a_transport_error() -> None:
+    wire = MockWire(lambda request: MockResponse(200, b"<html><body>maintenance"))
+    with pytest.raises(TransportError) as caught:
+        Channel(wire).call(Call("https://127.0.0.1:8443/service", envelope_for("https://x/")))
+    assert not isinstance(caught.value, MalformedXMLError)
+    assert caught.value.exit_code == 3
+    assert "without a SOAP envelope" in caught.value.message
 
 
 def test_a_silent_server_is_a_timeout(pki, load, pki_settings_short) -> None:

@@ -253,7 +253,7 @@ def _parse_to_body(stream: BinaryIO) -> tuple[etree._Element, str | None]:
     """The document's root holding the whole header, and the non-XML body's media type; the
     parse stops at the body's start, so its content is never read."""
     events = iterparse_xml(stream, ("start",))
-    _, root = next(events)  # an empty or non-XML input fails here, as XMLSecurityError
+    _, root = next(events)  # an empty or non-XML input fails here, as MalformedXMLError
     if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
         raise ValidationError("ClinicalDocument", "not a CDA R2 document")
     for _event, element in events:
