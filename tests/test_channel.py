@@ -535,22 +535,6 @@ def test_an_insi_search_through_a_swapped_wire_is_retried(pki, load, app) -> Non
     assert wire.requests[0].body == wire.requests[1].body
 
 
-# --- one exchange path ---------------------------------------------------------------------------
-
-
-def test_only_the_channel_posts_and_the_facades_do_not_import_requests() -> None:
-    package = ROOT / "transport"
-    for path in [*package.glob("dmp/*.py"), *package.glob("teleservices/*.py")]:
-        assert "import requests" not in path.read_text(encoding="utf-8"), path
-    posting = {
-        path.relative_to(package).as_posix()
-        for path in package.rglob("*.py")
-        if "session.post(" in path.read_text(encoding="utf-8")
-        and not path.is_relative_to(package / "stubs")
-    }
-    assert posting == {"soap/channel.py"}
-
-
 def test_a_deadline_already_passed_is_a_transport_error_before_connecting(load, settings) -> None:
     # Nothing listens there: a connection attempt would be refused, not timed out.
     with socket.socket() as closed, Channel.connect(load("org-auth"), settings) as channel:
