@@ -3,7 +3,7 @@
 What a user needs is importable from here: the clients of the DMP (CI-SIS Volet Transport
 Synchrone client lourd) and of the Assurance Maladie téléservices (INSi), the profiles that
 configure them, the exceptions they raise and the values their calls take. Everything else stays
-in its module (``transport.soap.client.build_envelope``, ``transport.xml.parse_xml``,
+in its module (``transport.soap.envelope.build_envelope``, ``transport.xml.parse_xml``,
 ``transport.credentials.rfc2253_dn``…), one module per concern (see the README's layout).
 """
 
