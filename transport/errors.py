@@ -180,7 +180,7 @@ class SoapFault(ServiceError):
 
 
 class DmpError(ServiceError):
-    """The DMP refused a patient or authorisation transaction: an HL7v3 acknowledgement ``AE`` or
+    """The DMP refused a patient or authorization transaction: an HL7v3 acknowledgement ``AE`` or
     ``AR``, or an ``output/status`` other than ``DMPOk``.
 
     ``transaction`` names it (``TD0.2``…); ``code`` is the DMP code (``DMPAccessDenied``,

@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from transport.config import Profile
-from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
+from transport.credentials import Credential, Purpose, Signer, subject_dn
 from transport.deprecation import Alias
 from transport.errors import (
     ConfigurationError,
@@ -50,9 +50,9 @@ from transport.soap.envelope import build_envelope
 from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings
-from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
+from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, format_instant, verify_assertion
 from transport.xml import Namespace, find_text, read_datetime
-from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+from transport.xmlsig import VerifySettings, sign_enveloped
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
 CTXLPS_NS = "urn:siram:lps:ctxlps"
@@ -487,28 +487,24 @@ def verify_assertion_ps(
     ``Issuer`` that is not the signer's DN, a ``NameID`` that is not the signer's CN (the card's
     holder signs for themself), an ``IssueInstant`` in the future or older than ``max_age``.
     """
-    now = now or datetime.now(UTC)
-    if element.tag != SAML("Assertion"):
-        raise SignatureError("malformed", f"not a SAML 2.0 assertion: {element.tag}")
-    verified = verify_enveloped(element, settings, now=now)
-    signed = verified.element
-    signer_dn = rfc2253_dn(verified.signer.subject)
-    issuer = signed.findtext(SAML("Issuer"))
-    if issuer != signer_dn:
-        raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
-    issued = check_times(signed, now, settings.clock_skew, max_age)
+    signed = verify_assertion(element, settings, now=now, max_age=max_age)
     try:
-        assertion = read_assertion_ps(signed)
+        assertion = read_assertion_ps(signed.element)
     except ValidationError as error:
         raise SignatureError("malformed", error.message) from None
-    holder = verified.signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    holder = signed.signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_names = {str(attribute.value) for attribute in holder}
     if assertion.professional_id not in common_names:
         raise SignatureError(
             "malformed", "the NameID of the assertion PS is not the signer's card holder"
         )
     return VerifiedAssertionPS(
-        assertion, signed.get("ID", ""), issued, signer_dn, verified.algorithm, signed
+        assertion,
+        signed.element.get("ID", ""),
+        signed.issue_instant,
+        signed.signer_dn,
+        signed.algorithm,
+        signed.element,
     )
 
 
