@@ -183,6 +183,30 @@ def test_only_the_channel_posts() -> None:
     assert requesting == {"soap/channel.py", "tls/__init__.py"}
 
 
+_PARSERS = frozenset({"fromstring", "XML", "parse", "iterparse", "XMLParser", "fromstringlist"})
+
+
+def _parses(node: ast.AST) -> bool:
+    """Whether ``node`` calls one of lxml's parsers (``etree.fromstring(...)``…) directly."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _PARSERS
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "etree"
+    )
+
+
+def test_only_the_xml_module_calls_a_parser() -> None:
+    # Every byte parsed goes through transport.xml's parser: no DTD, no entities, no network.
+    parsing = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if any(map(_parses, ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
+    }
+    assert parsing == {"xml.py"}
+
+
 def test_the_tls_layer_never_parses_xml() -> None:
     for path in (PACKAGE / "tls").rglob("*.py"):
         for line, imported in imports(path, PACKAGE):
