@@ -23,7 +23,6 @@ from tests.test_dmp_client import make_client
 from tests.test_dmp_conformance import official_request
 from tests.test_hl7v3 import demographics, oppositions
 from tests.test_stub_dmp import new_patient
-from transport import examplepki
 from transport.dmp import cda, xds
 from transport.dmp.client import DmpClient, Document
 from transport.errors import MalformedXMLError, ValidationError
@@ -514,11 +513,8 @@ def test_a_50_mb_pdf_is_wrapped_in_bounded_memory(tmp_path: Path) -> None:
 # --- the DMP stub round trip ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stubs(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
-    data = tmp_path_factory.mktemp("dmp")
-    with Stubs(pki=pki, data_dir=data, services=list(DMP_SERVICES)) as running:
-        yield running
+STUB_SERVICES = list(DMP_SERVICES)
+"""The services of conftest's ``stubs``: the DMP's."""
 
 
 @pytest.fixture(scope="module", params=[AuthMode.INDIRECTE, AuthMode.DIRECTE], ids=str)
