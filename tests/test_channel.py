@@ -494,7 +494,7 @@ def test_dmp_calls_through_a_swapped_wire(pki, load, app) -> None:
     patient = new_patient()
     client.create(patient, demographics(), oppositions=oppositions())
     existence = client.exists(patient)
-    assert existence.exists and existence.authorised
+    assert existence.exists and existence.authorized
     listed = client.list_authorizations(patient, ListMode.TOUTE)
     assert listed.outcome.ok
     assert [request.url.rpartition("/")[2] for request in wire.requests] == [
