@@ -61,7 +61,7 @@ CTXBAM_VERSION = "01_02"
 CTXLPS_VERSION = "01_00"
 CTXLPS_NATURE = "CTXLPS"
 IDAM_REFERENCE = "4"
-"""The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorisation number."""
+"""The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorization number."""
 
 SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale"})
 """The values of ``siram:Erreur/@severite`` (``schema_faultSOAP_V01_01.xsd``)."""
@@ -83,7 +83,7 @@ _lps = Namespace(CTXLPS_NS)
 class Software:
     """The calling software as ``ContexteLPS/LPS`` names it.
 
-    ``idam``: the CNDA authorisation number. ``version``: the software version. ``instance``: the
+    ``idam``: the CNDA authorization number. ``version``: the software version. ``instance``: the
     installation's UUID, generated once and kept for the life of the installation. ``urn``: the
     CTXLPS ``Nom``, ``urn:lps:<name>:<version>`` (see :meth:`named`).
     """
@@ -552,7 +552,7 @@ def siram_error(
 
 _HINTS = {
     "desir_550": "the service does not know this software: set `idam` under [lps] in the profile "
-    "to the CNDA authorisation number (IDAM) of the software",
+    "to the CNDA authorization number (IDAM) of the software",
     "desir_560": "access refused: in certificate mode use the structure's ORG AUTH_CLI certificate "
     "named INSI-AUTO or INSI-MANU; in card mode check the card and its signature certificate",
     "desir_500": "the service could not read the request: run again with --trace and compare the "
@@ -889,7 +889,7 @@ def warn_unless_insi_certificate(credential: Credential) -> bool:
 
 def profile_software(profile: Profile, directory: Path | None = None) -> Software:
     """The ``ContexteLPS/LPS`` of ``profile``: its LPS name and version, its téléservices
-    authorisation number (``[lps] idam``, else the homologation id) and the installation id."""
+    authorization number (``[lps] idam``, else the homologation id) and the installation id."""
     lps = profile.identity.lps
     return Software.named(
         lps.name,
