@@ -18,7 +18,9 @@ from transport.soap.addressing import SOAP12_NS, Flavour
 from transport.soap.headers import Addressing, Compose, HeaderContributor, Outgoing, Security
 from transport.xml import parse_xml
 
-SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+SOAP_MEDIA_TYPE = "application/soap+xml"
+"""The media type of a SOAP 1.2 message (RFC 3902)."""
+SOAP_CONTENT_TYPE = f"{SOAP_MEDIA_TYPE}; charset=utf-8"
 """The HTTP Content-Type of a SOAP 1.2 message (RFC 3902), before its ``action`` parameter."""
 
 

@@ -26,6 +26,7 @@ from lxml import etree
 
 from transport.errors import MalformedXMLError, SignatureError, VihfValidationError
 from transport.soap.addressing import ANONYMOUS, SOAP12_NS, WSA_NS, new_message_id
+from transport.soap.envelope import SOAP_MEDIA_TYPE
 from transport.soap.mtom import parse_content_type
 from transport.soap.wsse import WSSE_NS, verify_security
 from transport.stubs.server import StubRequest, StubResponse, soap12_fault
@@ -35,7 +36,6 @@ from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 
-SOAP_MEDIA_TYPE = "application/soap+xml"
 XOP_MEDIA_TYPE = "application/xop+xml"
 MULTIPART_RELATED = "multipart/related"
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
