@@ -29,8 +29,9 @@ credential, TLS and transport failures to 3.
 caller gives is bad input (2). Where the bytes come from a peer, the code that received them
 says what it means: the exchange channel turns an answer that is not XML into a
 :class:`TransportError` (the service did not speak SOAP), a stub answers a request that is not
-XML with a SOAP ``Sender`` fault (W3C SOAP 1.2 part 1 §5.4.6). It is never a
-:class:`SignatureError`: nothing was signed, so nothing was refused on a signature's grounds.
+XML with a SOAP ``Sender`` fault (W3C SOAP 1.2 part 1 §5.4.6). It is not a
+:class:`SignatureError`: bytes that are not XML were not signed; a verifier handed a signature
+document that is not XML refuses it itself (reason ``malformed``).
 """
 
 from __future__ import annotations
