@@ -18,6 +18,12 @@ def test_the_top_level_offers_the_clients_profiles_errors_and_values() -> None:
         assert callable(facade.from_profile)
     errors = [getattr(transport, name) for name in transport.__all__ if name.endswith("Error")]
     assert all(issubclass(error, transport.CisisError) for error in errors)
+    tree = {
+        name
+        for name, value in vars(transport.errors).items()
+        if isinstance(value, type) and issubclass(value, transport.CisisError)
+    }
+    assert tree <= set(transport.__all__)  # the whole exception tree, to catch any of it
 
 
 @pytest.mark.parametrize(

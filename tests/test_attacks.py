@@ -440,6 +440,56 @@ def test_insi_with_a_broken_envelope_is_refused(world, mutate):
     assert (fault.subcode, fault.details[0].code) == ("siram_10", "desir_500")
 
 
+def _body(envelope: etree._Element) -> etree._Element:
+    return envelope.find(f"{{{SOAP12_NS}}}Body")
+
+
+def _emptied(envelope: etree._Element) -> None:
+    _body(envelope).clear()
+
+
+def _doubled(envelope: etree._Element) -> None:
+    _body(envelope).append(copy.deepcopy(_body(envelope)[0]))
+
+
+def _commented_away(envelope: etree._Element) -> None:
+    # A comment is not an element: a body holding only one is still an empty body.
+    _emptied(envelope)
+    _body(envelope).append(etree.Comment(" no operation "))
+
+
+BODY_MUTATIONS = {"no element": _emptied, "two elements": _doubled, "a comment": _commented_away}
+
+
+def registry_query(world: World) -> tuple[str, etree._Element, str]:
+    """URL, envelope and action of an ITI-18 FindDocuments as the doctor sends it."""
+    url = world.stubs.dmp_url("registry")
+    query = xds.query_request(xds.find_documents(PATIENT, (xds.APPROVED,)))
+    assertion = sign_vihf(world.doctor.identity.with_patient(PATIENT), world.doctor.signer)
+    envelope = build_envelope(xds.ACTION_STORED_QUERY, url, query, assertions=[assertion])
+    return url, envelope, xds.ACTION_STORED_QUERY
+
+
+@pytest.mark.parametrize("mutate", BODY_MUTATIONS.values(), ids=BODY_MUTATIONS.keys())
+@pytest.mark.parametrize("request_of", [td11, registry_query], ids=["TD1.1", "ITI-18"])
+def test_a_dmp_body_without_exactly_one_element_is_refused(world, request_of, mutate):
+    url, envelope, action = request_of(world)
+    mutate(envelope)
+    fault = fault_of(refused_unchanged(world, Sent(url, etree.tostring(envelope), soap(action))))
+    assert (fault.code, fault.subcode) == ("Sender", "MalformedMessage")
+    assert "un seul élément" in fault.reason
+
+
+@pytest.mark.parametrize("mutate", BODY_MUTATIONS.values(), ids=BODY_MUTATIONS.keys())
+def test_an_insi_body_without_exactly_one_element_is_refused(world, mutate):
+    envelope = envelope_for(build_traits_search(ECETINSI))
+    mutate(envelope)
+    sent = Sent(world.stubs.teleservices_url, etree.tostring(envelope), {"Content-Type": SOAP})
+    fault = fault_of(refused_unchanged(world, sent, world.insi))
+    assert (fault.subcode, fault.details[0].code) == ("siram_10", "desir_500")
+    assert "un seul élément" in fault.details[0].message
+
+
 def test_insi_in_another_media_type_is_refused_415(world):
     body = etree.tostring(envelope_for(build_traits_search(ECETINSI)))
     sent = Sent(world.stubs.teleservices_url, body, {"Content-Type": "text/xml"})

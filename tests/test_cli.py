@@ -82,6 +82,15 @@ def test_vihf_verify_refuses_an_untrusted_ca(profile_file, tmp_path, capsys):
     assert "untrusted" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("content", [b"not xml at all", b'<!DOCTYPE a [<!ENTITY x "y">]><a/>'])
+def test_vihf_verify_of_a_file_that_is_not_xml_is_bad_input(pki, tmp_path, capsys, content):
+    path = tmp_path / "not-a-vihf.xml"
+    path.write_bytes(content)
+    assert main(["vihf", "verify", str(path), "--ca", str(pki.ca_bundle)]) == 2
+    err = capsys.readouterr().err
+    assert "XML" in err and "Traceback" not in err
+
+
 def test_bad_profile_is_a_usage_error(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text('[identity]\nmode = "SOMETIMES"\n', encoding="utf-8")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -253,16 +251,3 @@ def test_schema_catches_a_broken_envelope(profile, tmp_path, schema):
     assertion = envelope.find(f".//{{{SAML_NS}}}Assertion")
     assertion.remove(assertion.find(f"{{{SAML_NS}}}Issuer"))
     assert not schema.validate(etree.fromstring(etree.tostring(assertion)))
-
-
-def test_importing_transport_does_not_import_zeep():
-    # zeep is only needed for user WSDLs (transport.soap.wsdl), not by the DMP and INSi clients.
-    code = (
-        "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
-        "before = 'zeep' in sys.modules; import transport.soap.wsdl; "
-        "print(before, 'zeep' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.split() == ["False", "True"]

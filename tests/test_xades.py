@@ -144,6 +144,14 @@ def test_a_document_left_out_of_the_manifest_is_refused(documents, signer, verif
     assert second in refused.value.message
 
 
+@pytest.mark.parametrize("data", [b"", b"not xml", b'<!DOCTYPE a [<!ENTITY x "y">]><a/>'])
+def test_a_signature_document_that_is_not_xml_is_a_malformed_signature(data, verify_settings):
+    with pytest.raises(SignatureError) as refused:
+        xades.verify_signature(data, verify_settings)
+    assert refused.value.reason == "malformed"
+    assert "unreadable signature document" in refused.value.message
+
+
 def edit(data: bytes, change) -> bytes:
     root = etree.fromstring(data)
     change(root)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from lxml import etree
 
-from transport.errors import ValidationError
-from transport.xml import Namespace, format_ts, read_datetime, read_ts
+from transport.errors import MalformedXMLError, SignatureError, UsageError, ValidationError
+from transport.xml import Namespace, format_ts, iterparse_xml, parse_xml, read_datetime, read_ts
 
 NS = Namespace("urn:example")
 
@@ -85,3 +86,22 @@ def test_what_is_not_an_xsd_date_time_is_refused(text: str | None) -> None:
 def test_a_date_time_without_zone_can_be_refused() -> None:
     with pytest.raises(ValidationError, match="time zone"):
         read_datetime("2024-05-06T07:08:09", "IssueInstant", default_zone=None)
+
+
+NOT_PLAIN_XML = {
+    "not XML": b"not xml at all",
+    "empty": b"",
+    "unclosed": b"<a><b></a>",
+    "internal DTD": b'<!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>',
+    "external DTD": b'<!DOCTYPE a SYSTEM "http://127.0.0.1:9/a.dtd"><a/>',
+}
+
+
+@pytest.mark.parametrize("data", NOT_PLAIN_XML.values(), ids=NOT_PLAIN_XML.keys())
+def test_what_is_not_plain_xml_is_malformed_input_not_a_signature_refusal(data: bytes) -> None:
+    for parse in (parse_xml, lambda data: list(iterparse_xml(io.BytesIO(data)))):
+        with pytest.raises(MalformedXMLError) as caught:
+            parse(data)
+        assert isinstance(caught.value, UsageError)
+        assert not isinstance(caught.value, SignatureError)
+        assert caught.value.exit_code == 2

@@ -3,7 +3,7 @@
 What a user needs is importable from here: the clients of the DMP (CI-SIS Volet Transport
 Synchrone client lourd) and of the Assurance Maladie téléservices (INSi), the profiles that
 configure them, the exceptions they raise and the values their calls take. Everything else stays
-in its module (``transport.soap.client.build_envelope``, ``transport.xml.parse_xml``,
+in its module (``transport.soap.envelope.build_envelope``, ``transport.xml.parse_xml``,
 ``transport.credentials.rfc2253_dn``…), one module per concern (see the README's layout).
 """
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         CredentialError,
         DmpError,
         IntegrityError,
+        MalformedXMLError,
         MtomError,
         ServiceError,
         SignatureError,
@@ -58,6 +59,7 @@ __all__ = [
     "Document",
     "InsiClient",
     "IntegrityError",
+    "MalformedXMLError",
     "MtomError",
     "Patient",
     "Profile",

@@ -10,8 +10,9 @@ credential, TLS and transport failures to 3.
     CisisError (3)
     ├── UsageError (2)
     │   ├── ConfigurationError
-    │   └── ValidationError
-    │       └── VihfValidationError
+    │   ├── ValidationError
+    │   │   └── VihfValidationError
+    │   └── MalformedXMLError: bytes that are not well-formed XML, or hold a DTD
     ├── CredentialError (3)
     ├── TransportError (3): the exchange did not complete
     │   ├── ConnectError: no connection, or lost before any answer (a read may be retried)
@@ -23,6 +24,14 @@ credential, TLS and transport failures to 3.
         ├── DmpError
         ├── XdsError (RegistryError records)
         └── IntegrityError
+
+:class:`MalformedXMLError` says what the bytes are, not who sent them: a file or value the
+caller gives is bad input (2). Where the bytes come from a peer, the code that received them
+says what it means: the exchange channel turns an answer that is not XML into a
+:class:`TransportError` (the service did not speak SOAP), a stub answers a request that is not
+XML with a SOAP ``Sender`` fault (W3C SOAP 1.2 part 1 §5.4.6). It is not a
+:class:`SignatureError`: bytes that are not XML were not signed; a verifier handed a signature
+document that is not XML refuses it itself (reason ``malformed``).
 """
 
 from __future__ import annotations
@@ -67,6 +76,11 @@ class ValidationError(UsageError):
 
 class VihfValidationError(ValidationError):
     """The VIHF lacks an attribute its mode requires, or holds a malformed value."""
+
+
+class MalformedXMLError(UsageError):
+    """XML given to :func:`transport.xml.parse_xml` is not well-formed, or declares a DTD or
+    entities (refused so that XXE and entity expansion cannot happen, W3C XML 1.0 §2.8)."""
 
 
 class CredentialError(CisisError):
@@ -167,7 +181,7 @@ class SoapFault(ServiceError):
 
 
 class DmpError(ServiceError):
-    """The DMP refused a patient or authorisation transaction: an HL7v3 acknowledgement ``AE`` or
+    """The DMP refused a patient or authorization transaction: an HL7v3 acknowledgement ``AE`` or
     ``AR``, or an ``output/status`` other than ``DMPOk``.
 
     ``transaction`` names it (``TD0.2``…); ``code`` is the DMP code (``DMPAccessDenied``,

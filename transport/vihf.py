@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
 from lxml import etree
 
 from transport.credentials import Signer, rfc2253_dn, subject_dn
@@ -363,6 +364,43 @@ def verify_vihf(
     ``max_age``, a ``Conditions`` window that excludes ``now`` (all with ``settings.clock_skew``).
     A VIHF whose content would be refused raises VihfValidationError.
     """
+    signed = verify_assertion(assertion, settings, now=now, max_age=max_age)
+    vihf = read_vihf(signed.element).validate()
+    return VerifiedVihf(
+        vihf,
+        signed.element.get("ID", ""),
+        signed.issue_instant,
+        signed.signer_dn,
+        signed.signer_dn,
+        signed.algorithm,
+        signed.element,
+    )
+
+
+@dataclass(frozen=True)
+class SignedAssertion:
+    """A SAML 2.0 assertion whose signature verified: ``element`` as the signature covers it
+    (the only part to read), the ``signer`` certificate and its RFC 2253 DN (the ``Issuer``),
+    the SignatureMethod URI, the ``IssueInstant``."""
+
+    element: etree._Element
+    signer: x509.Certificate
+    signer_dn: str
+    algorithm: str
+    issue_instant: datetime
+
+
+def verify_assertion(
+    assertion: etree._Element,
+    settings: VerifySettings,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+) -> SignedAssertion:
+    """Verify what a VIHF and an assertion PS share: a SAML 2.0 ``Assertion`` (SAML 2.0 Core
+    §2.3.3) with a valid enveloped signature by a trusted signer
+    (:func:`transport.xmlsig.verify_enveloped`), whose ``Issuer`` is the signer's DN and whose
+    times hold at ``now`` (:func:`check_times`); SignatureError otherwise."""
     now = now or datetime.now(UTC)
     if assertion.tag != SAML("Assertion"):
         raise SignatureError("malformed", f"not a SAML 2.0 assertion: {assertion.tag}")
@@ -373,10 +411,7 @@ def verify_vihf(
     if issuer != signer_dn:
         raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
     issued = check_times(signed, now, settings.clock_skew, max_age)
-    vihf = read_vihf(signed).validate()
-    return VerifiedVihf(
-        vihf, signed.get("ID", ""), issued, issuer, signer_dn, verified.algorithm, signed
-    )
+    return SignedAssertion(signed, verified.signer, signer_dn, verified.algorithm, issued)
 
 
 def signed_instant(value: str | None, what: str) -> datetime:

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from transport.errors import SignatureError, ValidationError
+from transport.errors import MalformedXMLError, ValidationError
 
 _PARSER_OPTIONS = {
     "resolve_entities": False,
@@ -29,24 +29,18 @@ _PARSER_OPTIONS = {
 }
 
 
-class XMLSecurityError(SignatureError):
-    """The XML holds a DTD or entity declaration, or is not well-formed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("malformed", message)
-
-
 def safe_parser() -> etree.XMLParser:
     """A new lxml parser with DTDs, entity resolution and network access disabled."""
     return etree.XMLParser(**_PARSER_OPTIONS)
 
 
 def parse_xml(data: bytes) -> etree._Element:
-    """Parse untrusted XML bytes into an element; refuse any DOCTYPE."""
+    """Parse untrusted XML bytes into an element; MalformedXMLError when they are not
+    well-formed or hold a DOCTYPE."""
     try:
         root = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as error:
-        raise XMLSecurityError(f"not well-formed XML: {error}") from None
+        raise MalformedXMLError(f"not well-formed XML: {error}") from None
     _refuse_doctype(root)
     return root
 
@@ -64,13 +58,13 @@ def iterparse_xml(
                 _refuse_doctype(element)
             yield event, element
     except etree.XMLSyntaxError as error:
-        raise XMLSecurityError(f"not well-formed XML: {error}") from None
+        raise MalformedXMLError(f"not well-formed XML: {error}") from None
 
 
 def _refuse_doctype(element: etree._Element) -> None:
     docinfo = element.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
-        raise XMLSecurityError("XML with a DOCTYPE is refused")
+        raise MalformedXMLError("XML with a DOCTYPE is refused")
 
 
 # --- building and reading elements ---------------------------------------------------------------

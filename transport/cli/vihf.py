@@ -92,7 +92,7 @@ def _build(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from transport.errors import SignatureError
+    from transport.errors import MalformedXMLError, SignatureError
     from transport.vihf import verify_vihf
     from transport.xml import parse_xml
     from transport.xmlsig import VerifySettings
@@ -101,9 +101,9 @@ def _verify(args: argparse.Namespace) -> int:
     _check_bundle(args.ca)
     try:
         document = parse_xml(data)
-    except Exception as error:  # lxml's and the hardened parser's refusals alike
+    except MalformedXMLError as error:
         raise UsageError(
-            f"{args.file}: not well-formed XML ({type(error).__name__})",
+            f"{args.file}: {error.message}",
             hint="give the assertion, or the SOAP envelope holding it",
         ) from None
     assertions = document.xpath(

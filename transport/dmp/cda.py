@@ -35,7 +35,7 @@ from transport.dmp import xds
 from transport.dmp.hl7v3 import Demographics
 from transport.errors import ValidationError
 from transport.vihf import HL7_NS, Patient
-from transport.xml import iterparse_xml
+from transport.xml import Namespace, iterparse_xml
 
 XDS_SD_TEMPLATE = "1.3.6.1.4.1.19376.1.2.20"
 """The IHE XDS-SD templateId of a scanned / non-structured document (IHE ITI TF-3 §5.2)."""
@@ -146,6 +146,7 @@ _TEXT = f"{{{HL7_NS}}}text"
 _NON_XML_BODY = f"{{{HL7_NS}}}nonXMLBody"
 _STRUCTURED_BODY = f"{{{HL7_NS}}}structuredBody"
 _NS = {"h": HL7_NS}
+_hl7 = Namespace(HL7_NS)
 
 
 # --- the header ----------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _parse_to_body(stream: BinaryIO) -> tuple[etree._Element, str | None]:
     """The document's root holding the whole header, and the non-XML body's media type; the
     parse stops at the body's start, so its content is never read."""
     events = iterparse_xml(stream, ("start",))
-    _, root = next(events)  # an empty or non-XML input fails here, as XMLSecurityError
+    _, root = next(events)  # an empty or non-XML input fails here, as MalformedXMLError
     if root.tag != f"{{{HL7_NS}}}ClinicalDocument":
         raise ValidationError("ClinicalDocument", "not a CDA R2 document")
     for _event, element in events:
@@ -649,119 +650,113 @@ def _hl7_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
 
 
-def _sub(parent: etree._Element, name: str, **attributes: str | None) -> etree._Element:
-    values = {key: value for key, value in attributes.items() if value is not None}
-    return etree.SubElement(parent, f"{{{HL7_NS}}}{name}", values)
-
-
 def _write_code(parent: etree._Element, name: str, code: xds.Coded) -> None:
-    _sub(parent, name, code=code.code, codeSystem=code.scheme, displayName=code.display or None)
+    _hl7.sub(parent, name, code=code.code, codeSystem=code.scheme, displayName=code.display or None)
 
 
 def _write_id(parent: etree._Element, identifier: InstanceId) -> None:
-    _sub(parent, "id", root=identifier.root, extension=identifier.extension)
+    _hl7.sub(parent, "id", root=identifier.root, extension=identifier.extension)
 
 
 def _write_name(parent: etree._Element, family: str, given: tuple[str, ...]) -> None:
-    name = _sub(parent, "name")
+    name = _hl7.sub(parent, "name")
     for item in given:
         if item:
-            _sub(name, "given").text = item
-    _sub(name, "family").text = family
+            _hl7.sub(name, "given").text = item
+    _hl7.sub(name, "family").text = family
 
 
 def _write_organization(parent: etree._Element, organization: Organization) -> None:
     if organization.id is not None:
         _write_id(parent, organization.id)
     if organization.name:
-        _sub(parent, "name").text = organization.name
+        _hl7.sub(parent, "name").text = organization.name
 
 
 def _write_person(parent: etree._Element, person: Person, specialty: xds.Coded | None) -> None:
     _write_id(parent, person.id)
     if specialty is not None:
         _write_code(parent, "code", specialty)
-    _write_name(_sub(parent, "assignedPerson"), person.family, (person.given,))
+    _write_name(_hl7.sub(parent, "assignedPerson"), person.family, (person.given,))
 
 
 def _write_span(parent: etree._Element, start: datetime, stop: datetime) -> None:
-    span = _sub(parent, "effectiveTime")
-    _sub(span, "low", value=_hl7_time(start))
-    _sub(span, "high", value=_hl7_time(stop))
+    span = _hl7.sub(parent, "effectiveTime")
+    _hl7.sub(span, "low", value=_hl7_time(start))
+    _hl7.sub(span, "high", value=_hl7_time(stop))
 
 
 def _header_element(report: Report, media_type: str) -> tuple[etree._Element, etree._Element]:
     """The document in CDA R2 schema order, and its (empty) ``nonXMLBody/text``."""
     root = etree.Element(f"{{{HL7_NS}}}ClinicalDocument", nsmap={None: HL7_NS})
-    _sub(root, "realmCode", code="FR")
-    _sub(root, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
+    _hl7.sub(root, "realmCode", code="FR")
+    _hl7.sub(root, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
     for template in (HL7_FRANCE_TEMPLATE, CISIS_TEMPLATE, XDS_SD_TEMPLATE):
-        _sub(root, "templateId", root=template)
+        _hl7.sub(root, "templateId", root=template)
     _write_id(root, report.document_id)
     _write_code(root, "code", report.type_code)
-    _sub(root, "title").text = report.title
+    _hl7.sub(root, "title").text = report.title
     time = _hl7_time(report.time)
-    _sub(root, "effectiveTime", value=time)
+    _hl7.sub(root, "effectiveTime", value=time)
     _write_code(root, "confidentialityCode", report.confidentiality)
-    _sub(root, "languageCode", code=report.language)
+    _hl7.sub(root, "languageCode", code=report.language)
     _write_record_target(root, report)
     _write_author(root, report.author, time)
-    custodian = _sub(
-        _sub(_sub(root, "custodian"), "assignedCustodian"), "representedCustodianOrganization"
-    )
+    assigned = _hl7.sub(_hl7.sub(root, "custodian"), "assignedCustodian")
+    custodian = _hl7.sub(assigned, "representedCustodianOrganization")
     _write_organization(custodian, report.custodian)
-    legal = _sub(root, "legalAuthenticator")
-    _sub(legal, "time", value=time)
-    _sub(legal, "signatureCode", code="S")
+    legal = _hl7.sub(root, "legalAuthenticator")
+    _hl7.sub(legal, "time", value=time)
+    _hl7.sub(legal, "signatureCode", code="S")
     _write_person(
-        _sub(legal, "assignedEntity"), report.legal_authenticator or report.author.person, None
+        _hl7.sub(legal, "assignedEntity"), report.legal_authenticator or report.author.person, None
     )
     start, stop = report.service_start or report.time, report.service_stop or report.time
-    event = _sub(_sub(root, "documentationOf"), "serviceEvent")
+    event = _hl7.sub(_hl7.sub(root, "documentationOf"), "serviceEvent")
     _write_span(event, start, stop)
-    performer = _sub(_sub(event, "performer", typeCode="PRF"), "assignedEntity")
+    performer = _hl7.sub(_hl7.sub(event, "performer", typeCode="PRF"), "assignedEntity")
     _write_id(performer, report.author.person.id)
     _write_code(
-        _sub(performer, "representedOrganization"),
+        _hl7.sub(performer, "representedOrganization"),
         "standardIndustryClassCode",
         report.practice_setting,
     )
-    encounter = _sub(_sub(root, "componentOf"), "encompassingEncounter")
+    encounter = _hl7.sub(_hl7.sub(root, "componentOf"), "encompassingEncounter")
     _write_span(encounter, start, stop)
-    facility = _sub(_sub(encounter, "location"), "healthCareFacility")
+    facility = _hl7.sub(_hl7.sub(encounter, "location"), "healthCareFacility")
     _write_code(facility, "code", report.facility_type)
-    body = _sub(_sub(root, "component"), "nonXMLBody")
-    return root, _sub(body, "text", mediaType=media_type, representation="B64")
+    body = _hl7.sub(_hl7.sub(root, "component"), "nonXMLBody")
+    return root, _hl7.sub(body, "text", mediaType=media_type, representation="B64")
 
 
 def _write_record_target(root: etree._Element, report: Report) -> None:
-    role = _sub(_sub(root, "recordTarget"), "patientRole")
+    role = _hl7.sub(_hl7.sub(root, "recordTarget"), "patientRole")
     _write_id(role, InstanceId(report.patient.oid, report.patient.ins))
     demographics = report.demographics
     if demographics is None:
         return
-    patient = _sub(role, "patient")
-    name = _sub(patient, "name")
+    patient = _hl7.sub(role, "patient")
+    name = _hl7.sub(patient, "name")
     for given in demographics.given:
-        _sub(name, "given").text = given
-    _sub(name, "family", qualifier="SP").text = demographics.family
+        _hl7.sub(name, "given").text = given
+    _hl7.sub(name, "family", qualifier="SP").text = demographics.family
     if demographics.sex:
-        _sub(
+        _hl7.sub(
             patient,
             "administrativeGenderCode",
             code=demographics.sex,
             codeSystem="2.16.840.1.113883.5.1",
         )
     if demographics.birth_date:
-        _sub(patient, "birthTime", value=demographics.birth_date)
+        _hl7.sub(patient, "birthTime", value=demographics.birth_date)
 
 
 def _write_author(root: etree._Element, author: Author, time: str) -> None:
-    element = _sub(root, "author")
+    element = _hl7.sub(root, "author")
     if author.role is not None:
         _write_code(element, "functionCode", author.role)
-    _sub(element, "time", value=author.time or time)
-    assigned = _sub(element, "assignedAuthor")
+    _hl7.sub(element, "time", value=author.time or time)
+    assigned = _hl7.sub(element, "assignedAuthor")
     _write_person(assigned, author.person, author.specialty)
     if author.organization is not None:
-        _write_organization(_sub(assigned, "representedOrganization"), author.organization)
+        _write_organization(_hl7.sub(assigned, "representedOrganization"), author.organization)

@@ -43,7 +43,7 @@ from transport.dmp.xds import (
     new_unique_id,
     patient_id,
 )
-from transport.errors import CisisError, SignatureError, ValidationError
+from transport.errors import MalformedXMLError, SignatureError, ValidationError
 from transport.vihf import format_instant, signed_instant
 from transport.xml import Namespace, parse_xml
 from transport.xmlsig import (
@@ -358,7 +358,7 @@ def verify_signature(
     now = now or datetime.now(UTC)
     try:
         root = parse_xml(data)
-    except CisisError as error:
+    except MalformedXMLError as error:
         raise SignatureError("malformed", f"unreadable signature document: {error}") from None
     _check_layout(root)
     check_profile(root, DSG_PROFILE, settings.allow_sha1)

@@ -35,7 +35,7 @@ from transport import tls
 from transport.credentials import Credential
 from transport.errors import CisisError, ConfigurationError, ConnectError, TLSError, TransportError
 from transport.soap import addressing, mtom
-from transport.soap.envelope import content_type, read_answer
+from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, create_session, diagnose
 
@@ -225,9 +225,7 @@ class MockResponse:
 
     status: int = 200
     content: bytes = b""
-    headers: Mapping[str, str] = field(
-        default_factory=lambda: {"Content-Type": "application/soap+xml; charset=utf-8"}
-    )
+    headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": SOAP_CONTENT_TYPE})
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body, in one chunk."""

@@ -12,13 +12,15 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from transport.errors import FaultDetail, SoapFault, TransportError
+from transport.errors import FaultDetail, MalformedXMLError, SoapFault, TransportError
 from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
 from transport.soap.headers import Addressing, Compose, HeaderContributor, Outgoing, Security
-from transport.xml import XMLSecurityError, parse_xml
+from transport.xml import parse_xml
 
-SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
+SOAP_MEDIA_TYPE = "application/soap+xml"
+"""The media type of a SOAP 1.2 message (RFC 3902)."""
+SOAP_CONTENT_TYPE = f"{SOAP_MEDIA_TYPE}; charset=utf-8"
 """The HTTP Content-Type of a SOAP 1.2 message (RFC 3902), before its ``action`` parameter."""
 
 
@@ -106,7 +108,7 @@ def read_answer(url: str, status: int, content: bytes, request: etree._Element) 
     """
     try:
         answer = parse_xml(content)
-    except XMLSecurityError:
+    except MalformedXMLError:
         raise TransportError(f"{url} answered HTTP {status} without a SOAP envelope") from None
     if answer.tag != f"{{{SOAP12_NS}}}Envelope":
         raise TransportError(f"{url} answered {answer.tag}, not a SOAP 1.2 envelope")

@@ -14,6 +14,7 @@ from lxml import etree
 from transport.errors import SignatureError
 from transport.soap.addressing import SOAP12_NS, soap_header
 from transport.vihf import SAML_NS, VerifiedVihf, verify_vihf
+from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -27,7 +28,7 @@ def security_header(assertions: Sequence[etree._Element]) -> etree._Element:
     for assertion in assertions:
         # A byte round trip keeps each assertion's in-scope namespaces, so its exclusive c14n,
         # hence its signature, is the same inside the envelope as where it was signed.
-        security.append(etree.fromstring(etree.tostring(assertion)))
+        security.append(parse_xml(etree.tostring(assertion)))
     return security
 
 

@@ -79,7 +79,6 @@ from transport.dmp.hl7v3 import (
     rejected,
 )
 from transport.errors import ValidationError
-from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
 from transport.stubs.patients import Authorization, DmpRecord, DmpStatus, parse_time
 from transport.stubs.server import StubRequest, StubResponse
@@ -127,7 +126,7 @@ class _DmpService:
                 )
             if checked.vihf.vihf.resource_urn != "urn:dmp":
                 raise Refused("Sender", "soap:DMPVIHFInvalide", "VIHF invalide : Ressource_URN")
-            action, payload = operation(checked, _payload(checked.envelope))
+            action, payload = operation(checked, checked.payload)
         except Refused as refusal:
             log.info("%s refused: %s", name, refusal.subcode or refusal.code)
             return refusal.response()
@@ -137,15 +136,6 @@ class _DmpService:
             return refusal.response()
         log.info("%s: %s answered", name, action.rpartition(":")[2])
         return StubResponse(200, response_envelope(action, checked.message_id, payload))
-
-
-def _payload(envelope: etree._Element) -> etree._Element:
-    body = envelope.find(f"{{{SOAP12_NS}}}Body")
-    children = body if body is not None else ()
-    payload = next((child for child in children if isinstance(child.tag, str)), None)
-    if payload is None:
-        raise ValidationError("Body", "empty SOAP body")
-    return payload
 
 
 def _vihf_patient(checked: Checked) -> Patient:

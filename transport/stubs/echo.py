@@ -12,7 +12,6 @@ import logging
 
 from lxml import etree
 
-from transport.soap.addressing import SOAP12_NS
 from transport.stubs.server import StubRequest, StubResponse
 from transport.stubs.soap import Refused, check_envelope, response_envelope
 from transport.xmlsig import VerifySettings
@@ -32,10 +31,7 @@ class EchoService:
         except Refused as refusal:
             log.info("refused: %s", refusal.subcode or refusal.code)
             return refusal.response()
-        body = checked.envelope.find(f"{{{SOAP12_NS}}}Body")
-        operation = body[0] if body is not None and len(body) else None
-        if operation is None:
-            return Refused("Sender", "soap:EmptyBody", "the body is empty").response()
+        operation = checked.payload
         answer = etree.Element(f"{operation.tag}Response", nsmap=operation.nsmap)
         answer.extend(list(operation))
         return StubResponse(

@@ -60,12 +60,12 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from transport.errors import SignatureError, ValidationError
+from transport.errors import MalformedXMLError, SignatureError, ValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS
 from transport.soap.wsse import WSSE_NS, find_assertions
 from transport.stubs.app import StubContext
 from transport.stubs.server import StubRequest, StubResponse, soap12_fault
-from transport.stubs.soap import Refused, check_soap_content_type, read_envelope
+from transport.stubs.soap import Envelope, Refused, check_soap_content_type, read_envelope
 from transport.stubs.store import Database
 from transport.teleservices.client import (
     CTXBAM_NS,
@@ -460,13 +460,13 @@ class TeleservicesService:
     def __call__(self, request: StubRequest) -> StubResponse:
         message_id = read_message_id(request.body)
         try:
-            envelope, action = _envelope(request)
-            check_contexts(envelope)
-            check_access(envelope, request.client_certificate, self.settings)
-            operation = self.operations.get(action)
+            checked = _envelope(request)
+            check_contexts(checked.element)
+            check_access(checked.element, request.client_certificate, self.settings)
+            operation = self.operations.get(checked.action)
             if operation is None:
-                raise invalid_request(f"Action inconnue : {action}")
-            resultat = operation(_payload(envelope))
+                raise invalid_request(f"Action inconnue : {checked.action}")
+            resultat = operation(checked.payload)
         except Refusal as refusal:
             log.info("lps refused: %s %s", refusal.subcode, refusal.service_code)
             return refusal.response(message_id)
@@ -506,8 +506,8 @@ def _guarded(search: Callable[[], Resultat]) -> Resultat:
         raise unavailable(f"Base des identités indisponible : {error}") from None
 
 
-def _envelope(request: StubRequest) -> tuple[etree._Element, str]:
-    """The checked envelope and action (see :mod:`transport.stubs.soap`), refused as INSi does."""
+def _envelope(request: StubRequest) -> Envelope:
+    """The checked envelope (see :mod:`transport.stubs.soap`), refused as INSi does."""
     try:
         action_parameter = check_soap_content_type(request.content_type)
         checked = read_envelope(
@@ -515,7 +515,7 @@ def _envelope(request: StubRequest) -> tuple[etree._Element, str]:
         )
     except Refused as refused:
         raise invalid_request(f"Message refusé : {refused.reason}", refused.status) from None
-    return checked.element, checked.action
+    return checked
 
 
 def read_message_id(body: bytes) -> str | None:
@@ -523,20 +523,12 @@ def read_message_id(body: bytes) -> str | None:
     envelope with exactly one."""
     try:
         envelope = parse_xml(body)
-    except SignatureError:
+    except MalformedXMLError:
         return None
     found = envelope.findall(f"{{{SOAP12_NS}}}Header/{{{WSA_NS}}}MessageID")
     if len(found) != 1:
         return None
     return (found[0].text or "").strip() or None
-
-
-def _payload(envelope: etree._Element) -> etree._Element:
-    body = envelope.find(f"{{{SOAP12_NS}}}Body")
-    payload = next(iter(body.iterchildren("{*}*")), None) if body is not None else None
-    if payload is None:
-        raise invalid_request("Le corps du message est vide.")
-    return payload
 
 
 def _answer(payload: etree._Element) -> bytes:

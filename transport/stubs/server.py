@@ -27,11 +27,11 @@ from cryptography import x509
 from lxml import etree
 
 from transport.soap.addressing import SOAP12_NS, WSA_NS
+from transport.soap.envelope import SOAP_CONTENT_TYPE
 from transport.soap.wsse import WSSE_NS
 
 log = logging.getLogger("transport.stubs")
 
-SOAP_CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 SPOOL_IN_MEMORY = 1024 * 1024
 """Request bodies up to this many bytes stay in memory; larger ones go to a temporary file."""
 _CHUNK = 64 * 1024

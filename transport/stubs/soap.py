@@ -10,7 +10,9 @@ The DMP and the téléservices bind SOAP 1.2 over HTTP (W3C SOAP 1.2 part 2 §7)
 WS-Addressing 1.0 SOAP binding §6.4.1: ``MessageAddressingHeaderRequired``,
 ``InvalidAddressingHeader``/``InvalidCardinality``, ``ActionMismatch``). A header block marked
 ``mustUnderstand`` outside the namespaces a service processes is a ``MustUnderstand`` fault (SOAP
-1.2 part 1 §5.4.8).
+1.2 part 1 §5.4.8). The body of a document/literal request holds exactly one element, an instance
+of the operation's input element (WS-I Basic Profile 1.1 R2201, R2712): anything else is a
+``Sender`` fault, read once here for every service.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from datetime import timedelta
 
 from lxml import etree
 
-from transport.errors import SignatureError, VihfValidationError
+from transport.errors import MalformedXMLError, SignatureError, VihfValidationError
 from transport.soap.addressing import ANONYMOUS, SOAP12_NS, WSA_NS, new_message_id
+from transport.soap.envelope import SOAP_MEDIA_TYPE
 from transport.soap.mtom import parse_content_type
 from transport.soap.wsse import WSSE_NS, verify_security
 from transport.stubs.server import StubRequest, StubResponse, soap12_fault
@@ -33,7 +36,6 @@ from transport.xmlsig import VerifySettings
 
 log = logging.getLogger("transport.stubs")
 
-SOAP_MEDIA_TYPE = "application/soap+xml"
 XOP_MEDIA_TYPE = "application/xop+xml"
 MULTIPART_RELATED = "multipart/related"
 SOAP11_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -107,11 +109,13 @@ def check_xop_root(content_type: str) -> None:
 
 @dataclass(frozen=True)
 class Envelope:
-    """A request envelope that passed the SOAP and WS-Addressing checks."""
+    """A request envelope that passed the SOAP and WS-Addressing checks; ``payload`` is the
+    body's one element."""
 
     element: etree._Element
     action: str
     message_id: str
+    payload: etree._Element
 
 
 def read_envelope(
@@ -119,10 +123,11 @@ def read_envelope(
 ) -> Envelope:
     """Parse ``body`` (no DTD, no entities) as a SOAP 1.2 envelope with one ``wsa:Action`` (equal
     to ``action_parameter``, the media type's, when given) and one ``wsa:MessageID``, whose
-    ``mustUnderstand`` header blocks are all in the ``understood`` namespaces."""
+    ``mustUnderstand`` header blocks are all in the ``understood`` namespaces, and whose body
+    holds one element (:func:`body_payload`)."""
     try:
         envelope = parse_xml(body)
-    except SignatureError as error:
+    except MalformedXMLError as error:
         raise Refused("Sender", "soap:MalformedMessage", error.message) from None
     if envelope.tag == f"{{{SOAP11_NS}}}Envelope":
         raise Refused("VersionMismatch", "", "une enveloppe SOAP 1.2 est requise")
@@ -139,7 +144,22 @@ def read_envelope(
             "le paramètre action du type de contenu n'est pas wsa:Action",
             inner="wsa:ActionMismatch",
         )
-    return Envelope(envelope, action, message_id)
+    return Envelope(envelope, action, message_id, body_payload(envelope))
+
+
+def body_payload(envelope: etree._Element) -> etree._Element:
+    """The one element the SOAP 1.2 ``envelope``'s body holds (comments and white space aside);
+    Refused (``Sender``, ``soap:MalformedMessage``) when the body is missing, empty or holds more
+    than one element."""
+    body = envelope.find(f"{{{SOAP12_NS}}}Body")
+    elements = [child for child in body if isinstance(child.tag, str)] if body is not None else []
+    if len(elements) != 1:
+        raise Refused(
+            "Sender",
+            "soap:MalformedMessage",
+            f"le corps SOAP doit contenir un seul élément, il en contient {len(elements)}",
+        )
+    return elements[0]
 
 
 def _check_must_understand(blocks: list[etree._Element], understood: Collection[str]) -> None:
@@ -175,11 +195,13 @@ def _one(blocks: list[etree._Element], name: str) -> str:
 
 @dataclass(frozen=True)
 class Checked:
-    """A request that passed the common checks: its envelope, action, MessageID and VIHF."""
+    """A request that passed the common checks: its envelope, action, MessageID, the body's one
+    element (``payload``) and VIHF."""
 
     envelope: etree._Element
     action: str
     message_id: str
+    payload: etree._Element
     vihf: VerifiedVihf
 
 
@@ -200,7 +222,7 @@ def check_envelope(
         action_parameter = check_mtom_content_type(request.content_type)
     envelope = read_envelope(root, understood=DMP_HEADERS, action_parameter=action_parameter)
     vihf = _verified_vihf(envelope, settings, max_age)
-    return Checked(envelope.element, envelope.action, envelope.message_id, vihf)
+    return Checked(envelope.element, envelope.action, envelope.message_id, envelope.payload, vihf)
 
 
 def _verified_vihf(

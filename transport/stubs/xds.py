@@ -27,9 +27,8 @@ from pathlib import Path
 from lxml import etree
 
 from transport.dmp import xades, xds
-from transport.errors import CisisError, SignatureError, ValidationError
+from transport.errors import CisisError, MalformedXMLError, SignatureError, ValidationError
 from transport.soap import mtom
-from transport.soap.addressing import SOAP12_NS
 from transport.stubs.app import StubContext
 from transport.stubs.patients import Authorization, DmpStatus, now_text
 from transport.stubs.server import StubRequest, StubResponse
@@ -240,13 +239,6 @@ class _XdsService:
         return xds.registry_response(errors)
 
 
-def _body_child(checked: Checked) -> etree._Element:
-    body = checked.envelope.find(f"{{{SOAP12_NS}}}Body")
-    if body is None or len(body) != 1:
-        raise ValidationError("Body", "the SOAP body must hold exactly one element")
-    return body[0]
-
-
 class RegistryService(_XdsService):
     """The ``registry`` service: ITI-18 stored queries and ITI-57 updates."""
 
@@ -267,7 +259,7 @@ class RegistryService(_XdsService):
 
     def stored_query(self, checked: Checked, request: StubRequest, extra: object) -> etree._Element:
         """ITI-18: FindDocuments and GetDocuments, with the ebRS paging window."""
-        query = xds.read_query_request(_body_child(checked))
+        query = xds.read_query_request(checked.payload)
         if query.query_id == xds.FIND_DOCUMENTS:
             found = self._find_documents(checked, query)
         elif query.query_id == xds.GET_DOCUMENTS:
@@ -323,7 +315,7 @@ class RegistryService(_XdsService):
 
     def update(self, checked: Checked, request: StubRequest, extra: object) -> etree._Element:
         """ITI-57: an availability status change, or a new version of a document's metadata."""
-        submission = xds.read_submit_objects(_body_child(checked))
+        submission = xds.read_submit_objects(checked.payload)
         self.caller_patient(checked, submission.submission_set.patient)
         if self.documents.submission_set_exists(submission.submission_set.unique_id):
             raise _error("XDSDuplicateUniqueIdInRegistry", "uniqueId de lot déjà enregistré")
@@ -505,7 +497,7 @@ class RepositoryService(_XdsService):
     ) -> etree._Element:
         """ITI-41: check the submission, store each document byte-exact, register it."""
         assert isinstance(decoded, mtom.Decoded)
-        submission = xds.read_provide_and_register(_body_child(checked))
+        submission = xds.read_provide_and_register(checked.payload)
         patient = submission.submission_set.patient
         self.caller_patient(checked, patient)
         if not submission.entries:
@@ -623,7 +615,7 @@ class RepositoryService(_XdsService):
 
     def retrieve(self, checked: Checked, request: StubRequest, extra: object) -> StubResponse:
         """ITI-43: the requested documents as MTOM parts streamed from the blob store."""
-        wanted = xds.read_retrieve_request(_body_child(checked))
+        wanted = xds.read_retrieve_request(checked.payload)
         patient = checked.vihf.vihf.patient
         if patient is None:
             raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
@@ -691,7 +683,7 @@ def _check_manifest(
         # The unverified manifest is still compared, so that the answer says what else is wrong.
         try:
             root = parse_xml(data)
-        except CisisError:
+        except MalformedXMLError:
             return [_warning("document de signature illisible")]
         references = tuple(
             reference

@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from transport.config import Profile, config_directory
-from transport.credentials import Credential, Purpose, Signer, rfc2253_dn, subject_dn
+from transport.credentials import Credential, Purpose, Signer, subject_dn
 from transport.deprecation import Alias
 from transport.errors import (
     ConfigurationError,
@@ -50,9 +50,9 @@ from transport.soap.envelope import build_envelope
 from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings
-from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, check_times, format_instant
+from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, format_instant, verify_assertion
 from transport.xml import Namespace, find_text, read_datetime
-from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+from transport.xmlsig import VerifySettings, sign_enveloped
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
 CTXLPS_NS = "urn:siram:lps:ctxlps"
@@ -61,7 +61,7 @@ CTXBAM_VERSION = "01_02"
 CTXLPS_VERSION = "01_00"
 CTXLPS_NATURE = "CTXLPS"
 IDAM_REFERENCE = "4"
-"""The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorisation number."""
+"""The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorization number."""
 
 SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale"})
 """The values of ``siram:Erreur/@severite`` (``schema_faultSOAP_V01_01.xsd``)."""
@@ -83,7 +83,7 @@ _lps = Namespace(CTXLPS_NS)
 class Software:
     """The calling software as ``ContexteLPS/LPS`` names it.
 
-    ``idam``: the CNDA authorisation number. ``version``: the software version. ``instance``: the
+    ``idam``: the CNDA authorization number. ``version``: the software version. ``instance``: the
     installation's UUID, generated once and kept for the life of the installation. ``urn``: the
     CTXLPS ``Nom``, ``urn:lps:<name>:<version>`` (see :meth:`named`).
     """
@@ -487,28 +487,24 @@ def verify_assertion_ps(
     ``Issuer`` that is not the signer's DN, a ``NameID`` that is not the signer's CN (the card's
     holder signs for themself), an ``IssueInstant`` in the future or older than ``max_age``.
     """
-    now = now or datetime.now(UTC)
-    if element.tag != SAML("Assertion"):
-        raise SignatureError("malformed", f"not a SAML 2.0 assertion: {element.tag}")
-    verified = verify_enveloped(element, settings, now=now)
-    signed = verified.element
-    signer_dn = rfc2253_dn(verified.signer.subject)
-    issuer = signed.findtext(SAML("Issuer"))
-    if issuer != signer_dn:
-        raise SignatureError("malformed", f"Issuer {issuer!r} is not the signer's DN {signer_dn!r}")
-    issued = check_times(signed, now, settings.clock_skew, max_age)
+    signed = verify_assertion(element, settings, now=now, max_age=max_age)
     try:
-        assertion = read_assertion_ps(signed)
+        assertion = read_assertion_ps(signed.element)
     except ValidationError as error:
         raise SignatureError("malformed", error.message) from None
-    holder = verified.signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    holder = signed.signer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_names = {str(attribute.value) for attribute in holder}
     if assertion.professional_id not in common_names:
         raise SignatureError(
             "malformed", "the NameID of the assertion PS is not the signer's card holder"
         )
     return VerifiedAssertionPS(
-        assertion, signed.get("ID", ""), issued, signer_dn, verified.algorithm, signed
+        assertion,
+        signed.element.get("ID", ""),
+        signed.issue_instant,
+        signed.signer_dn,
+        signed.algorithm,
+        signed.element,
     )
 
 
@@ -556,7 +552,7 @@ def siram_error(
 
 _HINTS = {
     "desir_550": "the service does not know this software: set `idam` under [lps] in the profile "
-    "to the CNDA authorisation number (IDAM) of the software",
+    "to the CNDA authorization number (IDAM) of the software",
     "desir_560": "access refused: in certificate mode use the structure's ORG AUTH_CLI certificate "
     "named INSI-AUTO or INSI-MANU; in card mode check the card and its signature certificate",
     "desir_500": "the service could not read the request: run again with --trace and compare the "
@@ -886,7 +882,7 @@ def warn_unless_insi_certificate(credential: Credential) -> bool:
 
 def profile_software(profile: Profile, directory: Path | None = None) -> Software:
     """The ``ContexteLPS/LPS`` of ``profile``: its LPS name and version, its téléservices
-    authorisation number (``[lps] idam``, else the homologation id) and the installation id."""
+    authorization number (``[lps] idam``, else the homologation id) and the installation id."""
     lps = profile.identity.lps
     return Software.named(
         lps.name,
