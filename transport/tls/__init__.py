@@ -25,12 +25,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -543,15 +545,53 @@ def create_session(credential: Credential | None, settings: TLSSettings) -> requ
     """A pooled keep-alive session whose HTTPS requests use mutual TLS with ``credential``.
 
     Plain ``http://`` is refused. Proxies come from the usual environment variables
-    (``HTTPS_PROXY``, ``NO_PROXY``).
+    (``HTTPS_PROXY``, ``NO_PROXY``), read when the session is made; ``~/.netrc`` is not read.
     """
-    session = requests.Session()
+    session = ProxySnapshotSession()
     adapter = MutualTLSAdapter(
         create_context(credential, settings), settings, credential=credential
     )
     session.mount("https://", adapter)
     session.mount("http://", _RefusePlainHTTP())
     return session
+
+
+class ProxySnapshotSession(requests.Session):
+    """A requests session that reads the proxy environment once, when it is made.
+
+    A stock session scans the whole environment (``HTTPS_PROXY``, ``NO_PROXY``…) and
+    ``~/.netrc`` on every request, a fifth of a SOAP call's client CPU. Here the proxies of the
+    environment (as :func:`urllib.request.getproxies` reads them) are kept from ``__init__`` on,
+    whether a host bypasses them under ``NO_PROXY`` is decided once per host, and ``trust_env``
+    is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides trust anyway).
+    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        found = urllib.request.getproxies()
+        self._no_proxy = found.pop("no", None)
+        self._environment = found
+        self._bypassed: dict[str, bool] = {}
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self._environment and not self._bypasses(url):
+            merged["proxies"] = {**self._environment, **merged["proxies"]}
+        return merged
+
+    def _bypasses(self, url: str) -> bool:
+        host = urlsplit(url).netloc
+        bypassed = self._bypassed.get(host)
+        if bypassed is None:
+            # "," is a NO_PROXY naming no host: requests then reads no variable of its own.
+            no_proxy = self._no_proxy or ","
+            bypassed = requests.utils.should_bypass_proxies(url, no_proxy=no_proxy)
+            self._bypassed[host] = bypassed
+        return bypassed
 
 
 class _RefusePlainHTTP(HTTPAdapter):
