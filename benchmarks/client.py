@@ -108,7 +108,7 @@ def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int)
     integrator = careful_integrator(profile, signature, template)
     # Both sides go through a requests session whose adapter answers from memory: what is
     # measured is everything above the socket.
-    session = requests.Session()
+    session = create_session(None, profile.tls_settings())  # the library's own session
     session.mount("https://", MemoryAdapter(template))
     with DmpClient(
         profile.endpoint("dmp"),
