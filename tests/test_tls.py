@@ -9,7 +9,7 @@ import stat
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -606,3 +606,30 @@ def test_netrc_is_not_read(
     with StubServer(record, tls) as running, create_session(org_auth, settings) as session:
         send(session, f"{running.url}/service", BODY, HEADERS)
     assert seen == [None]
+
+
+# --- request preparation ------------------------------------------------------------------------
+
+
+def test_requests_carry_the_headers_and_cookies_requests_would_send(
+    pki: ExamplePKI, org_auth: Credential, settings: TLSSettings
+) -> None:
+    seen: list[Mapping[str, str]] = []
+
+    def record(request: StubRequest) -> StubResponse:
+        seen.append(dict(request.headers))
+        return StubResponse(200, b"<ok/>", "application/xml", {"Set-Cookie": "route=a1; Path=/"})
+
+    tls = ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    with StubServer(record, tls) as running, create_session(org_auth, settings) as session:
+        session.headers["X-Session"] = "kept"
+        headers = {**HEADERS, "Accept-Encoding": None, "X-Call": "1"}
+        session.post(f"{running.url}/service", data=BODY, headers=headers)
+        session.post(f"{running.url}/service", data=BODY, headers=HEADERS)
+    first, second = seen
+    assert first["x-session"] == "kept" and first["x-call"] == "1"
+    assert first["content-type"] == "application/xml" and first["content-length"] == "7"
+    assert first["accept-encoding"] == "identity"  # http.client's, once the session's is removed
+    assert "cookie" not in first
+    assert second["cookie"] == "route=a1"  # the session's cookie jar still works
+    assert second["accept-encoding"] == "gzip, deflate"

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 import requests
 from cryptography.hazmat.primitives import serialization
 from requests.adapters import HTTPAdapter
+from requests.sessions import merge_hooks
+from requests.structures import CaseInsensitiveDict
 
 from transport.credentials import Credential, DigestSigner, Purpose, rsa_public_key
 from transport.errors import ConfigurationError, CredentialError
@@ -564,7 +566,9 @@ class ProxySnapshotSession(requests.Session):
     environment (as :func:`urllib.request.getproxies` reads them) are kept from ``__init__`` on,
     whether a host bypasses them under ``NO_PROXY`` is decided once per host, and ``trust_env``
     is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides trust anyway).
-    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's.
+    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's. A
+    request without cookies, authentication or query parameters is prepared without copying the
+    session's (empty) cookie jar.
     """
 
     def __init__(self) -> None:
@@ -582,6 +586,40 @@ class ProxySnapshotSession(requests.Session):
         if self._environment and not self._bypasses(url):
             merged["proxies"] = {**self._environment, **merged["proxies"]}
         return merged
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        # requests copies the session's cookie jar and merges auth and query parameters into
+        # every request: half of its cost on a SOAP call, which has none of them. Any of them
+        # present takes requests' own path.
+        if (
+            request.auth
+            or request.cookies
+            or request.params
+            or self.auth
+            or self.params
+            or len(self.cookies)
+        ):
+            return super().prepare_request(request)
+        headers = CaseInsensitiveDict(self.headers)
+        for name, value in (request.headers or {}).items():
+            if value is None:
+                headers.pop(name, None)  # as requests' merge: None removes a session header
+            else:
+                headers[name] = value
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=request.method.upper(),
+            url=request.url,
+            headers=headers,
+            files=request.files,
+            data=request.data,
+            json=request.json,
+            params={},
+            auth=None,
+            cookies=None,
+            hooks=merge_hooks(request.hooks, self.hooks),
+        )
+        return prepared
 
     def _bypasses(self, url: str) -> bool:
         host = urlsplit(url).netloc
