@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,17 +77,15 @@ def run(script: str, quick: bool, scratch: Path) -> dict:
 def section(results: list[dict], quick: bool) -> str:
     """The Markdown of the section (without its markers)."""
     when = time.strftime("%Y-%m-%d", time.gmtime())
-    lines = [
-        "## Performance",
-        "",
+    intro = (
         f"Measured {when} on {machine()}, a machine shared with other work, by "
         f"`python benchmarks/report.py`{' --quick (tiny counts)' if quick else ''}, which runs "
         "the benchmarks of [benchmarks/README.md](benchmarks/README.md) and writes this section. "
         "Each figure is a median beside its baseline measured interleaved in the same run; the "
         "ratio is ours over the baseline (for a time or a size, below 1 is better; for a rate, "
-        "above 1 is better).",
-        "",
-    ]
+        "above 1 is better)."
+    )
+    lines = ["## Performance", "", textwrap.fill(intro, 100, break_on_hyphens=False), ""]
     for result in results:
         lines += [
             f"**{result['header']}**",
