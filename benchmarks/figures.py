@@ -63,7 +63,21 @@ def print_table(figures: list[Figure], header: str) -> None:
 
 def machine() -> str:
     """The machine and interpreter the figures were measured on."""
-    return f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}"
+    return (
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"{platform.machine()}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def write_json(path: Path, header: str, figures: list[Figure]) -> None:
@@ -82,8 +96,18 @@ def per_call_cpu(action: Callable[[], object], calls: int) -> float:
     return (time.process_time() - start) * 1000 / calls
 
 
-def wall_ms(command: list[str]) -> float:
-    """Milliseconds ``command`` took to run to its end."""
+def wall_ms(command: list[str], env: dict[str, str] | None = None) -> float:
+    """Milliseconds ``command`` took to run to its end (in ``env``, default this one's)."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return (time.perf_counter() - start) * 1000
+
+
+def bytecode_env(cache: Path) -> dict[str, str]:
+    """This environment with bytecode caching on, the caches under ``cache``: new processes
+    then load compiled modules as an installed package does (``PYTHONDONTWRITEBYTECODE`` would
+    make every start compile the library from source, but not the site-packages it is compared
+    with), and nothing is written beside the sources."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(cache)
+    return env

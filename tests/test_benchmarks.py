@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,3 +55,63 @@ def test_dmp_transfer_benchmark_runs_quick(tmp_path: Path) -> None:
         ("retrieve throughput", "raw GET"),
         ("retrieve peak RSS growth", "raw GET"),
     ]
+
+
+def _report():
+    """benchmarks/report.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["report"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_writes_the_section_between_its_markers_only() -> None:
+    report = _report()
+    results = [
+        {
+            "header": "TD0.2 client cost: 10 calls x 2 runs",
+            "figures": [
+                {
+                    "name": "TD0.2 client CPU, in-process",
+                    "unit": "ms",
+                    "subject": 0.8,
+                    "subject_spread": [0.7, 0.9],
+                    "baseline_name": "floor",
+                    "baseline": 0.4,
+                    "baseline_spread": [0.4, 0.4],
+                    "ratio": 2.0,
+                },
+                {
+                    "name": "submit peak RSS growth",
+                    "unit": "MiB",
+                    "subject": 80.0,
+                    "subject_spread": [80.0, 80.0],
+                    "baseline_name": "raw POST",
+                    "baseline": 0.0,
+                    "baseline_spread": [0.0, 0.0],
+                    "ratio": None,
+                },
+            ],
+        }
+    ]
+    before, after = "# Title\n\nsome text\n", "\n## Next\nmore\n"
+    text = f"{before}{report.START}\nold figures\n{report.END}{after}"
+    written = report.replace_section(text, report.section(results, quick=True))
+    assert written.startswith(before + report.START) and written.endswith(report.END + after)
+    assert "old figures" not in written
+    assert "| TD0.2 client CPU, in-process (ms) | 0.80 |" in written
+    assert "| 2.00× | ≤ 3× the floor | yes |" in written
+    assert "| – | ≤ +64 MiB | no |" in written
+    assert "CPUs" in written  # the machine is described
+
+
+def test_report_refuses_a_file_without_its_markers() -> None:
+    report = _report()
+    with pytest.raises(ValueError):
+        report.replace_section("# no markers here\n", "figures")
+    # The README has them, so `python benchmarks/report.py` can write it.
+    report.replace_section((ROOT / "README.md").read_text(encoding="utf-8"), "")

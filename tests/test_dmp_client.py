@@ -350,3 +350,26 @@ def test_a_200_mb_document_comes_back_byte_exact(indirect: DmpClient, tmp_path: 
         while block := handle.read(1024 * 1024):
             received_digest.update(block)
     assert received_digest.hexdigest() == sent_digest.hexdigest()
+
+
+def test_a_submitted_file_is_read_once_to_hash_and_once_to_send(
+    client: DmpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patient = opened(client)
+    source = tmp_path / "document.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    from_file = document(patient, source)
+    opens: list[str] = []
+    real_open = Path.open
+
+    def counting_open(path: Path, *args, **kwargs):
+        if path == source:
+            opens.append(args[0] if args else kwargs.get("mode", "r"))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    submitted = client.submit([from_file])
+    assert opens == ["rb", "rb"]  # SHA-1, SHA-256 and size in one pass; then the upload
+    expected = hashlib.sha1(source.read_bytes(), usedforsecurity=False).hexdigest()
+    assert submitted.entries[0].hash == expected
+    assert submitted.signature is not None and submitted.warnings == ()

@@ -34,6 +34,7 @@ from transport.dmp.hl7v3 import (
     CLOSED_AT_PATIENT_REQUEST,
     CONSENT_TO_OPEN,
     CONSENT_TO_REACTIVATE,
+    DMP_DEVICE,
     GDP_NS,
     OPPOSITION_BREAK_GLASS,
     OPPOSITION_EMERGENCY,
@@ -55,6 +56,7 @@ from transport.dmp.hl7v3 import (
     RegistrationRequest,
     Telecom,
     Traits,
+    Transmission,
     accepted,
     rejected,
 )
@@ -62,6 +64,7 @@ from transport.errors import ValidationError
 from transport.soap.addressing import SOAP12_NS
 from transport.vihf import (
     HL7_NS,
+    INS_TEST_OID,
     PROFESSION_SYSTEM,
     SPECIALTY_SYSTEM,
     XSI_NS,
@@ -640,3 +643,20 @@ def test_queries_refuse_a_registration_reason() -> None:
         DemographicsQuery.new(Reason.FERM, PATIENT, LPS)
     with pytest.raises(ValidationError):
         Registration(Reason.TEST_EXST, PATIENT, author(), demographics())
+
+
+def test_each_query_fills_its_own_values_into_the_shared_template() -> None:
+    other = Patient("180036912345660", INS_TEST_OID)
+    first = DemographicsQuery.new(Reason.TEST_EXST, PATIENT, LPS, now=NOW)
+    once = etree.tostring(first.build())
+    second = DemographicsQuery.new(Reason.CNSLT_DATA, other, LPS)
+    assert DemographicsQuery.read(second.build()) == second
+    assert etree.tostring(first.build()) == once
+    assert DemographicsQuery.read(etree.fromstring(once)) == first
+    bare = DemographicsQuery(
+        Transmission(Identifier("1.2.3"), NOW, LPS, DMP_DEVICE), Reason.TEST_EXST, PATIENT,
+        Identifier("1.2.4"),
+    )  # fmt: skip
+    built = bare.build()
+    assert built.find(f"{{{HL7_NS}}}id").attrib == {"root": "1.2.3"}
+    assert DemographicsQuery.read(built) == bare

@@ -9,7 +9,7 @@ import stat
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 import requests
 from cryptography.x509.oid import NameOID
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ProxyError
 
 from transport import examplepki
 from transport.credentials import Credential, load_pkcs12
@@ -522,3 +523,113 @@ def test_a_signature_certificate_is_refused_before_any_handshake(
     with pytest.raises(CredentialError, match="clientAuth") as caught:
         create_session(signature, settings)
     assert caught.value.source == str(pki.p12("org-sign"))
+
+
+# --- proxies and netrc: read once, when the session is made --------------------------------------
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on: a proxy there fails every connection."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return closed.getsockname()[1]
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_https_proxy_of_the_environment_is_used(
+    org_auth: Credential,
+    settings: TLSSettings,
+    server: StubServer,
+    closed_port: int,
+    no_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    no_proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port}")
+    with create_session(org_auth, settings) as session, pytest.raises(ProxyError):
+        session.post(f"{server.url}/service", data=BODY, headers=HEADERS)
+
+
+def test_no_proxy_of_the_environment_bypasses_it(
+    org_auth: Credential,
+    settings: TLSSettings,
+    server: StubServer,
+    closed_port: int,
+    no_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    no_proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port}")
+    no_proxy_environment.setenv("NO_PROXY", "example.invalid,127.0.0.1")
+    with create_session(org_auth, settings) as session:
+        for _ in range(2):  # the second time from the per-host decision kept
+            response = send(session, f"{server.url}/service", BODY, HEADERS)
+            assert response.headers["X-Client-CN"] == ORG_CN
+
+
+def test_the_environment_is_read_when_the_session_is_made(
+    org_auth: Credential,
+    settings: TLSSettings,
+    server: StubServer,
+    closed_port: int,
+    no_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    with create_session(org_auth, settings) as session:
+        no_proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port}")
+        response = send(session, f"{server.url}/service", BODY, HEADERS)
+    assert response.status_code == 200
+
+
+def test_netrc_is_not_read(
+    pki: ExamplePKI,
+    org_auth: Credential,
+    settings: TLSSettings,
+    tmp_path: Path,
+    no_proxy_environment: pytest.MonkeyPatch,
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password s3cret\n")
+    netrc.chmod(0o600)
+    no_proxy_environment.setenv("NETRC", str(netrc))
+    seen: list[str | None] = []
+
+    def record(request: StubRequest) -> StubResponse:
+        seen.append(request.headers.get("authorization"))
+        return StubResponse(200, b"<ok/>", "application/xml")
+
+    tls = ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    with StubServer(record, tls) as running, create_session(org_auth, settings) as session:
+        send(session, f"{running.url}/service", BODY, HEADERS)
+    assert seen == [None]
+
+
+# --- request preparation ------------------------------------------------------------------------
+
+
+def test_requests_carry_the_headers_and_cookies_requests_would_send(
+    pki: ExamplePKI, org_auth: Credential, settings: TLSSettings
+) -> None:
+    seen: list[Mapping[str, str]] = []
+
+    def record(request: StubRequest) -> StubResponse:
+        seen.append(dict(request.headers))
+        return StubResponse(200, b"<ok/>", "application/xml", {"Set-Cookie": "route=a1; Path=/"})
+
+    tls = ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    with StubServer(record, tls) as running, create_session(org_auth, settings) as session:
+        session.headers["X-Session"] = "kept"
+        headers = {**HEADERS, "Accept-Encoding": None, "X-Call": "1"}
+        session.post(f"{running.url}/service", data=BODY, headers=headers)
+        session.post(f"{running.url}/service", data=BODY, headers=HEADERS)
+    first, second = seen
+    assert first["x-session"] == "kept" and first["x-call"] == "1"
+    assert first["content-type"] == "application/xml" and first["content-length"] == "7"
+    assert first["accept-encoding"] == "identity"  # http.client's, once the session's is removed
+    assert "cookie" not in first
+    assert second["cookie"] == "route=a1"  # the session's cookie jar still works
+    assert second["accept-encoding"] == "gzip, deflate"

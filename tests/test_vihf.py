@@ -479,3 +479,62 @@ def test_signing_and_verifying_log_no_patient_data(indirect, load, verify_settin
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert PATIENT.ins not in logged
     assert "MEDECIN0001" not in logged
+
+
+# --- the per-identity template ------------------------------------------------------------------
+
+
+def test_each_call_fills_its_own_values_into_the_identity_template(indirect, load, verify_settings):
+    signer = load("org-sign").signer
+    other = Patient("180036912345660", INS_TEST_OID)
+    first = sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    second = sign_vihf(indirect.identity.with_patient(other), signer)
+    unconcerned = sign_vihf(indirect.identity, signer)
+    assert verify_vihf(reparse(first), verify_settings).vihf.patient == PATIENT
+    assert verify_vihf(reparse(second), verify_settings).vihf.patient == other
+    assert verify_vihf(reparse(unconcerned), verify_settings).vihf.patient is None
+    assert first.get("ID") != second.get("ID")
+
+
+def test_the_template_gives_the_same_bytes_for_the_same_values(indirect):
+    vihf = indirect.identity.with_patient(PATIENT)
+    options = VihfOptions(validity=timedelta(minutes=5))
+    now = datetime(2026, 12, 1, 21, 30, 15, 123456, tzinfo=UTC)
+
+    def build(patient: Patient) -> etree._Element:
+        return build_assertion(
+            vihf.with_patient(patient), "CN=X", options=options, now=now, assertion_id="_a"
+        )
+
+    once = etree.tostring(build(PATIENT))
+    build(Patient("180036912345660", INS_TEST_OID))  # another patient in between
+    assert etree.tostring(build(PATIENT)) == once
+    assertion = etree.fromstring(once)
+    assert assertion.get("IssueInstant") == "2026-12-01T21:30:15.123Z"
+    assert assertion.find(f"{S}AuthnStatement").get("AuthnInstant") == "2026-12-01T21:30:15.123Z"
+    assert assertion.find(f"{S}Conditions").get("NotOnOrAfter") == "2026-12-01T21:35:15.123Z"
+    assert read_vihf(assertion) == vihf
+
+
+def test_an_invalid_patient_is_refused_with_a_valid_identity_template(indirect, load):
+    signer = load("org-sign").signer
+    sign_vihf(indirect.identity.with_patient(PATIENT), signer)
+    with pytest.raises(VihfValidationError):
+        sign_vihf(indirect.identity.with_patient(Patient("279035121518900", INS_TEST_OID)), signer)
+
+
+def test_the_assertion_in_an_envelope_verifies_with_xmlsec1_and_ours(
+    indirect, load, xmlsec1_verify, verify_settings
+):
+    from transport.soap.envelope import build_envelope
+    from transport.soap.wsse import verify_security
+
+    assertion = sign_vihf(indirect.identity.with_patient(PATIENT), load("org-sign").signer)
+    payload = etree.Element("{urn:hl7-org:v3}PRPA_IN201307UV02", nsmap={None: "urn:hl7-org:v3"})
+    envelope = build_envelope("urn:x", "https://dmp.example/", payload, assertions=[assertion])
+    inside = envelope.find(f".//{S}Assertion")
+    c14n = {"method": "c14n", "exclusive": True}
+    assert etree.tostring(inside, **c14n) == etree.tostring(assertion, **c14n)
+    result = xmlsec1_verify(envelope)
+    assert result.returncode == 0, result.stderr
+    assert verify_security(reparse(envelope), verify_settings).vihf.patient == PATIENT

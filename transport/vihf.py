@@ -8,7 +8,9 @@ checks a received one and reads it back, trusting only what the signature covers
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import re
 import uuid
 from collections.abc import Iterator
@@ -246,13 +248,57 @@ def build_assertion(
     now: datetime | None = None,
     assertion_id: str | None = None,
 ) -> etree._Element:
-    """The unsigned ``saml2:Assertion`` of ``vihf``; ``issuer`` is the signer's RFC 2253 DN."""
-    vihf.validate()
+    """The unsigned ``saml2:Assertion`` of ``vihf``; ``issuer`` is the signer's RFC 2253 DN.
+
+    The assertion is a copy of the identity's template (built and validated once per identity,
+    issuer and options) with the per-call values filled in: ``ID``, the instants and the patient.
+    """
+    if vihf.patient is not None:
+        validate_ins(vihf.patient)
     now = now or datetime.now(UTC)
+    assertion = copy.deepcopy(
+        _template(vihf.with_patient(None), vihf.patient is not None, issuer, options)
+    )
+    assertion.set("ID", assertion_id or f"_{uuid.uuid4()}")
+    instant = format_instant(now)
+    assertion.set("IssueInstant", instant)
+    assertion.find(_AUTHN_STATEMENT).set("AuthnInstant", instant)
+    if options.validity is not None:
+        conditions = assertion.find(_CONDITIONS)
+        conditions.set("NotBefore", instant)
+        conditions.set("NotOnOrAfter", format_instant(now + options.validity))
+    if vihf.patient is not None:
+        for attribute in assertion.iterfind(_ATTRIBUTE_PATH):
+            if attribute.get("Name") == _RESOURCE_ID:
+                attribute[0].text = vihf.patient.resource_id
+    return assertion
+
+
+_AUTHN_STATEMENT = SAML("AuthnStatement")
+_CONDITIONS = SAML("Conditions")
+_ATTRIBUTE_PATH = f"{SAML('AttributeStatement')}/{SAML('Attribute')}"
+
+
+@functools.lru_cache(maxsize=64)
+def _template(
+    identity: Vihf, with_patient: bool, issuer: str, options: VihfOptions
+) -> etree._Element:
+    """The assertion of a validated ``identity`` with placeholders for the per-call values; a
+    practice signs thousands of VIHFs for one identity, so building one costs a copy."""
+    identity.validate()
+    placeholder = Patient("", INS_TEST_OID) if with_patient else None
+    return _build(identity.with_patient(placeholder), issuer, options, _EPOCH)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _build(vihf: Vihf, issuer: str, options: VihfOptions, now: datetime) -> etree._Element:
+    """The assertion of ``vihf`` in the order of the schema and the volet (ID left empty)."""
     assertion = etree.Element(
         SAML("Assertion"),
         nsmap={"saml2": SAML_NS, "xsi": XSI_NS, "xs": XS_NS},
-        ID=assertion_id or f"_{uuid.uuid4()}",
+        ID="",
         IssueInstant=format_instant(now),
         Version="2.0",
     )

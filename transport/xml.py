@@ -9,6 +9,7 @@ the elements of one namespace; :func:`read_datetime` (``xsd:dateTime``) and :fun
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ class Namespace:
     uri: str
 
     def __call__(self, path: str) -> str:
-        return "/".join(f"{{{self.uri}}}{step}" for step in path.split("/"))
+        return _qualified(self.uri, path)
 
     def root(self, name: str, **attributes: str | None) -> etree._Element:
         """A new element ``name`` declaring this namespace as the default one."""
@@ -126,6 +127,13 @@ class Namespace:
     def expect(self, element: etree._Element, name: str, what: str | None = None) -> None:
         """:func:`expect_tag` of ``name`` in this namespace; ``what`` defaults to ``name``."""
         expect_tag(element, self(name), what or name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _qualified(uri: str, path: str) -> str:
+    # Readers and builders ask for the same few hundred paths on every message: each is
+    # qualified once, so lxml's own cache of compiled paths is keyed by the same string.
+    return "/".join(f"{{{uri}}}{step}" for step in path.split("/"))
 
 
 def _attributes(attributes: dict[str, str | None]) -> dict[str, str]:

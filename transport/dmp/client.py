@@ -25,7 +25,7 @@ import mimetypes
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -640,17 +640,20 @@ class DmpClient:
             raise ValidationError("patient", "every document of a submission is the same patient's")
         submission = submission_set or self.submission_set(patient)
         outgoing, attachments, entries = [], [], []
+        digests = {}
         for document in documents:
-            entry = document.entry.with_content(_content_chunks(document.content))
+            # One read gives the metadata's SHA-1 and size and the signature's SHA-256; the
+            # upload is the second and last.
+            found = digests[document.entry.unique_id] = xades.content_digests(document.content)
+            entry = replace(document.entry, hash=found.sha1, size=found.size)
             content_id = mtom.new_content_id()
             outgoing.append(xds.OutgoingDocument(entry, content_id))
             attachments.append(mtom.Attachment(content_id, document.content, entry.mime_type))
             entries.append(entry)
         signature_entry = None
         if sign:
-            signed = {item.entry.unique_id: item.content for item in documents}
             signature = xades.sign_submission_set(
-                signed, self.signature.signer, submission_set_unique_id=submission.unique_id
+                digests, self.signature.signer, submission_set_unique_id=submission.unique_id
             )
             signature_entry = xades.signature_entry(submission, entries[0], signature)
             content_id = mtom.new_content_id()
@@ -936,15 +939,6 @@ def _named_after_document(content: DocumentContent) -> DocumentContent:
             continue
         os.replace(content.path, target)
         return replace(content, path=target)
-
-
-def _content_chunks(content: bytes | Path) -> Iterator[bytes]:
-    if isinstance(content, bytes):
-        yield content
-        return
-    with content.open("rb") as handle:
-        while chunk := handle.read(mtom.CHUNK_SIZE):
-            yield chunk
 
 
 def _raise_for_acknowledgement(transaction: str, acknowledgement: Acknowledgement) -> None:

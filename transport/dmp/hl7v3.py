@@ -18,7 +18,9 @@ An error answer is an ordinary answer whose :class:`Acknowledgement` is ``AE``/`
 
 from __future__ import annotations
 
+import copy
 import enum
+import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -474,6 +476,41 @@ def _author_role(roles: tuple[Code, ...]) -> Code | None:
 
 # --- TD0.2 / TD1.3a: PRPA_IN201307UV02 → PRPA_IN201308UV02 ---------------------------------------
 
+_ID = _hl7("id")
+_CREATION_TIME = _hl7("creationTime")
+_QUERY_ID = _hl7("controlActProcess/queryByParameter/queryId")
+_PATIENT_VALUE = _hl7("controlActProcess/queryByParameter/parameterList/patientIdentifier/value")
+_PLACEHOLDER = Identifier("0", "0")
+
+
+@functools.lru_cache(maxsize=64)
+def _query_template(
+    sender: Device, receiver: Device, processing_code: str, reason: Reason
+) -> etree._Element:
+    """A ``PRPA_IN201307UV02`` with placeholders for what changes at each query."""
+    transmission = Transmission(_PLACEHOLDER, _EPOCH, sender, receiver, processing_code)
+    root = transmission.write("PRPA_IN201307UV02", "AL")
+    control = _control(root, reason)
+    query = _hl7.sub(control, "queryByParameter")
+    _PLACEHOLDER.write(query, "queryId")
+    _hl7.sub(query, "statusCode", code="new")
+    identifier = _hl7.sub(_hl7.sub(query, "parameterList"), "patientIdentifier")
+    _hl7.sub(identifier, "value", root="0", extension="0")
+    _hl7.sub(identifier, "semanticsText", "Patient.id")
+    return root
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_identifier(element: etree._Element, identifier: Identifier) -> None:
+    """Fill a placeholder II (written with both attributes) with ``identifier``."""
+    element.set("root", identifier.root)
+    if identifier.extension is None:
+        del element.attrib["extension"]
+    else:
+        element.set("extension", identifier.extension)
+
 
 @dataclass(frozen=True)
 class DemographicsQuery:
@@ -495,15 +532,18 @@ class DemographicsQuery:
         return cls(Transmission.new(sender, now=now), reason, patient, query_id)
 
     def build(self) -> etree._Element:
-        """The ``PRPA_IN201307UV02`` element."""
-        root = self.transmission.write("PRPA_IN201307UV02", "AL")
-        control = _control(root, self.reason)
-        query = _hl7.sub(control, "queryByParameter")
-        self.query_id.write(query, "queryId")
-        _hl7.sub(query, "statusCode", code="new")
-        identifier = _hl7.sub(_hl7.sub(query, "parameterList"), "patientIdentifier")
-        _hl7.sub(identifier, "value", root=self.patient.oid, extension=self.patient.ins)
-        _hl7.sub(identifier, "semanticsText", "Patient.id")
+        """The ``PRPA_IN201307UV02`` element: a copy of the one query of its devices and reason,
+        with this query's ids, time and patient filled in (a practice sends thousands of them)."""
+        sent = self.transmission
+        root = copy.deepcopy(
+            _query_template(sent.sender, sent.receiver, sent.processing_code, self.reason)
+        )
+        _set_identifier(root.find(_ID), sent.message_id)
+        root.find(_CREATION_TIME).set("value", format_ts(sent.created))
+        _set_identifier(root.find(_QUERY_ID), self.query_id)
+        value = root.find(_PATIENT_VALUE)
+        value.set("root", self.patient.oid)
+        value.set("extension", self.patient.ins)
         return root
 
     @classmethod

@@ -101,15 +101,57 @@ Content = bytes | Path
 """A document's content: its bytes, or the file holding them (read in chunks, never whole)."""
 
 
+@dataclass(frozen=True)
+class ContentDigests:
+    """What a submission needs of a document's bytes, from one read of them: ``size`` in bytes,
+    ``sha1`` (hex: the XDS ``hash`` slot, IHE ITI TF-3 §4.2.3.2) and ``sha256`` (raw: the digest
+    of the set's XAdES manifest, XML-DSig 1.0 §5.7)."""
+
+    size: int
+    sha1: str
+    sha256: bytes
+
+
+def content_digests(content: Content) -> ContentDigests:
+    """SHA-1, SHA-256 and size of ``content`` in one pass (a file is read once, in chunks)."""
+    sha1, sha256 = _digests(content, "sha1", "sha256")
+    return ContentDigests(sha1.size, sha1.hexdigest(), sha256.digest())
+
+
 def _hash(content: Content, algorithm: str) -> bytes:
-    digest = hashlib.new(algorithm)
+    (digest,) = _digests(content, algorithm)
+    return digest.digest()
+
+
+class _Digest:
+    """A hashlib object that also counts the bytes it was fed."""
+
+    def __init__(self, algorithm: str) -> None:
+        self._hash = hashlib.new(algorithm, usedforsecurity=algorithm != "sha1")
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _digests(content: Content, *algorithms: str) -> tuple[_Digest, ...]:
+    found = tuple(_Digest(algorithm) for algorithm in algorithms)
     if isinstance(content, bytes):
-        digest.update(content)
-        return digest.digest()
+        for digest in found:
+            digest.update(content)
+        return found
     with Path(content).open("rb") as handle:
         while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.digest()
+            for digest in found:
+                digest.update(chunk)
+    return found
 
 
 def _urn(unique_id: str) -> str:
@@ -220,7 +262,7 @@ def _build_signature(
 
 
 def sign_submission_set(
-    documents: Mapping[str, Content],
+    documents: Mapping[str, Content | ContentDigests],
     signer: Signer,
     *,
     submission_set_unique_id: str,
@@ -228,10 +270,11 @@ def sign_submission_set(
 ) -> bytes:
     """The signature document of a submission set, as UTF-8 XML bytes.
 
-    ``documents`` maps each other document's uniqueId (an OID) to its content; files are hashed
-    in chunks. ``submission_set_unique_id`` is the set's uniqueId, which the manifest references
-    too. ``signer`` is the signature credential (ORG SIGN or the card's signature key): only its
-    certificate and its ``sign`` are used. ``signing_time`` defaults to now.
+    ``documents`` maps each other document's uniqueId (an OID) to its content (files are hashed
+    in chunks) or to its :func:`content_digests`, already computed. ``submission_set_unique_id``
+    is the set's uniqueId, which the manifest references too. ``signer`` is the signature
+    credential (ORG SIGN or the card's signature key): only its certificate and its ``sign`` are
+    used. ``signing_time`` defaults to now.
     """
     if not documents:
         raise ValidationError(
@@ -243,7 +286,8 @@ def sign_submission_set(
         uri = _urn(unique_id)
         if uri == set_uri:
             raise ValidationError("uniqueId", "a document has the submission set's uniqueId")
-        manifest.append((uri, _hash(content, "sha256")))
+        digest = content.sha256 if isinstance(content, ContentDigests) else _hash(content, "sha256")
+        manifest.append((uri, digest))
     signature = _build_signature(
         manifest, signer, signing_time or datetime.now(UTC), f"signature-{uuid.uuid4()}"
     )

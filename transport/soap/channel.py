@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,6 +54,7 @@ RETRY_STATUSES = frozenset({429, 503})
 _deadline_override: ContextVar[tuple[float | None] | None] = ContextVar(
     "cisis_transport_call_deadline", default=None
 )
+_SPACE_OR_CONTROL = re.compile("[\x00-\x20\x7f]")
 _URL_FIX = "fix the service URL ([endpoints] in the profile, or --endpoint)"
 _PROXY_FIX = "check HTTPS_PROXY and NO_PROXY, and that the proxy is up and lets HTTPS through"
 
@@ -524,7 +526,7 @@ def _check_url(url: str) -> None:
         raise ConfigurationError(
             f"not a usable service URL: {url} (expected https://host[:port]/path)", hint=_URL_FIX
         )
-    if any(ord(character) <= 32 or ord(character) == 127 for character in url):
+    if _SPACE_OR_CONTROL.search(url):
         raise ConfigurationError(
             "not a usable service URL: it holds spaces or control characters", hint=_URL_FIX
         )

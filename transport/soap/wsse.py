@@ -6,6 +6,7 @@ BinarySecurityToken, no signature over the body (mutual TLS protects the message
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -14,7 +15,6 @@ from lxml import etree
 from transport.errors import SignatureError
 from transport.soap.addressing import SOAP12_NS, soap_header
 from transport.vihf import SAML_NS, VerifiedVihf, verify_vihf
-from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
 
 WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -26,9 +26,12 @@ def security_header(assertions: Sequence[etree._Element]) -> etree._Element:
     """A ``wsse:Security`` element holding copies of ``assertions`` (signatures kept intact)."""
     security = etree.Element(_SECURITY, nsmap={"wsse": WSSE_NS})
     for assertion in assertions:
-        # A byte round trip keeps each assertion's in-scope namespaces, so its exclusive c14n,
-        # hence its signature, is the same inside the envelope as where it was signed.
-        security.append(parse_xml(etree.tostring(assertion)))
+        # A deep copy (no serialise and reparse) declares on the copy every namespace in scope of
+        # the original that the assertion uses, so its exclusive c14n (W3C Exclusive XML
+        # Canonicalization 1.0, which renders only the namespaces visibly used), hence its
+        # signature, is the same inside the envelope as where it was signed; the caller's
+        # element is left where it was.
+        security.append(copy.deepcopy(assertion))
     return security
 
 

@@ -662,8 +662,11 @@ class RepositoryService(_XdsService):
 
 
 def _part_digest(part: mtom.Part, algorithm: str) -> str:
+    # The decoder hashed the part as it arrived: reading it again would double the ingest.
     if algorithm == "sha256":
-        return part.sha256  # the decoder hashed the part as it arrived
+        return part.sha256
+    if algorithm == "sha1":
+        return part.sha1
     digest = hashlib.new(algorithm)
     with part.open() as handle:
         while chunk := handle.read(1024 * 1024):

@@ -25,16 +25,20 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import serialization
 from requests.adapters import HTTPAdapter
+from requests.sessions import merge_hooks
+from requests.structures import CaseInsensitiveDict
 
 from transport.credentials import Credential, DigestSigner, Purpose, rsa_public_key
 from transport.errors import ConfigurationError, CredentialError
@@ -543,15 +547,89 @@ def create_session(credential: Credential | None, settings: TLSSettings) -> requ
     """A pooled keep-alive session whose HTTPS requests use mutual TLS with ``credential``.
 
     Plain ``http://`` is refused. Proxies come from the usual environment variables
-    (``HTTPS_PROXY``, ``NO_PROXY``).
+    (``HTTPS_PROXY``, ``NO_PROXY``), read when the session is made; ``~/.netrc`` is not read.
     """
-    session = requests.Session()
+    session = ProxySnapshotSession()
     adapter = MutualTLSAdapter(
         create_context(credential, settings), settings, credential=credential
     )
     session.mount("https://", adapter)
     session.mount("http://", _RefusePlainHTTP())
     return session
+
+
+class ProxySnapshotSession(requests.Session):
+    """A requests session that reads the proxy environment once, when it is made.
+
+    A stock session scans the whole environment (``HTTPS_PROXY``, ``NO_PROXY``…) and
+    ``~/.netrc`` on every request, a fifth of a SOAP call's client CPU. Here the proxies of the
+    environment (as :func:`urllib.request.getproxies` reads them) are kept from ``__init__`` on,
+    whether a host bypasses them under ``NO_PROXY`` is decided once per host, and ``trust_env``
+    is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides trust anyway).
+    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's. A
+    request without cookies, authentication or query parameters is prepared without copying the
+    session's (empty) cookie jar.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        found = urllib.request.getproxies()
+        self._no_proxy = found.pop("no", None)
+        self._environment = found
+        self._bypassed: dict[str, bool] = {}
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self._environment and not self._bypasses(url):
+            merged["proxies"] = {**self._environment, **merged["proxies"]}
+        return merged
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        # requests copies the session's cookie jar and merges auth and query parameters into
+        # every request: half of its cost on a SOAP call, which has none of them. Any of them
+        # present takes requests' own path.
+        if (
+            request.auth
+            or request.cookies
+            or request.params
+            or self.auth
+            or self.params
+            or len(self.cookies)
+        ):
+            return super().prepare_request(request)
+        headers = CaseInsensitiveDict(self.headers)
+        for name, value in (request.headers or {}).items():
+            if value is None:
+                headers.pop(name, None)  # as requests' merge: None removes a session header
+            else:
+                headers[name] = value
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=request.method.upper(),
+            url=request.url,
+            headers=headers,
+            files=request.files,
+            data=request.data,
+            json=request.json,
+            params={},
+            auth=None,
+            cookies=None,
+            hooks=merge_hooks(request.hooks, self.hooks),
+        )
+        return prepared
+
+    def _bypasses(self, url: str) -> bool:
+        host = urlsplit(url).netloc
+        bypassed = self._bypassed.get(host)
+        if bypassed is None:
+            # "," is a NO_PROXY naming no host: requests then reads no variable of its own.
+            no_proxy = self._no_proxy or ","
+            bypassed = requests.utils.should_bypass_proxies(url, no_proxy=no_proxy)
+            self._bypassed[host] = bypassed
+        return bypassed
 
 
 class _RefusePlainHTTP(HTTPAdapter):
