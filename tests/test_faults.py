@@ -211,7 +211,10 @@ KILL_POINTS: dict[str, Callable[[Child], bool]] = {
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_submission_killed_then_restarted_is_whole(child: Child, tmp_path: Path, point: str):
+def test_submission_killed_then_restarted_is_whole(
+    child: Child, tmp_path: Path, point: str, record_property
+) -> None:
+    record_property("faults", 1)  # for tools/security_report.py
     child.start()
     with child.client() as client:
         patient = opened(client)
@@ -238,10 +241,12 @@ def test_submission_killed_then_restarted_is_whole(child: Child, tmp_path: Path,
             assert content == (tmp_path / "big.pdf").read_bytes()
 
 
-def test_td11_and_td03_killed_at_random_points_are_whole(child: Child) -> None:
+def test_td11_and_td03_killed_at_random_points_are_whole(child: Child, record_property) -> None:
     """Kills at random instants within a write's round trip: each write is whole or absent."""
     randomness = random.Random(14)
-    for _ in range(6):
+    rounds = 6
+    record_property("faults", 2 * rounds)  # for tools/security_report.py
+    for _ in range(rounds):
         child.start()
         with child.client() as client:
             patient = new_patient()
@@ -289,10 +294,12 @@ def _mount_tmpfs(directory: Path) -> bool:
 
 
 def test_full_disk_gives_a_fault_not_a_corrupt_store(
-    pki: examplepki.ExamplePKI, tmp_path: Path
+    pki: examplepki.ExamplePKI, tmp_path: Path, record_property
 ) -> None:
     data = tmp_path / "data"
     tmpfs = _mount_tmpfs(data)
+    record_property("faults", 1)  # for tools/security_report.py
+    record_property("full_disk", "tmpfs" if tmpfs else "RLIMIT_FSIZE")
     # The request spool stays off the full disk: the stub must fail storing, not receiving.
     child = Child(pki, data, tmp_path / "spool", limit=None if tmpfs else 2 * 1024 * 1024)
     try:
