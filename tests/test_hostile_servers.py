@@ -196,6 +196,14 @@ def _trickle(tls: ssl.SSLSocket, request: Request, stopping: threading.Event) ->
         tls.sendall(b" ")
 
 
+def _trickle_head(tls: ssl.SSLSocket, request: Request, stopping: threading.Event) -> None:
+    """The status line and headers a byte at a time, never ending them."""
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml\r\nX-Slow: " + b"a" * 10**4:
+        if stopping.wait(0.05):
+            return
+        tls.sendall(bytes([byte]))
+
+
 def _silent(tls: ssl.SSLSocket, request: Request, stopping: threading.Event) -> None:
     stopping.wait(HANG_GUARD)
 
@@ -263,6 +271,7 @@ MESSAGE_CASES: dict[str, Case] = {
     "billion-laughs": Case(answering(lambda r: http(200, LAUGHS)), TransportError),
     "parameter-entity": Case(answering(lambda r: http(200, PARAMETER_ENTITY)), TransportError),
     "trickling": Case(_trickle, TransportError),
+    "trickling-headers": Case(_trickle_head, TransportError),
     "silent": Case(_silent, TransportError),
     "wrong-relates-to": Case(answering(_wrong_relates_to), TransportError),
 }
@@ -457,7 +466,7 @@ def test_hostile_answers_end_in_typed_errors(pki, hostile, cli, name: str) -> No
         with dmp_client(pki, hostile, server.url) as client:
             error = within_guard(lambda: client.exists(patient))
         assert isinstance(error, case.expected), repr(error)
-        if name in ("trickling", "silent"):
+        if name in ("trickling", "trickling-headers", "silent"):
             assert "deadline" in str(error)
         with insi_client(pki, hostile, server.url) as insi:
             assert isinstance(within_guard(lambda: insi.search(ECETINSI)), case.expected)
@@ -504,9 +513,12 @@ def registered(patient: Patient) -> xds.DocumentEntry:
     )
 
 
-def _retrieval(document: xds.DocumentEntry, part: bytes, cut: int | None = None) -> Behaviour:
+def _retrieval(
+    document: xds.DocumentEntry, part: bytes, cut: int | None = None, claim_all: bool = False
+) -> Behaviour:
     """Answers GetDocuments with ``document`` and a retrieval with ``part`` as its content; with
-    ``cut``, the MTOM body ends after that many bytes (with a Content-Length that says so)."""
+    ``cut``, the MTOM body ends after that many bytes, with a Content-Length that says so or, with
+    ``claim_all``, that claims the whole body (the connection is then cut mid-part)."""
 
     def behaviour(tls: ssl.SSLSocket, request: Request, _: threading.Event) -> None:
         if request.action() == xds.ACTION_STORED_QUERY:
@@ -518,8 +530,10 @@ def _retrieval(document: xds.DocumentEntry, part: bytes, cut: int | None = None)
         message = mtom.encode(
             soap_answer(request, payload), [mtom.Attachment(content_id, part, document.mime_type)]
         )
-        body = b"".join(message.chunks())[:cut]
-        tls.sendall(http(200, body, message.content_type))
+        whole = b"".join(message.chunks())
+        body = whole[:cut]
+        claimed = len(whole) if claim_all else None
+        tls.sendall(http(200, body, message.content_type, length=claimed))
 
     return behaviour
 
@@ -529,6 +543,10 @@ MTOM_CASES: dict[str, tuple[Callable[[xds.DocumentEntry], Behaviour], type[Cisis
     "hash-lies": (lambda d: _retrieval(d, CONTENT.replace(b"vrai", b"faux")), IntegrityError),
     "truncated-part": (lambda d: _retrieval(d, CONTENT, cut=len(CONTENT) // 2), MtomError),
     "no-end-boundary": (lambda d: _retrieval(d, CONTENT, cut=-4), MtomError),
+    "connection-cut-mid-part": (
+        lambda d: _retrieval(d, CONTENT, cut=len(CONTENT) // 2, claim_all=True),
+        TransportError,
+    ),
 }
 
 
