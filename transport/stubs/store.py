@@ -3,18 +3,20 @@
 Every service keeps its tables in the same database file (``stubs.sqlite3`` in the data directory)
 and declares them with :meth:`Database.ensure`. Each write runs in :meth:`Database.transaction`,
 so a stub killed at any moment restarts with every acknowledged change and none half made.
-Document contents live beside it in :class:`BlobStore`, written and synced before the row that
-names them is committed.
+Document contents live beside it in :class:`BlobStore`, written to a temporary file, synced and
+renamed before the row that names them is committed; a start removes the temporary files and the
+contents no row names that a killed stub left behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any, BinaryIO
 
 DATABASE_NAME = "stubs.sqlite3"
 _CHUNK = 1024 * 1024
+_TEMPORARY_PREFIX = ".incoming-"
+_INCOMING = ".incoming"
 
 
 class Database:
@@ -81,17 +85,36 @@ class Blob:
 
 
 class BlobStore:
-    """Content-addressed files under ``directory``: written once, synced, never modified."""
+    """Content-addressed files under ``directory``: written once, synced, never modified.
+
+    Opening a store removes what a stub killed mid-write left: the temporary files of
+    :meth:`put` and the directories of :meth:`incoming` (no request is in flight yet).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f"{_TEMPORARY_PREFIX}*"):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(directory / _INCOMING, ignore_errors=True)
+
+    def remove_unreferenced(self, referenced: Iterable[str]) -> int:
+        """Remove every stored content whose SHA-256 is not in ``referenced`` (the hashes the
+        committed rows name): a stub killed between storing a content and committing its row
+        leaves one. Called at start, before any request; the number removed."""
+        kept = set(referenced)
+        removed = 0
+        for path in self.directory.glob("??/*"):
+            if path.is_file() and path.name not in kept:
+                path.unlink()
+                removed += 1
+        return removed
 
     def put(self, source: BinaryIO | bytes) -> Blob:
         """Store the bytes of ``source`` (read to its end, chunk by chunk) and return the blob."""
         digest = hashlib.sha256()
         size = 0
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".incoming-")
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=_TEMPORARY_PREFIX)
         try:
             with os.fdopen(handle, "wb") as target:
                 for chunk in _chunks(source):
@@ -122,7 +145,7 @@ class BlobStore:
 
     def incoming(self) -> Path:
         """A directory on the store's file system for files to :meth:`adopt`."""
-        directory = self.directory / ".incoming"
+        directory = self.directory / _INCOMING
         directory.mkdir(exist_ok=True)
         return directory
 

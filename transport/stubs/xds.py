@@ -117,6 +117,8 @@ class DocumentStore:
     def __init__(self, context: StubContext) -> None:
         self.context = context
         context.database.ensure(SCHEMA)
+        referenced = context.database.query("SELECT DISTINCT sha256 FROM xds_documents")
+        context.blobs.remove_unreferenced(row["sha256"] for row in referenced)
 
     def _documents(self, where: str, parameters: Sequence[object]) -> list[StoredDocument]:
         # ``where`` is always one of this class's literal clauses; values are bound parameters.
