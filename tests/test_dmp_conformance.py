@@ -638,3 +638,75 @@ def test_the_comparison_sees_a_missing_an_added_and_a_moved_element() -> None:
     allowed = {"b": Allowance("test", official_only=("/hl7:a/hl7:b",))}
     assert differences.without(allowed).official_only == ("/hl7:a/@x",)
     assert differences.unused({"none": Allowance("test", ours_only=("/hl7:z",))}) == ["none"]
+
+
+# --- the submission set's signature document -----------------------------------------------------
+
+_MANIFEST_REFERENCE = "/ds:Signature/ds:Object/ds:Manifest/ds:Reference"
+
+SIGNATURE_ALLOWANCES = {
+    "manifest digests of the exact bytes": Allowance(
+        "the example digests its CDA after a C14N-with-comments transform; we digest every "
+        "document's exact bytes (XML-DSig §4.4.3.3, no Transforms), so that a document is "
+        "hashed as it is streamed, never parsed whole, and the verifier (ours, the stub's) "
+        "checks the bytes the repository stores.",
+        official_only=(f"{_MANIFEST_REFERENCE}/ds:Transforms",),
+    ),
+}
+"""How the signature document the client sends (default layout) may differ from the official
+TD2.1 signature example."""
+
+ALGORITHMS = (
+    "ds:SignedInfo/ds:CanonicalizationMethod",
+    "ds:SignedInfo/ds:SignatureMethod",
+    "ds:SignedInfo/ds:Reference/ds:DigestMethod",
+    "ds:Object/ds:Manifest/ds:Reference/ds:DigestMethod",
+    ".//{*}CertDigest/ds:DigestMethod",
+)
+"""The algorithm URIs, values that are layout: they must be the example's."""
+
+
+def traced_signature_document(traced: Run) -> etree._Element:
+    """The signature document of the traced TD2.1, read back from its MTOM part."""
+    request = only_request(traced, "TD2.1")
+    payload = _xop_infoset(body_payload(request.envelope), request.mime, request.root)
+    signs = "urn:ihe:iti:2007:AssociationType:signs"
+    (association,) = [
+        item
+        for item in payload.iter(f"{{{RIM_NS}}}Association")
+        if item.get("associationType") == signs
+    ]
+    ends = {association.get("sourceObject"), association.get("targetObject")}
+    (document,) = [
+        item for item in payload.iter(f"{{{XDSB_NS}}}Document") if item.get("id") in ends
+    ]
+    return parse_xml(base64.b64decode(document.text or ""))
+
+
+def _wrapped(root: etree._Element) -> etree._Element:
+    holder = etree.Element("holder")
+    holder.append(etree.fromstring(etree.tostring(root)))
+    return holder
+
+
+def test_signature_document_matches_the_official_example(traced) -> None:
+    official = parse_xml(_reference(EXAMPLES / "TD2.1-SignatureXades.xml"))
+    ours = traced_signature_document(traced)
+    assert_same_structure(_wrapped(official), _wrapped(ours), SIGNATURE_ALLOWANCES)
+    namespaces = {"ds": DSIG_NS}
+    for path in ALGORITHMS:
+        theirs = {node.get("Algorithm") for node in official.iterfind(path, namespaces)}
+        mine = {node.get("Algorithm") for node in ours.iterfind(path, namespaces)}
+        assert mine == theirs, path
+    types = [
+        reference.get("Type")
+        for reference in official.iterfind("ds:SignedInfo/ds:Reference", namespaces)
+    ]
+    assert [
+        reference.get("Type")
+        for reference in ours.iterfind("ds:SignedInfo/ds:Reference", namespaces)
+    ] == types
+    purpose = "ds:Object/SignatureProperties/SignatureProperty"
+    assert ours.findtext(purpose, namespaces=namespaces) == official.findtext(
+        purpose, namespaces=namespaces
+    )

@@ -366,6 +366,8 @@ class DmpClient:
     signature certificate's organisation. One channel (:class:`transport.soap.channel.Channel`,
     over a pooled mutual-TLS session unless ``wire`` is given) serves every call, with
     ``options`` (deadline, retries of the reads); the client may be shared between threads.
+    ``signature_layout`` is how submission sets are signed (:mod:`transport.dmp.xades`): as the
+    DMP signs by default, XAdES 1.3.2 on request.
     """
 
     def __init__(
@@ -382,8 +384,10 @@ class DmpClient:
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
         wire: Wire | None = None,
+        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.signature_layout = signature_layout
         self.identity = identity.with_patient(None)
         self.signature = signature
         self.vihf_options = vihf_options or VihfOptions()
@@ -420,9 +424,11 @@ class DmpClient:
         *,
         endpoint: str | None = None,
         tracer: Tracer | None = None,
+        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
     ) -> DmpClient:
         """A client for ``profile``: its ``dmp`` endpoint (or ``endpoint``), identity, TLS and
-        signature credentials, VIHF options, deadline and retries."""
+        signature credentials, VIHF options, deadline and retries; ``signature_layout`` as in
+        :class:`DmpClient`."""
         return cls(
             endpoint or profile.endpoint("dmp"),
             identity=profile.identity,
@@ -432,6 +438,7 @@ class DmpClient:
             vihf_options=profile.vihf_options,
             tracer=tracer,
             options=profile.call_options(),
+            signature_layout=signature_layout,
         )
 
     def close(self) -> None:
@@ -650,7 +657,10 @@ class DmpClient:
         if sign:
             signed = {item.entry.unique_id: item.content for item in documents}
             signature = xades.sign_submission_set(
-                signed, self.signature.signer, submission_set_unique_id=submission.unique_id
+                signed,
+                self.signature.signer,
+                submission_set_unique_id=submission.unique_id,
+                layout=self.signature_layout,
             )
             signature_entry = xades.signature_entry(submission, entries[0], signature)
             content_id = mtom.new_content_id()
