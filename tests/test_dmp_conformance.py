@@ -293,6 +293,7 @@ TRANSACTIONS = (
     "TD0.4",
     "TD0.5",
     "TD2.1",
+    "TD2.1 RPLC",
     "TD3.1 FindDocuments",
     "TD3.1 GetDocuments",
     "TD3.2",
@@ -373,6 +374,12 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     # The masked document's current version (TD3.3a made a new one) is the one to archive.
     current = client.find_documents(patient).by_unique_id(first.unique_id)
     trace("TD3.3d", lambda: client.archive(current))
+    replaced = Document(entry(b"c", patient, **FULL_METADATA), b"c")
+    client.submit([replaced])
+    old = client.find_documents(patient).by_unique_id(replaced.entry.unique_id)
+    corrected = Document(entry(b"c, corrected", patient, **FULL_METADATA), b"c, corrected")
+    again = client.submission_set(patient, title="Correction", comments="Compte rendu corrigé")
+    trace("TD2.1 RPLC", lambda: client.replace(old, corrected, submission_set=again))
     return sent
 
 
@@ -479,6 +486,7 @@ EXAMPLE_OF = {
     "TD1.3a": "TD1.3a_-_Consultation_request.xml",
     "TD0.3": "TD0.3_-_Mise_jour_de_l_autorisation_request.xml",
     "TD2.1": "TD2.1_-_Alimentation_request.xml",
+    "TD2.1 RPLC": "TD2.1_-_Alimentation_request.xml",
     "TD3.1 FindDocuments": "TD3.1_-_Recherche_de_document_request.xml",
     "TD3.2": "TD3.2_-_Consultation_d_un_document_request.xml",
 }
@@ -614,6 +622,19 @@ BODY_ALLOWANCES = {
             ),
         ),
     },
+}
+
+
+BODY_ALLOWANCES["TD2.1 RPLC"] = {
+    **BODY_ALLOWANCES["TD2.1"],
+    "the replaced entry": Allowance(
+        "a replacement is a TD2.1 with one more association, RPLC from the new document to the "
+        "entryUUID it replaces (IHE ITI TF-3 §4.2.2.2); the official example submits new "
+        "documents only.",
+        ours_only=(
+            f"{_OBJECTS}/rim:Association[@associationType=urn:ihe:iti:2007:AssociationType:RPLC]",
+        ),
+    ),
 }
 
 

@@ -25,7 +25,7 @@ import mimetypes
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -640,6 +640,41 @@ class DmpClient:
         Hash and size are computed from the content; files are read in chunks (to hash, to sign,
         to send) and never held whole in memory. XdsError when the registry refuses.
         """
+        return self._provide(documents, {}, submission_set, sign, progress)
+
+    def replace(
+        self,
+        entry: xds.DocumentEntry,
+        document: Document,
+        *,
+        submission_set: xds.SubmissionSet | None = None,
+        sign: bool = True,
+        progress: Progress | None = None,
+    ) -> Submitted:
+        """TD2.1 with an ``RPLC`` association (IHE ITI TF-3 §4.2.2.2): ``document`` replaces
+        ``entry``, as read back by :meth:`find_documents` (its entryUUID is the one replaced).
+        The registry deprecates ``entry`` and registers ``document`` as a new, approved entry;
+        it refuses (XdsError) an entry that is no longer approved or another patient's.
+        ``document`` must be the same patient's (ValidationError before anything is sent)."""
+        if not entry.entry_uuid:
+            raise ValidationError("entry", "the replaced entry is one read from the registry")
+        if entry.patient != document.entry.patient:
+            raise ValidationError("patient", "a replacement is the same patient's document")
+        if entry.unique_id == document.entry.unique_id:
+            raise ValidationError("uniqueId", "a replacement is a new document, with its own id")
+        replaces = {document.entry.unique_id: entry.entry_uuid}
+        return self._provide([document], replaces, submission_set, sign, progress)
+
+    def _provide(
+        self,
+        documents: Sequence[Document],
+        replaces: Mapping[str, str],
+        submission_set: xds.SubmissionSet | None,
+        sign: bool,
+        progress: Progress | None,
+    ) -> Submitted:
+        """ITI-41 of ``documents``; ``replaces`` maps a document's uniqueId to the entryUUID it
+        replaces."""
         if not documents:
             raise ValidationError("documents", "a submission holds at least one document")
         patient = documents[0].entry.patient
@@ -650,7 +685,9 @@ class DmpClient:
         for document in documents:
             entry = document.entry.with_content(_content_chunks(document.content))
             content_id = mtom.new_content_id()
-            outgoing.append(xds.OutgoingDocument(entry, content_id))
+            outgoing.append(
+                xds.OutgoingDocument(entry, content_id, replaces=replaces.get(entry.unique_id))
+            )
             attachments.append(mtom.Attachment(content_id, document.content, entry.mime_type))
             entries.append(entry)
         signature_entry = None

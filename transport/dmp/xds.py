@@ -60,6 +60,8 @@ WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
 
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+REPLACES = "urn:ihe:iti:2007:AssociationType:RPLC"
+"""The ITI-41 association of a new document to the entry it replaces (IHE ITI TF-3 §4.2.2)."""
 UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 
 MASKED_FROM_PROFESSIONALS = "MASQUE_PS"
@@ -409,12 +411,14 @@ class OutgoingDocument:
     """A document of an ITI-41 submission: its metadata and the MTOM Content-ID of its bytes.
 
     ``signs``: this document is the submission set's signature (IHE DSG), linked to the set by
-    a ``signs`` association.
+    a ``signs`` association. ``replaces``: the entryUUID of the entry this document replaces,
+    linked by an ``RPLC`` association (IHE ITI TF-3 §4.2.2.2; the registry deprecates it).
     """
 
     entry: DocumentEntry
     content_id: str
     signs: bool = False
+    replaces: str | None = None
 
 
 def provide_and_register_request(
@@ -440,6 +444,10 @@ def provide_and_register_request(
             # Original too, as a HasMember one.
             signs = Association(SIGNS, member.target, member.source, member.slots)
             objects.append(association_element(signs, ids))
+        if document.replaces:
+            objects.append(
+                association_element(Association(REPLACES, member.target, document.replaces), ids)
+            )
     for number, document in enumerate(documents, 1):
         holder = etree.SubElement(root, _xdsb("Document"), id=f"Document{number:02d}")
         holder.append(include(document.content_id))

@@ -523,7 +523,8 @@ class RepositoryService(_XdsService):
         for object_id, entry in submission.entries.items():
             self._check_entry(patient, object_id, entry, parts[object_id], sha1[object_id])
         warnings = self._check_signatures(submission, parts)
-        self._store(checked, submission, parts, sha1)
+        replaced = self._replaced(checked, submission)
+        self._store(checked, submission, parts, sha1, replaced)
         return xds.registry_response(warnings)
 
     @staticmethod
@@ -585,12 +586,46 @@ class RepositoryService(_XdsService):
             warnings.extend(_check_manifest(parts[association.source], others, self.context.verify))
         return warnings
 
+    def _replaced(self, checked: Checked, submission: xds.Submission) -> list[str]:
+        """The entryUUIDs the submission's ``RPLC`` associations replace, once each is checked
+        (IHE ITI TF-2b §3.42.4.1.3.5): the source is a document of the set; the target an
+        entry the caller may see (else ``UnresolvedReferenceException``, the ebRS code for an
+        unknown reference, which also says nothing of a hidden document), of the set's patient
+        (else ``XDSPatientIdDoesNotMatch``), still approved (else ``XDSRegistryMetadataError``:
+        a deprecated, deleted or archived entry is replaced no more)."""
+        replaced = []
+        for association in submission.associations:
+            if association.type != xds.REPLACES:
+                continue
+            if association.source not in submission.entries:
+                raise _error("XDSRegistryMetadataError", "RPLC relie un document du lot")
+            target = self.documents.by_entry_uuid(association.target)
+            if target is None or not self.visible(checked, target):
+                raise _error(
+                    "UnresolvedReferenceException", "document remplacé inconnu", association.target
+                )
+            if target.entry.patient != submission.submission_set.patient:
+                raise _error(
+                    "XDSPatientIdDoesNotMatch",
+                    "le document remplacé est celui d'un autre patient",
+                    association.target,
+                )
+            if target.entry.status != xds.APPROVED or association.target in replaced:
+                raise _error(
+                    "XDSRegistryMetadataError",
+                    "le document remplacé n'est plus approuvé",
+                    association.target,
+                )
+            replaced.append(association.target)
+        return replaced
+
     def _store(
         self,
         checked: Checked,
         submission: xds.Submission,
         parts: dict[str, mtom.Part],
         sha1: dict[str, str],
+        replaced: Sequence[str],
     ) -> None:
         stored = {
             object_id: self.context.blobs.adopt(part.path, part.sha256, part.size)
@@ -601,6 +636,10 @@ class RepositoryService(_XdsService):
         with self.context.database.transaction() as connection:
             _register_set(connection, submission)
             self.context.patients.record_document(connection, submission.submission_set.patient)
+            connection.executemany(
+                "UPDATE xds_documents SET status = ? WHERE entry_uuid = ?",
+                [(xds.DEPRECATED, entry_uuid) for entry_uuid in replaced],
+            )
             for object_id, entry in submission.entries.items():
                 blob = stored[object_id]
                 registered = replace(
