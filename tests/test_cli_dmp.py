@@ -115,6 +115,41 @@ def test_exit_codes(dmp, tmp_path: Path) -> None:
     assert main_code == 3
 
 
+def test_replace_from_the_command_line(dmp, tmp_path: Path) -> None:
+    ins = new_patient().ins
+    person = ["--nom", "TESTPATIENT", "--prenom", "ALICE", "--sexe", "F"]
+    assert dmp("create", "--ins", ins, *person, "--naissance", "1979-03-28")[0] == 0
+    first, second = tmp_path / "v1.txt", tmp_path / "v2.txt"
+    first.write_bytes(b"version 1\r\n")
+    second.write_bytes(b"version 2\r\n" + bytes(range(256)))
+    code, out, _ = dmp("submit", str(first), "--ins", ins, "--json", "--signature-layout", "dmp")
+    (old,) = json.loads(out)["entries"]
+    code, out, _ = dmp(
+        "replace", "--ins", ins, "--document-id", old["unique_id"], str(second),
+        "--signature-layout", "xades-1.3.2",
+    )  # fmt: skip
+    assert code == 0 and out.startswith("replaced 1 document(s)")
+    assert f"{old['unique_id']}  deprecated" in out
+    code, out, _ = dmp("search", "--ins", ins, "--status", "approved", "--status", "deprecated",
+                       "--json")  # fmt: skip
+    statuses = {
+        item["title"]: item["status"].rpartition(":")[2] for item in json.loads(out)["entries"]
+    }
+    assert statuses == {"v1.txt": "Deprecated", "v2.txt": "Approved"}
+    (new,) = [item for item in json.loads(out)["entries"] if item["title"] == "v2.txt"]
+    copy = tmp_path / "copy.txt"
+    retrieved = dmp("retrieve", "--ins", ins, "--document-id", new["unique_id"], "--out", str(copy))
+    assert retrieved[0] == 0 and copy.read_bytes() == second.read_bytes()
+
+    # The old entry is deprecated: the registry refuses to replace it again (exit 1, one JSON).
+    code, out, _ = dmp(
+        "replace", "--ins", ins, "--document-id", old["unique_id"], str(first), "--json"
+    )
+    assert code == 1 and json.loads(out)["error"]["code"] == "XDSRegistryMetadataError"
+    code, _, err = dmp("replace", "--ins", ins, "--document-id", new["unique_id"], "absent.txt")
+    assert code == 2 and "no such file" in err
+
+
 def _consulted(dmp, ins: str) -> dict:
     code, out, _ = dmp("consult", "--ins", ins, "--json")
     assert code == 0

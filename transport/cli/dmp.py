@@ -36,7 +36,7 @@ from transport.errors import UsageError
 
 if TYPE_CHECKING:
     from transport.dmp import xds
-    from transport.dmp.client import DmpClient, Document
+    from transport.dmp.client import DmpClient, Document, Submitted
     from transport.dmp.hl7v3 import Address, Demographics, Observation, PatientRecord, Telecom
     from transport.vihf import Patient
 
@@ -89,11 +89,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     find.add_argument("--naissance", type=date.fromisoformat, help="birth date YYYY-MM-DD")
     submit = transaction("submit", "TD2.1: submit documents")
     submit.add_argument("files", type=Path, nargs="+", metavar="FILE")
-    submit.add_argument("--title", help="document title (default: the file name)")
-    submit.add_argument("--type", dest="type_code", help="typeCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--class", dest="class_code", help="classCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--format", dest="format_code", help="formatCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--mime", help="MIME type (default: guessed from the file name)")
+    _document_options(submit)
+    replace = transaction("replace", "TD2.1 RPLC: replace a document by a corrected one")
+    replace.add_argument("--document-id", required=True, help="the replaced document's uniqueId")
+    replace.add_argument("files", type=Path, nargs=1, metavar="FILE")
+    _document_options(replace)
     search = transaction("search", "TD3.1: search the patient's documents")
     search.add_argument(
         "--status", action="append", choices=STATUSES, help="repeat; default approved"
@@ -114,6 +114,21 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         transaction(name, help_text).add_argument(
             "--document-id", required=True, help="the document's uniqueId"
         )
+
+
+def _document_options(parser: argparse.ArgumentParser) -> None:
+    """The metadata and signature options of a submitted document (submit, replace)."""
+    parser.add_argument("--title", help="document title (default: the file name)")
+    parser.add_argument("--type", dest="type_code", help="typeCode: CODE[^SCHEME[^LABEL]]")
+    parser.add_argument("--class", dest="class_code", help="classCode: CODE[^SCHEME[^LABEL]]")
+    parser.add_argument("--format", dest="format_code", help="formatCode: CODE[^SCHEME[^LABEL]]")
+    parser.add_argument("--mime", help="MIME type (default: guessed from the file name)")
+    parser.add_argument(
+        "--signature-layout",
+        choices=("dmp", "xades-1.3.2"),
+        default="dmp",
+        help="the set's XAdES signature: as the DMP signs (default) or XAdES 1.3.2",
+    )
 
 
 OPPOSITIONS = ("bris-de-glace", "urgence")
@@ -188,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ins", None) is not None:
         _patient(args)  # a malformed INS is refused before the profile is even read
     # The user's paths are checked before anything is sent.
-    if args.dmp_command == "submit":
+    if args.dmp_command in ("submit", "replace"):
         _check_files(args.files)
     if args.dmp_command == "retrieve":
         args.target = output_target(args.out, "--out", force=args.force)
@@ -197,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     log.info("dmp %s: calling the DMP", args.dmp_command)
     try:
-        with DmpClient.from_profile(profile, endpoint=args.endpoint, tracer=trace) as client:
+        with DmpClient.from_profile(
+            profile, endpoint=args.endpoint, tracer=trace, **_client_options(args)
+        ) as client:
             report, lines = handler(client, args)
     except Exception as error:
         log.info("dmp %s: %s", args.dmp_command, type(error).__name__)
@@ -356,8 +373,16 @@ def _check_files(paths: list[Path]) -> None:
             raise UsageError(f"{path}: no such file")
 
 
-def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
-    patient = _patient(args)
+def _client_options(args: argparse.Namespace) -> dict[str, object]:
+    """The DmpClient options a subcommand's arguments choose (the signature layout)."""
+    if getattr(args, "signature_layout", None) is None:
+        return {}
+    from transport.dmp import xades
+
+    return {"signature_layout": xades.LAYOUTS[args.signature_layout]}
+
+
+def _documents(client: DmpClient, args: argparse.Namespace, patient: Patient) -> list[Document]:
     documents: list[Document] = []
     for path in args.files:
         mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -369,14 +394,34 @@ def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[s
         documents.append(
             client.document(patient, path, title=args.title or path.name, mime_type=mime, **codes)
         )
+    return documents
+
+
+def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    documents = _documents(client, args, _patient(args))
     total = sum(path.stat().st_size for path in args.files)
     submitted = client.submit(documents, progress=byte_progress("sent", total))
-    lines = [f"submitted {len(submitted.entries)} document(s)"]
+    return submitted, _submitted_lines("submitted", submitted)
+
+
+def _replace(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    patient = _patient(args)
+    old = _entry(client, patient, args.document_id)
+    (document,) = _documents(client, args, patient)
+    total = args.files[0].stat().st_size
+    replaced = client.replace(old, document, progress=byte_progress("sent", total))
+    lines = _submitted_lines("replaced", replaced)
+    lines.insert(1, f"  {args.document_id}  deprecated")
+    return replaced, lines
+
+
+def _submitted_lines(verb: str, submitted: Submitted) -> list[str]:
+    lines = [f"{verb} {len(submitted.entries)} document(s)"]
     lines.extend(
         f"  {entry.unique_id}  {entry.size} bytes  {entry.title}" for entry in submitted.entries
     )
     lines.extend(_warning_lines(submitted.warnings))
-    return submitted, lines
+    return lines
 
 
 def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
@@ -449,6 +494,7 @@ _HANDLERS: dict[str, Handler] = {
     "patients": _patients,
     "find-patient": _find_patient,
     "submit": _submit,
+    "replace": _replace,
     "search": _search,
     "retrieve": _retrieve,
     "mask": _status_change("mask"),
