@@ -303,6 +303,70 @@ def test_replacement_refusals(indirect: DmpClient, colleague: DmpClient) -> None
         indirect.replace(replace(current, entry_uuid=None), document(patient, b"x"))
 
 
+def titled(client: DmpClient, patient: Patient, title: str, **options) -> Document:
+    return client.document(patient, title.encode(), title=title, mime_type="text/plain", **options)
+
+
+def listed(client: DmpClient, patient: Patient) -> set[str]:
+    return {item.title for item in client.find_documents(patient).documents}
+
+
+def test_visibility_at_submission_and_later(client: DmpClient, stubs: Stubs) -> None:
+    patient = opened(client)
+    Visibility = xds.Visibility
+    documents = [
+        titled(client, patient, "masked", visibility=Visibility(hidden_from_professionals=True)),
+        titled(client, patient, "secret", visibility=Visibility(hidden_from_patient=True)),
+        titled(
+            client, patient, "minor", visibility=Visibility(hidden_from_legal_representatives=True)
+        ),
+        titled(client, patient, "plain"),
+    ]
+    client.submit(documents)
+    found = {item.title: item for item in client.find_documents(patient).documents}
+    assert {title: entry.visibility for title, entry in found.items()} == {
+        "masked": Visibility(hidden_from_professionals=True),
+        "secret": Visibility(hidden_from_patient=True),
+        "minor": Visibility(hidden_from_legal_representatives=True),
+        "plain": Visibility(),
+    }
+    assert [code.code for code in found["minor"].confidentiality] == [
+        "N",
+        "INVISIBLE_REPRESENTANTS_LEGAUX",
+    ]
+    mode = client.identity.mode
+    with (
+        make_client(stubs, mode, subject=COLLEAGUE) as colleague,
+        make_client(stubs, mode, subject=patient.ins) as patient_side,
+    ):
+        colleague.set_authorization(patient)
+        # The author sees everything; another professional not what is masked from them; the
+        # patient not what is hidden from them (nor the set's signature, hidden from both).
+        assert listed(client, patient) == {"masked", "secret", "minor", "plain"}
+        assert listed(colleague, patient) == {"secret", "minor", "plain"}
+        assert listed(patient_side, patient) == {"masked", "minor", "plain"}
+        with pytest.raises(XdsError) as hidden:
+            patient_side.retrieve(patient, [found["secret"].unique_id])
+        assert hidden.value.code == "XDSDocumentUniqueIdError"
+
+        client.unmask(found["masked"])
+        client.show_to_patient(found["secret"])
+        assert listed(colleague, patient) == {"masked", "secret", "minor", "plain"}
+        assert listed(patient_side, patient) == {"masked", "secret", "minor", "plain"}
+        (shown,) = patient_side.retrieve(patient, [found["secret"].unique_id]).documents
+        assert shown.read_bytes() == b"secret"
+
+    # Once the patient may see a document, the DMP never hides it from them again.
+    current = client.find_documents(patient).by_unique_id(found["secret"].unique_id)
+    with pytest.raises(XdsError) as again:
+        client.set_visibility(current, Visibility(hidden_from_patient=True))
+    assert again.value.code == "XDSMetadataUpdateError"
+    with pytest.raises(ValidationError):
+        client.unmask(current)
+    with pytest.raises(ValidationError):
+        client.show_to_patient(current)
+
+
 def test_xds_failures_and_partial_success(indirect: DmpClient, colleague: DmpClient) -> None:
     patient = opened(indirect)
     kept = document(patient, b"present")

@@ -28,7 +28,7 @@ from transport.config import example_profile
 from transport.dmp.authorizations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
 from transport.dmp.client import DmpClient, Document
 from transport.dmp.hl7v3 import Traits
-from transport.dmp.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded
+from transport.dmp.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded, Visibility
 from transport.soap import mtom
 from transport.soap.addressing import SOAP12_NS, WSA_NS
 from transport.soap.trace import Tracer
@@ -311,6 +311,8 @@ FULL_METADATA = {
     "event_codes": (EVENT,),
 }
 """The optional document metadata the official TD2.1 example fills in (fictitious values)."""
+RESTRICTED = Visibility(hidden_from_patient=True, hidden_from_legal_representatives=True)
+"""The restrictions of the traced TD2.1's second document."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,10 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     documents = [
         Document(entry(content, patient, **FULL_METADATA), content) for content in (b"a", b"b")
     ]
+    # The second document is hidden from the patient at submission (a DMP restriction code).
+    hidden = documents[1].entry
+    restricted = RESTRICTED.applied(hidden.confidentiality)
+    documents[1] = Document(replace(hidden, confidentiality=restricted), b"b")
     submission = client.submission_set(patient, title="Lot de test", comments="Compte rendu")
     trace("TD2.1", lambda: client.submit(documents, submission_set=submission))
     found = client.find_documents(patient)
@@ -731,3 +737,30 @@ def test_signature_document_matches_the_official_example(traced) -> None:
     assert ours.findtext(purpose, namespaces=namespaces) == official.findtext(
         purpose, namespaces=namespaces
     )
+
+
+# --- the DMP restriction codes -------------------------------------------------------------------
+
+_CONFIDENTIALITY = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
+
+
+def restriction_codes(envelope: etree._Element) -> dict[str, set[str | None]]:
+    """Each confidentiality code of the message, with the coding schemes it is written in."""
+    codes: dict[str, set[str | None]] = {}
+    for item in envelope.iter(f"{{{RIM_NS}}}Classification"):
+        if item.get("classificationScheme") != _CONFIDENTIALITY:
+            continue
+        scheme = item.findtext(f"{{{RIM_NS}}}Slot[@name='codingScheme']//{{{RIM_NS}}}Value")
+        codes.setdefault(item.get("nodeRepresentation") or "", set()).add(scheme)
+    return codes
+
+
+def test_restriction_codes_are_written_as_the_official_ones(traced) -> None:
+    official = restriction_codes(official_request(EXAMPLE_OF["TD2.1"]))
+    ours = restriction_codes(only_request(traced, "TD2.1").envelope)
+    for code in ("MASQUE_PS", "INVISIBLE_PATIENT", "N"):
+        assert ours[code] == official[code], code
+    # The code the official example does not show is written in the same coding scheme.
+    assert ours["INVISIBLE_REPRESENTANTS_LEGAUX"] == official["INVISIBLE_PATIENT"]
+    rplc = restriction_codes(only_request(traced, "TD2.1 RPLC").envelope)
+    assert set(rplc) == {"N", "MASQUE_PS", "INVISIBLE_PATIENT"}  # the document and its signature

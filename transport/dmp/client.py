@@ -90,12 +90,6 @@ log = logging.getLogger("transport.dmp")
 DMP_REPOSITORY_UNIQUE_ID = "1.2.250.1.213.4.1.1.1.2"
 """The DMP repository's ``RepositoryUniqueId`` (the official TD3.2 example's)."""
 
-MASKED_FROM_PROFESSIONALS_CODE = xds.Coded(
-    xds.MASKED_FROM_PROFESSIONALS,
-    xds.DMP_CONFIDENTIALITY_SYSTEM,
-    "Non visible par les professionnels de santé",
-)
-"""The confidentiality code TD3.3a adds to hide a document from other professionals."""
 
 DEFAULT_CONTENT_TYPE = xds.Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour")
 """A submission set's default ``contentTypeCode``; pass the one fitting the activity."""
@@ -185,13 +179,15 @@ class Document:
         format_code: xds.Coded | None = None,
         practice_setting: xds.Coded | None = None,
         healthcare_facility_type: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **metadata: object,
     ) -> Document:
         """A CDA R2 document with the metadata its header gives (:func:`transport.dmp.cda.
         document_entry`: uniqueId, type and class, format from the templateIds, authors, times,
         confidentiality…); the codes given here win over the derived ones, ``metadata`` sets any
-        other :class:`transport.dmp.xds.DocumentEntry` field. ValidationError when its
-        ``recordTarget`` is not ``patient`` or a code cannot be derived."""
+        other :class:`transport.dmp.xds.DocumentEntry` field, ``visibility`` adds the DMP
+        restrictions (masked from professionals, hidden from the patient…). ValidationError
+        when its ``recordTarget`` is not ``patient`` or a code cannot be derived."""
         entry = cda.document_entry(
             cda.read_header(content),
             patient,
@@ -200,7 +196,8 @@ class Document:
             practice_setting=practice_setting,
             healthcare_facility_type=healthcare_facility_type,
         )
-        return cls(replace(entry, **metadata), content)  # type: ignore[arg-type]
+        entry = replace(entry, **metadata)  # type: ignore[arg-type]
+        return cls(_restricted(entry, visibility), content)
 
     @classmethod
     def from_pdf(
@@ -210,20 +207,21 @@ class Document:
         *,
         output: Path | None = None,
         class_code: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **report: object,
     ) -> Document:
         """The PDF file ``path`` wrapped as a CI-SIS / IHE XDS-SD non-structured CDA R2 document
         (:func:`transport.dmp.cda.write_non_structured`, streamed to ``output`` or a temporary
         file), with its metadata as :meth:`from_cda` reads them back. ``report``: the fields of
         :class:`transport.dmp.cda.Report` (``author``, ``custodian``, ``type_code``, ``title``,
-        ``practice_setting``, ``facility_type``…)."""
+        ``practice_setting``, ``facility_type``…); ``visibility`` as in :meth:`from_cda`."""
         written = cda.write_non_structured(
             path,
             "application/pdf",
             cda.Report(patient, **report),
             output,  # type: ignore[arg-type]
         )
-        return cls.from_cda(written, patient, class_code=class_code)
+        return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
 
     @classmethod
     def from_text(
@@ -233,6 +231,7 @@ class Document:
         *,
         output: Path | None = None,
         class_code: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **report: object,
     ) -> Document:
         """The plain-text file ``path`` wrapped as :meth:`from_pdf` wraps a PDF."""
@@ -242,7 +241,7 @@ class Document:
             cda.Report(patient, **report),
             output,  # type: ignore[arg-type]
         )
-        return cls.from_cda(written, patient, class_code=class_code)
+        return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
 
 
 @dataclass(frozen=True)
@@ -354,6 +353,13 @@ def _attribute(credential: Credential, oid: x509.ObjectIdentifier) -> str | None
     """The first value of one attribute of the credential's subject, or None."""
     values = credential.certificate.subject.get_attributes_for_oid(oid)
     return str(values[0].value) if values else None
+
+
+def _restricted(entry: xds.DocumentEntry, visibility: xds.Visibility | None) -> xds.DocumentEntry:
+    """``entry`` with the DMP restrictions of ``visibility`` (unchanged when None)."""
+    if visibility is None:
+        return entry
+    return replace(entry, confidentiality=visibility.applied(entry.confidentiality))
 
 
 class DmpClient:
@@ -599,12 +605,14 @@ class DmpClient:
         class_code: xds.Coded = DEFAULT_CLASS,
         format_code: xds.Coded | None = None,
         practice_setting: xds.Coded = DEFAULT_PRACTICE,
+        visibility: xds.Visibility | None = None,
         **metadata: object,
     ) -> Document:
         """A document to :meth:`submit`, its metadata filled in: a new uniqueId, the caller as
         author, the creation and service times now, the structure's sector as facility type,
         the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
-        :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
+        :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…);
+        ``visibility``: the DMP restrictions (:class:`transport.dmp.xds.Visibility`).
         """
         now = format_ts(datetime.now(UTC))
         sector, _, system = self.identity.sector.partition("^")
@@ -623,7 +631,8 @@ class DmpClient:
             service_start_time=now,
             service_stop_time=now,
         )
-        return Document(replace(entry, **metadata), content)  # type: ignore[arg-type]
+        entry = replace(entry, **metadata)  # type: ignore[arg-type]
+        return Document(_restricted(entry, visibility), content)
 
     def submit(
         self,
@@ -808,23 +817,52 @@ class DmpClient:
         return Retrieved(result.result.status, contents, result.result.errors)
 
     def mask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
-        """TD3.3a: hide the document from other professionals (a new metadata version with the
-        ``MASQUE_PS`` confidentiality code). ``entry`` comes from :meth:`find_documents`."""
+        """TD3.3a: hide the document from other professionals (``MASQUE_PS``); ``entry`` comes
+        from :meth:`find_documents`. ValidationError when it is masked already."""
         if entry.masked:
             raise ValidationError("entry", "the document is already masked")
+        visibility = replace(entry.visibility, hidden_from_professionals=True)
+        return self.set_visibility(entry, visibility, transaction="TD3.3a")
+
+    def unmask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """ITI-57: show a masked document to other professionals again (``MASQUE_PS`` removed).
+        ValidationError when it is not masked."""
+        if not entry.masked:
+            raise ValidationError("entry", "the document is not masked")
+        visibility = replace(entry.visibility, hidden_from_professionals=False)
+        return self.set_visibility(entry, visibility)
+
+    def show_to_patient(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """ITI-57: make a document hidden from the patient visible to them (``INVISIBLE_PATIENT``
+        removed), once they have been told. ValidationError when they see it already."""
+        if not entry.visibility.hidden_from_patient:
+            raise ValidationError("entry", "the patient sees the document already")
+        visibility = replace(entry.visibility, hidden_from_patient=False)
+        return self.set_visibility(entry, visibility)
+
+    def set_visibility(
+        self,
+        entry: xds.DocumentEntry,
+        visibility: xds.Visibility,
+        *,
+        transaction: str = "ITI-57",
+    ) -> tuple[xds.RegistryError, ...]:
+        """ITI-57 (IHE ITI TF-2b §3.57): a new metadata version of ``entry`` whose DMP
+        restriction codes are ``visibility``'s, its other metadata unchanged; the registry
+        deprecates the previous version. ``entry`` comes from :meth:`find_documents` (it has a
+        version); XdsError when the registry refuses (the DMP never hides from the patient a
+        document they could see)."""
         if not entry.version:
             raise ValidationError(
-                "entry", "mask an entry read from the registry (it has a version)"
+                "entry", "change the visibility of an entry read from the registry (a version)"
             )
-        masked = replace(
-            entry,
-            confidentiality=(*entry.confidentiality, MASKED_FROM_PROFESSIONALS_CODE),
-            logical_id=entry.logical_id or entry.entry_uuid,
+        changed = replace(
+            _restricted(entry, visibility), logical_id=entry.logical_id or entry.entry_uuid
         )
         payload = xds.update_metadata_request(
-            self.submission_set(entry.patient), masked, entry.version
+            self.submission_set(entry.patient), changed, entry.version
         )
-        return self._update("TD3.3a", entry.patient, payload)
+        return self._update(transaction, entry.patient, payload)
 
     def delete(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
         """TD3.3c: delete the document (its status becomes ``Deleted``)."""

@@ -35,11 +35,10 @@ from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureConfigurat
 
 from transport.credentials import Signer, rfc2253_dn
 from transport.dmp.xds import (
-    DMP_CONFIDENTIALITY_SYSTEM,
-    MASKED_FROM_PROFESSIONALS,
     Coded,
     DocumentEntry,
     SubmissionSet,
+    Visibility,
     new_unique_id,
     patient_id,
 )
@@ -79,7 +78,9 @@ the signature document's eventCode."""
 SIGNATURE_CLASS = Coded("urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", "URN", "Digital Signature")
 SIGNATURE_TYPE = Coded("E1762", "ASTM", "Full Document")
 SIGNATURE_FORMAT = Coded("http://www.w3.org/2000/09/xmldsig#", "URN", "Default Signature Style")
-INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
+SIGNATURE_VISIBILITY = Visibility(hidden_from_professionals=True, hidden_from_patient=True)
+"""A signature is for systems, not readers: masked from professionals, hidden from the patient,
+as the DMP's TD2.1 request marks its signature document."""
 SIGNATURE_LANGUAGE = "art"
 """ISO 639-2 "artificial languages": the language of a signature document in the DMP's TD2.1."""
 
@@ -379,10 +380,8 @@ def signature_entry(
         practice_setting=signed.practice_setting,
         creation_time=submission.submission_time,
         authors=submission.authors,
-        confidentiality=(
-            Coded("N", "2.16.840.1.113883.5.25", "Normal"),
-            Coded(MASKED_FROM_PROFESSIONALS, DMP_CONFIDENTIALITY_SYSTEM, "Masqué aux PS"),
-            Coded(INVISIBLE_TO_PATIENT, DMP_CONFIDENTIALITY_SYSTEM, "Non visible par le patient"),
+        confidentiality=SIGNATURE_VISIBILITY.applied(
+            (Coded("N", "2.16.840.1.113883.5.25", "Normal"),)
         ),
         mime_type="text/xml",
         language=SIGNATURE_LANGUAGE,

@@ -10,7 +10,9 @@ patient's DMP must be open and the caller (VIHF NameID) authorized on it. Busine
 Documents are stored byte-exact in the blob store; the repository reads MTOM requests from the
 spooled request stream into files and streams retrieved documents from disk, so no document is
 ever held whole in memory. A document is acknowledged only after its content and its row are
-durable. Documents masked from professionals (``MASQUE_PS``) are visible to their submitter only.
+durable. Who sees a document follows its DMP restriction codes (see ``visible``): masked from
+professionals (``MASQUE_PS``), its submitter and the patient only; hidden from the patient
+(``INVISIBLE_PATIENT``), never listed nor retrieved for the patient.
 """
 
 from __future__ import annotations
@@ -194,12 +196,24 @@ class _XdsService:
             raise _error("XDSUnknownPatientId", "aucun DMP pour ce patient")
         if status is DmpStatus.CLOSED:
             raise _error("DMPClosed", "le DMP de ce patient est fermé")
+        if _is_the_patient(checked, patient):
+            return
         if self.context.patients.authorization(patient, vihf.subject_id) is not Authorization.VALID:
             raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
 
     def visible(self, checked: Checked, document: StoredDocument) -> bool:
-        """Whether the caller may see this document (masked ones: their submitter only)."""
-        return not document.entry.masked or document.submitted_by == checked.vihf.vihf.subject_id
+        """Whether the caller may see this document, by its DMP restrictions
+        (:class:`transport.dmp.xds.Visibility`): its submitter always; the patient (see
+        :func:`_is_the_patient`) unless it is hidden from them; other professionals unless it
+        is masked from them. The stub has no legal representatives: their restriction is
+        stored and returned, never enforced."""
+        caller = checked.vihf.vihf.subject_id
+        restrictions = document.entry.visibility
+        if caller == document.submitted_by:
+            return True
+        if _is_the_patient(checked, document.entry.patient):
+            return not restrictions.hidden_from_patient
+        return not restrictions.hidden_from_professionals
 
     def answer(self, checked: Checked, payload: etree._Element) -> StubResponse:
         """The SOAP 1.2 response to ``checked`` carrying ``payload``."""
@@ -383,6 +397,12 @@ class RegistryService(_XdsService):
             raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
         if not self.visible(checked, current):
             raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
+        if (
+            entry.visibility.hidden_from_patient
+            and not current.entry.visibility.hidden_from_patient
+        ):
+            # Once the patient may see a document, it is never hidden from them again.
+            raise _error("XDSMetadataUpdateError", "le document est déjà visible par le patient")
         if previous != current.entry.version:
             raise _error(
                 "XDSMetadataVersionError",
@@ -416,6 +436,13 @@ class RegistryService(_XdsService):
                 submission.submission_set.unique_id,
                 current.submitted_by,
             )
+
+
+def _is_the_patient(checked: Checked, patient: Patient) -> bool:
+    """Whether the caller is the patient: the stub's patient-side caller is a VIHF whose NameID
+    is the patient's own INS (the DMP's patient access is outside the LPS interface; this
+    stands for it), who needs no authorization on their own DMP."""
+    return checked.vihf.vihf.subject_id == patient.ins
 
 
 def _parameter(query: xds.StoredQuery, name: str, *, required: bool = False) -> tuple[str, ...]:
