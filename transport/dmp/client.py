@@ -615,7 +615,6 @@ class DmpClient:
         ``visibility``: the DMP restrictions (:class:`transport.dmp.xds.Visibility`).
         """
         now = format_ts(datetime.now(UTC))
-        sector, _, system = self.identity.sector.partition("^")
         entry = xds.DocumentEntry(
             patient=patient,
             unique_id=xds.new_unique_id(),
@@ -623,7 +622,7 @@ class DmpClient:
             class_code=class_code,
             type_code=type_code,
             format_code=format_code or FORMATS.get(mime_type, MIME_TYPE_SUFFICIENT),
-            healthcare_facility_type=xds.Coded(sector, system),
+            healthcare_facility_type=self._facility_type(),
             practice_setting=practice_setting,
             creation_time=now,
             authors=(self.document_author,),
@@ -633,6 +632,38 @@ class DmpClient:
         )
         entry = replace(entry, **metadata)  # type: ignore[arg-type]
         return Document(_restricted(entry, visibility), content)
+
+    def report_fields(self, type_code: xds.Coded, title: str) -> dict[str, object]:
+        """The header fields of a report this professional writes (the ``report`` of
+        :meth:`Document.from_pdf`): the caller as author (IdNat, name, specialty from the VIHF
+        roles), the structure as custodian, ``type_code`` and ``title``, the default practice
+        setting and the structure's sector as facility type."""
+        author = self.author
+        structure = cda.Organization(
+            cda.InstanceId(cda.IDNAT_STRUCTURE_OID, author.structure_id), self.structure_name
+        )
+        role = author.role
+        person = cda.Person(
+            cda.InstanceId(cda.IDNAT_PS_OID, author.professional_id), author.family, author.given
+        )
+        return {
+            "author": cda.Author(
+                person,
+                specialty=xds.Coded(role.code, role.code_system, role.display_name or "")
+                if role
+                else None,
+                organization=structure,
+            ),
+            "custodian": structure,
+            "type_code": type_code,
+            "title": title,
+            "practice_setting": DEFAULT_PRACTICE,
+            "facility_type": self._facility_type(),
+        }
+
+    def _facility_type(self) -> xds.Coded:
+        sector, _, system = self.identity.sector.partition("^")
+        return xds.Coded(sector, system)
 
     def submit(
         self,
