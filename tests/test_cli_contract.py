@@ -81,7 +81,7 @@ def commands(folder: Path) -> dict[str, list[str]]:
         "dmp exists": ["dmp", "exists", "--ins", INS],
         "dmp consult": ["dmp", "consult", "--ins", INS],
         "dmp search": ["dmp", "search", "--ins", INS],
-        "dmp submit": ["dmp", "submit", "--ins", INS, str(document)],
+        "dmp submit": ["dmp", "submit", "--ins", INS, "--raw", str(document)],
         "dmp retrieve": [
             *("dmp", "retrieve", "--ins", INS, "--document-id", "1.2.3"),
             *("--out", str(folder / "out.bin")),

@@ -3,6 +3,7 @@ retrieved file byte-exact, exit codes per error family."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.test_stub_dmp import new_patient
 from transport.cli import main
 from transport.stubs.app import DMP_SERVICES
 from transport.vihf import INS_TEST_OID
+from transport.xml import parse_xml
 
 STUB_SERVICES = DMP_SERVICES
 
@@ -62,7 +64,7 @@ def test_every_transaction_from_the_command_line(dmp, tmp_path: Path) -> None:
 
     document = tmp_path / "compte-rendu.txt"
     document.write_bytes(b"Compte rendu\r\nligne 2\r\n" + bytes(range(256)))
-    code, out, _ = dmp("submit", str(document), "--ins", ins, "--json")
+    code, out, _ = dmp("submit", str(document), "--ins", ins, "--json", "--raw")
     (entry,) = json.loads(out)["entries"]
     assert code == 0 and entry["size"] == document.stat().st_size
     assert entry["mime_type"] == "text/plain" and entry["title"] == "compte-rendu.txt"
@@ -113,6 +115,109 @@ def test_exit_codes(dmp, tmp_path: Path) -> None:
         ["dmp", "exists", "--ins", new_patient().ins, "--endpoint", "https://127.0.0.1:1/x"]
     )
     assert main_code == 3
+
+
+def test_replace_from_the_command_line(dmp, tmp_path: Path) -> None:
+    ins = new_patient().ins
+    person = ["--nom", "TESTPATIENT", "--prenom", "ALICE", "--sexe", "F"]
+    assert dmp("create", "--ins", ins, *person, "--naissance", "1979-03-28")[0] == 0
+    first, second = tmp_path / "v1.txt", tmp_path / "v2.txt"
+    first.write_bytes(b"version 1\r\n")
+    second.write_bytes(b"version 2\r\n" + bytes(range(256)))
+    code, out, _ = dmp(
+        "submit", str(first), "--ins", ins, "--json", "--raw", "--signature-layout", "dmp"
+    )
+    (old,) = json.loads(out)["entries"]
+    code, out, _ = dmp(
+        "replace", "--ins", ins, "--document-id", old["unique_id"], str(second), "--raw",
+        "--signature-layout", "xades-1.3.2",
+    )  # fmt: skip
+    assert code == 0 and out.startswith("replaced 1 document(s)")
+    assert f"{old['unique_id']}  deprecated" in out
+    code, out, _ = dmp("search", "--ins", ins, "--status", "approved", "--status", "deprecated",
+                       "--json")  # fmt: skip
+    statuses = {
+        item["title"]: item["status"].rpartition(":")[2] for item in json.loads(out)["entries"]
+    }
+    assert statuses == {"v1.txt": "Deprecated", "v2.txt": "Approved"}
+    (new,) = [item for item in json.loads(out)["entries"] if item["title"] == "v2.txt"]
+    copy = tmp_path / "copy.txt"
+    retrieved = dmp("retrieve", "--ins", ins, "--document-id", new["unique_id"], "--out", str(copy))
+    assert retrieved[0] == 0 and copy.read_bytes() == second.read_bytes()
+
+    # The old entry is deprecated: the registry refuses to replace it again (exit 1, one JSON).
+    code, out, _ = dmp(
+        "replace", "--ins", ins, "--document-id", old["unique_id"], str(first), "--json", "--raw"
+    )
+    assert code == 1 and json.loads(out)["error"]["code"] == "XDSRegistryMetadataError"
+    code, _, err = dmp("replace", "--ins", ins, "--document-id", new["unique_id"], "absent.txt")
+    assert code == 2 and "no such file" in err
+
+
+PDF = b"%PDF-1.4\n% a report\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
+CONSULTATION = "11488-4^2.16.840.1.113883.6.1^CR de consultation"
+
+
+def test_submit_makes_and_reads_cda_documents(dmp, tmp_path: Path) -> None:
+    from transport.dmp import cda
+
+    ins = new_patient().ins
+    person = ["--nom", "TESTPATIENT", "--prenom", "ALICE", "--sexe", "F"]
+    assert dmp("create", "--ins", ins, *person, "--naissance", "1979-03-28")[0] == 0
+    report = tmp_path / "report.pdf"
+    report.write_bytes(PDF)
+
+    # A PDF needs its type code; without it, a usage error and nothing sent.
+    code, out, _ = dmp("submit", str(report), "--ins", ins, "--json")
+    error = json.loads(out)["error"]
+    assert code == 2 and "--type-code" in error["message"] and "--raw" in error["hint"]
+    junk = tmp_path / "scan.bin"
+    junk.write_bytes(bytes(range(256)))
+    code, _, err = dmp("submit", str(junk), "--ins", ins)
+    assert code == 2 and "neither a CDA" in err
+    assert json.loads(dmp("search", "--ins", ins, "--json")[1])["entries"] == []
+
+    code, out, _ = dmp(
+        "submit", str(report), "--ins", ins, "--type-code", CONSULTATION, "--json",
+        "--hidden-from-patient",
+    )  # fmt: skip
+    assert code == 0
+    (wrapped,) = json.loads(out)["entries"]
+    assert wrapped["format_code"]["code"] == "urn:ihe:iti:xds-sd:pdf:2008"
+    assert wrapped["type_code"]["code"] == "11488-4" and wrapped["title"] == "report"
+    assert wrapped["mime_type"] == "text/xml"
+    assert [code["code"] for code in wrapped["confidentiality"]][-1] == "INVISIBLE_PATIENT"
+    assert wrapped["authors"][0]["person"].startswith("899700000001^")
+    # What the DMP keeps is the CDA level 1 document, its body the PDF's exact bytes.
+    copy = tmp_path / "copy.xml"
+    retrieved = dmp("retrieve", "--ins", ins, "--document-id", wrapped["unique_id"], "--out",
+                    str(copy))  # fmt: skip
+    assert retrieved[0] == 0
+    header = cda.read_header(copy)
+    assert header.id.unique_id == wrapped["unique_id"]
+    body = parse_xml(copy.read_bytes()).findtext(".//{urn:hl7-org:v3}nonXMLBody/{*}text")
+    assert base64.b64decode(body) == PDF
+
+    # That CDA file, submitted again as a new document, is read, not wrapped.
+    resubmitted = tmp_path / "resubmitted.xml"
+    resubmitted.write_bytes(copy.read_bytes().replace(wrapped["unique_id"].encode(), b"1.2.3.99"))
+    code, out, _ = dmp("submit", str(resubmitted), "--ins", ins, "--json")
+    (read,) = json.loads(out)["entries"]
+    assert code == 0 and read["unique_id"] == "1.2.3.99"
+    assert read["format_code"] == wrapped["format_code"] and read["size"] == len(
+        resubmitted.read_bytes()
+    )
+
+    # Visibility later: shown to the patient, masked, unmasked.
+    for command in ("show-to-patient", "mask", "unmask"):
+        assert dmp(command, "--ins", ins, "--document-id", wrapped["unique_id"])[0] == 0
+    code, out, _ = dmp("search", "--ins", ins, "--json")
+    (now,) = [
+        item for item in json.loads(out)["entries"] if item["unique_id"] == wrapped["unique_id"]
+    ]
+    assert [code["code"] for code in now["confidentiality"]] == ["N"]
+    code, out, _ = dmp("unmask", "--ins", ins, "--document-id", wrapped["unique_id"], "--json")
+    assert code == 2 and "not masked" in json.loads(out)["error"]["message"]
 
 
 def _consulted(dmp, ins: str) -> dict:

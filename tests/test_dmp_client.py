@@ -244,6 +244,129 @@ def test_mask_delete_archive(indirect: DmpClient, colleague: DmpClient) -> None:
         indirect.mask(visible.documents[0])
 
 
+def test_a_replacement_deprecates_the_old_entry(client: DmpClient, tmp_path: Path) -> None:
+    patient = opened(client)
+    old = document(patient, b"compte rendu, version 1")
+    client.submit([old])
+    current = client.find_documents(patient).by_unique_id(old.entry.unique_id)
+    corrected = tmp_path / "corrected.bin"
+    corrected.write_bytes(PAYLOADS["every byte value"] + b"\r\n")
+    new = document(patient, corrected)
+
+    replaced = client.replace(current, new)
+    assert [item.unique_id for item in replaced.entries] == [new.entry.unique_id]
+    assert replaced.signature is not None and replaced.warnings == ()
+
+    approved = client.find_documents(patient)
+    assert [item.unique_id for item in approved.documents] == [new.entry.unique_id]
+    both = client.find_documents(patient, (xds.APPROVED, xds.DEPRECATED))
+    statuses = {item.unique_id: item.status for item in both.documents}
+    assert statuses == {old.entry.unique_id: xds.DEPRECATED, new.entry.unique_id: xds.APPROVED}
+    (retrieved,) = client.retrieve(patient, [new.entry.unique_id]).documents
+    assert retrieved.read_bytes() == corrected.read_bytes()
+
+    # The old entry is deprecated now: replacing it again is the registry's refusal.
+    with pytest.raises(XdsError) as again:
+        client.replace(current, document(patient, b"version 3"))
+    assert again.value.code == "XDSRegistryMetadataError" and again.value.exit_code == 1
+    assert client.find_documents(patient).documents[0].unique_id == new.entry.unique_id
+
+
+def test_replacement_refusals(indirect: DmpClient, colleague: DmpClient) -> None:
+    patient, other = opened(indirect), opened(indirect)
+    kept = document(patient, b"kept")
+    indirect.submit([kept])
+    current = indirect.find_documents(patient).by_unique_id(kept.entry.unique_id)
+    with pytest.raises(ValidationError, match="same patient"):
+        indirect.replace(current, document(other, b"other"))
+    # Another patient's entry, named in a submission for this one: the registry's refusal.
+    foreign = document(other, b"foreign")
+    indirect.submit([foreign])
+    theirs = indirect.find_documents(other).by_unique_id(foreign.entry.unique_id)
+    with pytest.raises(XdsError) as mismatch:
+        indirect.replace(replace(theirs, patient=patient), document(patient, b"new"))
+    assert mismatch.value.code == "XDSPatientIdDoesNotMatch"
+    # An entry the registry does not know (or the caller may not see).
+    with pytest.raises(XdsError) as unknown:
+        indirect.replace(
+            replace(current, entry_uuid=xds.new_entry_uuid()), document(patient, b"new")
+        )
+    assert unknown.value.code == "UnresolvedReferenceException"
+    indirect.delete(current)
+    with pytest.raises(XdsError) as deleted:
+        indirect.replace(current, document(patient, b"after deletion"))
+    assert deleted.value.code == "XDSRegistryMetadataError"
+    # Nothing was registered by the refusals.
+    every = indirect.find_documents(patient, xds.STATUSES)
+    assert [item.unique_id for item in every.documents] == [kept.entry.unique_id]
+    with pytest.raises(ValidationError):
+        indirect.replace(replace(current, entry_uuid=None), document(patient, b"x"))
+
+
+def titled(client: DmpClient, patient: Patient, title: str, **options) -> Document:
+    return client.document(patient, title.encode(), title=title, mime_type="text/plain", **options)
+
+
+def listed(client: DmpClient, patient: Patient) -> set[str]:
+    return {item.title for item in client.find_documents(patient).documents}
+
+
+def test_visibility_at_submission_and_later(client: DmpClient, stubs: Stubs) -> None:
+    patient = opened(client)
+    Visibility = xds.Visibility
+    documents = [
+        titled(client, patient, "masked", visibility=Visibility(hidden_from_professionals=True)),
+        titled(client, patient, "secret", visibility=Visibility(hidden_from_patient=True)),
+        titled(
+            client, patient, "minor", visibility=Visibility(hidden_from_legal_representatives=True)
+        ),
+        titled(client, patient, "plain"),
+    ]
+    client.submit(documents)
+    found = {item.title: item for item in client.find_documents(patient).documents}
+    assert {title: entry.visibility for title, entry in found.items()} == {
+        "masked": Visibility(hidden_from_professionals=True),
+        "secret": Visibility(hidden_from_patient=True),
+        "minor": Visibility(hidden_from_legal_representatives=True),
+        "plain": Visibility(),
+    }
+    assert [code.code for code in found["minor"].confidentiality] == [
+        "N",
+        "INVISIBLE_REPRESENTANTS_LEGAUX",
+    ]
+    mode = client.identity.mode
+    with (
+        make_client(stubs, mode, subject=COLLEAGUE) as colleague,
+        make_client(stubs, mode, subject=patient.ins) as patient_side,
+    ):
+        colleague.set_authorization(patient)
+        # The author sees everything; another professional not what is masked from them; the
+        # patient not what is hidden from them (nor the set's signature, hidden from both).
+        assert listed(client, patient) == {"masked", "secret", "minor", "plain"}
+        assert listed(colleague, patient) == {"secret", "minor", "plain"}
+        assert listed(patient_side, patient) == {"masked", "minor", "plain"}
+        with pytest.raises(XdsError) as hidden:
+            patient_side.retrieve(patient, [found["secret"].unique_id])
+        assert hidden.value.code == "XDSDocumentUniqueIdError"
+
+        client.unmask(found["masked"])
+        client.show_to_patient(found["secret"])
+        assert listed(colleague, patient) == {"masked", "secret", "minor", "plain"}
+        assert listed(patient_side, patient) == {"masked", "secret", "minor", "plain"}
+        (shown,) = patient_side.retrieve(patient, [found["secret"].unique_id]).documents
+        assert shown.read_bytes() == b"secret"
+
+    # Once the patient may see a document, the DMP never hides it from them again.
+    current = client.find_documents(patient).by_unique_id(found["secret"].unique_id)
+    with pytest.raises(XdsError) as again:
+        client.set_visibility(current, Visibility(hidden_from_patient=True))
+    assert again.value.code == "XDSMetadataUpdateError"
+    with pytest.raises(ValidationError):
+        client.unmask(current)
+    with pytest.raises(ValidationError):
+        client.show_to_patient(current)
+
+
 def test_xds_failures_and_partial_success(indirect: DmpClient, colleague: DmpClient) -> None:
     patient = opened(indirect)
     kept = document(patient, b"present")

@@ -28,7 +28,7 @@ from transport.config import example_profile
 from transport.dmp.authorizations import HABILITATIONS_NS, PATIENTS_NS, AuthorizationAction
 from transport.dmp.client import DmpClient, Document
 from transport.dmp.hl7v3 import Traits
-from transport.dmp.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded
+from transport.dmp.xds import LCM_NS, QUERY_NS, RIM_NS, RS_NS, XDSB_NS, Coded, Visibility
 from transport.soap import mtom
 from transport.soap.addressing import SOAP12_NS, WSA_NS
 from transport.soap.trace import Tracer
@@ -293,6 +293,7 @@ TRANSACTIONS = (
     "TD0.4",
     "TD0.5",
     "TD2.1",
+    "TD2.1 RPLC",
     "TD3.1 FindDocuments",
     "TD3.1 GetDocuments",
     "TD3.2",
@@ -310,6 +311,8 @@ FULL_METADATA = {
     "event_codes": (EVENT,),
 }
 """The optional document metadata the official TD2.1 example fills in (fictitious values)."""
+RESTRICTED = Visibility(hidden_from_patient=True, hidden_from_legal_representatives=True)
+"""The restrictions of the traced TD2.1's second document."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,10 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     documents = [
         Document(entry(content, patient, **FULL_METADATA), content) for content in (b"a", b"b")
     ]
+    # The second document is hidden from the patient at submission (a DMP restriction code).
+    hidden = documents[1].entry
+    restricted = RESTRICTED.applied(hidden.confidentiality)
+    documents[1] = Document(replace(hidden, confidentiality=restricted), b"b")
     submission = client.submission_set(patient, title="Lot de test", comments="Compte rendu")
     trace("TD2.1", lambda: client.submit(documents, submission_set=submission))
     found = client.find_documents(patient)
@@ -373,6 +380,12 @@ def run_every_transaction(client: DmpClient, tracer: Tracer) -> dict[str, tuple[
     # The masked document's current version (TD3.3a made a new one) is the one to archive.
     current = client.find_documents(patient).by_unique_id(first.unique_id)
     trace("TD3.3d", lambda: client.archive(current))
+    replaced = Document(entry(b"c", patient, **FULL_METADATA), b"c")
+    client.submit([replaced])
+    old = client.find_documents(patient).by_unique_id(replaced.entry.unique_id)
+    corrected = Document(entry(b"c, corrected", patient, **FULL_METADATA), b"c, corrected")
+    again = client.submission_set(patient, title="Correction", comments="Compte rendu corrigé")
+    trace("TD2.1 RPLC", lambda: client.replace(old, corrected, submission_set=again))
     return sent
 
 
@@ -479,6 +492,7 @@ EXAMPLE_OF = {
     "TD1.3a": "TD1.3a_-_Consultation_request.xml",
     "TD0.3": "TD0.3_-_Mise_jour_de_l_autorisation_request.xml",
     "TD2.1": "TD2.1_-_Alimentation_request.xml",
+    "TD2.1 RPLC": "TD2.1_-_Alimentation_request.xml",
     "TD3.1 FindDocuments": "TD3.1_-_Recherche_de_document_request.xml",
     "TD3.2": "TD3.2_-_Consultation_d_un_document_request.xml",
 }
@@ -617,6 +631,19 @@ BODY_ALLOWANCES = {
 }
 
 
+BODY_ALLOWANCES["TD2.1 RPLC"] = {
+    **BODY_ALLOWANCES["TD2.1"],
+    "the replaced entry": Allowance(
+        "a replacement is a TD2.1 with one more association, RPLC from the new document to the "
+        "entryUUID it replaces (IHE ITI TF-3 §4.2.2.2); the official example submits new "
+        "documents only.",
+        ours_only=(
+            f"{_OBJECTS}/rim:Association[@associationType=urn:ihe:iti:2007:AssociationType:RPLC]",
+        ),
+    ),
+}
+
+
 @pytest.mark.parametrize("transaction", list(EXAMPLE_OF))
 def test_body_structure_matches_the_official_example(traced, transaction: str) -> None:
     official = official_request(EXAMPLE_OF[transaction]).find(f"{{{SOAP12_NS}}}Body")
@@ -638,3 +665,102 @@ def test_the_comparison_sees_a_missing_an_added_and_a_moved_element() -> None:
     allowed = {"b": Allowance("test", official_only=("/hl7:a/hl7:b",))}
     assert differences.without(allowed).official_only == ("/hl7:a/@x",)
     assert differences.unused({"none": Allowance("test", ours_only=("/hl7:z",))}) == ["none"]
+
+
+# --- the submission set's signature document -----------------------------------------------------
+
+_MANIFEST_REFERENCE = "/ds:Signature/ds:Object/ds:Manifest/ds:Reference"
+
+SIGNATURE_ALLOWANCES = {
+    "manifest digests of the exact bytes": Allowance(
+        "the example digests its CDA after a C14N-with-comments transform; we digest every "
+        "document's exact bytes (XML-DSig §4.4.3.3, no Transforms), so that a document is "
+        "hashed as it is streamed, never parsed whole, and the verifier (ours, the stub's) "
+        "checks the bytes the repository stores.",
+        official_only=(f"{_MANIFEST_REFERENCE}/ds:Transforms",),
+    ),
+}
+"""How the signature document the client sends (default layout) may differ from the official
+TD2.1 signature example."""
+
+ALGORITHMS = (
+    "ds:SignedInfo/ds:CanonicalizationMethod",
+    "ds:SignedInfo/ds:SignatureMethod",
+    "ds:SignedInfo/ds:Reference/ds:DigestMethod",
+    "ds:Object/ds:Manifest/ds:Reference/ds:DigestMethod",
+    ".//{*}CertDigest/ds:DigestMethod",
+)
+"""The algorithm URIs, values that are layout: they must be the example's."""
+
+
+def traced_signature_document(traced: Run) -> etree._Element:
+    """The signature document of the traced TD2.1, read back from its MTOM part."""
+    request = only_request(traced, "TD2.1")
+    payload = _xop_infoset(body_payload(request.envelope), request.mime, request.root)
+    signs = "urn:ihe:iti:2007:AssociationType:signs"
+    (association,) = [
+        item
+        for item in payload.iter(f"{{{RIM_NS}}}Association")
+        if item.get("associationType") == signs
+    ]
+    ends = {association.get("sourceObject"), association.get("targetObject")}
+    (document,) = [
+        item for item in payload.iter(f"{{{XDSB_NS}}}Document") if item.get("id") in ends
+    ]
+    return parse_xml(base64.b64decode(document.text or ""))
+
+
+def _wrapped(root: etree._Element) -> etree._Element:
+    holder = etree.Element("holder")
+    holder.append(etree.fromstring(etree.tostring(root)))
+    return holder
+
+
+def test_signature_document_matches_the_official_example(traced) -> None:
+    official = parse_xml(_reference(EXAMPLES / "TD2.1-SignatureXades.xml"))
+    ours = traced_signature_document(traced)
+    assert_same_structure(_wrapped(official), _wrapped(ours), SIGNATURE_ALLOWANCES)
+    namespaces = {"ds": DSIG_NS}
+    for path in ALGORITHMS:
+        theirs = {node.get("Algorithm") for node in official.iterfind(path, namespaces)}
+        mine = {node.get("Algorithm") for node in ours.iterfind(path, namespaces)}
+        assert mine == theirs, path
+    types = [
+        reference.get("Type")
+        for reference in official.iterfind("ds:SignedInfo/ds:Reference", namespaces)
+    ]
+    assert [
+        reference.get("Type")
+        for reference in ours.iterfind("ds:SignedInfo/ds:Reference", namespaces)
+    ] == types
+    purpose = "ds:Object/SignatureProperties/SignatureProperty"
+    assert ours.findtext(purpose, namespaces=namespaces) == official.findtext(
+        purpose, namespaces=namespaces
+    )
+
+
+# --- the DMP restriction codes -------------------------------------------------------------------
+
+_CONFIDENTIALITY = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
+
+
+def restriction_codes(envelope: etree._Element) -> dict[str, set[str | None]]:
+    """Each confidentiality code of the message, with the coding schemes it is written in."""
+    codes: dict[str, set[str | None]] = {}
+    for item in envelope.iter(f"{{{RIM_NS}}}Classification"):
+        if item.get("classificationScheme") != _CONFIDENTIALITY:
+            continue
+        scheme = item.findtext(f"{{{RIM_NS}}}Slot[@name='codingScheme']//{{{RIM_NS}}}Value")
+        codes.setdefault(item.get("nodeRepresentation") or "", set()).add(scheme)
+    return codes
+
+
+def test_restriction_codes_are_written_as_the_official_ones(traced) -> None:
+    official = restriction_codes(official_request(EXAMPLE_OF["TD2.1"]))
+    ours = restriction_codes(only_request(traced, "TD2.1").envelope)
+    for code in ("MASQUE_PS", "INVISIBLE_PATIENT", "N"):
+        assert ours[code] == official[code], code
+    # The code the official example does not show is written in the same coding scheme.
+    assert ours["INVISIBLE_REPRESENTANTS_LEGAUX"] == official["INVISIBLE_PATIENT"]
+    rplc = restriction_codes(only_request(traced, "TD2.1 RPLC").envelope)
+    assert set(rplc) == {"N", "MASQUE_PS", "INVISIBLE_PATIENT"}  # the document and its signature

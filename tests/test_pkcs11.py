@@ -235,7 +235,7 @@ def test_without_a_key_name_the_key_fit_for_the_purpose_is_chosen(token, load, p
 def test_signatures_on_the_token_are_those_of_the_same_key_in_software(token, load):
     signer = card(token, "cps-sign").signer
     data = b"<saml:Assertion>...</saml:Assertion>"
-    for algorithm in ("rsa-sha256", "rsa-sha512"):
+    for algorithm in ("rsa-sha1", "rsa-sha256", "rsa-sha512"):
         signature = signer.sign(data, algorithm)
         assert signature == load("cps-sign").signer.sign(data, algorithm)  # PKCS#1 v1.5
     digest = hashes.Hash(hashes.SHA256())

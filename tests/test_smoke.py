@@ -14,11 +14,13 @@ from transport.cli import main
 
 TRANSACTIONS = [
     "insi-cr00", "insi-cr01", "insi-cr02", "td0.2-unknown", "td1.1", "td0.2", "td1.3a",
-    "td1.3b", "td0.3", "td1.6", "td0.4", "td2.1", "td3.1", "td3.2", "td3.3a", "td3.3c",
+    "td1.3b", "td0.3", "td1.6", "td0.4", "td2.1", "td2.1r", "td3.1", "td3.2", "td3.3a", "td3.3c",
     "td3.3d", "td1.4", "td1.2",
 ]  # fmt: skip
 DEAD_DMP = "https://127.0.0.1:1/si-dmp-server/v2/services"
-WRITES = {"td1.1", "td1.3b", "td0.3", "td2.1", "td3.3a", "td3.3c", "td3.3d", "td1.4", "td1.2"}
+WRITES = {
+    "td1.1", "td1.3b", "td0.3", "td2.1", "td2.1r", "td3.3a", "td3.3c", "td3.3d", "td1.4", "td1.2"
+}  # fmt: skip
 
 
 def test_smoke_without_configuration_runs_every_step_in_both_modes(capsys, tmp_path):
@@ -33,7 +35,11 @@ def test_smoke_without_configuration_runs_every_step_in_both_modes(capsys, tmp_p
     assert modes == ["INDIRECTE]"] * len(TRANSACTIONS) + ["DIRECTE]"] * len(TRANSACTIONS)
     assert report["summary"] == {"ok": len(steps), "failed": 0, "skipped": 0}
     assert "DMPInvalidCertificate" in steps[-1]["detail"]
-    assert "compared exactly" in next(s["detail"] for s in steps if s["id"] == "td3.2")
+    details = {step["id"]: step["detail"] for step in steps}
+    assert details["td2.1"].startswith("2 documents") and "RPLC" in details["td2.1r"]
+    # TD3.1 sees the replacement (old deprecated, new approved), TD3.2 compares its bytes.
+    assert details["td3.1"].endswith("the replaced one deprecated")
+    assert "2 compared exactly" in details["td3.2"]
     traces = sorted(path.name for path in (tmp_path / "trace").iterdir())
     assert any(name.endswith("ProvideAndRegisterDocumentSet-b-request.mime") for name in traces)
     assert any(name.endswith("RetrieveDocumentSet-response.xml") for name in traces)
@@ -61,8 +67,11 @@ def test_a_step_skipped_without_the_step_it_needs_says_which(capsys):
 @pytest.mark.parametrize(
     ("only", "needed"),
     [
-        ("td2.1,td3", ["td1.1", "td2.1", "td3.1", "td3.2", "td3.3a", "td3.3c", "td3.3d"]),
-        ("td1.1,td2.1,td3.2", ["td1.1", "td2.1", "td3.1", "td3.2"]),
+        (
+            "td2.1,td3",
+            ["td1.1", "td2.1", "td2.1r", "td3.1", "td3.2", "td3.3a", "td3.3c", "td3.3d"],
+        ),
+        ("td1.1,td2.1,td3.2", ["td1.1", "td2.1", "td2.1r", "td3.1", "td3.2"]),
     ],
 )
 def test_only_brings_in_the_steps_a_selected_step_needs(only, needed, capsys):

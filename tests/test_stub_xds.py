@@ -341,6 +341,57 @@ def test_mask_from_professionals_creates_a_new_version(xds_stubs, caller):
     assert retrieve(caller, metadata.unique_id)[1] == {metadata.unique_id: b"confidentiel"}
 
 
+def submit_replacing(
+    caller: Caller, content: bytes, *targets: str, source: str = "Document01"
+) -> xds.RegistryResult:
+    """ITI-41 of one new document with an RPLC association from ``source`` to each target."""
+    metadata, content_id = entry(content), mtom.new_content_id()
+    payload = xds.provide_and_register_request(
+        submission_set(), [OutgoingDocument(metadata, content_id)]
+    )
+    objects = payload.find(
+        f"{{{xds.LCM_NS}}}SubmitObjectsRequest/{{{xds.RIM_NS}}}RegistryObjectList"
+    )
+    for number, target in enumerate(targets):
+        association = xds.Association(xds.REPLACES, source, target, id=f"rplc-{number}")
+        objects.append(xds.association_element(association, None))  # type: ignore[arg-type]
+    attachment = mtom.Attachment(content_id, content, metadata.mime_type)
+    body, _ = caller.call(
+        "repository", xds.ACTION_PROVIDE_AND_REGISTER, payload, PATIENT, (attachment,)
+    )
+    return xds.read_registry_response(body)
+
+
+def test_rplc_deprecates_the_target_and_is_checked(xds_stubs, caller):
+    submit(caller, (entry(b"v1"), b"v1"))
+    (current,) = find(caller).entries
+    # From the submission set, or twice the same target: malformed, nothing registered.
+    for targets, source in (
+        ((current.entry_uuid,), "SubmissionSet01"),
+        ((current.entry_uuid,) * 2, "Document01"),
+    ):
+        refused = submit_replacing(caller, b"v2", *targets, source=source)
+        assert [error.code for error in refused.errors] == ["XDSRegistryMetadataError"]
+    assert [item.entry_uuid for item in find(caller, statuses=tuple(xds.STATUSES)).entries] == [
+        current.entry_uuid
+    ]
+    # A colleague may not replace what is masked from them: to them it does not exist.
+    masked = replace(current, confidentiality=xds.Visibility(True).applied(current.confidentiality))
+    payload = xds.update_metadata_request(submission_set(), masked, current.version)
+    assert xds.read_registry_response(caller.call("registry", xds.ACTION_UPDATE, payload)[0]).ok
+    (hidden,) = find(caller).entries
+    colleague = Caller(xds_stubs, subject=COLLEAGUE)
+    refused = submit_replacing(colleague, b"v2", hidden.entry_uuid)
+    assert [error.code for error in refused.errors] == ["UnresolvedReferenceException"]
+    # Its author may: the masked version is deprecated, the new document approved.
+    assert submit_replacing(caller, b"v2", hidden.entry_uuid).ok
+    statuses = {
+        item.entry_uuid: item.status for item in find(caller, statuses=tuple(xds.STATUSES)).entries
+    }
+    assert statuses[hidden.entry_uuid] == xds.DEPRECATED
+    assert sorted(statuses.values()).count(xds.APPROVED) == 1
+
+
 def test_metadata_update_of_a_stale_version_is_refused(caller):
     submit(caller, (entry(b"v1"), b"v1"))
     (current,) = find(caller).entries

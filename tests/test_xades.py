@@ -5,6 +5,7 @@ through the XDS stub."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from .test_stub_xds import submission_set as new_submission_set
 EXAMPLES = REFERENCE / "dmp-examples"
 DS = f"{{{DSIG_NS}}}"
 XADES = f"{{{xades.XADES_NS}}}"
+LAYOUTS = pytest.mark.parametrize("layout", xades.LAYOUTS.values(), ids=xades.LAYOUTS.keys())
 SET_ID = "1.2.250.1.999.1.1.7898.1.42"
 CDA = b"<ClinicalDocument xmlns='urn:hl7-org:v3'><title>CR</title></ClinicalDocument>\r\n"
 SCAN = bytes(range(256)) * 40
@@ -53,9 +55,19 @@ def documents():
     return {"1.2.250.1.999.1.1.7898.3.1": CDA, "1.2.250.1.999.1.1.7898.3.2": SCAN}
 
 
+@pytest.fixture(params=xades.LAYOUTS.values(), ids=xades.LAYOUTS.keys())
+def signed(request, documents, signer) -> bytes:
+    """A signature document of ``documents``, in each layout."""
+    return xades.sign_submission_set(
+        documents, signer, submission_set_unique_id=SET_ID, layout=request.param
+    )
+
+
 @pytest.fixture
-def signed(documents, signer) -> bytes:
-    return xades.sign_submission_set(documents, signer, submission_set_unique_id=SET_ID)
+def signed_132(documents, signer) -> bytes:
+    return xades.sign_submission_set(
+        documents, signer, submission_set_unique_id=SET_ID, layout=xades.XADES_132_LAYOUT
+    )
 
 
 def verify(data, documents, verify_settings, **options):
@@ -64,34 +76,50 @@ def verify(data, documents, verify_settings, **options):
     )
 
 
-def test_signature_verifies_and_says_what_it_signs(documents, signer, verify_settings):
+@LAYOUTS
+def test_signature_verifies_and_says_what_it_signs(documents, signer, verify_settings, layout):
     moment = datetime(2026, 3, 4, 14, 20, 12, 282000, tzinfo=UTC)
     data = xades.sign_submission_set(
-        documents, signer, submission_set_unique_id=SET_ID, signing_time=moment
+        documents, signer, submission_set_unique_id=SET_ID, signing_time=moment, layout=layout
     )
+    # verify_settings do not allow SHA-1: the DMP layout allows it on its own.
+    assert not verify_settings.allow_sha1
     verified = verify(data, documents, verify_settings)
     assert verified.signer == signer.certificate
     assert verified.signing_time == moment
-    assert verified.algorithm == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    assert verified.layout == layout
+    assert verified.algorithm == layout.signature_method
+    assert (
+        parse_xml(data).find(f"{DS}Object/{{{layout.namespace}}}QualifyingProperties") is not None
+    )
     by_uri = {reference.uri: reference for reference in verified.references}
     assert set(by_uri) == {f"urn:oid:{SET_ID}", *(f"urn:oid:{oid}" for oid in documents)}
     for oid, content in documents.items():
         reference = by_uri[f"urn:oid:{oid}"]
-        assert reference.digest == hashes_of(content)
-        assert reference.digest_method == "http://www.w3.org/2001/04/xmlenc#sha256"
+        assert reference.digest == hashes_of(content, layout.hash)
+        assert reference.digest_method == layout.digest_method
         assert reference.transforms == ()
     assert by_uri[f"urn:oid:{SET_ID}"].digest == xades.SUBMISSION_SET_DIGEST
 
 
-def hashes_of(content: bytes) -> bytes:
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(content)
-    return digest.finalize()
+def test_the_dmp_layout_is_the_default(documents, signer, verify_settings):
+    data = xades.sign_submission_set(documents, signer, submission_set_unique_id=SET_ID)
+    assert verify(data, documents, verify_settings).layout == xades.DMP_LAYOUT
+    info = parse_xml(data).find(f"{DS}SignedInfo")
+    assert info.find(f"{DS}CanonicalizationMethod").get("Algorithm") == (
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments"
+    )
+    assert info.find(f"{DS}SignatureMethod").get("Algorithm") == RSA_SHA1
 
 
-def test_signxml_xades_verifier_accepts_it(signed, signer):
+def hashes_of(content: bytes, name: str = "sha256") -> bytes:
+    return hashlib.new(name, content).digest()
+
+
+def test_signxml_xades_verifier_accepts_the_132_layout(signed_132, signer):
+    # signxml knows XAdES 1.3.2 only: the DMP layout is checked by xmlsec1 and this module.
     results = XAdESVerifier().verify(
-        signed,
+        signed_132,
         x509_cert=signer.certificate,
         expect_config=XAdESSignatureConfiguration(expect_references=2),
     )
@@ -164,7 +192,7 @@ def remove_reference(root):
 
 
 def later_signing_time(root):
-    node = root.find(f".//{XADES}SigningTime")
+    node = root.find(".//{*}SigningTime")
     node.text = "2030-01-01T00:00:00.000Z"
 
 
@@ -176,8 +204,8 @@ def other_signature_value(root):
 
 
 def drop_signing_certificate(root):
-    properties = root.find(f".//{XADES}SignedSignatureProperties")
-    properties.remove(properties.find(f"{XADES}SigningCertificate"))
+    properties = root.find(".//{*}SignedSignatureProperties")
+    properties.remove(properties.find("{*}SigningCertificate"))
 
 
 @pytest.mark.parametrize(
@@ -276,38 +304,53 @@ def _transform(algorithm: str):
     return change
 
 
-DSG_OUTSIDE_THE_PROFILE = {
+OUTSIDE_EVERY_PROFILE = {
     "exclusive c14n SignedInfo": _set_algorithm(f"{DS}CanonicalizationMethod", EXC_C14N),
     "XPath transform": _transform(XPATH),
     "c14n transform": _transform(xades.C14N),
-    "RSA-SHA1 not allowed": _set_algorithm(f"{DS}SignatureMethod", RSA_SHA1),
     "RSA-SHA512": _set_algorithm(f"{DS}SignatureMethod", RSA_SHA512),
+}
+SHA1_OUTSIDE_132 = {
+    # SHA-1 is the DMP layout's own choice, not allowed in the XAdES 1.3.2 one.
+    "RSA-SHA1 not allowed": _set_algorithm(f"{DS}SignatureMethod", RSA_SHA1),
     "SHA-1 digest": _set_algorithm(
         f"{DS}Reference/{DS}DigestMethod", "http://www.w3.org/2000/09/xmldsig#sha1"
     ),
+    "the DMP's c14n with comments": _set_algorithm(
+        f"{DS}CanonicalizationMethod", xades.C14N_WITH_COMMENTS
+    ),
 }
+DSG_OUTSIDE_THE_PROFILE = {**OUTSIDE_EVERY_PROFILE, **SHA1_OUTSIDE_132}
 
 
 def test_a_resigned_signature_inside_the_profile_verifies(
-    pki, load, signed, signer, documents, verify_settings
+    pki, load, signed, signed_132, signer, documents, verify_settings
 ):
     assert signer.certificate == load("org-sign").certificate
     data = resign(signed, lambda root: None, pki.directory / "org-sign.key")
     assert verify(data, documents, verify_settings).signer == signer.certificate
     sha1 = resign(
-        signed, DSG_OUTSIDE_THE_PROFILE["RSA-SHA1 not allowed"], pki.directory / "org-sign.key"
+        signed_132, DSG_OUTSIDE_THE_PROFILE["RSA-SHA1 not allowed"], pki.directory / "org-sign.key"
     )
     allowing = VerifySettings(verify_settings.ca_bundle, allow_sha1=True)
     assert verify(sha1, documents, allowing).algorithm == RSA_SHA1
 
 
-@pytest.mark.parametrize(
-    "change", DSG_OUTSIDE_THE_PROFILE.values(), ids=DSG_OUTSIDE_THE_PROFILE.keys()
-)
+@pytest.mark.parametrize("change", OUTSIDE_EVERY_PROFILE.values(), ids=OUTSIDE_EVERY_PROFILE.keys())
 def test_a_signature_document_outside_the_profile_is_refused(
     pki, signed, documents, verify_settings, change
 ):
     data = resign(signed, change, pki.directory / "org-sign.key")
+    with pytest.raises(SignatureError) as refused:
+        verify(data, documents, verify_settings)
+    assert refused.value.reason == "profile" and refused.value.message
+
+
+@pytest.mark.parametrize("change", SHA1_OUTSIDE_132.values(), ids=SHA1_OUTSIDE_132.keys())
+def test_the_dmp_algorithms_are_refused_in_the_132_layout(
+    pki, signed_132, documents, verify_settings, change
+):
+    data = resign(signed_132, change, pki.directory / "org-sign.key")
     with pytest.raises(SignatureError) as refused:
         verify(data, documents, verify_settings)
     assert refused.value.reason == "profile" and refused.value.message
@@ -377,6 +420,8 @@ def xmlsec1_command(xmlsec1: str, pki, directory: Path) -> list[str]:
         f"{DSIG_NS}:Manifest",
         "--id-attr:Id",
         f"{xades.XADES_NS}:SignedProperties",
+        "--id-attr:Id",
+        f"{xades.XADES_111_NS}:SignedProperties",
     ]
     certificates = x509.load_pem_x509_certificates(pki.ca_bundle.read_bytes())
     for index, certificate in enumerate(certificates):
@@ -424,6 +469,8 @@ def shape(element: etree._Element):
 
 
 def test_layout_matches_the_official_example(signed):
+    # Both layouts have the example's shape; tests/test_dmp_conformance.py compares the DMP one
+    # element by element, algorithms included.
     example = parse_xml(official("TD2.1-SignatureXades.xml"))
     ours = parse_xml(signed)
     assert [etree.QName(child).localname for child in ours] == [
@@ -497,7 +544,14 @@ def test_signature_entry_describes_its_bytes(signed):
 # Through the XDS stub -----------------------------------------------------------------------
 
 
-def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA, change=None):
+def submit_signed(
+    caller: Caller,
+    signer,
+    *,
+    signed_content: bytes = CDA,
+    change=None,
+    layout: xades.XadesLayout = xades.DMP_LAYOUT,
+):
     """TD2.1: one CDA and the set's signature document, linked by ``signs``; the signature is
     made over ``signed_content`` (the CDA unless a test wants them to differ), then passed
     through ``change`` when given."""
@@ -507,6 +561,7 @@ def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA, change
         {document.unique_id: signed_content},
         signer,
         submission_set_unique_id=submission.unique_id,
+        layout=layout,
     )
     signature = change(signature) if change is not None else signature
     signature_entry = xades.signature_entry(submission, document, signature)
@@ -523,11 +578,14 @@ def submit_signed(caller: Caller, signer, *, signed_content: bytes = CDA, change
     return xds.read_registry_response(body), submission, document, signature_entry, signature
 
 
+@LAYOUTS
 def test_td21_with_a_real_signature_document_is_accepted_without_warning(
-    xds_stubs, signer, verify_settings
+    xds_stubs, signer, verify_settings, layout
 ):
     caller = Caller(xds_stubs)
-    result, submission, document, signature_entry, signature = submit_signed(caller, signer)
+    result, submission, document, signature_entry, signature = submit_signed(
+        caller, signer, layout=layout
+    )
     assert result.ok and result.errors == ()
     assert {found.unique_id for found in find(caller).entries} == {
         document.unique_id,
@@ -577,7 +635,10 @@ def test_a_look_alike_pki_is_not_trusted(other_pki, documents, verify_settings):
 def test_stub_warns_about_a_signature_outside_the_profile(xds_stubs, signer, pki, change):
     key = pki.directory / "org-sign.key"
     result, *_ = submit_signed(
-        Caller(xds_stubs), signer, change=lambda data: resign(data, change, key)
+        Caller(xds_stubs),
+        signer,
+        change=lambda data: resign(data, change, key),
+        layout=xades.XADES_132_LAYOUT,
     )
     assert result.ok
     assert [(error.severity, "non vérifiée" in error.context) for error in result.errors] == [

@@ -31,6 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from transport.errors import CredentialError
 
 SIGNATURE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    # RSA-SHA1 only because the DMP signs its submission sets so (transport.dmp.xades).
+    "rsa-sha1": hashes.SHA1,
     "rsa-sha256": hashes.SHA256,
     "rsa-sha384": hashes.SHA384,
     "rsa-sha512": hashes.SHA512,

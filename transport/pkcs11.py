@@ -33,6 +33,7 @@ from transport.errors import CredentialError
 
 # DER prefix of the DigestInfo of each hash (RFC 8017 section 9.2, note 1); the digest follows.
 _DIGEST_INFO = {
+    "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),  # RFC 8017 §9.2 note 1
     "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
     "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
     "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),

@@ -33,7 +33,7 @@ from transport import examplepki
 from transport.config import CredentialSpec, Profile, example_profile, load_profile
 from transport.credentials import Purpose
 from transport.dmp import xds
-from transport.dmp.client import DmpClient
+from transport.dmp.client import DmpClient, Document
 from transport.dmp.hl7v3 import (
     OPPOSITION_BREAK_GLASS,
     OPPOSITION_EMERGENCY,
@@ -64,14 +64,10 @@ INSI_CASES = (
 """INSi searches and the CR each must give: the CNDA test persons the stub serves (and the
 qualification service knows), and a person nobody has."""
 
-CDA_DOCUMENT = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
-    b'<ClinicalDocument xmlns="urn:hl7-org:v3">\r\n'
-    b"  <title>Compte rendu de consultation (test)</title>\r\n"
-    b"  <component><nonXMLBody><text>Test de bout en bout</text></nonXMLBody></component>\r\n"
-    b"</ClinicalDocument>\r\n"
-)
 BINARY_DOCUMENT = b"%PDF-1.4\n%" + bytes(range(256)) * 8 + b"\n%%EOF\r\n"
+CORRECTED_DOCUMENT = BINARY_DOCUMENT + b"% corrected\r\n"
+REPORT_TYPE = xds.Coded("11488-4", "2.16.840.1.113883.6.1", "CR de consultation")
+"""The LOINC type of the report the scenario writes as a CDA level 1 document."""
 
 
 class Status(enum.StrEnum):
@@ -126,6 +122,7 @@ STEP_NEEDS: dict[str, tuple[str, ...]] = {
     "td1.6": ("td1.1",),
     "td0.4": (),
     "td2.1": ("td1.1",),
+    "td2.1r": ("td2.1",),
     "td3.1": ("td1.1",),
     "td3.2": ("td3.1",),
     "td3.3a": ("td2.1",),
@@ -375,6 +372,7 @@ class _DmpSteps:
     writes_allowed: bool = True
     client: DmpClient | None = None
     submitted: dict[str, tuple[xds.DocumentEntry, bytes]] = field(default_factory=dict)
+    replaced: str | None = None
     found: tuple[xds.DocumentEntry, ...] = ()
 
     def steps(self) -> list[Step]:
@@ -391,7 +389,10 @@ class _DmpSteps:
             Step("td0.3", "TD0.3 set my authorisation", self.authorize, writes=True),
             Step("td1.6", "TD1.6 list the authorised professionals", self.authorizations),
             Step("td0.4", "TD0.4 list the DMPs I am authorised on", self.patients),
-            Step("td2.1", "TD2.1 submit a CDA and a binary document", self.submit, writes=True),
+            Step(
+                "td2.1", "TD2.1 submit a CDA made from a PDF and the PDF", self.submit, writes=True
+            ),
+            Step("td2.1r", "TD2.1 replace the CDA by a corrected one", self.replace, writes=True),
             Step("td3.1", "TD3.1 search the documents", self.search),
             Step("td3.2", "TD3.2 retrieve the documents, bytes compared", self.retrieve),
             Step("td3.3a", "TD3.3a mask a document from professionals", self.mask, writes=True),
@@ -476,28 +477,62 @@ class _DmpSteps:
         mine = any(item.patient == self.patient for item in found.patients)
         return f"{len(found.patients)} DMP(s)" + (", this patient's among them" if mine else "")
 
+    def _report(self, pdf: bytes, title: str) -> Document:
+        """The PDF ``pdf`` as a CDA level 1 document (Document.from_pdf), held in memory."""
+        client = self._client()
+        with tempfile.TemporaryDirectory(prefix="cisis-smoke-") as scratch:
+            source = Path(scratch) / "report.pdf"
+            source.write_bytes(pdf)
+            fields = client.report_fields(REPORT_TYPE, title)
+            made = Document.from_pdf(
+                source, self.patient, output=Path(scratch) / "report.xml", **fields
+            )
+            assert isinstance(made.content, Path)
+            return replace(made, content=made.content.read_bytes())
+
+    def _sent(self, entries: Sequence[xds.DocumentEntry], documents: Sequence[Document]) -> None:
+        for entry, item in zip(entries, documents, strict=True):
+            assert isinstance(item.content, bytes)
+            self.submitted[entry.unique_id] = (entry, item.content)
+
     def submit(self) -> str:
         client = self._client()
         documents = [
-            client.document(self.patient, CDA_DOCUMENT, title="CR test", mime_type="text/xml"),
+            self._report(BINARY_DOCUMENT, "CR test"),
             client.document(
                 self.patient, BINARY_DOCUMENT, title="PDF test", mime_type="application/pdf"
             ),
         ]
         submitted = client.submit(documents)
-        for entry, item in zip(submitted.entries, documents, strict=True):
-            assert isinstance(item.content, bytes)
-            self.submitted[entry.unique_id] = (entry, item.content)
+        self._sent(submitted.entries, documents)
         warnings = f", {len(submitted.warnings)} warning(s)" if submitted.warnings else ""
         return f"{len(documents)} documents and the signed set's signature{warnings}"
 
+    def replace(self) -> str:
+        old = self._ours("text/xml")
+        corrected = self._report(CORRECTED_DOCUMENT, "CR test (corrigé)")
+        replaced = self._client().replace(old, corrected)
+        del self.submitted[old.unique_id]
+        self._sent(replaced.entries, [corrected])
+        self.replaced = old.unique_id
+        return "the CDA document is replaced (RPLC), the set signed"
+
     def search(self) -> str:
-        found = self._client().find_documents(self.patient, page_size=50)
+        client = self._client()
+        found = client.find_documents(self.patient, page_size=50)
         self.found = found.documents
         missing = set(self.submitted) - {entry.unique_id for entry in self.found}
         if missing:
             raise AssertionError(f"{len(missing)} submitted document(s) not found")
-        return f"{len(found.documents)} document(s), {len(found.entries)} entries in all"
+        detail = f"{len(found.documents)} document(s), {len(found.entries)} entries in all"
+        if self.replaced is None:
+            return detail
+        if self.replaced in {entry.unique_id for entry in self.found}:
+            raise AssertionError("the replaced document is still approved")
+        deprecated = client.find_documents(self.patient, (xds.DEPRECATED,), page_size=50)
+        if self.replaced not in {entry.unique_id for entry in deprecated.documents}:
+            raise AssertionError("the replaced document is not deprecated")
+        return f"{detail}; the replaced one deprecated"
 
     def retrieve(self) -> str:
         wanted = [entry for entry in self.found if entry.unique_id in self.submitted] or list(

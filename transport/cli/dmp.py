@@ -36,7 +36,7 @@ from transport.errors import UsageError
 
 if TYPE_CHECKING:
     from transport.dmp import xds
-    from transport.dmp.client import DmpClient, Document
+    from transport.dmp.client import DmpClient, Document, Submitted
     from transport.dmp.hl7v3 import Address, Demographics, Observation, PatientRecord, Telecom
     from transport.vihf import Patient
 
@@ -89,11 +89,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     find.add_argument("--naissance", type=date.fromisoformat, help="birth date YYYY-MM-DD")
     submit = transaction("submit", "TD2.1: submit documents")
     submit.add_argument("files", type=Path, nargs="+", metavar="FILE")
-    submit.add_argument("--title", help="document title (default: the file name)")
-    submit.add_argument("--type", dest="type_code", help="typeCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--class", dest="class_code", help="classCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--format", dest="format_code", help="formatCode: CODE[^SCHEME[^LABEL]]")
-    submit.add_argument("--mime", help="MIME type (default: guessed from the file name)")
+    _document_options(submit)
+    replace = transaction("replace", "TD2.1 RPLC: replace a document by a corrected one")
+    replace.add_argument("--document-id", required=True, help="the replaced document's uniqueId")
+    replace.add_argument("files", type=Path, nargs=1, metavar="FILE")
+    _document_options(replace)
     search = transaction("search", "TD3.1: search the patient's documents")
     search.add_argument(
         "--status", action="append", choices=STATUSES, help="repeat; default approved"
@@ -108,12 +108,51 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     retrieve.add_argument("--force", action="store_true", help="replace an existing --out file")
     for name, help_text in (
         ("mask", "TD3.3a: hide a document from other professionals"),
+        ("unmask", "show a masked document to other professionals again"),
+        ("show-to-patient", "make a document hidden from the patient visible to them"),
         ("delete", "TD3.3c: delete a document"),
         ("archive", "TD3.3d: archive a document"),
     ):
         transaction(name, help_text).add_argument(
             "--document-id", required=True, help="the document's uniqueId"
         )
+
+
+VISIBILITY_FLAGS = {
+    "hidden-from-professionals": "masked from other professionals (MASQUE_PS)",
+    "hidden-from-patient": "not visible to the patient (INVISIBLE_PATIENT)",
+    "hidden-from-legal-representatives": (
+        "not visible to the patient's legal representatives (INVISIBLE_REPRESENTANTS_LEGAUX)"
+    ),
+}
+"""The DMP restrictions a submitted document may carry (:class:`transport.dmp.xds.Visibility`)."""
+
+
+def _document_options(parser: argparse.ArgumentParser) -> None:
+    """The metadata and signature options of a submitted document (submit, replace)."""
+    parser.add_argument("--title", help="document title (default: the file name)")
+    parser.add_argument(
+        "--type-code",
+        "--type",
+        dest="type_code",
+        help="typeCode: CODE[^SCHEME[^LABEL]] (needed to wrap a PDF or text file as a CDA)",
+    )
+    parser.add_argument("--class", dest="class_code", help="classCode: CODE[^SCHEME[^LABEL]]")
+    parser.add_argument("--format", dest="format_code", help="formatCode: CODE[^SCHEME[^LABEL]]")
+    parser.add_argument("--mime", help="MIME type with --raw (default: guessed from the name)")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="send the file as it is (no CDA made or read; metadata from the options)",
+    )
+    for flag, help_text in VISIBILITY_FLAGS.items():
+        parser.add_argument(f"--{flag}", action="store_true", help=help_text)
+    parser.add_argument(
+        "--signature-layout",
+        choices=("dmp", "xades-1.3.2"),
+        default="dmp",
+        help="the set's XAdES signature: as the DMP signs (default) or XAdES 1.3.2",
+    )
 
 
 OPPOSITIONS = ("bris-de-glace", "urgence")
@@ -188,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ins", None) is not None:
         _patient(args)  # a malformed INS is refused before the profile is even read
     # The user's paths are checked before anything is sent.
-    if args.dmp_command == "submit":
+    if args.dmp_command in ("submit", "replace"):
         _check_files(args.files)
     if args.dmp_command == "retrieve":
         args.target = output_target(args.out, "--out", force=args.force)
@@ -197,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     log.info("dmp %s: calling the DMP", args.dmp_command)
     try:
-        with DmpClient.from_profile(profile, endpoint=args.endpoint, tracer=trace) as client:
+        with DmpClient.from_profile(
+            profile, endpoint=args.endpoint, tracer=trace, **_client_options(args)
+        ) as client:
             report, lines = handler(client, args)
     except Exception as error:
         log.info("dmp %s: %s", args.dmp_command, type(error).__name__)
@@ -356,27 +397,132 @@ def _check_files(paths: list[Path]) -> None:
             raise UsageError(f"{path}: no such file")
 
 
-def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
-    patient = _patient(args)
+def _client_options(args: argparse.Namespace) -> dict[str, object]:
+    """The DmpClient options a subcommand's arguments choose (the signature layout)."""
+    if getattr(args, "signature_layout", None) is None:
+        return {}
+    from transport.dmp import xades
+
+    return {"signature_layout": xades.LAYOUTS[args.signature_layout]}
+
+
+def _documents(
+    client: DmpClient, args: argparse.Namespace, patient: Patient, scratch: Path
+) -> list[Document]:
+    """The documents of ``args.files``: each CDA file (by content) with the metadata its header
+    gives, each PDF or text file wrapped as a CDA level 1 document in ``scratch``, every file
+    as it is with ``--raw``."""
+    from transport.dmp.client import Document
+    from transport.dmp.xds import Visibility
+
+    visibility = Visibility(*(getattr(args, flag.replace("-", "_")) for flag in VISIBILITY_FLAGS))
+    codes = {
+        name: _coded(value, name)
+        for name in ("type_code", "class_code", "format_code")
+        if (value := getattr(args, name))
+    }
     documents: list[Document] = []
-    for path in args.files:
-        mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        codes = {
-            name: _coded(value, name)
-            for name in ("type_code", "class_code", "format_code")
-            if (value := getattr(args, name))
-        }
+    for number, path in enumerate(args.files):
+        if args.raw:
+            mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            title = args.title or path.name
+            documents.append(
+                client.document(
+                    patient, path, title=title, mime_type=mime, visibility=visibility, **codes
+                )
+            )
+            continue
+        kind = _kind(path)
+        if kind == "cda":
+            # The codes given win over the header's; the title too.
+            titled = {"title": args.title} if args.title else {}
+            documents.append(
+                Document.from_cda(path, patient, visibility=visibility, **codes, **titled)
+            )
+            continue
+        if "type_code" not in codes:
+            raise UsageError(
+                f"{path}: a {kind} file is sent as a CDA document: --type-code is needed",
+                hint="--type-code CODE^SCHEME^LABEL (e.g. 11488-4^2.16.840.1.113883.6.1^CR de"
+                " consultation), or --raw to send the file as it is",
+            )
+        wrap = Document.from_pdf if kind == "PDF" else Document.from_text
+        fields = client.report_fields(codes["type_code"], args.title or path.stem)
         documents.append(
-            client.document(patient, path, title=args.title or path.name, mime_type=mime, **codes)
+            wrap(
+                path,
+                patient,
+                output=scratch / f"{number}.xml",
+                class_code=codes.get("class_code"),
+                visibility=visibility,
+                **fields,
+            )
         )
-    total = sum(path.stat().st_size for path in args.files)
-    submitted = client.submit(documents, progress=byte_progress("sent", total))
-    lines = [f"submitted {len(submitted.entries)} document(s)"]
+    return documents
+
+
+def _kind(path: Path) -> str:
+    """``cda`` for an XML file whose root is a CDA R2 ClinicalDocument, ``PDF`` for a PDF,
+    ``text`` for a plain-text file (by name); UsageError otherwise (send it with --raw)."""
+    from transport.errors import CisisError
+    from transport.vihf import HL7_NS
+    from transport.xml import iterparse_xml
+
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if head.startswith(b"%PDF-"):
+            return "PDF"
+        handle.seek(0)
+        try:
+            _, root = next(iterparse_xml(handle, ("start",)))
+        except (CisisError, StopIteration):
+            root = None
+    if root is not None and root.tag == f"{{{HL7_NS}}}ClinicalDocument":
+        return "cda"
+    if mimetypes.guess_type(path.name)[0] == "text/plain":
+        return "text"
+    raise UsageError(
+        f"{path}: neither a CDA document, a PDF nor a text file",
+        hint="--raw sends it as it is, with the metadata the options give",
+    )
+
+
+def _submit(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cisis-cda-") as scratch:
+        documents = _documents(client, args, _patient(args), Path(scratch))
+        total = sum(_size(document) for document in documents)
+        submitted = client.submit(documents, progress=byte_progress("sent", total))
+    return submitted, _submitted_lines("submitted", submitted)
+
+
+def _size(document: Document) -> int:
+    content = document.content
+    return len(content) if isinstance(content, bytes) else content.stat().st_size
+
+
+def _replace(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
+    import tempfile
+
+    patient = _patient(args)
+    old = _entry(client, patient, args.document_id)
+    with tempfile.TemporaryDirectory(prefix="cisis-cda-") as scratch:
+        (document,) = _documents(client, args, patient, Path(scratch))
+        progress = byte_progress("sent", _size(document))
+        replaced = client.replace(old, document, progress=progress)
+    lines = _submitted_lines("replaced", replaced)
+    lines.insert(1, f"  {args.document_id}  deprecated")
+    return replaced, lines
+
+
+def _submitted_lines(verb: str, submitted: Submitted) -> list[str]:
+    lines = [f"{verb} {len(submitted.entries)} document(s)"]
     lines.extend(
         f"  {entry.unique_id}  {entry.size} bytes  {entry.title}" for entry in submitted.entries
     )
     lines.extend(_warning_lines(submitted.warnings))
-    return submitted, lines
+    return lines
 
 
 def _search(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[str]]:
@@ -449,9 +595,12 @@ _HANDLERS: dict[str, Handler] = {
     "patients": _patients,
     "find-patient": _find_patient,
     "submit": _submit,
+    "replace": _replace,
     "search": _search,
     "retrieve": _retrieve,
     "mask": _status_change("mask"),
+    "unmask": _status_change("unmask"),
+    "show-to-patient": _status_change("show_to_patient"),
     "delete": _status_change("delete"),
     "archive": _status_change("archive"),
 }

@@ -25,7 +25,7 @@ import mimetypes
 import os
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,12 +90,6 @@ log = logging.getLogger("transport.dmp")
 DMP_REPOSITORY_UNIQUE_ID = "1.2.250.1.213.4.1.1.1.2"
 """The DMP repository's ``RepositoryUniqueId`` (the official TD3.2 example's)."""
 
-MASKED_FROM_PROFESSIONALS_CODE = xds.Coded(
-    xds.MASKED_FROM_PROFESSIONALS,
-    xds.DMP_CONFIDENTIALITY_SYSTEM,
-    "Non visible par les professionnels de santé",
-)
-"""The confidentiality code TD3.3a adds to hide a document from other professionals."""
 
 DEFAULT_CONTENT_TYPE = xds.Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour")
 """A submission set's default ``contentTypeCode``; pass the one fitting the activity."""
@@ -185,13 +179,15 @@ class Document:
         format_code: xds.Coded | None = None,
         practice_setting: xds.Coded | None = None,
         healthcare_facility_type: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **metadata: object,
     ) -> Document:
         """A CDA R2 document with the metadata its header gives (:func:`transport.dmp.cda.
         document_entry`: uniqueId, type and class, format from the templateIds, authors, times,
         confidentiality…); the codes given here win over the derived ones, ``metadata`` sets any
-        other :class:`transport.dmp.xds.DocumentEntry` field. ValidationError when its
-        ``recordTarget`` is not ``patient`` or a code cannot be derived."""
+        other :class:`transport.dmp.xds.DocumentEntry` field, ``visibility`` adds the DMP
+        restrictions (masked from professionals, hidden from the patient…). ValidationError
+        when its ``recordTarget`` is not ``patient`` or a code cannot be derived."""
         entry = cda.document_entry(
             cda.read_header(content),
             patient,
@@ -200,7 +196,8 @@ class Document:
             practice_setting=practice_setting,
             healthcare_facility_type=healthcare_facility_type,
         )
-        return cls(replace(entry, **metadata), content)  # type: ignore[arg-type]
+        entry = replace(entry, **metadata)  # type: ignore[arg-type]
+        return cls(_restricted(entry, visibility), content)
 
     @classmethod
     def from_pdf(
@@ -210,20 +207,21 @@ class Document:
         *,
         output: Path | None = None,
         class_code: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **report: object,
     ) -> Document:
         """The PDF file ``path`` wrapped as a CI-SIS / IHE XDS-SD non-structured CDA R2 document
         (:func:`transport.dmp.cda.write_non_structured`, streamed to ``output`` or a temporary
         file), with its metadata as :meth:`from_cda` reads them back. ``report``: the fields of
         :class:`transport.dmp.cda.Report` (``author``, ``custodian``, ``type_code``, ``title``,
-        ``practice_setting``, ``facility_type``…)."""
+        ``practice_setting``, ``facility_type``…); ``visibility`` as in :meth:`from_cda`."""
         written = cda.write_non_structured(
             path,
             "application/pdf",
             cda.Report(patient, **report),
             output,  # type: ignore[arg-type]
         )
-        return cls.from_cda(written, patient, class_code=class_code)
+        return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
 
     @classmethod
     def from_text(
@@ -233,6 +231,7 @@ class Document:
         *,
         output: Path | None = None,
         class_code: xds.Coded | None = None,
+        visibility: xds.Visibility | None = None,
         **report: object,
     ) -> Document:
         """The plain-text file ``path`` wrapped as :meth:`from_pdf` wraps a PDF."""
@@ -242,7 +241,7 @@ class Document:
             cda.Report(patient, **report),
             output,  # type: ignore[arg-type]
         )
-        return cls.from_cda(written, patient, class_code=class_code)
+        return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
 
 
 @dataclass(frozen=True)
@@ -356,6 +355,13 @@ def _attribute(credential: Credential, oid: x509.ObjectIdentifier) -> str | None
     return str(values[0].value) if values else None
 
 
+def _restricted(entry: xds.DocumentEntry, visibility: xds.Visibility | None) -> xds.DocumentEntry:
+    """``entry`` with the DMP restrictions of ``visibility`` (unchanged when None)."""
+    if visibility is None:
+        return entry
+    return replace(entry, confidentiality=visibility.applied(entry.confidentiality))
+
+
 class DmpClient:
     """Calls the DMP services under one base URL (``…/si-dmp-server/v2/services``) as one
     professional.
@@ -366,6 +372,8 @@ class DmpClient:
     signature certificate's organisation. One channel (:class:`transport.soap.channel.Channel`,
     over a pooled mutual-TLS session unless ``wire`` is given) serves every call, with
     ``options`` (deadline, retries of the reads); the client may be shared between threads.
+    ``signature_layout`` is how submission sets are signed (:mod:`transport.dmp.xades`): as the
+    DMP signs by default, XAdES 1.3.2 on request.
     """
 
     def __init__(
@@ -382,8 +390,10 @@ class DmpClient:
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
         wire: Wire | None = None,
+        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.signature_layout = signature_layout
         self.identity = identity.with_patient(None)
         self.signature = signature
         self.vihf_options = vihf_options or VihfOptions()
@@ -420,9 +430,11 @@ class DmpClient:
         *,
         endpoint: str | None = None,
         tracer: Tracer | None = None,
+        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
     ) -> DmpClient:
         """A client for ``profile``: its ``dmp`` endpoint (or ``endpoint``), identity, TLS and
-        signature credentials, VIHF options, deadline and retries."""
+        signature credentials, VIHF options, deadline and retries; ``signature_layout`` as in
+        :class:`DmpClient`."""
         return cls(
             endpoint or profile.endpoint("dmp"),
             identity=profile.identity,
@@ -432,6 +444,7 @@ class DmpClient:
             vihf_options=profile.vihf_options,
             tracer=tracer,
             options=profile.call_options(),
+            signature_layout=signature_layout,
         )
 
     def close(self) -> None:
@@ -592,15 +605,16 @@ class DmpClient:
         class_code: xds.Coded = DEFAULT_CLASS,
         format_code: xds.Coded | None = None,
         practice_setting: xds.Coded = DEFAULT_PRACTICE,
+        visibility: xds.Visibility | None = None,
         **metadata: object,
     ) -> Document:
         """A document to :meth:`submit`, its metadata filled in: a new uniqueId, the caller as
         author, the creation and service times now, the structure's sector as facility type,
         the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
-        :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…).
+        :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…);
+        ``visibility``: the DMP restrictions (:class:`transport.dmp.xds.Visibility`).
         """
         now = format_ts(datetime.now(UTC))
-        sector, _, system = self.identity.sector.partition("^")
         entry = xds.DocumentEntry(
             patient=patient,
             unique_id=xds.new_unique_id(),
@@ -608,7 +622,7 @@ class DmpClient:
             class_code=class_code,
             type_code=type_code,
             format_code=format_code or FORMATS.get(mime_type, MIME_TYPE_SUFFICIENT),
-            healthcare_facility_type=xds.Coded(sector, system),
+            healthcare_facility_type=self._facility_type(),
             practice_setting=practice_setting,
             creation_time=now,
             authors=(self.document_author,),
@@ -616,7 +630,40 @@ class DmpClient:
             service_start_time=now,
             service_stop_time=now,
         )
-        return Document(replace(entry, **metadata), content)  # type: ignore[arg-type]
+        entry = replace(entry, **metadata)  # type: ignore[arg-type]
+        return Document(_restricted(entry, visibility), content)
+
+    def report_fields(self, type_code: xds.Coded, title: str) -> dict[str, object]:
+        """The header fields of a report this professional writes (the ``report`` of
+        :meth:`Document.from_pdf`): the caller as author (IdNat, name, specialty from the VIHF
+        roles), the structure as custodian, ``type_code`` and ``title``, the default practice
+        setting and the structure's sector as facility type."""
+        author = self.author
+        structure = cda.Organization(
+            cda.InstanceId(cda.IDNAT_STRUCTURE_OID, author.structure_id), self.structure_name
+        )
+        role = author.role
+        person = cda.Person(
+            cda.InstanceId(cda.IDNAT_PS_OID, author.professional_id), author.family, author.given
+        )
+        return {
+            "author": cda.Author(
+                person,
+                specialty=xds.Coded(role.code, role.code_system, role.display_name or "")
+                if role
+                else None,
+                organization=structure,
+            ),
+            "custodian": structure,
+            "type_code": type_code,
+            "title": title,
+            "practice_setting": DEFAULT_PRACTICE,
+            "facility_type": self._facility_type(),
+        }
+
+    def _facility_type(self) -> xds.Coded:
+        sector, _, system = self.identity.sector.partition("^")
+        return xds.Coded(sector, system)
 
     def submit(
         self,
@@ -633,6 +680,41 @@ class DmpClient:
         Hash and size are computed from the content; files are read in chunks (to hash, to sign,
         to send) and never held whole in memory. XdsError when the registry refuses.
         """
+        return self._provide(documents, {}, submission_set, sign, progress)
+
+    def replace(
+        self,
+        entry: xds.DocumentEntry,
+        document: Document,
+        *,
+        submission_set: xds.SubmissionSet | None = None,
+        sign: bool = True,
+        progress: Progress | None = None,
+    ) -> Submitted:
+        """TD2.1 with an ``RPLC`` association (IHE ITI TF-3 §4.2.2.2): ``document`` replaces
+        ``entry``, as read back by :meth:`find_documents` (its entryUUID is the one replaced).
+        The registry deprecates ``entry`` and registers ``document`` as a new, approved entry;
+        it refuses (XdsError) an entry that is no longer approved or another patient's.
+        ``document`` must be the same patient's (ValidationError before anything is sent)."""
+        if not entry.entry_uuid:
+            raise ValidationError("entry", "the replaced entry is one read from the registry")
+        if entry.patient != document.entry.patient:
+            raise ValidationError("patient", "a replacement is the same patient's document")
+        if entry.unique_id == document.entry.unique_id:
+            raise ValidationError("uniqueId", "a replacement is a new document, with its own id")
+        replaces = {document.entry.unique_id: entry.entry_uuid}
+        return self._provide([document], replaces, submission_set, sign, progress)
+
+    def _provide(
+        self,
+        documents: Sequence[Document],
+        replaces: Mapping[str, str],
+        submission_set: xds.SubmissionSet | None,
+        sign: bool,
+        progress: Progress | None,
+    ) -> Submitted:
+        """ITI-41 of ``documents``; ``replaces`` maps a document's uniqueId to the entryUUID it
+        replaces."""
         if not documents:
             raise ValidationError("documents", "a submission holds at least one document")
         patient = documents[0].entry.patient
@@ -647,13 +729,18 @@ class DmpClient:
             found = digests[document.entry.unique_id] = xades.content_digests(document.content)
             entry = replace(document.entry, hash=found.sha1, size=found.size)
             content_id = mtom.new_content_id()
-            outgoing.append(xds.OutgoingDocument(entry, content_id))
+            outgoing.append(
+                xds.OutgoingDocument(entry, content_id, replaces=replaces.get(entry.unique_id))
+            )
             attachments.append(mtom.Attachment(content_id, document.content, entry.mime_type))
             entries.append(entry)
         signature_entry = None
         if sign:
             signature = xades.sign_submission_set(
-                digests, self.signature.signer, submission_set_unique_id=submission.unique_id
+                digests,
+                self.signature.signer,
+                submission_set_unique_id=submission.unique_id,
+                layout=self.signature_layout,
             )
             signature_entry = xades.signature_entry(submission, entries[0], signature)
             content_id = mtom.new_content_id()
@@ -764,23 +851,52 @@ class DmpClient:
         return Retrieved(result.result.status, contents, result.result.errors)
 
     def mask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
-        """TD3.3a: hide the document from other professionals (a new metadata version with the
-        ``MASQUE_PS`` confidentiality code). ``entry`` comes from :meth:`find_documents`."""
+        """TD3.3a: hide the document from other professionals (``MASQUE_PS``); ``entry`` comes
+        from :meth:`find_documents`. ValidationError when it is masked already."""
         if entry.masked:
             raise ValidationError("entry", "the document is already masked")
+        visibility = replace(entry.visibility, hidden_from_professionals=True)
+        return self.set_visibility(entry, visibility, transaction="TD3.3a")
+
+    def unmask(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """ITI-57: show a masked document to other professionals again (``MASQUE_PS`` removed).
+        ValidationError when it is not masked."""
+        if not entry.masked:
+            raise ValidationError("entry", "the document is not masked")
+        visibility = replace(entry.visibility, hidden_from_professionals=False)
+        return self.set_visibility(entry, visibility)
+
+    def show_to_patient(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
+        """ITI-57: make a document hidden from the patient visible to them (``INVISIBLE_PATIENT``
+        removed), once they have been told. ValidationError when they see it already."""
+        if not entry.visibility.hidden_from_patient:
+            raise ValidationError("entry", "the patient sees the document already")
+        visibility = replace(entry.visibility, hidden_from_patient=False)
+        return self.set_visibility(entry, visibility)
+
+    def set_visibility(
+        self,
+        entry: xds.DocumentEntry,
+        visibility: xds.Visibility,
+        *,
+        transaction: str = "ITI-57",
+    ) -> tuple[xds.RegistryError, ...]:
+        """ITI-57 (IHE ITI TF-2b §3.57): a new metadata version of ``entry`` whose DMP
+        restriction codes are ``visibility``'s, its other metadata unchanged; the registry
+        deprecates the previous version. ``entry`` comes from :meth:`find_documents` (it has a
+        version); XdsError when the registry refuses (the DMP never hides from the patient a
+        document they could see)."""
         if not entry.version:
             raise ValidationError(
-                "entry", "mask an entry read from the registry (it has a version)"
+                "entry", "change the visibility of an entry read from the registry (a version)"
             )
-        masked = replace(
-            entry,
-            confidentiality=(*entry.confidentiality, MASKED_FROM_PROFESSIONALS_CODE),
-            logical_id=entry.logical_id or entry.entry_uuid,
+        changed = replace(
+            _restricted(entry, visibility), logical_id=entry.logical_id or entry.entry_uuid
         )
         payload = xds.update_metadata_request(
-            self.submission_set(entry.patient), masked, entry.version
+            self.submission_set(entry.patient), changed, entry.version
         )
-        return self._update("TD3.3a", entry.patient, payload)
+        return self._update(transaction, entry.patient, payload)
 
     def delete(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
         """TD3.3c: delete the document (its status becomes ``Deleted``)."""

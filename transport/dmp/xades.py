@@ -7,12 +7,13 @@ association: an XML signature whose ``ds:Manifest`` lists every other document o
 certificate, implied policy). :func:`sign_submission_set` writes it (lxml and the signer's key);
 :func:`signature_entry` gives its XDS metadata; :func:`verify_submission_signature` checks one.
 
-Layout, as in the DMP's TD2.1 example and ANS's DRIMBox client: ``SignedInfo`` (C14N 1.0,
-RSA-SHA256) with one Reference to ``#IHEManifest`` (Type Manifest) and one to the
-SignedProperties; ``KeyInfo/X509Data`` with the signer's certificate; then three ``ds:Object``:
-the manifest, the ``purposeOfSignature`` SignatureProperty (ASTM E1762 "Source"), the XAdES
-QualifyingProperties. Digests are SHA-256. The XAdES namespace is signxml's, ETSI TS 101 903
-v1.3.2 (the DMP example shows the older v1.1.1 one).
+Layout, as in the DMP's TD2.1 example and ANS's DRIMBox client: ``SignedInfo`` with one
+Reference to ``#IHEManifest`` (Type Manifest) and one to the SignedProperties;
+``KeyInfo/X509Data`` with the signer's certificate; then three ``ds:Object``: the manifest, the
+``purposeOfSignature`` SignatureProperty (ASTM E1762 "Source"), the XAdES QualifyingProperties.
+Two :class:`XadesLayout` are written and verified: :data:`DMP_LAYOUT` (the default, as the DMP
+signs: ETSI TS 101 903 v1.1.1 namespace, C14N 1.0 with comments, RSA-SHA1 and SHA-1) and
+:data:`XADES_132_LAYOUT` (ETSI TS 101 903 v1.3.2, C14N 1.0, RSA-SHA256 and SHA-256).
 """
 
 from __future__ import annotations
@@ -30,16 +31,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
-from signxml import CanonicalizationMethod, DigestAlgorithm
-from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier, XAdESVerifyResult
+from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureConfiguration, XMLVerifier
 
 from transport.credentials import Signer, rfc2253_dn
 from transport.dmp.xds import (
-    DMP_CONFIDENTIALITY_SYSTEM,
-    MASKED_FROM_PROFESSIONALS,
     Coded,
     DocumentEntry,
     SubmissionSet,
+    Visibility,
     new_unique_id,
     patient_id,
 )
@@ -58,11 +57,18 @@ from transport.xmlsig import (
 )
 
 XADES_NS = "http://uri.etsi.org/01903/v1.3.2#"
+XADES_111_NS = "http://uri.etsi.org/01903/v1.1.1#"
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+C14N_WITH_COMMENTS = f"{C14N}#WithComments"
+SHA1_URI = "http://www.w3.org/2000/09/xmldsig#sha1"
 SHA256_URI = "http://www.w3.org/2001/04/xmlenc#sha256"
+RSA_SHA1_URI = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
 RSA_SHA256_URI = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 MANIFEST_TYPE = "http://www.w3.org/2000/09/xmldsig#Manifest"
 SIGNED_PROPERTIES_TYPE = "http://uri.etsi.org/01903#SignedProperties"
+"""The SignedProperties Reference Type of XAdES 1.3.2 (ETSI TS 101 903 v1.3.2 §6.3.1)."""
+SIGNED_PROPERTIES_111_TYPE = f"{XADES_111_NS}SignedProperties"
+"""The SignedProperties Reference Type of XAdES 1.1.1 (ETSI TS 101 903 v1.1.1 §6.2)."""
 MANIFEST_ID = "IHEManifest"
 PURPOSE_PROPERTY_ID = "purposeOfSignature"
 
@@ -72,14 +78,73 @@ the signature document's eventCode."""
 SIGNATURE_CLASS = Coded("urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1", "URN", "Digital Signature")
 SIGNATURE_TYPE = Coded("E1762", "ASTM", "Full Document")
 SIGNATURE_FORMAT = Coded("http://www.w3.org/2000/09/xmldsig#", "URN", "Default Signature Style")
-INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
+SIGNATURE_VISIBILITY = Visibility(hidden_from_professionals=True, hidden_from_patient=True)
+"""A signature is for systems, not readers: masked from professionals, hidden from the patient,
+as the DMP's TD2.1 request marks its signature document."""
 SIGNATURE_LANGUAGE = "art"
 """ISO 639-2 "artificial languages": the language of a signature document in the DMP's TD2.1."""
 
 DSG_PROFILE = SignatureProfile(C14N, ())
-"""The profile :func:`sign_submission_set` signs with and the verifier enforces: C14N 1.0
-SignedInfo, References without Transforms (XML-DSig §4.4.3.2: a same-document node set is then
-canonicalised with C14N 1.0), RSA-SHA256 and SHA-256."""
+"""The profile of :data:`XADES_132_LAYOUT`: C14N 1.0 SignedInfo, References without Transforms
+(XML-DSig §4.4.3.2: a same-document node set is then canonicalised with C14N 1.0)."""
+DMP_PROFILE = SignatureProfile(C14N_WITH_COMMENTS, ())
+"""The profile of :data:`DMP_LAYOUT`: SignedInfo canonicalised with C14N 1.0 with comments, as
+the DMP's TD2.1 example, and References without Transforms."""
+
+
+@dataclass(frozen=True)
+class XadesLayout:
+    """How a submission set's signature document is written and what its verifier enforces.
+
+    ``name``: the option's name (CLI, profile); ``namespace``: the XAdES namespace of the
+    QualifyingProperties; ``profile``: the SignedInfo canonicalization and transforms;
+    ``signature_method`` and ``digest_method``: the XML-DSig URIs (RFC 6931) it signs and digests
+    with; ``hash``: the :mod:`hashlib` name of that digest; ``signed_properties_type``: the Type
+    of the SignedProperties Reference; ``allow_sha1``: SHA-1 accepted by the verifier for this
+    layout only (the DMP's own choice), whatever the verify settings say.
+    """
+
+    name: str
+    namespace: str
+    profile: SignatureProfile
+    signature_method: str
+    digest_method: str
+    hash: str
+    signed_properties_type: str
+    allow_sha1: bool
+
+    @property
+    def signature_algorithm(self) -> str:
+        """The :meth:`transport.credentials.Signer.sign` algorithm name of ``signature_method``."""
+        return f"rsa-{self.hash}"
+
+
+DMP_LAYOUT = XadesLayout(
+    "dmp",
+    XADES_111_NS,
+    DMP_PROFILE,
+    RSA_SHA1_URI,
+    SHA1_URI,
+    "sha1",
+    SIGNED_PROPERTIES_111_TYPE,
+    allow_sha1=True,
+)
+"""As the DMP signs (its TD2.1 example, ANS's DRIMBox): XAdES 1.1.1, C14N 1.0 with comments,
+RSA-SHA1, SHA-1. The default."""
+XADES_132_LAYOUT = XadesLayout(
+    "xades-1.3.2",
+    XADES_NS,
+    DSG_PROFILE,
+    RSA_SHA256_URI,
+    SHA256_URI,
+    "sha256",
+    SIGNED_PROPERTIES_TYPE,
+    allow_sha1=False,
+)
+"""XAdES 1.3.2 (signxml's), C14N 1.0, RSA-SHA256, SHA-256: for services that take SHA-2 only."""
+LAYOUTS = {layout.name: layout for layout in (DMP_LAYOUT, XADES_132_LAYOUT)}
+"""The layouts by name."""
+_BY_NAMESPACE = {layout.namespace: layout for layout in LAYOUTS.values()}
 
 SUBMISSION_SET_DIGEST = b"\x00"
 """The digest written for the set's own reference: a submission set has no bytes to hash, and the
@@ -91,11 +156,16 @@ _DIGEST_URIS = {
     DigestAlgorithm.SHA384.value: "sha384",
     DigestAlgorithm.SHA512.value: "sha512",
 }
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 _OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 _CHUNK = 1024 * 1024
 
 _ds = Namespace(DSIG_NS)
-_xades = Namespace(XADES_NS)
 
 Content = bytes | Path
 """A document's content: its bytes, or the file holding them (read in chunks, never whole)."""
@@ -110,6 +180,14 @@ class ContentDigests:
     size: int
     sha1: str
     sha256: bytes
+
+    def digest(self, algorithm: str) -> bytes:
+        """The raw digest named ``algorithm`` (:mod:`hashlib` name: ``sha1`` or ``sha256``)."""
+        if algorithm == "sha1":
+            return bytes.fromhex(self.sha1)
+        if algorithm == "sha256":
+            return self.sha256
+        raise ValueError(f"no {algorithm} digest of the content was computed")
 
 
 def content_digests(content: Content) -> ContentDigests:
@@ -166,19 +244,22 @@ def _c14n(element: etree._Element) -> bytes:
     return etree.tostring(element, method="c14n", exclusive=False, with_comments=False)
 
 
-def _digest_method(parent: etree._Element, digest: bytes) -> None:
-    etree.SubElement(parent, _ds("DigestMethod"), Algorithm=SHA256_URI)
-    etree.SubElement(parent, _ds("DigestValue")).text = base64.b64encode(digest).decode()
+def _digest_method(
+    parent: etree._Element, method: str, digest: bytes, namespace: Namespace = _ds
+) -> None:
+    etree.SubElement(parent, namespace("DigestMethod"), Algorithm=method)
+    etree.SubElement(parent, namespace("DigestValue")).text = base64.b64encode(digest).decode()
 
 
 def _manifest_object(
-    signature: etree._Element, manifest: list[tuple[str, bytes]]
+    signature: etree._Element, manifest: list[tuple[str, bytes]], layout: XadesLayout
 ) -> etree._Element:
     element = etree.SubElement(
         etree.SubElement(signature, _ds("Object")), _ds("Manifest"), Id=MANIFEST_ID
     )
     for uri, digest in manifest:
-        _digest_method(etree.SubElement(element, _ds("Reference"), URI=uri), digest)
+        reference = etree.SubElement(element, _ds("Reference"), URI=uri)
+        _digest_method(reference, layout.digest_method, digest)
     return element
 
 
@@ -193,57 +274,80 @@ def _purpose_object(signature: etree._Element, signature_id: str) -> None:
 
 
 def _qualifying_object(
-    signature: etree._Element, signature_id: str, certificate: x509.Certificate, when: datetime
+    signature: etree._Element,
+    signature_id: str,
+    certificate: x509.Certificate,
+    when: datetime,
+    layout: XadesLayout,
 ) -> etree._Element:
     """The XAdES QualifyingProperties (ETSI TS 101 903 §6.2, §7.2): signing time, signing
-    certificate (SHA-256 digest, issuer and serial), implied policy; DSG states the purpose in its
-    own SignatureProperty, so the SignedDataObjectProperties is empty, as in the DMP example."""
+    certificate (digest, issuer and serial), implied policy; DSG states the purpose in its own
+    SignatureProperty, so the SignedDataObjectProperties is empty, as in the DMP example."""
+    xades = Namespace(layout.namespace)
     qualifying = etree.SubElement(
         etree.SubElement(signature, _ds("Object")),
-        _xades("QualifyingProperties"),
+        xades("QualifyingProperties"),
         Target=f"#{signature_id}",
     )
     signed = etree.SubElement(
-        qualifying, _xades("SignedProperties"), Id=f"{signature_id}-SignedProperties"
+        qualifying, xades("SignedProperties"), Id=f"{signature_id}-SignedProperties"
     )
-    properties = etree.SubElement(signed, _xades("SignedSignatureProperties"))
-    etree.SubElement(properties, _xades("SigningTime")).text = format_instant(when)
+    properties = etree.SubElement(signed, xades("SignedSignatureProperties"))
+    etree.SubElement(properties, xades("SigningTime")).text = format_instant(when)
     cert = etree.SubElement(
-        etree.SubElement(properties, _xades("SigningCertificate")), _xades("Cert")
+        etree.SubElement(properties, xades("SigningCertificate")), xades("Cert")
     )
     _digest_method(
-        etree.SubElement(cert, _xades("CertDigest")), certificate.fingerprint(hashes.SHA256())
+        etree.SubElement(cert, xades("CertDigest")),
+        layout.digest_method,
+        certificate.fingerprint(_HASHES[layout.hash]()),
+        _cert_digest_namespace(layout),
     )
-    issuer_serial = etree.SubElement(cert, _xades("IssuerSerial"))
+    issuer_serial = etree.SubElement(cert, xades("IssuerSerial"))
     etree.SubElement(issuer_serial, _ds("X509IssuerName")).text = rfc2253_dn(certificate.issuer)
     etree.SubElement(issuer_serial, _ds("X509SerialNumber")).text = str(certificate.serial_number)
-    policy = etree.SubElement(properties, _xades("SignaturePolicyIdentifier"))
-    etree.SubElement(policy, _xades("SignaturePolicyImplied"))
-    etree.SubElement(signed, _xades("SignedDataObjectProperties"))
+    policy = etree.SubElement(properties, xades("SignaturePolicyIdentifier"))
+    etree.SubElement(policy, xades("SignaturePolicyImplied"))
+    etree.SubElement(signed, xades("SignedDataObjectProperties"))
     return signed
 
 
-def _signed_info(signature: etree._Element) -> etree._Element:
+def _cert_digest_namespace(layout: XadesLayout) -> Namespace:
+    """Where a CertDigest's DigestMethod and DigestValue are: local elements of the XAdES
+    namespace in v1.1.1 (its DigestAlgAndValueType, elementFormDefault qualified), as the DMP's
+    example writes them; the xmldsig ones from v1.2.2 on."""
+    return Namespace(layout.namespace) if layout.namespace == XADES_111_NS else _ds
+
+
+def _signed_info(signature: etree._Element, layout: XadesLayout) -> etree._Element:
     info = etree.SubElement(signature, _ds("SignedInfo"))
-    etree.SubElement(info, _ds("CanonicalizationMethod"), Algorithm=C14N)
-    etree.SubElement(info, _ds("SignatureMethod"), Algorithm=RSA_SHA256_URI)
+    etree.SubElement(info, _ds("CanonicalizationMethod"), Algorithm=layout.profile.canonicalization)
+    etree.SubElement(info, _ds("SignatureMethod"), Algorithm=layout.signature_method)
     return info
 
 
-def _reference(info: etree._Element, target: etree._Element, kind: str) -> None:
-    reference = etree.SubElement(info, _ds("Reference"), URI=f"#{target.get('Id')}", Type=kind)
-    _digest_method(reference, hashlib.sha256(_c14n(target)).digest())
+def _reference(
+    info: etree._Element, target: etree._Element, kind: str, layout: XadesLayout
+) -> None:
+    reference = etree.SubElement(info, _ds("Reference"), Type=kind, URI=f"#{target.get('Id')}")
+    _digest_method(
+        reference, layout.digest_method, hashlib.new(layout.hash, _c14n(target)).digest()
+    )
 
 
 def _build_signature(
-    manifest: list[tuple[str, bytes]], signer: Signer, when: datetime, signature_id: str
+    manifest: list[tuple[str, bytes]],
+    signer: Signer,
+    when: datetime,
+    signature_id: str,
+    layout: XadesLayout,
 ) -> etree._Element:
     """The DSG signature of ``manifest`` (W3C XML-DSig 1.1 core generation, §3.1): the objects
     first, then SignedInfo referencing the manifest and the SignedProperties, then its value."""
     signature = etree.Element(
-        _ds("Signature"), Id=signature_id, nsmap={"ds": DSIG_NS, "xades": XADES_NS}
+        _ds("Signature"), Id=signature_id, nsmap={"ds": DSIG_NS, "xades": layout.namespace}
     )
-    info = _signed_info(signature)
+    info = _signed_info(signature, layout)
     value = etree.SubElement(signature, _ds("SignatureValue"))
     certificate = etree.SubElement(
         etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data")),
@@ -252,12 +356,13 @@ def _build_signature(
     certificate.text = base64.b64encode(
         signer.certificate.public_bytes(serialization.Encoding.DER)
     ).decode()
-    manifest_element = _manifest_object(signature, manifest)
+    manifest_element = _manifest_object(signature, manifest, layout)
     _purpose_object(signature, signature_id)
-    properties = _qualifying_object(signature, signature_id, signer.certificate, when)
-    _reference(info, manifest_element, MANIFEST_TYPE)
-    _reference(info, properties, SIGNED_PROPERTIES_TYPE)
-    value.text = base64.b64encode(signer.sign(_c14n(info), "rsa-sha256")).decode()
+    properties = _qualifying_object(signature, signature_id, signer.certificate, when, layout)
+    _reference(info, manifest_element, MANIFEST_TYPE, layout)
+    _reference(info, properties, layout.signed_properties_type, layout)
+    # SignedInfo holds no comment, so its C14N with comments is its C14N: one serialisation.
+    value.text = base64.b64encode(signer.sign(_c14n(info), layout.signature_algorithm)).decode()
     return signature
 
 
@@ -267,6 +372,7 @@ def sign_submission_set(
     *,
     submission_set_unique_id: str,
     signing_time: datetime | None = None,
+    layout: XadesLayout = DMP_LAYOUT,
 ) -> bytes:
     """The signature document of a submission set, as UTF-8 XML bytes.
 
@@ -274,7 +380,8 @@ def sign_submission_set(
     in chunks) or to its :func:`content_digests`, already computed. ``submission_set_unique_id``
     is the set's uniqueId, which the manifest references too. ``signer`` is the signature
     credential (ORG SIGN or the card's signature key): only its certificate and its ``sign`` are
-    used. ``signing_time`` defaults to now.
+    used. ``signing_time`` defaults to now. ``layout`` is :data:`DMP_LAYOUT` (as the DMP signs)
+    unless a service asks for :data:`XADES_132_LAYOUT`.
     """
     if not documents:
         raise ValidationError(
@@ -286,10 +393,14 @@ def sign_submission_set(
         uri = _urn(unique_id)
         if uri == set_uri:
             raise ValidationError("uniqueId", "a document has the submission set's uniqueId")
-        digest = content.sha256 if isinstance(content, ContentDigests) else _hash(content, "sha256")
+        digest = (
+            content.digest(layout.hash)
+            if isinstance(content, ContentDigests)
+            else _hash(content, layout.hash)
+        )
         manifest.append((uri, digest))
     signature = _build_signature(
-        manifest, signer, signing_time or datetime.now(UTC), f"signature-{uuid.uuid4()}"
+        manifest, signer, signing_time or datetime.now(UTC), f"signature-{uuid.uuid4()}", layout
     )
     return etree.tostring(signature, xml_declaration=True, encoding="UTF-8")
 
@@ -325,10 +436,8 @@ def signature_entry(
         practice_setting=signed.practice_setting,
         creation_time=submission.submission_time,
         authors=submission.authors,
-        confidentiality=(
-            Coded("N", "2.16.840.1.113883.5.25", "Normal"),
-            Coded(MASKED_FROM_PROFESSIONALS, DMP_CONFIDENTIALITY_SYSTEM, "Masqué aux PS"),
-            Coded(INVISIBLE_TO_PATIENT, DMP_CONFIDENTIALITY_SYSTEM, "Non visible par le patient"),
+        confidentiality=SIGNATURE_VISIBILITY.applied(
+            (Coded("N", "2.16.840.1.113883.5.25", "Normal"),)
         ),
         mime_type="text/xml",
         language=SIGNATURE_LANGUAGE,
@@ -357,13 +466,15 @@ class SubmissionSignature:
     """A verified signature document; everything here is covered by the signature.
 
     ``signer``: the verified signing certificate; ``algorithm``: the SignatureMethod URI;
-    ``signing_time``: the XAdES SigningTime (aware datetime); ``references``: the manifest's.
+    ``signing_time``: the XAdES SigningTime (aware datetime); ``references``: the manifest's;
+    ``layout``: the :class:`XadesLayout` it is in.
     """
 
     signer: x509.Certificate
     algorithm: str
     signing_time: datetime
     references: tuple[ManifestReference, ...]
+    layout: XadesLayout
 
 
 def read_manifest(manifest: etree._Element) -> tuple[ManifestReference, ...]:
@@ -394,34 +505,47 @@ def read_manifest(manifest: etree._Element) -> tuple[ManifestReference, ...]:
 def verify_signature(
     data: bytes, settings: VerifySettings, *, now: datetime | None = None
 ) -> SubmissionSignature:
-    """Verify a signature document on its own: layout, :data:`DSG_PROFILE`, certificate (dates,
-    chain to ``settings.ca_bundle``, signature key usage), signature value, the digests of the
-    manifest and SignedProperties, the XAdES signing certificate. The documents' digests are not
-    checked here (see :func:`verify_submission_signature`). SignatureError when anything is
-    wrong."""
+    """Verify a signature document on its own: layout (either :class:`XadesLayout`, told by its
+    XAdES namespace), the layout's profile, certificate (dates, chain to ``settings.ca_bundle``,
+    signature key usage), signature value, the digests of the manifest and SignedProperties, the
+    XAdES signing certificate. SHA-1 is accepted for :data:`DMP_LAYOUT` (the DMP's choice) or
+    where ``settings.allow_sha1``. The documents' digests are not checked here (see
+    :func:`verify_submission_signature`). SignatureError when anything is wrong."""
     now = now or datetime.now(UTC)
     try:
         root = parse_xml(data)
     except MalformedXMLError as error:
         raise SignatureError("malformed", f"unreadable signature document: {error}") from None
-    _check_layout(root)
-    check_profile(root, DSG_PROFILE, settings.allow_sha1)
+    layout = _layout_of(root)
+    _check_layout(root, layout)
+    allow_sha1 = layout.allow_sha1 or settings.allow_sha1
+    check_profile(root, layout.profile, allow_sha1)
     leaf = trusted_signer(root, settings, now)
-    config = XAdESSignatureConfiguration(
+    config = SignatureConfiguration(
         expect_references=2,
         location="./",
-        signature_methods=allowed_methods(settings.allow_sha1),
-        digest_algorithms=allowed_digests(settings.allow_sha1),
-        default_reference_c14n_method=CanonicalizationMethod(
-            C14N
-        ),  # XML-DSig: no Transforms means C14N 1.0
+        signature_methods=allowed_methods(allow_sha1),
+        digest_algorithms=allowed_digests(allow_sha1),
+        # XML-DSig §4.4.3.2: a same-document Reference without Transforms is C14N 1.0.
+        default_reference_c14n_method=CanonicalizationMethod(C14N),
     )
     with signxml_errors():
-        results = XAdESVerifier().verify(root, x509_cert=leaf, expect_config=config)
-    return _verified(root, leaf, results)
+        results = XMLVerifier().verify(root, x509_cert=leaf, expect_config=config)
+    return _verified(root, leaf, results, layout, allow_sha1)
 
 
-def _check_layout(root: etree._Element) -> None:
+def _layout_of(root: etree._Element) -> XadesLayout:
+    """The layout a signature document is in, by the namespace of its QualifyingProperties."""
+    namespaces = {
+        etree.QName(node).namespace
+        for node in root.iterfind(f"{_ds('Object')}/{{*}}QualifyingProperties")
+    }
+    if len(namespaces) != 1 or (layout := _BY_NAMESPACE.get(namespaces.pop() or "")) is None:
+        raise SignatureError("malformed", "expected one XAdES 1.1.1 or 1.3.2 QualifyingProperties")
+    return layout
+
+
+def _check_layout(root: etree._Element, layout: XadesLayout) -> None:
     """The DSG layout, before any cryptography: one manifest and one SignedProperties, each where
     DSG puts it, each referenced once, no duplicated Id, so that what signxml verifies is what
     is read afterwards."""
@@ -437,16 +561,17 @@ def _check_layout(root: etree._Element) -> None:
         raise SignatureError("wrapping", "an Id is used twice in the signature document")
     references = root.findall(f"{_ds('SignedInfo')}/{_ds('Reference')}")
     types = sorted(reference.get("Type", "") for reference in references)
-    if types != sorted((MANIFEST_TYPE, SIGNED_PROPERTIES_TYPE)):
+    if types != sorted((MANIFEST_TYPE, layout.signed_properties_type)):
         raise SignatureError(
             "malformed", "SignedInfo must reference exactly a Manifest and the SignedProperties"
         )
+    xades = Namespace(layout.namespace)
     places = {
         MANIFEST_TYPE: ("Manifest", _ds("Manifest"), f"{_ds('Object')}/{_ds('Manifest')}"),
-        SIGNED_PROPERTIES_TYPE: (
+        layout.signed_properties_type: (
             "SignedProperties",
-            _xades("SignedProperties"),
-            f"{_ds('Object')}/{_xades('QualifyingProperties')}/{_xades('SignedProperties')}",
+            xades("SignedProperties"),
+            f"{_ds('Object')}/{xades('QualifyingProperties')}/{xades('SignedProperties')}",
         ),
     }
     for reference in references:
@@ -456,27 +581,66 @@ def _check_layout(root: etree._Element) -> None:
             raise SignatureError("wrapping", f"expected one {name}, in its ds:Object")
         if reference.get("URI") != f"#{found[0].get('Id')}":
             raise SignatureError("wrapping", f"the {name} reference points elsewhere")
-    qualifying = root.find(f"{_ds('Object')}/{_xades('QualifyingProperties')}")
+    qualifying = root.find(f"{_ds('Object')}/{xades('QualifyingProperties')}")
     assert qualifying is not None
     if qualifying.get("Target") != f"#{root.get('Id')}":
         raise SignatureError("wrapping", "the XAdES properties qualify another signature")
 
 
 def _verified(
-    root: etree._Element, leaf: x509.Certificate, results: list[Any]
+    root: etree._Element,
+    leaf: x509.Certificate,
+    results: list[Any],
+    layout: XadesLayout,
+    allow_sha1: bool,
 ) -> SubmissionSignature:
+    xades = Namespace(layout.namespace)
+    signed = [getattr(result.signed_xml, "tag", None) for result in results]
     manifests = [
-        r.signed_xml for r in results if getattr(r.signed_xml, "tag", None) == _ds("Manifest")
+        r.signed_xml for r, tag in zip(results, signed, strict=True) if tag == _ds("Manifest")
     ]
-    properties = [r.signed_properties for r in results if isinstance(r, XAdESVerifyResult)]
+    properties = [
+        r.signed_xml
+        for r, tag in zip(results, signed, strict=True)
+        if tag == xades("SignedProperties")
+    ]
     if len(manifests) != 1 or len(properties) != 1:
         raise SignatureError(
             "wrapping", "the signature does not cover one manifest and its properties"
         )
-    signing_time = signed_instant(properties[0].findtext(_xades("SigningTime")), "SigningTime")
+    _check_signing_certificate(properties[0], leaf, layout, allow_sha1)
+    signing_time = signed_instant(
+        properties[0].findtext(xades("SignedSignatureProperties/SigningTime")), "SigningTime"
+    )
     method = root.find(f"{_ds('SignedInfo')}/{_ds('SignatureMethod')}")
     algorithm = method.get("Algorithm", "") if method is not None else ""
-    return SubmissionSignature(leaf, algorithm, signing_time, read_manifest(manifests[0]))
+    return SubmissionSignature(leaf, algorithm, signing_time, read_manifest(manifests[0]), layout)
+
+
+def _check_signing_certificate(
+    properties: etree._Element, leaf: x509.Certificate, layout: XadesLayout, allow_sha1: bool
+) -> None:
+    """ETSI TS 101 903 §7.2.2: the signed SigningCertificate names the certificate that verified
+    the signature, by digest and issuer serial number (a chain may follow it, as the DMP's)."""
+    xades, digests = Namespace(layout.namespace), _cert_digest_namespace(layout)
+    for cert in properties.iterfind(xades("SignedSignatureProperties/SigningCertificate/Cert")):
+        method = cert.find(f"{xades('CertDigest')}/{digests('DigestMethod')}")
+        algorithm = _DIGEST_URIS.get(method.get("Algorithm", "") if method is not None else "")
+        if algorithm is None or (algorithm == "sha1" and not allow_sha1):
+            continue
+        try:
+            digest = base64.b64decode(
+                cert.findtext(f"{xades('CertDigest')}/{digests('DigestValue')}") or "",
+                validate=True,
+            )
+        except ValueError:
+            continue
+        serial = cert.findtext(f"{xades('IssuerSerial')}/{_ds('X509SerialNumber')}")
+        if digest == leaf.fingerprint(_HASHES[algorithm]()) and serial == str(leaf.serial_number):
+            return
+    raise SignatureError(
+        "invalid-signature", "the XAdES SigningCertificate does not name the signer"
+    )
 
 
 def verify_submission_signature(
@@ -508,20 +672,20 @@ def verify_submission_signature(
             raise SignatureError(
                 "invalid-signature", f"the manifest references {reference.uri}, not submitted"
             )
-        _check_digest(reference, content, settings)
+        _check_digest(reference, content, verified.layout.allow_sha1 or settings.allow_sha1)
     missing = sorted({*expected, set_uri} - seen)
     if missing:
         raise SignatureError("invalid-signature", f"the manifest does not cover {missing[0]}")
     return verified
 
 
-def _check_digest(reference: ManifestReference, content: Content, settings: VerifySettings) -> None:
+def _check_digest(reference: ManifestReference, content: Content, allow_sha1: bool) -> None:
     if reference.transforms:
         raise SignatureError(
             "malformed", f"{reference.uri}: only digests of the exact bytes are supported"
         )
     algorithm = _DIGEST_URIS.get(reference.digest_method)
-    if algorithm is None or (algorithm == "sha1" and not settings.allow_sha1):
+    if algorithm is None or (algorithm == "sha1" and not allow_sha1):
         raise SignatureError(
             "malformed", f"{reference.uri}: digest method {reference.digest_method!r} refused"
         )

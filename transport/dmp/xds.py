@@ -60,10 +60,16 @@ WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"
 
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+REPLACES = "urn:ihe:iti:2007:AssociationType:RPLC"
+"""The ITI-41 association of a new document to the entry it replaces (IHE ITI TF-3 §4.2.2)."""
 UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 
 MASKED_FROM_PROFESSIONALS = "MASQUE_PS"
 """The DMP confidentiality code of a document masked from professionals (TD3.3a)."""
+INVISIBLE_TO_PATIENT = "INVISIBLE_PATIENT"
+"""The DMP confidentiality code of a document the patient does not see (yet)."""
+INVISIBLE_TO_LEGAL_REPRESENTATIVES = "INVISIBLE_REPRESENTANTS_LEGAUX"
+"""The DMP confidentiality code of a document the patient's legal representatives do not see."""
 DMP_CONFIDENTIALITY_SYSTEM = "1.2.250.1.213.1.1.4.13"
 
 # The classification schemes and external identifiers of IHE ITI TF-3 §4.2.5.
@@ -163,6 +169,73 @@ def new_entry_uuid() -> str:
 
 
 @dataclass(frozen=True)
+class Visibility:
+    """Who may not see a document in the DMP: its restrictions, each one DMP confidentiality
+    code (system :data:`DMP_CONFIDENTIALITY_SYSTEM`) beside the HL7 one. ANS lists them as the
+    DMP's restriction metadata (CI-SIS, *Transmission de documents CDA en HL7v2*, table
+    MetaDMP/MSS): ``hidden_from_professionals`` (``MASQUE_PS``: other professionals do not see
+    it, its author and the patient do), ``hidden_from_patient`` (``INVISIBLE_PATIENT``: the
+    patient does not see it until a professional has told them, e.g. a diagnosis to announce),
+    ``hidden_from_legal_representatives`` (``INVISIBLE_REPRESENTANTS_LEGAUX``: a minor's legal
+    representatives do not see it)."""
+
+    hidden_from_professionals: bool = False
+    hidden_from_patient: bool = False
+    hidden_from_legal_representatives: bool = False
+
+    def codes(self) -> tuple[Coded, ...]:
+        """The DMP confidentiality codes of these restrictions, in the order above."""
+        return tuple(
+            code
+            for hidden, code in zip(
+                (
+                    self.hidden_from_professionals,
+                    self.hidden_from_patient,
+                    self.hidden_from_legal_representatives,
+                ),
+                RESTRICTION_CODES,
+                strict=True,
+            )
+            if hidden
+        )
+
+    @classmethod
+    def of(cls, confidentiality: Iterable[Coded]) -> Visibility:
+        """The restrictions a confidentiality code list carries."""
+        present = {
+            code.code for code in confidentiality if code.scheme == DMP_CONFIDENTIALITY_SYSTEM
+        }
+        return cls(
+            MASKED_FROM_PROFESSIONALS in present,
+            INVISIBLE_TO_PATIENT in present,
+            INVISIBLE_TO_LEGAL_REPRESENTATIVES in present,
+        )
+
+    def applied(self, confidentiality: Iterable[Coded]) -> tuple[Coded, ...]:
+        """``confidentiality`` with its DMP restriction codes replaced by these ones (the HL7
+        and any other codes kept, in order)."""
+        kept = tuple(
+            code
+            for code in confidentiality
+            if not (code.scheme == DMP_CONFIDENTIALITY_SYSTEM and code.code in _RESTRICTIONS)
+        )
+        return (*kept, *self.codes())
+
+
+RESTRICTION_CODES = (
+    Coded(MASKED_FROM_PROFESSIONALS, DMP_CONFIDENTIALITY_SYSTEM, "Masqué aux PS"),
+    Coded(INVISIBLE_TO_PATIENT, DMP_CONFIDENTIALITY_SYSTEM, "Non visible par le patient"),
+    Coded(
+        INVISIBLE_TO_LEGAL_REPRESENTATIVES,
+        DMP_CONFIDENTIALITY_SYSTEM,
+        "Non visible par les représentants légaux du patient",
+    ),
+)
+"""The DMP restriction codes, in :class:`Visibility`'s order, with their labels."""
+_RESTRICTIONS = frozenset(code.code for code in RESTRICTION_CODES)
+
+
+@dataclass(frozen=True)
 class DocumentEntry:
     """The metadata of one document (XDSDocumentEntry).
 
@@ -213,6 +286,11 @@ class DocumentEntry:
     def masked(self) -> bool:
         """Whether the document is masked from professionals (``MASQUE_PS``)."""
         return any(code.code == MASKED_FROM_PROFESSIONALS for code in self.confidentiality)
+
+    @property
+    def visibility(self) -> Visibility:
+        """The document's DMP restrictions (its confidentiality codes)."""
+        return Visibility.of(self.confidentiality)
 
 
 @dataclass(frozen=True)
@@ -409,12 +487,14 @@ class OutgoingDocument:
     """A document of an ITI-41 submission: its metadata and the MTOM Content-ID of its bytes.
 
     ``signs``: this document is the submission set's signature (IHE DSG), linked to the set by
-    a ``signs`` association.
+    a ``signs`` association. ``replaces``: the entryUUID of the entry this document replaces,
+    linked by an ``RPLC`` association (IHE ITI TF-3 §4.2.2.2; the registry deprecates it).
     """
 
     entry: DocumentEntry
     content_id: str
     signs: bool = False
+    replaces: str | None = None
 
 
 def provide_and_register_request(
@@ -440,6 +520,10 @@ def provide_and_register_request(
             # Original too, as a HasMember one.
             signs = Association(SIGNS, member.target, member.source, member.slots)
             objects.append(association_element(signs, ids))
+        if document.replaces:
+            objects.append(
+                association_element(Association(REPLACES, member.target, document.replaces), ids)
+            )
     for number, document in enumerate(documents, 1):
         holder = etree.SubElement(root, _xdsb("Document"), id=f"Document{number:02d}")
         holder.append(include(document.content_id))

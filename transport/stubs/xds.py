@@ -10,7 +10,9 @@ patient's DMP must be open and the caller (VIHF NameID) authorized on it. Busine
 Documents are stored byte-exact in the blob store; the repository reads MTOM requests from the
 spooled request stream into files and streams retrieved documents from disk, so no document is
 ever held whole in memory. A document is acknowledged only after its content and its row are
-durable. Documents masked from professionals (``MASQUE_PS``) are visible to their submitter only.
+durable. Who sees a document follows its DMP restriction codes (see ``visible``): masked from
+professionals (``MASQUE_PS``), its submitter and the patient only; hidden from the patient
+(``INVISIBLE_PATIENT``), never listed nor retrieved for the patient.
 """
 
 from __future__ import annotations
@@ -195,12 +197,24 @@ class _XdsService:
             raise _error("XDSUnknownPatientId", "aucun DMP pour ce patient")
         if status is DmpStatus.CLOSED:
             raise _error("DMPClosed", "le DMP de ce patient est fermé")
+        if _is_the_patient(checked, patient):
+            return
         if self.context.patients.authorization(patient, vihf.subject_id) is not Authorization.VALID:
             raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
 
     def visible(self, checked: Checked, document: StoredDocument) -> bool:
-        """Whether the caller may see this document (masked ones: their submitter only)."""
-        return not document.entry.masked or document.submitted_by == checked.vihf.vihf.subject_id
+        """Whether the caller may see this document, by its DMP restrictions
+        (:class:`transport.dmp.xds.Visibility`): its submitter always; the patient (see
+        :func:`_is_the_patient`) unless it is hidden from them; other professionals unless it
+        is masked from them. The stub has no legal representatives: their restriction is
+        stored and returned, never enforced."""
+        caller = checked.vihf.vihf.subject_id
+        restrictions = document.entry.visibility
+        if caller == document.submitted_by:
+            return True
+        if _is_the_patient(checked, document.entry.patient):
+            return not restrictions.hidden_from_patient
+        return not restrictions.hidden_from_professionals
 
     def answer(self, checked: Checked, payload: etree._Element) -> StubResponse:
         """The SOAP 1.2 response to ``checked`` carrying ``payload``."""
@@ -377,6 +391,12 @@ class RegistryService(_XdsService):
             raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
         if not self.visible(checked, current):
             raise _error("XDSMetadataUpdateError", "document inconnu", entry.logical_id)
+        if (
+            entry.visibility.hidden_from_patient
+            and not current.entry.visibility.hidden_from_patient
+        ):
+            # Once the patient may see a document, it is never hidden from them again.
+            raise _error("XDSMetadataUpdateError", "le document est déjà visible par le patient")
         if previous != current.entry.version:
             raise _error(
                 "XDSMetadataVersionError",
@@ -410,6 +430,13 @@ class RegistryService(_XdsService):
                 submission.submission_set.unique_id,
                 current.submitted_by,
             )
+
+
+def _is_the_patient(checked: Checked, patient: Patient) -> bool:
+    """Whether the caller is the patient: the stub's patient-side caller is a VIHF whose NameID
+    is the patient's own INS (the DMP's patient access is outside the LPS interface; this
+    stands for it), who needs no authorization on their own DMP."""
+    return checked.vihf.vihf.subject_id == patient.ins
 
 
 def _parameter(query: xds.StoredQuery, name: str, *, required: bool = False) -> tuple[str, ...]:
@@ -517,7 +544,8 @@ class RepositoryService(_XdsService):
         for object_id, entry in submission.entries.items():
             self._check_entry(patient, object_id, entry, parts[object_id], sha1[object_id])
         warnings = self._check_signatures(submission, parts)
-        self._store(checked, submission, parts, sha1)
+        replaced = self._replaced(checked, submission)
+        self._store(checked, submission, parts, sha1, replaced)
         return xds.registry_response(warnings)
 
     @staticmethod
@@ -579,12 +607,46 @@ class RepositoryService(_XdsService):
             warnings.extend(_check_manifest(parts[association.source], others, self.context.verify))
         return warnings
 
+    def _replaced(self, checked: Checked, submission: xds.Submission) -> list[str]:
+        """The entryUUIDs the submission's ``RPLC`` associations replace, once each is checked
+        (IHE ITI TF-2b §3.42.4.1.3.5): the source is a document of the set; the target an
+        entry the caller may see (else ``UnresolvedReferenceException``, the ebRS code for an
+        unknown reference, which also says nothing of a hidden document), of the set's patient
+        (else ``XDSPatientIdDoesNotMatch``), still approved (else ``XDSRegistryMetadataError``:
+        a deprecated, deleted or archived entry is replaced no more)."""
+        replaced = []
+        for association in submission.associations:
+            if association.type != xds.REPLACES:
+                continue
+            if association.source not in submission.entries:
+                raise _error("XDSRegistryMetadataError", "RPLC relie un document du lot")
+            target = self.documents.by_entry_uuid(association.target)
+            if target is None or not self.visible(checked, target):
+                raise _error(
+                    "UnresolvedReferenceException", "document remplacé inconnu", association.target
+                )
+            if target.entry.patient != submission.submission_set.patient:
+                raise _error(
+                    "XDSPatientIdDoesNotMatch",
+                    "le document remplacé est celui d'un autre patient",
+                    association.target,
+                )
+            if target.entry.status != xds.APPROVED or association.target in replaced:
+                raise _error(
+                    "XDSRegistryMetadataError",
+                    "le document remplacé n'est plus approuvé",
+                    association.target,
+                )
+            replaced.append(association.target)
+        return replaced
+
     def _store(
         self,
         checked: Checked,
         submission: xds.Submission,
         parts: dict[str, mtom.Part],
         sha1: dict[str, str],
+        replaced: Sequence[str],
     ) -> None:
         stored = {
             object_id: self.context.blobs.adopt(part.path, part.sha256, part.size)
@@ -595,6 +657,10 @@ class RepositoryService(_XdsService):
         with self.context.database.transaction() as connection:
             _register_set(connection, submission)
             self.context.patients.record_document(connection, submission.submission_set.patient)
+            connection.executemany(
+                "UPDATE xds_documents SET status = ? WHERE entry_uuid = ?",
+                [(xds.DEPRECATED, entry_uuid) for entry_uuid in replaced],
+            )
             for object_id, entry in submission.entries.items():
                 blob = stored[object_id]
                 registered = replace(
