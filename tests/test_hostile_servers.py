@@ -397,6 +397,10 @@ def cli(pki, hostile, tmp_path, monkeypatch, capsys):
         f'ca_bundle = "{hostile.bundle}"\ndeadline = {DEADLINE}\nretries = 0',
     )
     assert str(hostile.bundle) in text
+    # INSi in certificate mode with its own INSI-AUTO credential: no warning about the name of
+    # the TLS one, so that stderr holds the error line alone.
+    text += f'\n[credentials.insi]\npkcs12 = "{pki.directory}/insi-auto.p12"\n'
+    text += 'password_env = "TEST_P12_PASSWORD"\n'
     profile.write_text(text, encoding="utf-8")
 
     def run(*argv: str) -> tuple[int, str, str]:
