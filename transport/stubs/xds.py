@@ -181,8 +181,10 @@ class _XdsService:
         self.documents = DocumentStore(context)
         self.operations: dict[str, Callable[..., etree._Element | StubResponse]] = {}
 
-    def caller_patient(self, checked: Checked, patient: Patient) -> None:
-        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorized."""
+    def caller_patient(self, checked: Checked, patient: Patient, *, reading: bool = False) -> None:
+        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorized
+        (for a read, possibly by an emergency purpose of use: see
+        :meth:`transport.stubs.patients.PatientRegistry.read_access`)."""
         vihf = checked.vihf.vihf
         if vihf.patient != patient:
             raise _error(
@@ -194,7 +196,13 @@ class _XdsService:
             raise _error("XDSUnknownPatientId", "aucun DMP pour ce patient")
         if status is DmpStatus.CLOSED:
             raise _error("DMPClosed", "le DMP de ce patient est fermé")
-        if self.context.patients.authorization(patient, vihf.subject_id) is not Authorization.VALID:
+        patients = self.context.patients
+        authorization = (
+            patients.read_access(patient, vihf)
+            if reading
+            else patients.authorization(patient, vihf.subject_id)
+        )
+        if authorization is not Authorization.VALID:
             raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
 
     def visible(self, checked: Checked, document: StoredDocument) -> bool:
@@ -294,7 +302,7 @@ class RegistryService(_XdsService):
         if len(patients) != 1:
             raise _error("XDSStoredQueryParamNumber", "un seul $XDSDocumentEntryPatientId")
         patient = xds.read_patient_id(patients[0])
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         statuses = _parameter(query, "$XDSDocumentEntryStatus", required=True)
         unknown = set(statuses) - xds.STATUSES
         if unknown:
@@ -305,7 +313,7 @@ class RegistryService(_XdsService):
         patient = checked.vihf.vihf.patient
         if patient is None:
             raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         uuids = _parameter(query, "$XDSDocumentEntryEntryUUID")
         unique_ids = _parameter(query, "$XDSDocumentEntryUniqueId")
         if bool(uuids) == bool(unique_ids):
@@ -627,7 +635,7 @@ class RepositoryService(_XdsService):
         patient = checked.vihf.vihf.patient
         if patient is None:
             raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         found, errors, attachments = [], [], []
         for item in wanted:
             document = self._retrievable(checked, patient, item)

@@ -265,8 +265,10 @@ class Ins:
 
     @property
     def patient(self) -> Patient:
-        """The INS as the VIHF and the DMP services name a patient."""
-        return Patient(self.value, self.oid)
+        """The INS as the VIHF and the DMP services name a patient, passed on as the service
+        returned it (:attr:`transport.vihf.Patient.as_returned`: a key failing the mod-97
+        check, as the INSi qualification identities' do, is a logged warning, not a refusal)."""
+        return Patient(self.value, self.oid, as_returned=True)
 
 
 @dataclass(frozen=True)
