@@ -13,7 +13,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
-from transport.errors import SoapFault, ValidationError
+from transport.errors import SoapFault, ValidationError, VihfValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, read
 from transport.soap.envelope import SOAP_CONTENT_TYPE, raise_for_fault
 from transport.soap.wsdl import wsdl_path
@@ -227,10 +227,18 @@ def test_resultat_reader_refuses_incomplete_answers(answer):
         read_resultat(etree.fromstring(answer))
 
 
-def test_every_seeded_ins_is_well_formed():
+LIVE_INS_WITH_A_BAD_KEY = "181036322045660"
+"""HERMANN GATIEN as the live INSi qualification service returns him: key 60, mod-97 says 10."""
+
+
+def test_every_seeded_ins_is_well_formed_but_the_live_one_with_its_key_as_sent():
     for person in TEST_PERSONS:
         for ins in (person.active, *person.history):
-            validate_ins(Patient(ins.value, INS_TEST_OID))
+            if ins.value == LIVE_INS_WITH_A_BAD_KEY:
+                with pytest.raises(VihfValidationError, match="key"):
+                    validate_ins(Patient(ins.value, INS_TEST_OID))
+            else:
+                validate_ins(Patient(ins.value, INS_TEST_OID))
         assert person.active.oid in (INS_TEST_OID, INS_NIA_OID)
 
 
@@ -302,7 +310,7 @@ def test_certificate_mode_finds_an_identity_with_its_history(stubs, sessions, lo
     individual = resultat.individual
     assert individual == TEST_PERSONS[0]
     validate_ins(individual.active.patient)
-    assert len(individual.history) == 2
+    assert len(individual.history) == 1  # the live answer's one former INS
     assert individual.history[0].end == date(2019, 2, 28)
     assert individual.traits.first_names == "PIERRE-ALAIN MURIEL FLORIANT"
 
