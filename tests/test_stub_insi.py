@@ -59,6 +59,7 @@ from transport.teleservices.insi import (
 )
 from transport.tls import TLSSettings, create_session
 from transport.vihf import INS_NIA_OID, INS_TEST_OID, SAML_NS, Patient, validate_ins
+from transport.xml import parse_xml
 
 EXAMPLES = REFERENCE / "insi-examples"
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
@@ -575,3 +576,15 @@ def test_no_mutation_of_a_valid_request_breaks_the_stub(stubs, sessions, load):
         answers.add(caught.value.service_code)
     # Some mutations are harmless (CR 00), some empty the search (CR 01), the rest are refused.
     assert {"00", "01", "desir_500", "desir_550", "desir_560"} <= answers
+
+
+def test_faults_carry_the_subcode_under_the_envelope_prefix_and_the_live_severity():
+    from transport.stubs.insi import unavailable, unknown_software
+
+    refused = parse_xml(unknown_software("inconnu").response("urn:uuid:1").body)
+    value = refused.findtext(f".//{{{SOAP12_NS}}}Subcode/{{{SOAP12_NS}}}Value")
+    assert value == "soap:siram_100"  # as live: soap bound to the SOAP 1.2 envelope namespace
+    assert refused.nsmap.get("soap", SOAP12_NS) == SOAP12_NS
+    assert "siram" not in refused.nsmap  # only the detail's Erreur binds urn:siram
+    down = parse_xml(unavailable("base indisponible").response(None).body)
+    assert down.find(".//{urn:siram}Erreur").get("severite") == "fatal"

@@ -72,7 +72,6 @@ from transport.teleservices.client import (
     CTXBAM_VERSION,
     CTXLPS_NS,
     CTXLPS_VERSION,
-    SIRAM_NS,
     read_contexte_bam,
     read_contexte_lps,
     siram_error,
@@ -341,9 +340,9 @@ class Refusal(Exception):
         fault = soap12_fault(
             self.code,
             self.reason,
-            subcodes=(f"siram:{self.subcode}",),
+            # As live faults do: the subcode's prefix is the envelope's (``soap:siram_100``).
+            subcodes=(f"soap:{self.subcode}",),
             detail=error,
-            namespaces={"siram": SIRAM_NS},
         )
         return StubResponse(self.status, fault)
 
@@ -392,7 +391,7 @@ def unavailable(detail: str) -> Refusal:
         "Le service est temporairement inaccessible. Veuillez renouveler votre demande"
         " ultérieurement.",
         detail,
-        severity="fatale",
+        severity="fatal",  # the live spelling (the schema's enumeration says "fatale")
     )
 
 
