@@ -252,7 +252,7 @@ def test_access_modes_and_the_ins_override_from_the_command_line(dmp, stubs) -> 
         colleague.create(patient, demographics())
     code, out, _ = dmp("consult", "--ins", patient.ins, "--json")
     assert code == 1 and json.loads(out)["error"]["code"] == "DMPAccessDenied"
-    code, out, err = dmp("consult", "--ins", patient.ins, "--access", "break-glass", "--json")
+    code, out, _ = dmp("consult", "--ins", patient.ins, "--access", "break-glass", "--json")
     assert code == 2 and "--reason" in json.loads(out)["error"]["message"]
     code, _, _ = dmp("consult", "--ins", patient.ins, "--reason", "why", "--json")
     assert code == 2
