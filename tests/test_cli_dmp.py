@@ -149,6 +149,7 @@ def test_update_without_opposition_keeps_the_patients_oppositions(dmp) -> None:
             "postal_code": "75011",
             "city": "PARIS",
             "country": None,
+            "additional_locator": None,
         }
     ]
     assert person_now["telecoms"] == [{"value": "tel:0102030405", "use": "HP"}]

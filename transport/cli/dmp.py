@@ -276,11 +276,18 @@ def _consult(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[
     lines = _record_lines("found", record)
     person = record.demographics
     if person is not None:
-        lines.append(f"  sex {person.sex or '?'}, born {person.birth_date or '?'}")
-        lines.extend(
-            f"  {', '.join(a.street_lines)} {a.postal_code or ''} {a.city or ''}"
-            for a in person.addresses
-        )
+        born = f"  sex {person.sex or '?'}, born {person.birth_date or '?'}"
+        if person.birth_place is not None:
+            born += f" in {_address_line(person.birth_place)}"
+        if person.deceased:
+            born += ", deceased"
+        lines.append(born)
+        lines.extend(f"  {_address_line(address)}" for address in person.addresses)
+        for representative in person.legal_representatives:
+            name = " ".join((representative.family, *representative.given)).strip()
+            lines.append(f"  legal representative ({representative.relationship}): {name}")
+            lines.extend(f"    {_address_line(address)}" for address in representative.addresses)
+            lines.extend(f"    {telecom.value}" for telecom in representative.telecoms)
     lines.extend(
         f"  {item.code.code}: {'yes' if item.value else 'no'}" for item in record.observations
     )
@@ -573,6 +580,18 @@ def _coded(value: str, name: str) -> xds.Coded:
         "format_code": "1.3.6.1.4.1.19376.1.2.3",
     }
     return xds.Coded(code, scheme or defaults[name], label)
+
+
+def _address_line(address: Address) -> str:
+    """One address on one line: street lines, locator, postal code, city, country."""
+    parts = (
+        ", ".join(address.street_lines),
+        address.additional_locator,
+        address.postal_code,
+        address.city,
+        address.country,
+    )
+    return " ".join(part for part in parts if part)
 
 
 def _record_lines(verb: str, record: PatientRecord) -> list[str]:
