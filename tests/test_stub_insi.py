@@ -13,7 +13,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
-from transport.errors import SoapFault, ValidationError, VihfValidationError
+from transport.errors import SoapFault, TLSError, ValidationError, VihfValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, read
 from transport.soap.envelope import SOAP_CONTENT_TYPE, raise_for_fault
 from transport.soap.wsdl import wsdl_path
@@ -366,6 +366,26 @@ def test_card_mode_with_a_signed_assertion_ps(stubs, sessions, load):
         emitter=load("cps-sign").common_name,
     )
     assert resultat.individual == TEST_PERSONS[0]
+
+
+def test_card_mode_has_its_own_host_on_server_only_tls(stubs, pki, load):
+    without_certificate = create_session(None, TLSSettings(ca_bundle=pki.ca_bundle))
+    url = stubs.card_teleservices_url
+    assert url != stubs.teleservices_url
+    resultat = search(
+        without_certificate,
+        url,
+        ECETINSI,
+        assertions=[card(load)],
+        emitter=load("cps-sign").common_name,
+    )
+    assert resultat.individual == TEST_PERSONS[0]
+    # Without an assertion PS there is no credential at all on that host.
+    envelope = envelope_for(build_traits_search(ECETINSI))
+    assert refusal(without_certificate, url, envelope).service_code == "desir_560"
+    # The certificate mode's host still asks for a client certificate.
+    with pytest.raises(TLSError):
+        search(without_certificate, stubs.teleservices_url, ECETINSI)
 
 
 def assert_siram(fault: SoapFault, subcode: str, code: str, envelope: etree._Element) -> None:

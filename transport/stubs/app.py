@@ -129,6 +129,11 @@ class Stubs:
     example PKI of :func:`transport.config.example_pki_directory`). ``data_dir``: where the state
     lives (default: a temporary directory removed on stop). ``services``: a subset of
     :data:`SERVICES` to mount (default: all).
+
+    With the téléservices mounted, a second server on ``card_port`` (default: any free one)
+    serves them over server-only TLS, as the real card-mode host does (the assertion PS is the
+    credential there): :attr:`card_teleservices_url`. :attr:`teleservices_url` stays on mutual
+    TLS for the certificate mode.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class Stubs:
         port: int = 0,
         services: Iterable[str] | None = None,
         max_request_bytes: int = 1024 * 1024 * 1024,
+        card_port: int = 0,
     ) -> None:
         if pki is None:
             from transport.config import example_pki_directory
@@ -151,13 +157,23 @@ class Stubs:
             self._temporary = tempfile.TemporaryDirectory(prefix="cisis-stub-")
             data_dir = Path(self._temporary.name)
         self.context = StubContext.open(data_dir, pki.ca_bundle)
+        routes = build_routes(self.context, services)
         self.server = StubServer(
-            StubApp(build_routes(self.context, services)),
+            StubApp(routes),
             ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle),
             host=host,
             port=port,
             max_request_bytes=max_request_bytes,
         )
+        self.card_server: StubServer | None = None
+        if TELESERVICES_PATH in routes:
+            self.card_server = StubServer(
+                StubApp({TELESERVICES_PATH: routes[TELESERVICES_PATH]}),
+                ServerTLS(pki.server_cert, pki.server_key, None),
+                host=host,
+                port=card_port,
+                max_request_bytes=max_request_bytes,
+            )
 
     @property
     def url(self) -> str:
@@ -178,17 +194,31 @@ class Stubs:
         """The URL of the téléservices (``…/lps``)."""
         return f"{self.url}{TELESERVICES_PATH}"
 
+    @property
+    def card_teleservices_url(self) -> str:
+        """The URL of the téléservices in card mode (``…/lps`` over server-only TLS)."""
+        if self.card_server is None:
+            raise ValueError("the téléservices (lps) are not mounted")
+        return f"{self.card_server.url}{TELESERVICES_PATH}"
+
     def start(self) -> Stubs:
-        """Serve in a background thread; return self."""
+        """Serve in background threads; return self."""
+        if self.card_server is not None:
+            self.card_server.start()
         self.server.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called from another one."""
+        """Serve in the calling thread (the card-mode server in a background one) until
+        :meth:`stop` is called from another one."""
+        if self.card_server is not None:
+            self.card_server.start()
         self.server.serve_forever()
 
     def stop(self) -> None:
         """Stop serving, then close the state (and remove it when it was temporary)."""
+        if self.card_server is not None:
+            self.card_server.stop()
         self.server.stop()
         self.context.database.close()
         if self._temporary is not None:

@@ -8,10 +8,13 @@ header outside WS-Addressing, WS-Security and the two contexts); a valid ``Conte
 mode. With a ``wsse:Security`` header (card mode) it must hold exactly one assertion PS, which
 must verify against the stubs' CA and be signed with a signature certificate by the card holder
 it names. Without one (software-certificate mode), the mutual-TLS client certificate's CN must be
-``INSI-AUTO`` or ``INSI-MANU``. The stub's TLS server requires a client certificate in both modes
-(the real card-mode host does not).
+``INSI-AUTO`` or ``INSI-MANU``. As the real service has a host per mode, the stubs serve the
+certificate mode on mutual TLS and the card mode on a server-only TLS port of its own
+(:attr:`transport.stubs.app.Stubs.card_teleservices_url`), where a request without an assertion
+PS has no certificate to show and is refused (``desir_560``).
 
-Faults are SOAP 1.2 faults (HTTP 500, 415 for a media type) with subcode ``siram:siram_NN`` and a
+Faults are SOAP 1.2 faults (HTTP 500, 415 for a media type) with subcode ``soap:siram_NN`` (the
+prefix bound to the SOAP 1.2 envelope namespace, as live faults have it) and a
 ``siram:Erreur`` detail (``code``, ``severite``, ``messageID`` echoing the request's MessageID
 when it has one):
 
