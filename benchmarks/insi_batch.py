@@ -53,7 +53,7 @@ def insi_profile(pki: examplepki.ExamplePKI, url: str):
 def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, bytes]:
     """One INSi search by traits against the téléservices stub, traced: request and answer."""
     traces = work / "trace"
-    with Stubs(pki=pki, data_dir=work / "state", services=["lps"]) as stubs:
+    with Stubs(pki=pki, data_dir=work / "state", services=["lps"], accept_any_idam=True) as stubs:
         profile = insi_profile(pki, stubs.teleservices_url)
         tracer = Tracer(traces)
         with TeleservicesClient.from_profile(

@@ -13,6 +13,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
+from transport.config import EXAMPLE_LPS
 from transport.errors import SoapFault, TLSError, ValidationError, VihfValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, read
 from transport.soap.envelope import SOAP_CONTENT_TYPE, raise_for_fault
@@ -552,13 +553,13 @@ def test_state_survives_a_restart_and_seeding_is_idempotent(pki, sessions, tmp_p
     )
     validate_ins(newcomer.active.patient)
     query = TraitsSearch("NOUVELLE", ("CLAIRE",), "F", "1999-01-01")
-    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"]) as first:
+    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"], accept_any_idam=True) as first:
         assert search(sessions("insi-auto"), first.teleservices_url, query).report is (
             Report.NOT_FOUND
         )
         assert InsiRegistry(first.context.database).add(newcomer)
         assert not InsiRegistry(first.context.database).add(newcomer)
-    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"]) as second:
+    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"], accept_any_idam=True) as second:
         found = search(sessions("insi-auto"), second.teleservices_url, query)
         assert found.individual == newcomer
         count = second.context.database.query("SELECT COUNT(*) AS n FROM insi_persons")[0]["n"]
@@ -608,3 +609,33 @@ def test_faults_carry_the_subcode_under_the_envelope_prefix_and_the_live_severit
     assert "siram" not in refused.nsmap  # only the detail's Erreur binds urn:siram
     down = parse_xml(unavailable("base indisponible").response(None).body)
     assert down.find(".//{urn:siram}Erreur").get("severite") == "fatal"
+
+
+def _with_idam(idam: str) -> etree._Element:
+    envelope = envelope_for(build_traits_search(ECETINSI))
+    found = envelope.find(f".//{{{CTXLPS_NS}}}IDAM")
+    found.text = idam
+    return envelope
+
+
+def test_the_accepted_idams_are_a_stub_setting(pki, sessions, tmp_path):
+    from transport.stubs.app import example_idams
+
+    session = sessions("insi-auto")
+    assert EXAMPLE_LPS.homologation_id in example_idams()
+    with Stubs(pki=pki, data_dir=tmp_path / "strict", services=["lps"]) as strict:
+        fault = refusal(session, strict.teleservices_url, _with_idam("UNKNOWN-IDAM"))
+        assert (fault.subcode, fault.service_code) == ("siram_100", "desir_550")
+        answer = post(session, strict.teleservices_url, _with_idam(EXAMPLE_LPS.homologation_id))
+        assert read_resultat(answer).individual == TEST_PERSONS[0]
+    chosen = Stubs(
+        pki=pki, data_dir=tmp_path / "chosen", services=["lps"], accepted_idams=["MY-IDAM"]
+    )
+    with chosen:
+        assert read_resultat(post(session, chosen.teleservices_url, _with_idam("MY-IDAM")))
+        fault = refusal(session, chosen.teleservices_url, _with_idam(EXAMPLE_LPS.homologation_id))
+        assert fault.service_code == "desir_550"
+    with Stubs(
+        pki=pki, data_dir=tmp_path / "any", services=["lps"], accept_any_idam=True
+    ) as lenient:
+        assert read_resultat(post(session, lenient.teleservices_url, _with_idam("UNKNOWN-IDAM")))

@@ -37,6 +37,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=0,
         help="port of the téléservices' card mode, server-only TLS (default: any free port)",
     )
+    stub.add_argument(
+        "--accept-any-idam",
+        action="store_true",
+        help="téléservices: accept any software IDAM (default: the example profile's only)",
+    )
     stub.add_argument("--data", type=Path, metavar="DIR", help="keep the state in DIR")
     stub.add_argument(
         "--pki", type=Path, metavar="DIR", help="example PKI folder (default: see below)"
@@ -65,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
     pki = _pki(args.pki) if args.pki is not None else examplepki.load(example_pki_directory())
     try:
         stubs = Stubs(
-            pki=pki, data_dir=args.data, host=args.host, port=args.port, card_port=args.card_port
+            pki=pki,
+            data_dir=args.data,
+            host=args.host,
+            port=args.port,
+            card_port=args.card_port,
+            accept_any_idam=args.accept_any_idam,
         )
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None

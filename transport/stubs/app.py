@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 import logging
 import tempfile
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from transport import examplepki
+from transport.config import EXAMPLE_LPS, example_profile_file
 from transport.stubs.patients import PatientRegistry
 from transport.stubs.server import (
     Handler,
@@ -57,19 +59,44 @@ def service_path(name: str) -> str:
     return TELESERVICES_PATH if name == "lps" else f"{DMP_PREFIX}{name}"
 
 
+def example_idams() -> frozenset[str]:
+    """The software authorisation numbers (ContexteLPS ``IDAM``) the téléservices stub accepts by
+    default: the example identity's (:data:`transport.config.EXAMPLE_LPS`) and the commented
+    example profile's (its ``[lps] idam``, else its homologation id, which the client then
+    sends)."""
+    idams = {EXAMPLE_LPS.homologation_id}
+    path = example_profile_file()
+    if path.is_file():
+        lps = tomllib.loads(path.read_text(encoding="utf-8")).get("lps", {})
+        idams.add(lps.get("idam") or lps.get("homologation_id") or "")
+    return frozenset(idam for idam in idams if idam)
+
+
 @dataclass(frozen=True)
 class StubContext:
-    """What every service shares: the CA its callers' signatures must chain to, and the state."""
+    """What every service shares: the CA its callers' signatures must chain to, and the state.
+
+    ``accepted_idams``: the IDAMs the téléservices accept (another gets ``desir_550``, as live);
+    None accepts any.
+    """
 
     verify: VerifySettings
     database: Database
     blobs: BlobStore
     patients: PatientRegistry
     data_dir: Path
+    accepted_idams: frozenset[str] | None = None
 
     @classmethod
-    def open(cls, data_dir: Path, ca_bundle: Path) -> StubContext:
-        """The context over the state kept in ``data_dir`` (created when missing)."""
+    def open(
+        cls,
+        data_dir: Path,
+        ca_bundle: Path,
+        *,
+        accepted_idams: Iterable[str] | None = None,
+    ) -> StubContext:
+        """The context over the state kept in ``data_dir`` (created when missing);
+        ``accepted_idams`` None accepts any IDAM."""
         data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(data_dir / DATABASE_NAME)
         return cls(
@@ -78,6 +105,7 @@ class StubContext:
             BlobStore(data_dir / "documents"),
             PatientRegistry(database),
             data_dir,
+            frozenset(accepted_idams) if accepted_idams is not None else None,
         )
 
 
@@ -128,7 +156,9 @@ class Stubs:
     ``pki``: whose server certificate to present and whose CA clients must chain to (default: the
     example PKI of :func:`transport.config.example_pki_directory`). ``data_dir``: where the state
     lives (default: a temporary directory removed on stop). ``services``: a subset of
-    :data:`SERVICES` to mount (default: all).
+    :data:`SERVICES` to mount (default: all). ``accepted_idams``: the software authorisation
+    numbers the téléservices accept (default :func:`example_idams`), any with
+    ``accept_any_idam``.
 
     With the téléservices mounted, a second server on ``card_port`` (default: any free one)
     serves them over server-only TLS, as the real card-mode host does (the assertion PS is the
@@ -146,6 +176,8 @@ class Stubs:
         services: Iterable[str] | None = None,
         max_request_bytes: int = 1024 * 1024 * 1024,
         card_port: int = 0,
+        accepted_idams: Iterable[str] | None = None,
+        accept_any_idam: bool = False,
     ) -> None:
         if pki is None:
             from transport.config import example_pki_directory
@@ -156,7 +188,8 @@ class Stubs:
         if data_dir is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="cisis-stub-")
             data_dir = Path(self._temporary.name)
-        self.context = StubContext.open(data_dir, pki.ca_bundle)
+        idams = None if accept_any_idam else frozenset(accepted_idams or example_idams())
+        self.context = StubContext.open(data_dir, pki.ca_bundle, accepted_idams=idams)
         routes = build_routes(self.context, services)
         self.server = StubServer(
             StubApp(routes),

@@ -405,8 +405,9 @@ def _header(envelope: etree._Element, namespace: str, name: str) -> etree._Eleme
     return found[0] if found else None
 
 
-def check_contexts(envelope: etree._Element) -> None:
-    """Refuse a request without a valid ContexteBAM and ContexteLPS."""
+def check_contexts(envelope: etree._Element, accepted_idams: frozenset[str] | None) -> None:
+    """Refuse a request without a valid ContexteBAM and ContexteLPS, or whose software's IDAM is
+    not among ``accepted_idams`` (None: any)."""
     bam = _header(envelope, CTXBAM_NS, "ContexteBAM")
     lps = _header(envelope, CTXLPS_NS, "ContexteLPS")
     if lps is None:
@@ -423,6 +424,8 @@ def check_contexts(envelope: etree._Element) -> None:
     if lps_context.version != CTXLPS_VERSION:
         raise invalid_request(f"ContexteLPS Version {lps_context.version} non supportée.")
     if lps_context.software is None or not lps_context.software.idam:
+        raise unknown_software("Numéro d'autorisation du logiciel inconnu.")
+    if accepted_idams is not None and lps_context.software.idam not in accepted_idams:
         raise unknown_software("Numéro d'autorisation du logiciel inconnu.")
 
 
@@ -453,6 +456,7 @@ class TeleservicesService:
 
     def __init__(self, context: StubContext) -> None:
         self.settings = context.verify
+        self.accepted_idams = context.accepted_idams
         self.registry = InsiRegistry(context.database)
         self.registry.seed()
         self.operations: dict[str, Callable[[etree._Element], Resultat]] = {
@@ -464,7 +468,7 @@ class TeleservicesService:
         message_id = read_message_id(request.body)
         try:
             envelope, action = _envelope(request)
-            check_contexts(envelope)
+            check_contexts(envelope, self.accepted_idams)
             check_access(envelope, request.client_certificate, self.settings)
             operation = self.operations.get(action)
             if operation is None:
