@@ -12,9 +12,11 @@ from __future__ import annotations
 import importlib
 import logging
 import tempfile
+import threading
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -72,12 +74,46 @@ def example_idams() -> frozenset[str]:
     return frozenset(idam for idam in idams if idam)
 
 
+class InjectedRefusals:
+    """Temporary refusals the téléservices stub answers, for tests of how a client copes with
+    a busy service: each queued kind answers one request, in order, before any check.
+
+    Kinds: ``"429"`` (HTTP 429 Too Many Requests, RFC 6585 §4), ``"503"`` (HTTP 503 Service
+    Unavailable, RFC 9110 §15.6.4), both with ``Retry-After: 0`` and no SOAP body, and
+    ``"siram_40"`` (the SOAP fault ``siram_40``/``insi_102`` the live service answers when it
+    is temporarily unavailable).
+    """
+
+    KINDS = frozenset({"429", "503", "siram_40"})
+
+    def __init__(self) -> None:
+        self._queued: deque[str] = deque()
+        self._lock = threading.Lock()
+        self.answered = 0
+
+    def inject(self, *kinds: str) -> None:
+        """Queue ``kinds`` (ValueError for an unknown one)."""
+        unknown = set(kinds) - self.KINDS
+        if unknown:
+            raise ValueError(f"unknown refusal kind(s): {sorted(unknown)}")
+        with self._lock:
+            self._queued.extend(kinds)
+
+    def take(self) -> str | None:
+        """The next refusal to answer (counted in ``answered``), or None."""
+        with self._lock:
+            if not self._queued:
+                return None
+            self.answered += 1
+            return self._queued.popleft()
+
+
 @dataclass(frozen=True)
 class StubContext:
     """What every service shares: the CA its callers' signatures must chain to, and the state.
 
     ``accepted_idams``: the IDAMs the téléservices accept (another gets ``desir_550``, as live);
-    None accepts any.
+    None accepts any. ``insi_refusals``: temporary refusals a test injects.
     """
 
     verify: VerifySettings
@@ -86,6 +122,7 @@ class StubContext:
     patients: PatientRegistry
     data_dir: Path
     accepted_idams: frozenset[str] | None = None
+    insi_refusals: InjectedRefusals = field(default_factory=InjectedRefusals)
 
     @classmethod
     def open(

@@ -457,6 +457,7 @@ class TeleservicesService:
     def __init__(self, context: StubContext) -> None:
         self.settings = context.verify
         self.accepted_idams = context.accepted_idams
+        self.refusals = context.insi_refusals
         self.registry = InsiRegistry(context.database)
         self.registry.seed()
         self.operations: dict[str, Callable[[etree._Element], Resultat]] = {
@@ -466,7 +467,15 @@ class TeleservicesService:
 
     def __call__(self, request: StubRequest) -> StubResponse:
         message_id = read_message_id(request.body)
+        injected = self.refusals.take()
+        if injected in ("429", "503"):
+            log.info("lps answered an injected HTTP %s", injected)
+            return StubResponse(
+                int(injected), b"busy\n", "text/plain; charset=utf-8", {"Retry-After": "0"}
+            )
         try:
+            if injected is not None:
+                raise unavailable("Refus temporaire injecté.")
             envelope, action = _envelope(request)
             check_contexts(envelope, self.accepted_idams)
             check_access(envelope, request.client_certificate, self.settings)

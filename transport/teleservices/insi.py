@@ -487,6 +487,25 @@ def normalise_cog(value: str) -> str:
     date_naissance="birth_date",
     lieu_naissance="birthplace",
 )
+def vitale_query(
+    birth_date: str | date,
+    *,
+    individual: str | Matricule | None = None,
+    holder: str | Matricule | None = None,
+    birth_name: str | None = None,
+    rank: int | str | None = None,
+) -> VitaleSearch:
+    """The normalised, validated search of a Vitale card's data (see
+    :meth:`InsiClient.search_by_vitale` for each field's INSi name); ValidationError first."""
+    return VitaleSearch(
+        birth_date=normalise_birth_date(birth_date),
+        individual=_matricule(individual, "MatriculeIndividu"),
+        holder=_matricule(holder, "MatriculeOD"),
+        birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
+        rank=str(rank) if rank is not None else None,
+    ).validate()
+
+
 def traits_query(
     birth_name: str,
     first_names: str | Sequence[str],
@@ -708,11 +727,14 @@ class InsiClient:
         the insured person who opens the rights ``holder`` (``MatriculeOD``), 13 characters or 15
         with the key; ``birth_date`` (``DateNaissance``), ``birth_name`` (``NomNaissance``) and
         ``rank`` among twins (``RangNaissance``)."""
-        search = VitaleSearch(
-            birth_date=normalise_birth_date(birth_date),
-            individual=_matricule(individual, "MatriculeIndividu"),
-            holder=_matricule(holder, "MatriculeOD"),
-            birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
-            rank=str(rank) if rank is not None else None,
-        ).validate()
+        search = vitale_query(
+            birth_date, individual=individual, holder=holder, birth_name=birth_name, rank=rank
+        )
         return SearchOutcome(self.search(search), (search,))
+
+    def search_outcome(self, query: TraitsSearch | VitaleSearch) -> SearchOutcome:
+        """The outcome of an already normalised query: :meth:`search_query` for traits, one
+        ``RECVITALE`` call for a Vitale card's data (what a batch mixing both sends)."""
+        if isinstance(query, TraitsSearch):
+            return self.search_query(query)
+        return SearchOutcome(self.search(query.validate()), (query,))
