@@ -480,13 +480,6 @@ def normalise_cog(value: str) -> str:
     return text
 
 
-@renamed_keywords(
-    nom_naissance="birth_name",
-    prenoms="first_names",
-    sexe="sex",
-    date_naissance="birth_date",
-    lieu_naissance="birthplace",
-)
 def vitale_query(
     birth_date: str | date,
     *,
@@ -506,6 +499,13 @@ def vitale_query(
     ).validate()
 
 
+@renamed_keywords(
+    nom_naissance="birth_name",
+    prenoms="first_names",
+    sexe="sex",
+    date_naissance="birth_date",
+    lieu_naissance="birthplace",
+)
 def traits_query(
     birth_name: str,
     first_names: str | Sequence[str],
