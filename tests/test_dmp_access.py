@@ -197,3 +197,18 @@ def test_a_patient_equals_itself_whatever_its_origin():
     assert typed == Patient(LIVE_INS_WITH_A_BAD_KEY, INS_TEST_OID, as_returned=True)
     with pytest.raises(ValidationError):
         validate_ins(typed)
+
+
+def test_a_secret_connection_hides_what_it_submits_from_legal_representatives(owner):
+    patient = opened(owner)
+    content = b"consultation confidentielle\n"
+    secret = owner.with_access(DmpAccess(secret=True))
+    sent = secret.submit([Document(entry(content, patient), content)], sign=False)
+    plain = b"compte rendu ordinaire\n"
+    owner.submit([Document(entry(plain, patient), plain)], sign=False)
+    found = {item.unique_id: item for item in owner.find_documents(patient).documents}
+    codes = {uid: {code.code for code in item.confidentiality} for uid, item in found.items()}
+    hidden = codes.pop(sent.entries[0].unique_id)
+    assert "INVISIBLE_REPRESENTANTS_LEGAUX" in hidden
+    (others,) = codes.values()
+    assert "INVISIBLE_REPRESENTANTS_LEGAUX" not in others

@@ -11,6 +11,9 @@ Documents are stored byte-exact in the blob store; the repository reads MTOM req
 spooled request stream into files and streams retrieved documents from disk, so no document is
 ever held whole in memory. A document is acknowledged only after its content and its row are
 durable. Documents masked from professionals (``MASQUE_PS``) are visible to their submitter only.
+A document submitted in a secret connection (the VIHF ``confidentiality-code``
+``INVISIBLE_REPRESENTANTS_LEGAUX``) is registered with that confidentiality code added, hiding it
+from the patient's legal representatives.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from transport.stubs.soap import (
     check_xop_root,
     response_envelope,
 )
-from transport.vihf import Patient
+from transport.vihf import SECRET_CONNECTION, Patient
 from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
 
@@ -443,6 +446,21 @@ def _register_set(connection: sqlite3.Connection, submission: xds.Submission) ->
     )
 
 
+def _secret_code(checked: Checked) -> xds.Coded | None:
+    """The confidentiality code a secret connection (VIHF ``confidentiality-code``
+    :data:`transport.vihf.SECRET_CONNECTION`) gives every document it submits, or None."""
+    code = checked.vihf.vihf.confidentiality_code
+    if code is None or code.code != SECRET_CONNECTION.code:
+        return None
+    return xds.Coded(code.code, code.code_system, code.display_name)
+
+
+def _with_code(codes: tuple[xds.Coded, ...], added: xds.Coded | None) -> tuple[xds.Coded, ...]:
+    if added is None or any(code.code == added.code for code in codes):
+        return codes
+    return (*codes, added)
+
+
 def _insert(
     connection: sqlite3.Connection,
     entry: xds.DocumentEntry,
@@ -606,6 +624,7 @@ class RepositoryService(_XdsService):
             else self.context.blobs.put(part.read_bytes())
             for object_id, part in parts.items()
         }
+        secret = _secret_code(checked)
         with self.context.database.transaction() as connection:
             _register_set(connection, submission)
             self.context.patients.record_document(connection, submission.submission_set.patient)
@@ -616,6 +635,7 @@ class RepositoryService(_XdsService):
                     hash=sha1[object_id],
                     size=blob.size,
                     repository_unique_id=REPOSITORY_UNIQUE_ID,
+                    confidentiality=_with_code(entry.confidentiality, secret),
                 )
                 entry_uuid = xds.new_entry_uuid()
                 _insert(
