@@ -397,7 +397,8 @@ class Demographics:
     (``BR``) when different; ``given``: the given names in order; ``sex``: ``M``, ``F`` or ``U``;
     ``birth_date``: HL7 date ``YYYYMMDD``; ``prefix``: ``M``, ``Mme``…; ``deceased``: the
     ``deceasedInd`` (None when not given); ``birth_place``: the ``birthPlace`` address (None
-    when absent; the official TD1.3a answer has an empty one); ``legal_representatives``: the ``personalRelationship`` entries.
+    when absent; the official TD1.3a answer has an empty one); ``legal_representatives``: the
+    ``personalRelationship`` entries.
     """
 
     family: str
