@@ -77,7 +77,7 @@ def batch(insi: InsiClient, source: Path, work: Path, concurrency: int) -> tuple
     """Seconds and CPU seconds of one whole batch into a new output file."""
     output = work / f"out-{time.monotonic_ns()}.csv"
     started, cpu = time.perf_counter(), time.process_time()
-    summary = run_batch(source, output, insi.search_query, concurrency=concurrency)
+    summary = run_batch(source, output, insi.search_outcome, concurrency=concurrency)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if summary.unanswered:
         raise SystemExit(f"{summary.unanswered} rows were left unanswered")
