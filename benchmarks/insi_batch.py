@@ -53,7 +53,7 @@ def insi_profile(pki: examplepki.ExamplePKI, url: str):
 def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, bytes]:
     """One INSi search by traits against the téléservices stub, traced: request and answer."""
     traces = work / "trace"
-    with Stubs(pki=pki, data_dir=work / "state", services=["lps"]) as stubs:
+    with Stubs(pki=pki, data_dir=work / "state", services=["lps"], accept_any_idam=True) as stubs:
         profile = insi_profile(pki, stubs.teleservices_url)
         tracer = Tracer(traces)
         with TeleservicesClient.from_profile(
@@ -77,7 +77,7 @@ def batch(insi: InsiClient, source: Path, work: Path, concurrency: int) -> tuple
     """Seconds and CPU seconds of one whole batch into a new output file."""
     output = work / f"out-{time.monotonic_ns()}.csv"
     started, cpu = time.perf_counter(), time.process_time()
-    summary = run_batch(source, output, insi.search_query, concurrency=concurrency)
+    summary = run_batch(source, output, insi.search_outcome, concurrency=concurrency)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if summary.unanswered:
         raise SystemExit(f"{summary.unanswered} rows were left unanswered")

@@ -88,7 +88,10 @@ def stubs(
     """The stub server a test module shares (its state too), mounting the module's
     ``STUB_SERVICES``."""
     data = tmp_path_factory.mktemp("stubs")
-    with Stubs(pki=pki, data_dir=data, services=_services(request)) as running:
+    # Each test names its own software (IDAM): the shared stubs accept any.
+    with Stubs(
+        pki=pki, data_dir=data, services=_services(request), accept_any_idam=True
+    ) as running:
         yield running
 
 
@@ -96,7 +99,12 @@ def stubs(
 def fresh_stubs(pki: examplepki.ExamplePKI, tmp_path: Path, request) -> Iterator[Stubs]:
     """A stub server of the test's own, with a fresh state, mounting the module's
     ``STUB_SERVICES``."""
-    with Stubs(pki=pki, data_dir=tmp_path / "stubs", services=_services(request)) as running:
+    with Stubs(
+        pki=pki,
+        data_dir=tmp_path / "stubs",
+        services=_services(request),
+        accept_any_idam=True,
+    ) as running:
         yield running
 
 

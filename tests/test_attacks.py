@@ -131,7 +131,9 @@ def world(pki: examplepki.ExamplePKI, tmp_path_factory: pytest.TempPathFactory) 
     bundle = directory / "ca-bundle.pem"
     bundle.write_bytes(bundle.read_bytes() + dates.cert.public_bytes(Encoding.PEM))
     attack_pki = examplepki.ExamplePKI(directory, pki.password)
-    with Stubs(pki=attack_pki, data_dir=tmp_path_factory.mktemp("attacks")) as stubs:
+    # The attacks' software is the test's own: any IDAM is accepted.
+    data = tmp_path_factory.mktemp("attacks")
+    with Stubs(pki=attack_pki, data_dir=data, accept_any_idam=True) as stubs:
         open_dmp(stubs, PATIENT, DOCTOR)
         doctor = Caller(stubs)
         seed = entry(b"seed document")

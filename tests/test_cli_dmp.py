@@ -254,6 +254,7 @@ def test_update_without_opposition_keeps_the_patients_oppositions(dmp) -> None:
             "postal_code": "75011",
             "city": "PARIS",
             "country": None,
+            "additional_locator": None,
         }
     ]
     assert person_now["telecoms"] == [{"value": "tel:0102030405", "use": "HP"}]
@@ -346,3 +347,29 @@ def test_documents_retrieved_into_a_folder_are_named_after_them(pki, stubs, tmp_
     assert moves and [done for done, _ in moves] == sorted(done for done, _ in moves)
     assert len({whole for _, whole in moves}) == 1
     assert not [path for path in folder.iterdir() if path.suffix == ".part"]
+
+
+def test_access_modes_and_the_ins_override_from_the_command_line(dmp, stubs) -> None:
+    from tests.test_dmp_client import COLLEAGUE, make_client
+    from tests.test_hl7v3 import demographics
+
+    patient = new_patient()
+    with make_client(stubs, subject=COLLEAGUE) as colleague:
+        colleague.create(patient, demographics())
+    code, out, _ = dmp("consult", "--ins", patient.ins, "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "DMPAccessDenied"
+    code, out, _ = dmp("consult", "--ins", patient.ins, "--access", "break-glass", "--json")
+    assert code == 2 and "--reason" in json.loads(out)["error"]["message"]
+    code, _, _ = dmp("consult", "--ins", patient.ins, "--reason", "why", "--json")
+    assert code == 2
+    reason = ["--reason", "unconscious patient"]
+    code, out, _ = dmp("consult", "--ins", patient.ins, "--access", "break-glass", *reason)
+    assert code == 0 and out.startswith(f"found DMP {patient.ins}")
+    (recorded,) = stubs.context.patients.emergency_accesses(patient)
+    assert recorded.reason == "unconscious patient" and recorded.mode.value == "bris_de_glace"
+
+    live = "181036322045660"  # the INSi qualification identity: its key fails mod-97
+    code, out, _ = dmp("exists", "--ins", live, "--json")
+    assert code == 2 and "key" in json.loads(out)["error"]["message"] and live not in out
+    code, out, _ = dmp("exists", "--ins", live, "--ins-unchecked", "--json")
+    assert code == 0 and "exists" in json.loads(out)

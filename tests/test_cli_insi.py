@@ -193,6 +193,7 @@ def test_batch_command_resumes_and_prints_a_summary(profile, capsys, tmp_path):
         "1000",
     ]
     code, summary = run_json(capsys, argv)
+    timing = {name: summary.pop(name) for name in ("seconds", "rate")}
     assert code == 0 and summary == {
         "total": 40,
         "skipped": 0,
@@ -200,7 +201,11 @@ def test_batch_command_resumes_and_prints_a_summary(profile, capsys, tmp_path):
         "unanswered": 0,
         "transport_error": None,
         "stopped": False,
+        "by_cr": {"00": 20, "01": 20},
+        "by_error": {},
+        "temporary_refusals": 0,
     }
+    assert timing["seconds"] > 0 and timing["rate"] > 0
     code, summary = run_json(capsys, argv)
     assert code == 0 and (summary["skipped"], summary["answered"]) == (40, 0)
     with (tmp_path / "out.csv").open(encoding="utf-8", newline="") as handle:

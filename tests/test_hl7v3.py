@@ -38,6 +38,7 @@ from transport.dmp.hl7v3 import (
     GDP_NS,
     OPPOSITION_BREAK_GLASS,
     OPPOSITION_EMERGENCY,
+    RELATIONSHIP_SYSTEM,
     Address,
     Author,
     CandidatesAnswer,
@@ -48,6 +49,7 @@ from transport.dmp.hl7v3 import (
     Device,
     DmpCode,
     Identifier,
+    LegalRepresentative,
     Observation,
     PatientRecord,
     Reason,
@@ -399,6 +401,17 @@ def example_body(name: str) -> etree._Element:
     return next(child for child in body if isinstance(child.tag, str))
 
 
+REPRESENTATIVE = LegalRepresentative(
+    "FTH",
+    "REPRESENTANT",
+    ("JEAN",),
+    "M",
+    (Address(("3 rue de l'Exemple",), "59000", "LILLE", additional_locator="Résidence"),),
+    (Telecom("tel:0900000000", "HP"), Telecom("mailto:rep@example.invalid")),
+)
+"""A legal representative shaped like the official TD1.3a answer's (fictitious)."""
+
+
 def shape(element: etree._Element, prefix: str = "") -> set[str]:
     """Every element path below ``element`` with its attribute names: the structure, values
     aside. ``xsi:nil`` elements carry nothing and are left out."""
@@ -422,9 +435,9 @@ def _two_ids_record(**changes: Any) -> PatientRecord:
     return PatientRecord(ids, **fields)
 
 
-NOT_MODELLED = ("deceasedInd", "birthPlace", "personalRelationship")
-"""Parts of the official TD1.3a answer this project does not model (death, birth place, legal
-representative)."""
+NOT_MODELLED: tuple[str, ...] = ()
+"""Parts of the official examples this project does not model (none left: death, birth place
+and legal representative are read and written)."""
 
 
 @pytest.mark.parametrize(
@@ -453,6 +466,9 @@ representative)."""
                         "TESTPATIENT", ("ALICE",), "F", "19790328", prefix="Mme",
                         telecoms=(Telecom("tel:0102", "MC"), Telecom("mailto:a@example.invalid")),
                         addresses=(Address(("1 rue de l'Exemple",), "75005", "Paris"),),
+                        deceased=False,
+                        birth_place=Address(),
+                        legal_representatives=(REPRESENTATIVE,),
                     ),
                     observations=(
                         Observation(OPPOSITION_BREAK_GLASS, False),
@@ -534,6 +550,28 @@ def test_reads_the_official_consultation_answer() -> None:
     assert answer.record is not None and answer.record.demographics is not None
     address = answer.record.demographics.addresses[0]
     assert address.city == _hl7(official, f"{person}/addr/city").text
+    read = answer.record.demographics
+    assert read.deceased is (_hl7(official, f"{person}/deceasedInd").get("value") == "true")
+    assert read.birth_place == Address()  # the official answer's birthPlace has an empty addr
+    relationship = f"{person}/personalRelationship"
+    holder = f"{relationship}/relationshipHolder1/name"
+    (representative,) = read.legal_representatives
+    assert representative.relationship == _hl7(official, f"{relationship}/code").get("code")
+    assert representative.code_system == RELATIONSHIP_SYSTEM
+    assert representative.family == _hl7(official, f"{holder}/family").text
+    assert representative.given == (_hl7(official, f"{holder}/given").text,)
+    assert representative.prefix == _hl7(official, f"{holder}/prefix").text
+    (where,) = representative.addresses
+    assert where.street_lines == (_hl7(official, f"{relationship}/addr/streetAddressLine").text,)
+    assert where.additional_locator == _hl7(official, f"{relationship}/addr/additionalLocator").text
+    assert (where.postal_code, where.city) == (
+        _hl7(official, f"{relationship}/addr/postalCode").text,
+        _hl7(official, f"{relationship}/addr/city").text,
+    )
+    telecoms = official.findall(f"{_path(relationship)}/{{{HL7_NS}}}telecom")
+    assert representative.telecoms == tuple(
+        Telecom(element.get("value"), element.get("use")) for element in telecoms
+    )
     codes = [o.code.code for o in answer.record.observations]
     assert codes == [
         element.get("code")

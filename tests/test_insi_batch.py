@@ -11,10 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.test_insi_client import make_client
-from transport.errors import TransportError, UsageError
+from transport.errors import SoapFault, TransportError, UsageError
+from transport.soap.channel import RetryPolicy
 from transport.stubs.insi import TEST_PERSONS
 from transport.teleservices.insi import InsiClient, TraitsSearch
-from transport.teleservices.insi_batch import OUTPUT_COLUMNS, answered_rows, run_batch
+from transport.teleservices.insi_batch import (
+    OUTPUT_COLUMNS,
+    RateLimiter,
+    answered_rows,
+    run_batch,
+    temporary,
+)
 
 ROWS = [
     ("ECETINSI", "JEAN PIERRE-ALAIN", "M", "2009-07-14", "", "00", TEST_PERSONS[0].active.value),
@@ -222,3 +229,145 @@ def test_an_input_without_the_required_columns_is_refused(tmp_path):
     (tmp_path / "in.csv").write_text("nom,prenoms\nA,B\n", encoding="utf-8")
     with pytest.raises(UsageError, match="sexe, naissance"):
         run_batch(tmp_path / "in.csv", tmp_path / "out.csv", lambda query: None)
+
+
+# --- under a real service: Vitale rows, temporary refusals, the summary ----------------------
+
+
+QUICK = RetryPolicy(attempts=9, backoff=0.01, max_backoff=0.05)
+"""The batch's backoff, shortened for the tests (the delays are not what is tested)."""
+
+
+def assert_answered_once(rows: list[dict[str, str]], expected: list[tuple[str, str]]) -> None:
+    assert sorted(int(row["row"]) for row in rows) == list(range(1, len(expected) + 1))
+    for row in rows:
+        assert (row["cr"], row["ins"]) == expected[int(row["row"]) - 1]
+
+
+def write_mixed(path: Path) -> list[tuple[str, str]]:
+    """Trait rows and Vitale card rows in one CSV; the expected (cr, ins) of each row."""
+    ecetinsi, nessi = TEST_PERSONS[0], TEST_PERSONS[9]
+    rows = [
+        (
+            {"nom": "ECETINSI", "prenoms": "PIERRE-ALAIN", "sexe": "M", "naissance": "2009-07-14"},
+            ("00", ecetinsi.active.value),
+        ),
+        (
+            {"naissance": ecetinsi.traits.birth_date, "nir": ecetinsi.active.value, "rang": "1"},
+            ("00", ecetinsi.active.value),
+        ),
+        (
+            {"nom": "HOUILLES", "prenoms": "PAUL", "sexe": "M", "naissance": "1993-01-27"},
+            ("01", ""),
+        ),
+        (
+            {"naissance": nessi.traits.birth_date, "nir_ouvrant": nessi.active.value},
+            ("00", nessi.active.value),
+        ),
+        ({"naissance": "2009-07-14", "nir": "12345"}, ("", "")),  # refused before sending
+    ]
+    columns = ["id", "nom", "prenoms", "sexe", "naissance", "lieu", "nir", "nir_ouvrant", "rang"]
+    expected = []
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        for index in range(8):
+            for number, (fields, answer) in enumerate(rows):
+                writer.writerow({"id": f"M{index}-{number}", **fields})
+                expected.append(answer)
+    return expected
+
+
+@pytest.mark.parametrize(
+    "refusals",
+    [
+        ("siram_40",) * 6,
+        ("503",) * 12,
+        ("429", "siram_40", "503", "429", "siram_40", "503") * 2,
+    ],
+    ids=["siram_40", "http-503", "mixed"],
+)
+def test_a_mixed_batch_under_temporary_refusals_answers_every_row(insi, stubs, tmp_path, refusals):
+    expected = write_mixed(tmp_path / "in.csv")
+    stubs.context.insi_refusals.inject(*refusals)
+    before = stubs.context.insi_refusals.answered
+    summary = run_batch(
+        tmp_path / "in.csv", tmp_path / "out.csv", insi.search_outcome, concurrency=4, backoff=QUICK
+    )
+    assert stubs.context.insi_refusals.answered - before == len(refusals)  # all were met
+    assert stubs.context.insi_refusals.take() is None
+    rows = read_output(tmp_path / "out.csv")
+    assert summary.answered == len(expected) == len(rows) and summary.unanswered == 0
+    assert_answered_once(rows, expected)
+    assert not any(row["status"] == "fault" for row in rows)  # no row failed for a refusal
+    assert summary.temporary_refusals >= 1
+    assert summary.by_cr == {"00": 24, "01": 8}
+    assert summary.by_error == {"validation": 8}
+    vitale = [row for row in rows if row["id"].endswith("-1")]
+    assert {row["calls"] for row in vitale} == {"1"}
+
+
+def test_a_service_busy_for_longer_leaves_rows_for_the_next_run(insi, stubs, tmp_path):
+    expected = write_mixed(tmp_path / "in.csv")
+    patient = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01)
+    stubs.context.insi_refusals.inject(*["siram_40"] * 200)
+    try:
+        summary = run_batch(
+            tmp_path / "in.csv", tmp_path / "out.csv", insi.search_outcome, backoff=patient
+        )
+    finally:
+        while stubs.context.insi_refusals.take() is not None:
+            pass
+    rows = read_output(tmp_path / "out.csv")
+    assert summary.unanswered > 0 and not any(row["status"] == "fault" for row in rows)
+    again = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_outcome)
+    assert again.unanswered == 0
+    assert_answered_once(read_output(tmp_path / "out.csv"), expected)
+
+
+def test_a_permanent_fault_is_written_with_its_code(tmp_path):
+    write_mixed(tmp_path / "in.csv")
+
+    def refuse(query):
+        raise SoapFault("inconnu", code="Sender", subcodes=("soap:siram_100",))
+
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", refuse, backoff=QUICK)
+    rows = read_output(tmp_path / "out.csv")
+    assert summary.temporary_refusals == 0 and summary.unanswered == 0
+    assert {row["error_code"] for row in rows if row["status"] == "fault"} == {"siram_100"}
+    assert summary.by_error == {"siram_100": 32, "validation": 8}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (SoapFault("x", code="Receiver", subcodes=("soap:siram_40",)), True),
+        (SoapFault("x", code="Sender", subcodes=("siram:siram_100",)), False),
+        (TransportError("https://h/lps answered HTTP 503 without a SOAP envelope"), True),
+        (TransportError("https://h/lps answered HTTP 429 without a SOAP envelope"), True),
+        (TransportError("https://h/lps answered HTTP 500 without a SOAP fault"), False),
+        (TransportError("connection refused"), False),
+    ],
+)
+def test_what_counts_as_a_temporary_refusal(error, expected):
+    assert temporary(error) is expected
+
+
+def test_the_adaptive_rate_halves_and_comes_back():
+    limiter = RateLimiter(100)
+    limiter.slow_down()
+    limiter.slow_down()
+    assert limiter.interval == pytest.approx(0.05 * 2)
+    for _ in range(200):
+        limiter.speed_up()
+    assert limiter.interval == pytest.approx(0.01)
+    unlimited = RateLimiter(None)
+    unlimited.slow_down()
+    assert unlimited.interval == RateLimiter.FIRST_SLOWDOWN
+    for _ in range(100):
+        unlimited.slow_down()
+    assert unlimited.interval == unlimited.slowest == 10.0
+    bounded = RateLimiter(None, slowest=0.2)
+    for _ in range(100):
+        bounded.slow_down()
+    assert bounded.interval == 0.2

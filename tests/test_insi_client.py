@@ -236,7 +236,7 @@ def test_search_by_traits_normalises_and_finds_the_identity_with_its_history(ins
     outcome = client.search_by_traits(" Écétinsi ", "pierre-alain", "m", "2009-07-14")
     assert (outcome.code, outcome.label) == ("00", "OK")
     assert outcome.active == TEST_PERSONS[0].active
-    assert outcome.history == TEST_PERSONS[0].history and len(outcome.history) == 2
+    assert outcome.history == TEST_PERSONS[0].history and len(outcome.history) == 1
     assert outcome.traits.first_names == "PIERRE-ALAIN MURIEL FLORIANT"
     assert outcome.qualifiable
     [request] = traces(trace)

@@ -13,7 +13,8 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from tests.test_tlsi import SOFTWARE, assert_valid, official_insi_schema, reparse
-from transport.errors import SoapFault, ValidationError
+from transport.config import EXAMPLE_LPS
+from transport.errors import SoapFault, TLSError, ValidationError, VihfValidationError
 from transport.soap.addressing import SOAP12_NS, WSA_NS, read
 from transport.soap.envelope import SOAP_CONTENT_TYPE, raise_for_fault
 from transport.soap.wsdl import wsdl_path
@@ -59,6 +60,7 @@ from transport.teleservices.insi import (
 )
 from transport.tls import TLSSettings, create_session
 from transport.vihf import INS_NIA_OID, INS_TEST_OID, SAML_NS, Patient, validate_ins
+from transport.xml import parse_xml
 
 EXAMPLES = REFERENCE / "insi-examples"
 ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
@@ -227,10 +229,18 @@ def test_resultat_reader_refuses_incomplete_answers(answer):
         read_resultat(etree.fromstring(answer))
 
 
-def test_every_seeded_ins_is_well_formed():
+LIVE_INS_WITH_A_BAD_KEY = "181036322045660"
+"""HERMANN GATIEN as the live INSi qualification service returns him: key 60, mod-97 says 10."""
+
+
+def test_every_seeded_ins_is_well_formed_but_the_live_one_with_its_key_as_sent():
     for person in TEST_PERSONS:
         for ins in (person.active, *person.history):
-            validate_ins(Patient(ins.value, INS_TEST_OID))
+            if ins.value == LIVE_INS_WITH_A_BAD_KEY:
+                with pytest.raises(VihfValidationError, match="key"):
+                    validate_ins(Patient(ins.value, INS_TEST_OID))
+            else:
+                validate_ins(Patient(ins.value, INS_TEST_OID))
         assert person.active.oid in (INS_TEST_OID, INS_NIA_OID)
 
 
@@ -302,7 +312,7 @@ def test_certificate_mode_finds_an_identity_with_its_history(stubs, sessions, lo
     individual = resultat.individual
     assert individual == TEST_PERSONS[0]
     validate_ins(individual.active.patient)
-    assert len(individual.history) == 2
+    assert len(individual.history) == 1  # the live answer's one former INS
     assert individual.history[0].end == date(2019, 2, 28)
     assert individual.traits.first_names == "PIERRE-ALAIN MURIEL FLORIANT"
 
@@ -357,6 +367,26 @@ def test_card_mode_with_a_signed_assertion_ps(stubs, sessions, load):
         emitter=load("cps-sign").common_name,
     )
     assert resultat.individual == TEST_PERSONS[0]
+
+
+def test_card_mode_has_its_own_host_on_server_only_tls(stubs, pki, load):
+    without_certificate = create_session(None, TLSSettings(ca_bundle=pki.ca_bundle))
+    url = stubs.card_teleservices_url
+    assert url != stubs.teleservices_url
+    resultat = search(
+        without_certificate,
+        url,
+        ECETINSI,
+        assertions=[card(load)],
+        emitter=load("cps-sign").common_name,
+    )
+    assert resultat.individual == TEST_PERSONS[0]
+    # Without an assertion PS there is no credential at all on that host.
+    envelope = envelope_for(build_traits_search(ECETINSI))
+    assert refusal(without_certificate, url, envelope).service_code == "desir_560"
+    # The certificate mode's host still asks for a client certificate.
+    with pytest.raises(TLSError):
+        search(without_certificate, stubs.teleservices_url, ECETINSI)
 
 
 def assert_siram(fault: SoapFault, subcode: str, code: str, envelope: etree._Element) -> None:
@@ -523,13 +553,13 @@ def test_state_survives_a_restart_and_seeding_is_idempotent(pki, sessions, tmp_p
     )
     validate_ins(newcomer.active.patient)
     query = TraitsSearch("NOUVELLE", ("CLAIRE",), "F", "1999-01-01")
-    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"]) as first:
+    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"], accept_any_idam=True) as first:
         assert search(sessions("insi-auto"), first.teleservices_url, query).report is (
             Report.NOT_FOUND
         )
         assert InsiRegistry(first.context.database).add(newcomer)
         assert not InsiRegistry(first.context.database).add(newcomer)
-    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"]) as second:
+    with Stubs(pki=pki, data_dir=tmp_path, services=["lps"], accept_any_idam=True) as second:
         found = search(sessions("insi-auto"), second.teleservices_url, query)
         assert found.individual == newcomer
         count = second.context.database.query("SELECT COUNT(*) AS n FROM insi_persons")[0]["n"]
@@ -567,3 +597,45 @@ def test_no_mutation_of_a_valid_request_breaks_the_stub(stubs, sessions, load):
         answers.add(caught.value.service_code)
     # Some mutations are harmless (CR 00), some empty the search (CR 01), the rest are refused.
     assert {"00", "01", "desir_500", "desir_550", "desir_560"} <= answers
+
+
+def test_faults_carry_the_subcode_under_the_envelope_prefix_and_the_live_severity():
+    from transport.stubs.insi import unavailable, unknown_software
+
+    refused = parse_xml(unknown_software("inconnu").response("urn:uuid:1").body)
+    value = refused.findtext(f".//{{{SOAP12_NS}}}Subcode/{{{SOAP12_NS}}}Value")
+    assert value == "soap:siram_100"  # as live: soap bound to the SOAP 1.2 envelope namespace
+    assert refused.nsmap.get("soap", SOAP12_NS) == SOAP12_NS
+    assert "siram" not in refused.nsmap  # only the detail's Erreur binds urn:siram
+    down = parse_xml(unavailable("base indisponible").response(None).body)
+    assert down.find(".//{urn:siram}Erreur").get("severite") == "fatal"
+
+
+def _with_idam(idam: str) -> etree._Element:
+    envelope = envelope_for(build_traits_search(ECETINSI))
+    found = envelope.find(f".//{{{CTXLPS_NS}}}IDAM")
+    found.text = idam
+    return envelope
+
+
+def test_the_accepted_idams_are_a_stub_setting(pki, sessions, tmp_path):
+    from transport.stubs.app import example_idams
+
+    session = sessions("insi-auto")
+    assert EXAMPLE_LPS.homologation_id in example_idams()
+    with Stubs(pki=pki, data_dir=tmp_path / "strict", services=["lps"]) as strict:
+        fault = refusal(session, strict.teleservices_url, _with_idam("UNKNOWN-IDAM"))
+        assert (fault.subcode, fault.service_code) == ("siram_100", "desir_550")
+        answer = post(session, strict.teleservices_url, _with_idam(EXAMPLE_LPS.homologation_id))
+        assert read_resultat(answer).individual == TEST_PERSONS[0]
+    chosen = Stubs(
+        pki=pki, data_dir=tmp_path / "chosen", services=["lps"], accepted_idams=["MY-IDAM"]
+    )
+    with chosen:
+        assert read_resultat(post(session, chosen.teleservices_url, _with_idam("MY-IDAM")))
+        fault = refusal(session, chosen.teleservices_url, _with_idam(EXAMPLE_LPS.homologation_id))
+        assert fault.service_code == "desir_550"
+    with Stubs(
+        pki=pki, data_dir=tmp_path / "any", services=["lps"], accept_any_idam=True
+    ) as lenient:
+        assert read_resultat(post(session, lenient.teleservices_url, _with_idam("UNKNOWN-IDAM")))

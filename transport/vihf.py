@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import enum
 import functools
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ INS_NIR_OID = "1.2.250.1.213.1.4.8"
 INS_NIA_OID = "1.2.250.1.213.1.4.9"
 INS_TEST_OID = "1.2.250.1.213.1.4.10"
 INS_DEMO_OID = "1.2.250.1.213.1.4.11"
+log = logging.getLogger("transport.vihf")
+
 INS_OIDS = frozenset({INS_NIR_OID, INS_NIA_OID, INS_TEST_OID, INS_DEMO_OID})
 
 MODE_ATTRIBUTE_NAMES = ("Authentification_Mode", "Authentification_mode")
@@ -75,24 +78,108 @@ class AuthMode(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Code:
-    """An HL7 CE value: ``code`` in ``code_system`` (an OID), with its display name."""
+    """An HL7 CE value: ``code`` in ``code_system`` (an OID), with its display name.
+
+    ``original_text``: the CE's ``originalText`` (HL7 V3 Data Types, CD.originalText: the text
+    the user entered or chose), which carries the reason of a break-glass access.
+    """
 
     code: str
     code_system: str
     display_name: str = ""
     code_system_name: str | None = None
+    original_text: str | None = None
 
 
-NORMAL_ACCESS = Code("normal", PURPOSE_SYSTEM, "Accès normal", "mode acces VIHF 2.0")
-"""The purpose of use of an ordinary access."""
+_PURPOSE_SYSTEM_NAME = "mode acces VIHF 2.0"
+
+NORMAL_ACCESS = Code("normal", PURPOSE_SYSTEM, "Accès normal", _PURPOSE_SYSTEM_NAME)
+"""The purpose of use of an ordinary access (TRE_R248 ModeAcces ``normal``)."""
+
+BREAK_GLASS_ACCESS = Code(
+    "bris_de_glace", PURPOSE_SYSTEM, "Accès en mode bris de glace", _PURPOSE_SYSTEM_NAME
+)
+"""TRE_R248 ModeAcces ``bris_de_glace``: an emergency access by a professional who is not
+authorized on the record (refused when the patient opposed it, ``OPPOSITION_BRIS_DE_GLACE``)."""
+
+EMERGENCY_CENTER_ACCESS = Code(
+    "centre_15", PURPOSE_SYSTEM, "Accès en mode centre de régulation", _PURPOSE_SYSTEM_NAME
+)
+"""TRE_R248 ModeAcces ``centre_15``: an access by the regulating doctor of an emergency call
+centre (SAMU-Centre 15; refused when the patient opposed it, ``OPPOSITION_ACCES_URGENCE``)."""
+
+SECRET_CONNECTION = Code(
+    "INVISIBLE_REPRESENTANTS_LEGAUX",
+    "1.2.250.1.213.1.1.4.13",
+    "Non visible par les représentants légaux du patient",
+)
+"""The VIHF ``confidentiality-code`` of a secret connection ("connexion secrète": a minor seen
+without their legal representatives' knowledge): what is submitted under it is hidden from the
+legal representatives (the DMP confidentiality code of the same name)."""
+
+
+class DmpAccessMode(enum.StrEnum):
+    """The TRE_R248 ModeAcces code of a DMP access (the VIHF ``purposeofuse``).
+
+    A name of its own: :class:`transport.teleservices.client.AccessMode` is the INSi's unrelated
+    choice between a certificate and a CPS card.
+    """
+
+    NORMAL = "normal"
+    BREAK_GLASS = "bris_de_glace"
+    EMERGENCY_CENTER = "centre_15"
+
+
+_PURPOSES = {
+    DmpAccessMode.NORMAL: NORMAL_ACCESS,
+    DmpAccessMode.BREAK_GLASS: BREAK_GLASS_ACCESS,
+    DmpAccessMode.EMERGENCY_CENTER: EMERGENCY_CENTER_ACCESS,
+}
+
+
+@dataclass(frozen=True)
+class DmpAccess:
+    """How a professional accesses a DMP: the mode (``purposeofuse``), the reason they record
+    for a break-glass access (required then, carried as the purpose's ``originalText``), and
+    whether the connection is secret (the ``confidentiality-code`` attribute).
+    """
+
+    mode: DmpAccessMode = DmpAccessMode.NORMAL
+    reason: str | None = None
+    secret: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", DmpAccessMode(self.mode))
+        if self.mode is DmpAccessMode.BREAK_GLASS and not (self.reason or "").strip():
+            raise VihfValidationError(_PURPOSE, "a break-glass access records its reason")
+
+    @property
+    def purpose_of_use(self) -> Code:
+        """The VIHF ``purposeofuse`` of this access."""
+        return replace(_PURPOSES[self.mode], original_text=self.reason or None)
+
+    def applied(self, vihf: Vihf) -> Vihf:
+        """``vihf`` with this access's purpose of use and confidentiality code."""
+        return replace(
+            vihf,
+            purpose_of_use=self.purpose_of_use,
+            confidentiality_code=SECRET_CONNECTION if self.secret else None,
+        )
 
 
 @dataclass(frozen=True)
 class Patient:
-    """The patient a call concerns: INS (NIR or NIA, 15 characters with its key) and its OID."""
+    """The patient a call concerns: INS (NIR or NIA, 15 characters with its key) and its OID.
+
+    ``as_returned``: the INS is what a national service (INSi) returned or a peer sent, passed
+    on as it is; its key is not recomputed into a refusal (the INSi qualification identities
+    carry keys that fail the mod-97 check), a warning is logged instead. An INS typed by a user
+    keeps the default (False): a wrong key is refused before anything is sent.
+    """
 
     ins: str
     oid: str = INS_NIR_OID
+    as_returned: bool = field(default=False, compare=False)
 
     @property
     def resource_id(self) -> str:
@@ -104,8 +191,9 @@ class Patient:
         """Read back a ``resource-id`` value; VihfValidationError when it is not in CX form."""
         match = re.fullmatch(r"([^^]+)\^\^\^&([0-9.]+)&ISO\^NH", value)
         if match is None:
-            raise VihfValidationError(_RESOURCE_ID, f"not an INS in CX form: {value!r}")
-        return cls(match.group(1), match.group(2))
+            raise VihfValidationError(_RESOURCE_ID, "not an INS in CX form")
+        # A received VIHF names the patient as its sender had it: read as sent.
+        return cls(match.group(1), match.group(2), as_returned=True)
 
 
 @dataclass(frozen=True)
@@ -206,7 +294,8 @@ def ins_key(body: str) -> str:
 
 
 def validate_ins(patient: Patient) -> None:
-    """Raise VihfValidationError unless ``patient`` holds a well-formed INS with a right key."""
+    """Raise VihfValidationError unless ``patient`` holds a well-formed INS with a right key
+    (a wrong key is only a logged warning for an INS :attr:`Patient.as_returned`)."""
     if patient.oid not in INS_OIDS:
         raise VihfValidationError(
             _RESOURCE_ID,
@@ -216,6 +305,9 @@ def validate_ins(patient: Patient) -> None:
     if not _INS.fullmatch(patient.ins):
         raise VihfValidationError(_RESOURCE_ID, "the INS must be 13 characters and a 2-digit key")
     if ins_key(patient.ins[:13]) != patient.ins[13:]:
+        if patient.as_returned:
+            log.warning("an INS as returned by its service fails the key check; sent as it is")
+            return
         raise VihfValidationError(_RESOURCE_ID, "the INS key does not match its 13 characters")
 
 
@@ -363,6 +455,8 @@ def _code_element(tag: str, code: Code) -> etree._Element:
     if code.display_name:
         element.set("displayName", code.display_name)
     element.set(f"{{{XSI_NS}}}type", "CE")
+    if code.original_text:
+        etree.SubElement(element, f"{{{HL7_NS}}}originalText").text = code.original_text
     return element
 
 
@@ -546,4 +640,5 @@ def _values(attribute: etree._Element) -> Iterator[str | Code]:
                 child.get("codeSystem", ""),
                 child.get("displayName", ""),
                 child.get("codeSystemName"),
+                child.findtext(f"{{{HL7_NS}}}originalText"),
             )

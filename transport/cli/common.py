@@ -54,14 +54,15 @@ def wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 
 
-def patient(ins: str, oid: str | None) -> Patient:
+def patient(ins: str, oid: str | None, *, as_returned: bool = False) -> Patient:
     """The patient of ``--ins``/``--ins-oid`` (spaces dropped, upper case), checked: a
     ValidationError names the option and the rule (ANS *Référentiel INS*: 13 characters and
-    the key), never the value."""
+    the key), never the value. ``as_returned`` (an explicit override): a wrong key only warns,
+    for an INS copied from an INSi answer (see :attr:`transport.vihf.Patient.as_returned`)."""
     from transport.errors import ValidationError, VihfValidationError
     from transport.vihf import Patient, validate_ins
 
-    chosen = Patient(ins.replace(" ", "").upper(), ins_oid(oid))
+    chosen = Patient(ins.replace(" ", "").upper(), ins_oid(oid), as_returned=as_returned)
     try:
         validate_ins(chosen)
     except VihfValidationError as error:

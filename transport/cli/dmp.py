@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from transport.dmp import xds
     from transport.dmp.client import DmpClient, Document, Submitted
     from transport.dmp.hl7v3 import Address, Demographics, Observation, PatientRecord, Telecom
-    from transport.vihf import Patient
+    from transport.vihf import DmpAccess, Patient
 
 log = logging.getLogger("transport.cli.dmp")
 
@@ -63,6 +63,12 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         if patient:
             parser.add_argument("--ins", required=True, help="the patient's INS (15 characters)")
             parser.add_argument("--ins-oid", help=INS_OID_HELP)
+            parser.add_argument(
+                "--ins-unchecked",
+                action="store_true",
+                help="send the INS as given (one INSi returned) even when its key check fails",
+            )
+        _access_options(parser)
         parser.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
         parser.add_argument("--mode", choices=MODES, help="the example profile's mode")
         parser.add_argument("--endpoint", help="the DMP base URL (…/si-dmp-server/v2/services)")
@@ -155,6 +161,36 @@ def _document_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+ACCESS_MODES = {"break-glass": "bris_de_glace", "emergency-center": "centre_15"}
+"""``--access``: the TRE_R248 ModeAcces code each name stands for (see
+:class:`transport.vihf.DmpAccessMode`); without it, the access is ``normal``."""
+
+
+def _access_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--access", choices=ACCESS_MODES, help="access mode (default: normal access)"
+    )
+    parser.add_argument("--reason", help="why (required with --access break-glass)")
+    parser.add_argument(
+        "--secret", action="store_true", help="secret connection (hidden from legal guardians)"
+    )
+
+
+def _access(args: argparse.Namespace) -> DmpAccess | None:
+    """The access ``--access``/``--reason``/``--secret`` ask for, None for a plain normal one;
+    UsageError for a break-glass access without its reason, or a reason without a mode."""
+    from transport.vihf import DmpAccess, DmpAccessMode
+
+    if args.access is None and args.reason is not None:
+        raise UsageError("--reason goes with --access break-glass or emergency-center")
+    if args.access == "break-glass" and not (args.reason or "").strip():
+        raise UsageError("--access break-glass needs --reason (the reason is recorded)")
+    if args.access is None and not args.secret:
+        return None
+    mode = DmpAccessMode(ACCESS_MODES[args.access]) if args.access else DmpAccessMode.NORMAL
+    return DmpAccess(mode, args.reason, args.secret)
+
+
 OPPOSITIONS = ("bris-de-glace", "urgence")
 """The patient's oppositions the command line names (TD1.1, TD1.3b): break-glass access and
 access by the emergency regulation (see :func:`_opposition_code`)."""
@@ -226,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         check_endpoint(args.endpoint, "--endpoint")
     if getattr(args, "ins", None) is not None:
         _patient(args)  # a malformed INS is refused before the profile is even read
+    access = _access(args)
     # The user's paths are checked before anything is sent.
     if args.dmp_command in ("submit", "replace"):
         _check_files(args.files)
@@ -239,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         with DmpClient.from_profile(
             profile, endpoint=args.endpoint, tracer=trace, **_client_options(args)
         ) as client:
-            report, lines = handler(client, args)
+            report, lines = handler(client.with_access(access) if access else client, args)
     except Exception as error:
         log.info("dmp %s: %s", args.dmp_command, type(error).__name__)
         raise
@@ -280,11 +317,18 @@ def _consult(client: DmpClient, args: argparse.Namespace) -> tuple[object, list[
     lines = _record_lines("found", record)
     person = record.demographics
     if person is not None:
-        lines.append(f"  sex {person.sex or '?'}, born {person.birth_date or '?'}")
-        lines.extend(
-            f"  {', '.join(a.street_lines)} {a.postal_code or ''} {a.city or ''}"
-            for a in person.addresses
-        )
+        born = f"  sex {person.sex or '?'}, born {person.birth_date or '?'}"
+        if person.birth_place is not None:
+            born += f" in {_address_line(person.birth_place)}"
+        if person.deceased:
+            born += ", deceased"
+        lines.append(born)
+        lines.extend(f"  {_address_line(address)}" for address in person.addresses)
+        for representative in person.legal_representatives:
+            name = " ".join((representative.family, *representative.given)).strip()
+            lines.append(f"  legal representative ({representative.relationship}): {name}")
+            lines.extend(f"    {_address_line(address)}" for address in representative.addresses)
+            lines.extend(f"    {telecom.value}" for telecom in representative.telecoms)
     lines.extend(
         f"  {item.code.code}: {'yes' if item.value else 'no'}" for item in record.observations
     )
@@ -610,7 +654,7 @@ _HANDLERS: dict[str, Handler] = {
 
 
 def _patient(args: argparse.Namespace) -> Patient:
-    return patient(args.ins, args.ins_oid)
+    return patient(args.ins, args.ins_oid, as_returned=args.ins_unchecked)
 
 
 def _entry(client: DmpClient, patient: Patient, unique_id: str) -> xds.DocumentEntry:
@@ -685,6 +729,18 @@ def _coded(value: str, name: str) -> xds.Coded:
         "format_code": "1.3.6.1.4.1.19376.1.2.3",
     }
     return xds.Coded(code, scheme or defaults[name], label)
+
+
+def _address_line(address: Address) -> str:
+    """One address on one line: street lines, locator, postal code, city, country."""
+    parts = (
+        ", ".join(address.street_lines),
+        address.additional_locator,
+        address.postal_code,
+        address.city,
+        address.country,
+    )
+    return " ".join(part for part in parts if part)
 
 
 def _record_lines(verb: str, record: PatientRecord) -> list[str]:

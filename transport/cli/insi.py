@@ -52,7 +52,11 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     batch = actions.add_parser(
         "batch", parents=[common], help="search every row of a CSV file (resumable)"
     )
-    batch.add_argument("input", type=Path, help="CSV: nom, prenoms, sexe, naissance[, lieu, id]")
+    batch.add_argument(
+        "input",
+        type=Path,
+        help="CSV: nom, prenoms, sexe, naissance[, lieu, id]; Vitale rows: nir/nir_ouvrant[, rang]",
+    )
     batch.add_argument("--out", type=Path, required=True, help="output CSV (appended, resumed)")
     batch.add_argument("--concurrency", type=int, default=4, help="calls at once (default 4)")
     batch.add_argument("--rate", type=float, help="at most R rows per second")
@@ -199,7 +203,7 @@ def _batch(args: argparse.Namespace) -> int:
         summary = run_batch(
             args.input,
             output,
-            client.search_query,
+            client.search_outcome,
             concurrency=args.concurrency,
             rate=args.rate,
             progress=row_progress(total),
@@ -212,6 +216,13 @@ def _batch(args: argparse.Namespace) -> int:
             f"{summary.total} rows: {summary.skipped} answered before, {summary.answered} now, "
             f"{summary.unanswered} left (run again to send them)"
         )
+        print(f"in {summary.seconds:.1f} s, {summary.rate:.1f} rows/s")
+        for code, count in summary.by_cr.items():
+            print(f"  CR {code}: {count}")
+        for code, count in summary.by_error.items():
+            print(f"  error {code}: {count}")
+        if summary.temporary_refusals:
+            print(f"  temporary refusals (slowed down, sent again): {summary.temporary_refusals}")
     if summary.transport_error:
         print(f"cisis-transport: transport failure: {summary.transport_error}", file=sys.stderr)
     if summary.stopped:

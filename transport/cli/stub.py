@@ -31,6 +31,17 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     stub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     stub.add_argument("--port", type=_port, default=8443, help="port (8443; 0: any free port)")
+    stub.add_argument(
+        "--card-port",
+        type=_port,
+        default=0,
+        help="port of the téléservices' card mode, server-only TLS (default: any free port)",
+    )
+    stub.add_argument(
+        "--accept-any-idam",
+        action="store_true",
+        help="téléservices: accept any software IDAM (default: the example profile's only)",
+    )
     stub.add_argument("--data", type=Path, metavar="DIR", help="keep the state in DIR")
     stub.add_argument(
         "--pki", type=Path, metavar="DIR", help="example PKI folder (default: see below)"
@@ -58,7 +69,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--data {args.data}: not a folder", hint="name a folder for the state")
     pki = _pki(args.pki) if args.pki is not None else examplepki.load(example_pki_directory())
     try:
-        stubs = Stubs(pki=pki, data_dir=args.data, host=args.host, port=args.port)
+        stubs = Stubs(
+            pki=pki,
+            data_dir=args.data,
+            host=args.host,
+            port=args.port,
+            card_port=args.card_port,
+            accept_any_idam=args.accept_any_idam,
+        )
     except OSError as error:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
     stubs.start()
@@ -72,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "url": stubs.url,
                 "services": {name: f"{stubs.url}{service_path(name)}" for name in SERVICES},
+                "card_teleservices": stubs.card_teleservices_url,
                 "state": str(stubs.context.data_dir),
                 "temporary": args.data is None,
                 "pki": str(pki.directory),
@@ -82,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cisis-transport stub listening on {stubs.url}")
         for name in SERVICES:
             print(f"  {name:<17} {stubs.url}{service_path(name)}")
+        print(f"  {'lps (card mode)':<17} {stubs.card_teleservices_url} (server-only TLS)")
         print(f"state in {stubs.context.data_dir}{'' if args.data else ' (temporary)'}")
         print(f"PKI in {pki.directory}; clients need a certificate from {pki.ca_bundle}")
         print("Ctrl-C stops")

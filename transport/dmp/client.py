@@ -20,6 +20,7 @@ its size and SHA-1 checked against the registry's metadata when the caller gives
 
 from __future__ import annotations
 
+import copy
 import logging
 import mimetypes
 import os
@@ -82,7 +83,7 @@ from transport.soap.channel import (
 from transport.soap.envelope import build_envelope
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings
-from transport.vihf import Code, Patient, Vihf, VihfOptions, sign_vihf
+from transport.vihf import Code, DmpAccess, Patient, Vihf, VihfOptions, sign_vihf
 from transport.xml import format_ts
 
 log = logging.getLogger("transport.dmp")
@@ -456,6 +457,17 @@ class DmpClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def with_access(self, access: DmpAccess) -> DmpClient:
+        """This client for calls made under ``access`` (break-glass, emergency centre, secret
+        connection): every call's VIHF carries its purpose of use and confidentiality code.
+
+        The copy shares this client's channel (closing either closes both), so choosing a mode
+        per call costs nothing.
+        """
+        chosen = copy.copy(self)
+        chosen.identity = access.applied(self.identity)
+        return chosen
 
     # --- patients (HL7v3) ------------------------------------------------------------------------
 

@@ -337,15 +337,58 @@ class Telecom:
 
 @dataclass(frozen=True)
 class Address:
-    """A postal address: street lines, postal code, city, country."""
+    """A postal address: street lines, postal code, city, country, and the ``additionalLocator``
+    (a building or residence name)."""
 
     street_lines: tuple[str, ...] = ()
     postal_code: str | None = None
     city: str | None = None
     country: str | None = None
+    additional_locator: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "street_lines", tuple(self.street_lines))
+
+
+RELATIONSHIP_SYSTEM = "2.16.840.1.113883.1.11.19579"
+"""HL7 PersonalRelationshipRoleType, the code system of a legal representative's relationship
+(``FTH`` father, ``MTH`` mother, ``GUARD`` guardian…), as the official TD1.3a answer uses it."""
+
+
+@dataclass(frozen=True)
+class LegalRepresentative:
+    """A ``personalRelationship`` of the patient: their legal representative.
+
+    ``relationship``: the role code in ``code_system`` (see :data:`RELATIONSHIP_SYSTEM`); the
+    name is the ``relationshipHolder1``'s (``prefix`` ``M``, ``Mme``…); addresses and telecoms
+    are the relationship's own.
+    """
+
+    relationship: str
+    family: str = ""
+    given: tuple[str, ...] = ()
+    prefix: str | None = None
+    addresses: tuple[Address, ...] = ()
+    telecoms: tuple[Telecom, ...] = ()
+    code_system: str = RELATIONSHIP_SYSTEM
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "given", tuple(self.given))
+        object.__setattr__(self, "addresses", tuple(self.addresses))
+        object.__setattr__(self, "telecoms", tuple(self.telecoms))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LegalRepresentative:
+        """The inverse of :func:`dataclasses.asdict`."""
+        return cls(
+            data["relationship"],
+            data.get("family", ""),
+            tuple(data.get("given", ())),
+            data.get("prefix"),
+            tuple(Address(**address) for address in data.get("addresses", ())),
+            tuple(Telecom(**telecom) for telecom in data.get("telecoms", ())),
+            data.get("code_system", RELATIONSHIP_SYSTEM),
+        )
 
 
 @dataclass(frozen=True)
@@ -354,7 +397,10 @@ class Demographics:
 
     ``family``: the name used (``family`` qualified ``SP``); ``birth_family``: the birth name
     (``BR``) when different; ``given``: the given names in order; ``sex``: ``M``, ``F`` or ``U``;
-    ``birth_date``: HL7 date ``YYYYMMDD``; ``prefix``: ``M``, ``Mme``…
+    ``birth_date``: HL7 date ``YYYYMMDD``; ``prefix``: ``M``, ``Mme``…; ``deceased``: the
+    ``deceasedInd`` (None when not given); ``birth_place``: the ``birthPlace`` address (None
+    when absent; the official TD1.3a answer has an empty one); ``legal_representatives``: the
+    ``personalRelationship`` entries.
     """
 
     family: str
@@ -365,11 +411,15 @@ class Demographics:
     prefix: str | None = None
     telecoms: tuple[Telecom, ...] = ()
     addresses: tuple[Address, ...] = ()
+    deceased: bool | None = None
+    birth_place: Address | None = None
+    legal_representatives: tuple[LegalRepresentative, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "given", tuple(self.given))
         object.__setattr__(self, "telecoms", tuple(self.telecoms))
         object.__setattr__(self, "addresses", tuple(self.addresses))
+        object.__setattr__(self, "legal_representatives", tuple(self.legal_representatives))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (the stubs store demographics as JSON)."""
@@ -387,6 +437,12 @@ class Demographics:
             prefix=data.get("prefix"),
             telecoms=tuple(Telecom(**telecom) for telecom in data.get("telecoms", ())),
             addresses=tuple(Address(**address) for address in data.get("addresses", ())),
+            deceased=data.get("deceased"),
+            birth_place=Address(**data["birth_place"]) if data.get("birth_place") else None,
+            legal_representatives=tuple(
+                LegalRepresentative.from_dict(item)
+                for item in data.get("legal_representatives", ())
+            ),
         )
 
     @property
@@ -1037,17 +1093,52 @@ def _write_person(patient: etree._Element, person: Demographics) -> None:
         _hl7.sub(holder, "administrativeGenderCode", code=person.sex)
     if person.birth_date:
         _hl7.sub(holder, "birthTime", value=person.birth_date)
+    if person.deceased is not None:
+        _hl7.sub(holder, "deceasedInd", value="true" if person.deceased else "false")
     for address in person.addresses:
-        element = _hl7.sub(holder, "addr")
-        for line in address.street_lines:
-            _hl7.sub(element, "streetAddressLine", line)
-        for part in ("postal_code", "city", "country"):
-            value = getattr(address, part)
-            if value:
-                _hl7.sub(element, _ADDRESS_PARTS[part], value)
+        _write_address(holder, address)
+    for representative in person.legal_representatives:
+        _write_representative(holder, representative)
+    if person.birth_place is not None:
+        place = _hl7.sub(holder, "birthPlace", classCode="BIRTHPL")
+        _write_address(place, person.birth_place)
 
 
-_ADDRESS_PARTS = {"postal_code": "postalCode", "city": "city", "country": "country"}
+def _write_address(parent: etree._Element, address: Address) -> None:
+    element = _hl7.sub(parent, "addr")
+    for line in address.street_lines:
+        _hl7.sub(element, "streetAddressLine", line)
+    for part, tag in _ADDRESS_PARTS.items():
+        value = getattr(address, part)
+        if value:
+            _hl7.sub(element, tag, value)
+
+
+def _write_representative(parent: etree._Element, representative: LegalRepresentative) -> None:
+    """A ``personalRelationship`` in the schema's order: code, addr, telecom, the holder."""
+    element = _hl7.sub(parent, "personalRelationship", classCode="PRS")
+    _hl7.sub(
+        element, "code", code=representative.relationship, codeSystem=representative.code_system
+    )
+    for address in representative.addresses:
+        _write_address(element, address)
+    for telecom in representative.telecoms:
+        _hl7.sub(element, "telecom", value=telecom.value, use=telecom.use)
+    holder = _hl7.sub(element, "relationshipHolder1", classCode="PSN", determinerCode="INSTANCE")
+    name = _hl7.sub(holder, "name")
+    if representative.prefix:
+        _hl7.sub(name, "prefix", representative.prefix)
+    for given in representative.given:
+        _hl7.sub(name, "given", given)
+    _hl7.sub(name, "family", representative.family)
+
+
+_ADDRESS_PARTS = {
+    "additional_locator": "additionalLocator",
+    "postal_code": "postalCode",
+    "city": "city",
+    "country": "country",
+}
 
 
 def _write_observations(
@@ -1161,6 +1252,43 @@ def _read_person(person: etree._Element) -> Demographics:
             if element.get("value")
         ),
         addresses=tuple(_read_address(element) for element in _hl7.findall(person, "addr")),
+        deceased=_deceased(person),
+        birth_place=_birth_place(person),
+        legal_representatives=tuple(
+            _read_representative(element)
+            for element in _hl7.findall(person, "personalRelationship")
+        ),
+    )
+
+
+def _deceased(person: etree._Element) -> bool | None:
+    value = _attribute(person, "deceasedInd", "value", default="")
+    return None if not value else value == "true"
+
+
+def _birth_place(person: etree._Element) -> Address | None:
+    element = _hl7.find(person, "birthPlace/addr")
+    return _read_address(element) if element is not None else None
+
+
+def _read_representative(element: etree._Element) -> LegalRepresentative:
+    code = _hl7.find(element, "code")
+    name = _hl7.find(element, "relationshipHolder1/name")
+    return LegalRepresentative(
+        relationship=code.get("code", "") if code is not None else "",
+        family=(_hl7.text(name, "family") or "") if name is not None else "",
+        given=tuple(
+            (given.text or "").strip()
+            for given in (_hl7.findall(name, "given") if name is not None else ())
+        ),
+        prefix=(_hl7.text(name, "prefix") or None) if name is not None else None,
+        addresses=tuple(_read_address(item) for item in _hl7.findall(element, "addr")),
+        telecoms=tuple(
+            Telecom(item.get("value", ""), item.get("use"))
+            for item in _hl7.findall(element, "telecom")
+            if item.get("value")
+        ),
+        code_system=(code.get("codeSystem") if code is not None else None) or RELATIONSHIP_SYSTEM,
     )
 
 
@@ -1170,6 +1298,7 @@ def _read_address(element: etree._Element) -> Address:
         _hl7.text(element, "postalCode") or None,
         _hl7.text(element, "city") or None,
         _hl7.text(element, "country") or None,
+        _hl7.text(element, "additionalLocator") or None,
     )
 
 

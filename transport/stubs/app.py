@@ -12,12 +12,16 @@ from __future__ import annotations
 import importlib
 import logging
 import tempfile
+import threading
+import tomllib
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from transport import examplepki
+from transport.config import EXAMPLE_LPS, example_profile_file
 from transport.stubs.patients import PatientRegistry
 from transport.stubs.server import (
     Handler,
@@ -57,19 +61,79 @@ def service_path(name: str) -> str:
     return TELESERVICES_PATH if name == "lps" else f"{DMP_PREFIX}{name}"
 
 
+def example_idams() -> frozenset[str]:
+    """The software authorisation numbers (ContexteLPS ``IDAM``) the téléservices stub accepts by
+    default: the example identity's (:data:`transport.config.EXAMPLE_LPS`) and the commented
+    example profile's (its ``[lps] idam``, else its homologation id, which the client then
+    sends)."""
+    idams = {EXAMPLE_LPS.homologation_id}
+    path = example_profile_file()
+    if path.is_file():
+        lps = tomllib.loads(path.read_text(encoding="utf-8")).get("lps", {})
+        idams.add(lps.get("idam") or lps.get("homologation_id") or "")
+    return frozenset(idam for idam in idams if idam)
+
+
+class InjectedRefusals:
+    """Temporary refusals the téléservices stub answers, for tests of how a client copes with
+    a busy service: each queued kind answers one request, in order, before any check.
+
+    Kinds: ``"429"`` (HTTP 429 Too Many Requests, RFC 6585 §4), ``"503"`` (HTTP 503 Service
+    Unavailable, RFC 9110 §15.6.4), both with ``Retry-After: 0`` and no SOAP body, and
+    ``"siram_40"`` (the SOAP fault ``siram_40``/``insi_102`` the live service answers when it
+    is temporarily unavailable).
+    """
+
+    KINDS = frozenset({"429", "503", "siram_40"})
+
+    def __init__(self) -> None:
+        self._queued: deque[str] = deque()
+        self._lock = threading.Lock()
+        self.answered = 0
+
+    def inject(self, *kinds: str) -> None:
+        """Queue ``kinds`` (ValueError for an unknown one)."""
+        unknown = set(kinds) - self.KINDS
+        if unknown:
+            raise ValueError(f"unknown refusal kind(s): {sorted(unknown)}")
+        with self._lock:
+            self._queued.extend(kinds)
+
+    def take(self) -> str | None:
+        """The next refusal to answer (counted in ``answered``), or None."""
+        with self._lock:
+            if not self._queued:
+                return None
+            self.answered += 1
+            return self._queued.popleft()
+
+
 @dataclass(frozen=True)
 class StubContext:
-    """What every service shares: the CA its callers' signatures must chain to, and the state."""
+    """What every service shares: the CA its callers' signatures must chain to, and the state.
+
+    ``accepted_idams``: the IDAMs the téléservices accept (another gets ``desir_550``, as live);
+    None accepts any. ``insi_refusals``: temporary refusals a test injects.
+    """
 
     verify: VerifySettings
     database: Database
     blobs: BlobStore
     patients: PatientRegistry
     data_dir: Path
+    accepted_idams: frozenset[str] | None = None
+    insi_refusals: InjectedRefusals = field(default_factory=InjectedRefusals)
 
     @classmethod
-    def open(cls, data_dir: Path, ca_bundle: Path) -> StubContext:
-        """The context over the state kept in ``data_dir`` (created when missing)."""
+    def open(
+        cls,
+        data_dir: Path,
+        ca_bundle: Path,
+        *,
+        accepted_idams: Iterable[str] | None = None,
+    ) -> StubContext:
+        """The context over the state kept in ``data_dir`` (created when missing);
+        ``accepted_idams`` None accepts any IDAM."""
         data_dir.mkdir(parents=True, exist_ok=True)
         database = Database(data_dir / DATABASE_NAME)
         return cls(
@@ -78,6 +142,7 @@ class StubContext:
             BlobStore(data_dir / "documents"),
             PatientRegistry(database),
             data_dir,
+            frozenset(accepted_idams) if accepted_idams is not None else None,
         )
 
 
@@ -128,7 +193,14 @@ class Stubs:
     ``pki``: whose server certificate to present and whose CA clients must chain to (default: the
     example PKI of :func:`transport.config.example_pki_directory`). ``data_dir``: where the state
     lives (default: a temporary directory removed on stop). ``services``: a subset of
-    :data:`SERVICES` to mount (default: all).
+    :data:`SERVICES` to mount (default: all). ``accepted_idams``: the software authorisation
+    numbers the téléservices accept (default :func:`example_idams`), any with
+    ``accept_any_idam``.
+
+    With the téléservices mounted, a second server on ``card_port`` (default: any free one)
+    serves them over server-only TLS, as the real card-mode host does (the assertion PS is the
+    credential there): :attr:`card_teleservices_url`. :attr:`teleservices_url` stays on mutual
+    TLS for the certificate mode.
     """
 
     def __init__(
@@ -140,6 +212,9 @@ class Stubs:
         port: int = 0,
         services: Iterable[str] | None = None,
         max_request_bytes: int = 1024 * 1024 * 1024,
+        card_port: int = 0,
+        accepted_idams: Iterable[str] | None = None,
+        accept_any_idam: bool = False,
     ) -> None:
         if pki is None:
             from transport.config import example_pki_directory
@@ -150,14 +225,25 @@ class Stubs:
         if data_dir is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="cisis-stub-")
             data_dir = Path(self._temporary.name)
-        self.context = StubContext.open(data_dir, pki.ca_bundle)
+        idams = None if accept_any_idam else frozenset(accepted_idams or example_idams())
+        self.context = StubContext.open(data_dir, pki.ca_bundle, accepted_idams=idams)
+        routes = build_routes(self.context, services)
         self.server = StubServer(
-            StubApp(build_routes(self.context, services)),
+            StubApp(routes),
             ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle),
             host=host,
             port=port,
             max_request_bytes=max_request_bytes,
         )
+        self.card_server: StubServer | None = None
+        if TELESERVICES_PATH in routes:
+            self.card_server = StubServer(
+                StubApp({TELESERVICES_PATH: routes[TELESERVICES_PATH]}),
+                ServerTLS(pki.server_cert, pki.server_key, None),
+                host=host,
+                port=card_port,
+                max_request_bytes=max_request_bytes,
+            )
 
     @property
     def url(self) -> str:
@@ -178,17 +264,31 @@ class Stubs:
         """The URL of the téléservices (``…/lps``)."""
         return f"{self.url}{TELESERVICES_PATH}"
 
+    @property
+    def card_teleservices_url(self) -> str:
+        """The URL of the téléservices in card mode (``…/lps`` over server-only TLS)."""
+        if self.card_server is None:
+            raise ValueError("the téléservices (lps) are not mounted")
+        return f"{self.card_server.url}{TELESERVICES_PATH}"
+
     def start(self) -> Stubs:
-        """Serve in a background thread; return self."""
+        """Serve in background threads; return self."""
+        if self.card_server is not None:
+            self.card_server.start()
         self.server.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called from another one."""
+        """Serve in the calling thread (the card-mode server in a background one) until
+        :meth:`stop` is called from another one."""
+        if self.card_server is not None:
+            self.card_server.start()
         self.server.serve_forever()
 
     def stop(self) -> None:
         """Stop serving, then close the state (and remove it when it was temporary)."""
+        if self.card_server is not None:
+            self.card_server.stop()
         self.server.stop()
         self.context.database.close()
         if self._temporary is not None:

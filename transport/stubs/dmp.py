@@ -17,7 +17,9 @@ Access rules: anyone may test a DMP's existence (TD0.2) and search (TD0.5); the 
 (TD1.1) and whoever reactivates it (TD1.2) become authorized; reading, updating, closing
 (TD1.3a/b, TD1.4) and listing its professionals (TD1.6) need an authorization ``VALIDE`` on an open
 DMP; a professional the patient blocked (``INTERDIT``) can neither authorize themselves (TD0.3)
-nor reactivate. Nothing about a patient (INS, names) is logged.
+nor reactivate. The reads (TD1.3a, TD1.6) honour the VIHF's emergency purposes of use
+(break-glass, emergency centre) as :meth:`transport.stubs.patients.PatientRegistry.read_access`
+says. Nothing about a patient (INS, names) is logged.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ from transport.dmp.hl7v3 import (
     ACTION_REVISE,
     CONSENT_TO_OPEN,
     CONSENT_TO_REACTIVATE,
-    Author,
     CandidatesAnswer,
     CandidatesQuery,
     Demographics,
@@ -80,10 +81,10 @@ from transport.dmp.hl7v3 import (
 )
 from transport.errors import ValidationError
 from transport.stubs.app import StubContext
-from transport.stubs.patients import Authorization, DmpRecord, DmpStatus, parse_time
+from transport.stubs.patients import Authorization, DmpRecord, DmpStatus, parse_time, speciality
 from transport.stubs.server import StubRequest, StubResponse
 from transport.stubs.soap import Checked, Refused, check_envelope, response_envelope
-from transport.vihf import Code, Patient, Vihf
+from transport.vihf import Code, Patient
 
 log = logging.getLogger("transport.stubs.dmp")
 
@@ -152,12 +153,6 @@ def _vihf_patient(checked: Checked) -> Patient:
 
 def _caller(checked: Checked) -> str:
     return checked.vihf.vihf.subject_id
-
-
-def _speciality(vihf: Vihf) -> tuple[str, str] | None:
-    """The caller's ``(G15_<profession>/<specialty>, label)`` from the VIHF roles."""
-    role = Author.from_vihf(vihf, "").role
-    return (role.code, role.display_name) if role is not None else None
 
 
 def _stored(demographics: Demographics, observations: Iterable[Observation]) -> dict[str, Any]:
@@ -239,6 +234,8 @@ class PatientsService(_DmpService):
 
         if query.patient != patient:
             return refuse(DmpCode.PATIENT_MISMATCH)
+        if query.reason is not Reason.TEST_EXST:
+            self.registry.read_access(patient, checked.vihf.vihf)
         record = self.registry.record(patient)
         held = self.registry.authorization_record(patient, _caller(checked))
         authorization = held.status if held is not None else Authorization.ABSENT
@@ -338,7 +335,7 @@ class PatientsService(_DmpService):
             _caller(checked),
             Authorization.VALID,
             name or None,
-            speciality=_speciality(checked.vihf.vihf),
+            speciality=speciality(checked.vihf.vihf),
         )
 
 
@@ -442,7 +439,7 @@ class HabilitationsService(_DmpService):
             vihf.subject_id,
             Authorization.VALID,
             vihf.user_name,
-            speciality=_speciality(vihf),
+            speciality=speciality(vihf),
         )
 
     def list_authorizations(
@@ -453,7 +450,7 @@ class HabilitationsService(_DmpService):
         request = ListAuthorizations.read(payload)
         patient = _vihf_patient(checked)
         record = self.registry.record(patient)
-        error = _access_error(record, self.registry.authorization(patient, _caller(checked)))
+        error = _access_error(record, self.registry.read_access(patient, checked.vihf.vihf))
         if error is not None:
             answer = AuthorizationList(Outcome(error.value, _TEXTS[error]))
             return ACTION_LIST_AUTHORIZATIONS_RESPONSE, answer.build()

@@ -8,10 +8,13 @@ header outside WS-Addressing, WS-Security and the two contexts); a valid ``Conte
 mode. With a ``wsse:Security`` header (card mode) it must hold exactly one assertion PS, which
 must verify against the stubs' CA and be signed with a signature certificate by the card holder
 it names. Without one (software-certificate mode), the mutual-TLS client certificate's CN must be
-``INSI-AUTO`` or ``INSI-MANU``. The stub's TLS server requires a client certificate in both modes
-(the real card-mode host does not).
+``INSI-AUTO`` or ``INSI-MANU``. As the real service has a host per mode, the stubs serve the
+certificate mode on mutual TLS and the card mode on a server-only TLS port of its own
+(:attr:`transport.stubs.app.Stubs.card_teleservices_url`), where a request without an assertion
+PS has no certificate to show and is refused (``desir_560``).
 
-Faults are SOAP 1.2 faults (HTTP 500, 415 for a media type) with subcode ``siram:siram_NN`` and a
+Faults are SOAP 1.2 faults (HTTP 500, 415 for a media type) with subcode ``soap:siram_NN`` (the
+prefix bound to the SOAP 1.2 envelope namespace, as live faults have it) and a
 ``siram:Erreur`` detail (``code``, ``severite``, ``messageID`` echoing the request's MessageID
 when it has one):
 
@@ -72,7 +75,6 @@ from transport.teleservices.client import (
     CTXBAM_VERSION,
     CTXLPS_NS,
     CTXLPS_VERSION,
-    SIRAM_NS,
     read_contexte_bam,
     read_contexte_lps,
     siram_error,
@@ -160,7 +162,6 @@ TEST_PERSONS: tuple[Individual, ...] = (
             date(2009, 7, 20),
             date(2019, 2, 28),
         ),
-        Ins(Matricule("1090663220244", "81", "NIR"), INS_TEST_OID),
     ),
     _person("DE VINCI", "LEONARDO", "M", "2014-02-01", "63220", "114026322039113"),
     _person("DE VINCI", "LEONARDO", "M", "2014-02-01", "99127", "114029912705830"),
@@ -173,13 +174,15 @@ TEST_PERSONS: tuple[Individual, ...] = (
     _person("ADRTROIS", "TOUSSAINT", "M", "1960-01-01", "2B020", "160012B02003378"),
     _person("TCHITCHI", "OLA CATARINA BELLA", "F", "1936-06-21", "97411", "236069741108675"),
     _person("CORSE", "ANTHONY", "M", "1980-03-02", "2B020", "180032B02004588"),
-    _person("HERMANN", "GATIEN", "M", "1981-03-24", "67482", "181036748221314"),
+    # As the live qualification service answers it: its key (60) fails the mod-97 check (10).
+    _person("HERMANN", "GATIEN", "M", "1981-03-24", "63220", "181036322045660"),
     _person("NESSI", "NATHALIE", "F", "1977-07-14", "75115", "277077511531849"),
     _person("ADRUN", "ZOE", "F", "1975-12-31", "69123", "275126912340265"),
     _person("ADRDEUX", "LAURENT", "M", "1981-01-01", "33063", "181013306315743"),
     _person("ADRTROIS", "DOMINIQUE", "F", "1997-02-26", "13055", "297021305526492"),
 )
-"""The seeded test identities (persons of the CNDA INSi conformance test plan, invented NIRs)."""
+"""The seeded test identities (persons of the CNDA INSi conformance test plan, invented NIRs but
+for HERMANN GATIEN, whose INS is the live qualification service's, key included)."""
 
 
 def normalise(value: str) -> str:
@@ -340,9 +343,9 @@ class Refusal(Exception):
         fault = soap12_fault(
             self.code,
             self.reason,
-            subcodes=(f"siram:{self.subcode}",),
+            # As live faults do: the subcode's prefix is the envelope's (``soap:siram_100``).
+            subcodes=(f"soap:{self.subcode}",),
             detail=error,
-            namespaces={"siram": SIRAM_NS},
         )
         return StubResponse(self.status, fault)
 
@@ -391,7 +394,7 @@ def unavailable(detail: str) -> Refusal:
         "Le service est temporairement inaccessible. Veuillez renouveler votre demande"
         " ultérieurement.",
         detail,
-        severity="fatale",
+        severity="fatal",  # the live spelling (the schema's enumeration says "fatale")
     )
 
 
@@ -402,8 +405,9 @@ def _header(envelope: etree._Element, namespace: str, name: str) -> etree._Eleme
     return found[0] if found else None
 
 
-def check_contexts(envelope: etree._Element) -> None:
-    """Refuse a request without a valid ContexteBAM and ContexteLPS."""
+def check_contexts(envelope: etree._Element, accepted_idams: frozenset[str] | None) -> None:
+    """Refuse a request without a valid ContexteBAM and ContexteLPS, or whose software's IDAM is
+    not among ``accepted_idams`` (None: any)."""
     bam = _header(envelope, CTXBAM_NS, "ContexteBAM")
     lps = _header(envelope, CTXLPS_NS, "ContexteLPS")
     if lps is None:
@@ -420,6 +424,8 @@ def check_contexts(envelope: etree._Element) -> None:
     if lps_context.version != CTXLPS_VERSION:
         raise invalid_request(f"ContexteLPS Version {lps_context.version} non supportée.")
     if lps_context.software is None or not lps_context.software.idam:
+        raise unknown_software("Numéro d'autorisation du logiciel inconnu.")
+    if accepted_idams is not None and lps_context.software.idam not in accepted_idams:
         raise unknown_software("Numéro d'autorisation du logiciel inconnu.")
 
 
@@ -450,6 +456,8 @@ class TeleservicesService:
 
     def __init__(self, context: StubContext) -> None:
         self.settings = context.verify
+        self.accepted_idams = context.accepted_idams
+        self.refusals = context.insi_refusals
         self.registry = InsiRegistry(context.database)
         self.registry.seed()
         self.operations: dict[str, Callable[[etree._Element], Resultat]] = {
@@ -459,9 +467,17 @@ class TeleservicesService:
 
     def __call__(self, request: StubRequest) -> StubResponse:
         message_id = read_message_id(request.body)
+        injected = self.refusals.take()
+        if injected in ("429", "503"):
+            log.info("lps answered an injected HTTP %s", injected)
+            return StubResponse(
+                int(injected), b"busy\n", "text/plain; charset=utf-8", {"Retry-After": "0"}
+            )
         try:
+            if injected is not None:
+                raise unavailable("Refus temporaire injecté.")
             checked = _envelope(request)
-            check_contexts(checked.element)
+            check_contexts(checked.element, self.accepted_idams)
             check_access(checked.element, request.client_certificate, self.settings)
             operation = self.operations.get(checked.action)
             if operation is None:

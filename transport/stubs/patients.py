@@ -4,6 +4,14 @@ Shared by the patient-management services (HL7v3, habilitations, patientsSpecifi
 registry and repository, which refuse documents of a patient whose DMP is not open. Times are
 stored as :func:`now_text` writes them. Writes take the caller's connection, inside its
 :meth:`transport.stubs.store.Database.transaction`.
+
+Emergency accesses (:meth:`PatientRegistry.read_access`): a read made in the VIHF purpose of use
+``bris_de_glace`` or ``centre_15`` (TRE_R248 ModeAcces) by a professional with no authorization
+on an open DMP is let through unless the patient opposed that mode (the TD1.1/TD1.3b
+observations ``OPPOSITION_BRIS_DE_GLACE``, ``OPPOSITION_ACCES_URGENCE``); the access is recorded
+(mode, reason, time) and the professional becomes authorized, so that TD1.6, whose schema has no
+access-mode field, lists them like any authorized professional, from the access's time. A
+professional the patient blocked stays blocked in every mode.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from transport.dmp.hl7v3 import Author
 from transport.stubs.store import Database
-from transport.vihf import Patient, format_instant
+from transport.vihf import DmpAccessMode, Patient, Vihf, format_instant
 from transport.xml import read_datetime
 
 SCHEMA = """
@@ -48,7 +57,22 @@ CREATE TABLE IF NOT EXISTS dmp_authorisations (
     PRIMARY KEY (ins, oid, professional),
     FOREIGN KEY (ins, oid) REFERENCES dmp_patients (ins, oid)
 );
+CREATE TABLE IF NOT EXISTS dmp_emergency_accesses (
+    ins TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    professional TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('bris_de_glace', 'centre_15')),
+    reason TEXT,
+    accessed_at TEXT NOT NULL,
+    FOREIGN KEY (ins, oid) REFERENCES dmp_patients (ins, oid)
+);
 """
+
+EMERGENCY_OPPOSITIONS = {
+    DmpAccessMode.BREAK_GLASS: "OPPOSITION_BRIS_DE_GLACE",
+    DmpAccessMode.EMERGENCY_CENTER: "OPPOSITION_ACCES_URGENCE",
+}
+"""The opposition (TD1.3a ``administrativeObservation``) that shuts out each emergency mode."""
 
 
 class DmpStatus(enum.StrEnum):
@@ -111,6 +135,34 @@ class AuthorizationRecord:
     treating_physician: bool
     created_at: str
     updated_at: str
+
+
+@dataclass(frozen=True)
+class EmergencyAccess:
+    """One recorded emergency access: who, in which mode, the reason they gave, when."""
+
+    patient: Patient
+    professional: str
+    mode: DmpAccessMode
+    reason: str | None
+    accessed_at: str
+
+
+def speciality(vihf: Vihf) -> tuple[str, str] | None:
+    """The caller's ``(G15_<profession>/<specialty>, label)`` from the VIHF roles, as TD1.6
+    lists it."""
+    role = Author.from_vihf(vihf, "").role
+    return (role.code, role.display_name) if role is not None else None
+
+
+def opposed(record: DmpRecord, mode: DmpAccessMode) -> bool:
+    """Whether the patient opposed access in ``mode`` (the standing observations stored with
+    the DMP)."""
+    opposition = EMERGENCY_OPPOSITIONS.get(mode)
+    return any(
+        item.get("code") == opposition and bool(item.get("value"))
+        for item in record.demographics.get("observations", ())
+    )
 
 
 def _dmp(row: sqlite3.Row) -> DmpRecord:
@@ -226,6 +278,62 @@ class PatientRegistry:
             "UPDATE dmp_patients SET last_document_at = ? WHERE ins = ? AND oid = ?",
             (now_text(), patient.ins, patient.oid),
         )
+
+    def read_access(self, patient: Patient, vihf: Vihf) -> Authorization:
+        """The caller's authorization for a read under the VIHF's purpose of use: their stored
+        one, or VALID when an emergency mode lets them in (recorded, see the module's
+        docstring)."""
+        professional = vihf.subject_id
+        authorization = self.authorization(patient, professional)
+        mode = vihf.purpose_of_use.code
+        if authorization is not Authorization.ABSENT or mode not in EMERGENCY_OPPOSITIONS:
+            return authorization
+        record = self.record(patient)
+        if record is None or record.status is not DmpStatus.OPEN:
+            return authorization
+        chosen = DmpAccessMode(mode)
+        if opposed(record, chosen):
+            return authorization
+        with self.database.transaction() as connection:
+            connection.execute(
+                "INSERT INTO dmp_emergency_accesses (ins, oid, professional, mode, reason,"
+                " accessed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    patient.ins,
+                    patient.oid,
+                    professional,
+                    chosen.value,
+                    vihf.purpose_of_use.original_text,
+                    now_text(),
+                ),
+            )
+            self.set_authorization(
+                connection,
+                patient,
+                professional,
+                Authorization.VALID,
+                vihf.user_name,
+                speciality=speciality(vihf),
+            )
+        return Authorization.VALID
+
+    def emergency_accesses(self, patient: Patient) -> list[EmergencyAccess]:
+        """Every emergency access recorded on the patient's DMP, oldest first."""
+        rows = self.database.query(
+            "SELECT * FROM dmp_emergency_accesses WHERE ins = ? AND oid = ?"
+            " ORDER BY accessed_at, rowid",
+            (patient.ins, patient.oid),
+        )
+        return [
+            EmergencyAccess(
+                Patient(row["ins"], row["oid"]),
+                row["professional"],
+                DmpAccessMode(row["mode"]),
+                row["reason"],
+                row["accessed_at"],
+            )
+            for row in rows
+        ]
 
     def authorization_record(
         self, patient: Patient, professional: str

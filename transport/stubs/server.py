@@ -91,14 +91,15 @@ Handler = Callable[[StubRequest], StubResponse]
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """The server side of mutual TLS: its certificate chain and key, the CA its clients chain to.
+    """The server side of mutual TLS: its certificate chain and key, the CA its clients chain to
+    (``client_ca`` None: server-only TLS, no client certificate asked for).
 
     ``maximum_version`` exists to let tests stand up a server that only speaks old protocols.
     """
 
     certificate: Path
     key: Path
-    client_ca: Path
+    client_ca: Path | None
     require_client_certificate: bool = True
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
     maximum_version: ssl.TLSVersion | None = None
@@ -113,6 +114,10 @@ class ServerTLS:
         if self.maximum_version is not None:
             context.maximum_version = self.maximum_version
         context.load_cert_chain(str(self.certificate), str(self.key))
+        if self.client_ca is None:
+            # Server-only TLS (the téléservices' card-mode host): no client certificate asked.
+            context.verify_mode = ssl.CERT_NONE
+            return context
         context.load_verify_locations(cafile=str(self.client_ca))
         context.verify_mode = (
             ssl.CERT_REQUIRED if self.require_client_certificate else ssl.CERT_OPTIONAL

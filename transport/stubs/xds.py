@@ -12,7 +12,10 @@ spooled request stream into files and streams retrieved documents from disk, so 
 ever held whole in memory. A document is acknowledged only after its content and its row are
 durable. Who sees a document follows its DMP restriction codes (see ``visible``): masked from
 professionals (``MASQUE_PS``), its submitter and the patient only; hidden from the patient
-(``INVISIBLE_PATIENT``), never listed nor retrieved for the patient.
+(``INVISIBLE_PATIENT``), never listed nor retrieved for the patient. A document submitted in a
+secret connection (the VIHF ``confidentiality-code`` ``INVISIBLE_REPRESENTANTS_LEGAUX``) is
+registered with that confidentiality code added, hiding it from the patient's legal
+representatives.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from transport.stubs.soap import (
     check_xop_root,
     response_envelope,
 )
-from transport.vihf import Patient
+from transport.vihf import SECRET_CONNECTION, Patient
 from transport.xml import parse_xml
 from transport.xmlsig import VerifySettings
 
@@ -184,8 +187,10 @@ class _XdsService:
         self.documents = DocumentStore(context)
         self.operations: dict[str, Callable[..., etree._Element | StubResponse]] = {}
 
-    def caller_patient(self, checked: Checked, patient: Patient) -> None:
-        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorized."""
+    def caller_patient(self, checked: Checked, patient: Patient, *, reading: bool = False) -> None:
+        """Refuse unless the VIHF names ``patient``, whose DMP is open and the caller authorized
+        (for a read, possibly by an emergency purpose of use: see
+        :meth:`transport.stubs.patients.PatientRegistry.read_access`)."""
         vihf = checked.vihf.vihf
         if vihf.patient != patient:
             raise _error(
@@ -199,7 +204,13 @@ class _XdsService:
             raise _error("DMPClosed", "le DMP de ce patient est fermé")
         if _is_the_patient(checked, patient):
             return
-        if self.context.patients.authorization(patient, vihf.subject_id) is not Authorization.VALID:
+        patients = self.context.patients
+        authorization = (
+            patients.read_access(patient, vihf)
+            if reading
+            else patients.authorization(patient, vihf.subject_id)
+        )
+        if authorization is not Authorization.VALID:
             raise _error("DMPAccessDenied", "le professionnel n'est pas autorisé sur ce DMP")
 
     def visible(self, checked: Checked, document: StoredDocument) -> bool:
@@ -302,7 +313,7 @@ class RegistryService(_XdsService):
         if len(patients) != 1:
             raise _error("XDSStoredQueryParamNumber", "un seul $XDSDocumentEntryPatientId")
         patient = xds.read_patient_id(patients[0])
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         statuses = _parameter(query, "$XDSDocumentEntryStatus", required=True)
         unknown = set(statuses) - xds.STATUSES
         if unknown:
@@ -313,7 +324,7 @@ class RegistryService(_XdsService):
         patient = checked.vihf.vihf.patient
         if patient is None:
             raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         uuids = _parameter(query, "$XDSDocumentEntryEntryUUID")
         unique_ids = _parameter(query, "$XDSDocumentEntryUniqueId")
         if bool(uuids) == bool(unique_ids):
@@ -454,6 +465,21 @@ def _register_set(connection: sqlite3.Connection, submission: xds.Submission) ->
         "INSERT INTO xds_submission_sets (unique_id, ins, oid, submitted_at) VALUES (?,?,?,?)",
         (submission.submission_set.unique_id, patient.ins, patient.oid, now_text()),
     )
+
+
+def _secret_code(checked: Checked) -> xds.Coded | None:
+    """The confidentiality code a secret connection (VIHF ``confidentiality-code``
+    :data:`transport.vihf.SECRET_CONNECTION`) gives every document it submits, or None."""
+    code = checked.vihf.vihf.confidentiality_code
+    if code is None or code.code != SECRET_CONNECTION.code:
+        return None
+    return xds.Coded(code.code, code.code_system, code.display_name)
+
+
+def _with_code(codes: tuple[xds.Coded, ...], added: xds.Coded | None) -> tuple[xds.Coded, ...]:
+    if added is None or any(code.code == added.code for code in codes):
+        return codes
+    return (*codes, added)
 
 
 def _insert(
@@ -654,6 +680,7 @@ class RepositoryService(_XdsService):
             else self.context.blobs.put(part.read_bytes())
             for object_id, part in parts.items()
         }
+        secret = _secret_code(checked)
         with self.context.database.transaction() as connection:
             _register_set(connection, submission)
             self.context.patients.record_document(connection, submission.submission_set.patient)
@@ -668,6 +695,7 @@ class RepositoryService(_XdsService):
                     hash=sha1[object_id],
                     size=blob.size,
                     repository_unique_id=REPOSITORY_UNIQUE_ID,
+                    confidentiality=_with_code(entry.confidentiality, secret),
                 )
                 entry_uuid = xds.new_entry_uuid()
                 _insert(
@@ -687,7 +715,7 @@ class RepositoryService(_XdsService):
         patient = checked.vihf.vihf.patient
         if patient is None:
             raise _error("XDSPatientIdDoesNotMatch", "le VIHF ne désigne aucun patient")
-        self.caller_patient(checked, patient)
+        self.caller_patient(checked, patient, reading=True)
         found, errors, attachments = [], [], []
         for item in wanted:
             document = self._retrievable(checked, patient, item)

@@ -63,8 +63,9 @@ CTXLPS_NATURE = "CTXLPS"
 IDAM_REFERENCE = "4"
 """The ``R`` attribute of ``LPS/IDAM``: the id is a CNDA authorization number."""
 
-SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale"})
-"""The values of ``siram:Erreur/@severite`` (``schema_faultSOAP_V01_01.xsd``)."""
+SEVERITIES = frozenset({"information", "avertissement", "erreur", "fatale", "fatal"})
+"""The values of ``siram:Erreur/@severite``: the enumeration of ``schema_faultSOAP_V01_01.xsd``
+and ``fatal``, the spelling the live service's ``siram_40`` faults use."""
 
 _NIR = re.compile(r"[0-9]{6}[AB0-9][0-9]{6}")
 _KEY = re.compile(r"[0-9]{2}")

@@ -265,8 +265,10 @@ class Ins:
 
     @property
     def patient(self) -> Patient:
-        """The INS as the VIHF and the DMP services name a patient."""
-        return Patient(self.value, self.oid)
+        """The INS as the VIHF and the DMP services name a patient, passed on as the service
+        returned it (:attr:`transport.vihf.Patient.as_returned`: a key failing the mod-97
+        check, as the INSi qualification identities' do, is a logged warning, not a refusal)."""
+        return Patient(self.value, self.oid, as_returned=True)
 
 
 @dataclass(frozen=True)
@@ -476,6 +478,25 @@ def normalise_cog(value: str) -> str:
     if not _COG_CODE.fullmatch(text):
         raise ValidationError("LieuNaissance", f"{text!r} is not an INSEE COG code (5 characters)")
     return text
+
+
+def vitale_query(
+    birth_date: str | date,
+    *,
+    individual: str | Matricule | None = None,
+    holder: str | Matricule | None = None,
+    birth_name: str | None = None,
+    rank: int | str | None = None,
+) -> VitaleSearch:
+    """The normalised, validated search of a Vitale card's data (see
+    :meth:`InsiClient.search_by_vitale` for each field's INSi name); ValidationError first."""
+    return VitaleSearch(
+        birth_date=normalise_birth_date(birth_date),
+        individual=_matricule(individual, "MatriculeIndividu"),
+        holder=_matricule(holder, "MatriculeOD"),
+        birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
+        rank=str(rank) if rank is not None else None,
+    ).validate()
 
 
 @renamed_keywords(
@@ -706,11 +727,14 @@ class InsiClient:
         the insured person who opens the rights ``holder`` (``MatriculeOD``), 13 characters or 15
         with the key; ``birth_date`` (``DateNaissance``), ``birth_name`` (``NomNaissance``) and
         ``rank`` among twins (``RangNaissance``)."""
-        search = VitaleSearch(
-            birth_date=normalise_birth_date(birth_date),
-            individual=_matricule(individual, "MatriculeIndividu"),
-            holder=_matricule(holder, "MatriculeOD"),
-            birth_name=normalise_name(birth_name, "NomNaissance") if birth_name else None,
-            rank=str(rank) if rank is not None else None,
-        ).validate()
+        search = vitale_query(
+            birth_date, individual=individual, holder=holder, birth_name=birth_name, rank=rank
+        )
         return SearchOutcome(self.search(search), (search,))
+
+    def search_outcome(self, query: TraitsSearch | VitaleSearch) -> SearchOutcome:
+        """The outcome of an already normalised query: :meth:`search_query` for traits, one
+        ``RECVITALE`` call for a Vitale card's data (what a batch mixing both sends)."""
+        if isinstance(query, TraitsSearch):
+            return self.search_query(query)
+        return SearchOutcome(self.search(query.validate()), (query,))

@@ -3,6 +3,11 @@
 Input (UTF-8 CSV with a header line; extra columns are ignored): ``nom`` birth name, ``prenoms``
 first names separated by spaces, ``sexe`` ``M``/``F``, ``naissance`` ``YYYY-MM-DD``, ``lieu``
 INSEE COG code (optional, may be empty), ``id`` the caller's own reference (optional, copied).
+A row with a Vitale card's data is searched with ``rechercherInsAvecCarteVitale`` instead: it
+fills ``nir`` (the beneficiary's NIR, ``MatriculeIndividu``) and/or ``nir_ouvrant`` (the NIR of
+the insured person opening the rights, ``MatriculeOD``), 13 characters or 15 with the key, with
+``naissance`` and optionally ``nom`` and ``rang`` (``RangNaissance``); both kinds of rows may
+share one file.
 
 Output (UTF-8 CSV, :data:`OUTPUT_COLUMNS`): one row per input row, in the order the answers come:
 ``row`` the input row number (1 = first line after the header), ``key`` the row's content key
@@ -19,6 +24,17 @@ rows not answered yet (a torn last line is dropped first). A row whose call fail
 (TLS, connection, timeout) is not written: the run reports the reason and the next run sends it
 again; after ``max_transport_failures`` such failures in a row the run stops sending, since the
 service is not answering.
+
+A temporary refusal (HTTP 429 or 503, RFC 6585 §4 and RFC 9110 §15.6.4; the INSi fault
+``siram_40`` and the codes ``insi_102`` "service temporairement inaccessible" and ``insi_111``
+"indisponibilité des téléservices", seen in answers of the live service and its test suites)
+fails no row: the rate is halved (down to one call per ``backoff.max_backoff`` seconds, then
+regained step by step as answers come), and the row is
+sent again after a backoff with full jitter, up to ``backoff.attempts`` sends in all
+(:data:`BATCH_BACKOFF`); a row still refused after that is left for the next run. The channel's
+own retries of a read on HTTP 429/503 happen inside each send, so a row is sent at most
+``backoff.attempts × CallOptions.retry.attempts`` times: both bounded, never more. Permanent
+faults are written with their code.
 """
 
 from __future__ import annotations
@@ -27,18 +43,33 @@ import csv
 import hashlib
 import io
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transport.errors import SoapFault, TransportError, UsageError, ValidationError
-from transport.teleservices.insi import SearchOutcome, TraitsSearch, traits_query
+from transport.soap.channel import RetryPolicy
+from transport.teleservices.insi import (
+    SearchOutcome,
+    TraitsSearch,
+    VitaleSearch,
+    traits_query,
+    vitale_query,
+)
 
 INPUT_COLUMNS = ("nom", "prenoms", "sexe", "naissance")
-"""The input columns every row needs (``lieu`` and ``id`` are optional)."""
+"""The input columns of a search by traits (``lieu`` and ``id`` are optional)."""
+VITALE_COLUMNS = ("nir", "nir_ouvrant", "rang")
+"""The input columns of a Vitale card's data (a row filling ``nir`` or ``nir_ouvrant`` is a
+Vitale row)."""
+TEMPORARY_CODES = frozenset({"siram_40", "insi_102", "insi_111"})
+"""The INSi fault codes (subcode or ``siram:Erreur`` code) of a temporary unavailability."""
+_BUSY_STATUS = re.compile(r"answered HTTP (429|503)\b")
 OUTPUT_COLUMNS = (
     "row",
     "key",
@@ -54,15 +85,21 @@ OUTPUT_COLUMNS = (
     "error",
 )
 
-Search = Callable[[TraitsSearch], SearchOutcome]
+Query = TraitsSearch | VitaleSearch
+Search = Callable[[Query], SearchOutcome]
 
 
 @dataclass(frozen=True)
 class Summary:
     """The counts of one run: input rows, rows answered before it, answered by it, and rows
-    left unanswered by a transport failure (to be sent by the next run); ``transport_error``
-    the last transport failure's message (None: none), ``stopped`` whether the run stopped
-    sending after too many of them in a row."""
+    left unanswered by a transport failure or a service still busy (to be sent by the next
+    run); ``transport_error`` the last transport failure's message (None: none), ``stopped``
+    whether the run stopped sending after too many of them in a row.
+
+    ``by_cr``: rows answered by this run per ``CodeCR``; ``by_error``: rows written with an
+    error per ``error_code``; ``temporary_refusals``: temporary refusals met (each slowed the
+    run down); ``seconds``: the run's duration; ``rate``: rows answered per second.
+    """
 
     total: int
     skipped: int
@@ -70,17 +107,47 @@ class Summary:
     unanswered: int
     transport_error: str | None = None
     stopped: bool = False
+    by_cr: Mapping[str, int] = field(default_factory=dict)
+    by_error: Mapping[str, int] = field(default_factory=dict)
+    temporary_refusals: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0
 
 
 class RateLimiter:
-    """At most ``rate`` calls per second across threads (None: no limit), evenly spaced."""
+    """At most ``rate`` calls per second across threads (None: no limit), evenly spaced;
+    :meth:`slow_down` and :meth:`speed_up` adapt it to a busy service."""
 
-    def __init__(self, rate: float | None) -> None:
+    FIRST_SLOWDOWN = 0.05
+    """The interval, in seconds, an unlimited run slows down to on its first refusal."""
+
+    def __init__(self, rate: float | None, *, slowest: float = 10.0) -> None:
         if rate is not None and rate <= 0:
             raise UsageError(f"the rate must be positive, not {rate}")
         self._interval = 1.0 / rate if rate else 0.0
+        self._base = self._interval
+        self.slowest = max(slowest, self._interval)
+        """The longest interval between calls a slowed-down run reaches, in seconds."""
         self._next = time.monotonic()
         self._lock = threading.Lock()
+
+    @property
+    def interval(self) -> float:
+        """The current interval between calls, in seconds (0: no limit)."""
+        return self._interval
+
+    def slow_down(self) -> None:
+        """Halve the rate (the service refused for now)."""
+        with self._lock:
+            doubled = max(self._interval * 2, self.FIRST_SLOWDOWN)
+            self._interval = min(doubled, self.slowest)
+
+    def speed_up(self) -> None:
+        """Regain a tenth of the rate lost, back to the configured one (an answer came)."""
+        with self._lock:
+            if self._interval > self._base:
+                regained = self._interval * 0.9
+                self._interval = regained if regained - self._base > 1e-3 else self._base
 
     def acquire(self) -> None:
         """Wait for this caller's slot."""
@@ -105,8 +172,12 @@ class _Row:
 def row_key(fields: dict[str, str], occurrence: int) -> str:
     """The content key of an input row: a SHA-256 of its searched columns and ``id`` (16 hex
     digits), then ``-N`` for the Nth identical row, so that a resumed run recognises a row
-    wherever it moved to, and two identical rows stay two rows."""
+    wherever it moved to, and two identical rows stay two rows. The Vitale columns count only
+    when filled, so that the keys of trait rows written before they existed still hold."""
     values = [fields.get(name, "").strip() for name in (*INPUT_COLUMNS, "lieu", "id")]
+    vitale = [fields.get(name, "").strip() for name in VITALE_COLUMNS]
+    if any(vitale):
+        values.extend(vitale)
     digest = hashlib.sha256("\x1f".join(values).encode("utf-8")).hexdigest()[:16]
     return f"{digest}-{occurrence}"
 
@@ -116,11 +187,13 @@ def read_rows(path: Path) -> list[_Row]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = [name for name in INPUT_COLUMNS if name not in (reader.fieldnames or ())]
-            if missing:
+            header = set(reader.fieldnames or ())
+            missing = [name for name in INPUT_COLUMNS if name not in header]
+            if missing and not ("naissance" in header and header & {"nir", "nir_ouvrant"}):
                 raise UsageError(
                     f"{path}: missing column(s) {', '.join(missing)}",
-                    hint=f"the header needs {', '.join(INPUT_COLUMNS)} (lieu and id optional)",
+                    hint=f"the header needs {', '.join(INPUT_COLUMNS)} (lieu and id optional),"
+                    " or naissance and nir or nir_ouvrant for Vitale card rows",
                 )
             rows = []
             seen: dict[str, int] = {}
@@ -225,6 +298,22 @@ def _error_row(status: str, code: str, error: Exception) -> dict[str, str]:
     }
 
 
+def temporary(error: Exception) -> bool:
+    """Whether ``error`` is the service refusing for now (see the module's docstring)."""
+    if isinstance(error, SoapFault):
+        return bool({error.subcode, error.service_code} & TEMPORARY_CODES)
+    return isinstance(error, TransportError) and bool(_BUSY_STATUS.search(str(error)))
+
+
+BATCH_BACKOFF = RetryPolicy(attempts=9, backoff=0.5, max_backoff=30.0)
+"""How the batch sends a row the service refused for now: at most ``attempts`` sends in all,
+after full-jitter delays (:class:`transport.soap.channel.RetryPolicy`, the channel's own)."""
+
+
+class _Busy(Exception):
+    """A row the service kept refusing for now: left for the next run."""
+
+
 def run_batch(
     input_path: Path,
     output_path: Path,
@@ -234,28 +323,36 @@ def run_batch(
     rate: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_transport_failures: int = 5,
+    backoff: RetryPolicy = BATCH_BACKOFF,
 ) -> Summary:
     """Search every input row not yet in OUTPUT with ``search`` (usually
-    :meth:`~transport.teleservices.insi.InsiClient.search_query`), at most ``concurrency`` at once
-    and ``rate`` rows per second, appending each answer to OUTPUT as it comes.
+    :meth:`~transport.teleservices.insi.InsiClient.search_outcome`), at most ``concurrency`` at
+    once and ``rate`` rows per second, appending each answer to OUTPUT as it comes.
 
     ``progress(done, total)`` is called after each row. After ``max_transport_failures``
-    transport failures in a row, no new row is sent (the rows left count as unanswered). An
-    exception other than a fault, a validation or a transport error stops the run (rows
-    answered so far are kept).
+    transport failures in a row, no new row is sent (the rows left count as unanswered). A
+    temporary refusal slows the run down and the row is sent again (``backoff``). An exception
+    other than a fault, a validation or a transport error stops the run (rows answered so far
+    are kept).
     """
     if concurrency < 1:
         raise UsageError(f"the concurrency must be at least 1, not {concurrency}")
     if max_transport_failures < 1:
         raise UsageError(f"the failures allowed must be at least 1, not {max_transport_failures}")
+    started = time.monotonic()
     rows = read_rows(input_path)
     done_before = answered_rows(output_path)
     pending = [row for row in rows if row.key not in done_before]
-    limiter = RateLimiter(rate)
+    # Slowed down at most to the longest backoff: a run never waits longer between calls.
+    limiter = RateLimiter(rate, slowest=backoff.max_backoff)
     output = _Output(output_path)
     done, answered, unanswered = len(rows) - len(pending), 0, 0
     failures: list[str] = []  # the transport failures since the last answer
     last_failure: str | None = None
+    by_cr: Counter[str] = Counter()
+    by_error: Counter[str] = Counter()
+    refusals = 0  # the temporary refusals met, counted from every thread
+    refusals_lock = threading.Lock()
 
     def finish(row: _Row, values: dict[str, str] | str | None) -> None:
         nonlocal done, answered, unanswered, last_failure
@@ -268,18 +365,44 @@ def run_batch(
         else:
             output.write({"row": str(row.number), "key": row.key, "id": row.reference, **values})
             answered += 1
+            if values.get("cr"):
+                by_cr[values["cr"]] += 1
+            if values.get("error_code"):
+                by_error[values["error_code"]] += 1
             if values["status"] != "invalid":
                 failures.clear()  # the service answered: it is reachable again
         done += 1
         if progress is not None:
             progress(done, len(rows))
 
-    def task(row: _Row, query: TraitsSearch) -> dict[str, str] | str | None:
+    def attempt(query: Query) -> SearchOutcome:
+        """``search(query)``, sent again after a backoff while the service refuses for now."""
+        nonlocal refusals
+        for sent in range(1, max(1, backoff.attempts) + 1):
+            limiter.acquire()
+            try:
+                outcome = search(query)
+            except (SoapFault, TransportError) as error:
+                if not temporary(error):
+                    raise
+                with refusals_lock:
+                    refusals += 1
+                limiter.slow_down()
+                if sent >= backoff.attempts:
+                    raise _Busy(_one_line(str(error))) from None
+                time.sleep(backoff.delay(sent))
+                continue
+            limiter.speed_up()
+            return outcome
+        raise _Busy("no attempt allowed")
+
+    def task(row: _Row, query: Query) -> dict[str, str] | str | None:
         if len(failures) >= max_transport_failures:
             return None  # the service is not answering: leave the row for the next run
-        limiter.acquire()
         try:
-            return outcome_row(row, search(query))
+            return outcome_row(row, attempt(query))
+        except _Busy:
+            return None  # still refused for now: the next run sends it
         except SoapFault as fault:
             return _error_row("fault", fault.service_code or fault.subcode or fault.code, fault)
         except (TransportError, OSError) as error:  # requests' errors are OSErrors too
@@ -301,6 +424,7 @@ def run_batch(
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         output.close()
+    seconds = time.monotonic() - started
     return Summary(
         len(rows),
         len(rows) - len(pending),
@@ -308,23 +432,44 @@ def run_batch(
         unanswered,
         last_failure,
         len(failures) >= max_transport_failures,
+        dict(sorted(by_cr.items())),
+        dict(sorted(by_error.items())),
+        refusals,
+        round(seconds, 3),
+        round(answered / seconds, 3) if seconds > 0 else 0.0,
+    )
+
+
+def row_query(fields: Mapping[str, str]) -> Query:
+    """The validated search of one input row: a Vitale card's data when ``nir`` or
+    ``nir_ouvrant`` is filled, else the traits; ValidationError naming the first field the
+    service would refuse."""
+    individual = fields.get("nir", "").strip() or None
+    holder = fields.get("nir_ouvrant", "").strip() or None
+    if individual or holder:
+        return vitale_query(
+            fields.get("naissance", ""),
+            individual=individual,
+            holder=holder,
+            birth_name=fields.get("nom", "").strip() or None,
+            rank=fields.get("rang", "").strip() or None,
+        )
+    return traits_query(
+        fields.get("nom", ""),
+        fields.get("prenoms", ""),
+        fields.get("sexe", ""),
+        fields.get("naissance", ""),
+        fields.get("lieu", "").strip() or None,
     )
 
 
 def _queries(
     rows: list[_Row], finish: Callable[[_Row, dict[str, str] | str | None], None]
-) -> Iterator[tuple[_Row, TraitsSearch]]:
+) -> Iterator[tuple[_Row, Query]]:
     """The rows' validated queries; an invalid row is answered at once, without a call."""
     for row in rows:
-        fields = row.fields
         try:
-            query = traits_query(
-                fields.get("nom", ""),
-                fields.get("prenoms", ""),
-                fields.get("sexe", ""),
-                fields.get("naissance", ""),
-                fields.get("lieu", "").strip() or None,
-            )
+            query = row_query(row.fields)
         except ValidationError as error:
             finish(row, _error_row("invalid", "validation", error))
             continue
