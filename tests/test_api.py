@@ -26,6 +26,14 @@ def test_the_top_level_offers_the_clients_profiles_errors_and_values() -> None:
     assert tree <= set(transport.__all__)  # the whole exception tree, to catch any of it
 
 
+def test_the_dmp_access_values_are_the_vihf_ones() -> None:
+    from transport import vihf
+
+    assert transport.DmpAccess is vihf.DmpAccess
+    assert transport.DmpAccessMode is vihf.DmpAccessMode
+    assert {"DmpAccess", "DmpAccessMode"} <= set(dir(transport))
+
+
 @pytest.mark.parametrize(
     "internal", ["build_envelope", "parse_xml", "rfc2253_dn", "SoapClient", "wsdl_path"]
 )

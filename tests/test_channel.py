@@ -259,6 +259,7 @@ def test_an_answer_that_is_not_xml_is_a_transport_error() -> None:
     assert not isinstance(caught.value, MalformedXMLError)
     assert caught.value.exit_code == 3
     assert "without a SOAP envelope" in caught.value.message
+    assert caught.value.status == 200
 
 
 def test_a_silent_server_is_a_timeout(pki, load, pki_settings_short) -> None:
@@ -399,15 +400,16 @@ def test_a_read_is_retried_after_a_temporarily_unavailable_answer(
 
 
 def test_a_write_is_never_retried(flaky_server, load, settings) -> None:
-    handler, server = flaky_server(503)
+    handler, server = flaky_server(429)
     with (
         server,
         Channel.connect(load("org-auth"), settings, options=CallOptions(retry=QUICK)) as channel,
     ):
         url = f"{server.url}/service"
-        with pytest.raises(TransportError, match="HTTP 503"):
+        with pytest.raises(TransportError, match="HTTP 429") as caught:
             channel.call(Call(url, envelope_for(url, f"{TEST_NS}:Write")))
     assert handler.seen == 1
+    assert caught.value.status == 429  # what the caller tells "not now" by
 
 
 def test_retries_are_bounded(flaky_server, load, settings) -> None:
@@ -417,17 +419,19 @@ def test_retries_are_bounded(flaky_server, load, settings) -> None:
         Channel.connect(load("org-auth"), settings, options=CallOptions(retry=QUICK)) as channel,
     ):
         url = f"{server.url}/service"
-        with pytest.raises(TransportError, match="HTTP 503"):
+        with pytest.raises(TransportError, match="HTTP 503") as raised:
             channel.call(Call(url, envelope_for(url), idempotent=True))
     assert handler.seen == QUICK.attempts
+    assert raised.value.status == 503
 
 
 def test_a_read_is_retried_when_the_connection_fails(channel, caplog) -> None:
     with socket.socket() as closed, caplog.at_level(logging.WARNING, "transport.soap"):
         closed.bind(("127.0.0.1", 0))
         url = f"https://127.0.0.1:{closed.getsockname()[1]}/service"
-        with pytest.raises(ConnectError):
+        with pytest.raises(ConnectError) as caught:
             channel.call(Call(url, envelope_for(url), idempotent=True))
+    assert caught.value.status is None  # no answer came
     assert [record.getMessage().rpartition("; ")[2][:10] for record in caplog.records] == [
         "retry 1 of",
         "retry 2 of",

@@ -343,9 +343,11 @@ def test_a_permanent_fault_is_written_with_its_code(tmp_path):
     [
         (SoapFault("x", code="Receiver", subcodes=("soap:siram_40",)), True),
         (SoapFault("x", code="Sender", subcodes=("siram:siram_100",)), False),
-        (TransportError("https://h/lps answered HTTP 503 without a SOAP envelope"), True),
-        (TransportError("https://h/lps answered HTTP 429 without a SOAP envelope"), True),
-        (TransportError("https://h/lps answered HTTP 500 without a SOAP fault"), False),
+        (TransportError("https://h/lps answered without a SOAP envelope", status=503), True),
+        (TransportError("https://h/lps answered without a SOAP envelope", status=429), True),
+        (TransportError("https://h/lps answered HTTP 500 without a SOAP fault", status=500), False),
+        # Only the status counts: a message that reads like a refusal, but no answer, is not one.
+        (TransportError("https://h/lps answered HTTP 503 without a SOAP envelope"), False),
         (TransportError("connection refused"), False),
     ],
 )

@@ -21,6 +21,7 @@ from transport.soap.wsdl import wsdl_path
 from transport.soap.wsse import WSSE_NS
 from transport.stubs.app import Stubs
 from transport.stubs.insi import TEST_PERSONS, InsiRegistry, first_names_match
+from transport.stubs.store import DATABASE_NAME, Database
 from transport.teleservices.client import (
     CTXBAM_NS,
     CTXLPS_NS,
@@ -67,6 +68,7 @@ ECETINSI = TraitsSearch("ECETINSI", ("PIERRE-ALAIN",), "M", "2009-07-14")
 DE_VINCI = TraitsSearch("DE VINCI", ("LEONARDO",), "M", "2014-02-01")
 HOUILLES = TraitsSearch("HOUILLES", ("PIERRE", "PAUL", "JACQUES"), "M", "1993-01-27")
 PROVISOIRE = TraitsSearch("PROVISOIRE", ("MATRICULE",), "M", "2009-07-01")
+TCHITCHI = TraitsSearch("TCHITCHI", ("OLA",), "F", "1936-06-21")
 
 
 @pytest.fixture
@@ -340,6 +342,19 @@ def test_homonyms_give_cr_02_until_the_birthplace_tells_them_apart(stubs, sessio
     assert auvergne.individual.active != abroad.individual.active
 
 
+def test_tchitchi_ola_is_answered_as_the_live_service_answers_her(stubs, sessions):
+    resultat = search(sessions("insi-auto"), stubs.teleservices_url, TCHITCHI)
+    assert resultat.report is Report.FOUND and resultat.individual is not None
+    traits = resultat.individual.traits
+    assert (traits.first_names, traits.first_name, traits.birthplace) == (
+        "CATARINA BELLA",
+        "CATARINA",
+        "63220",
+    )
+    assert (traits.birth_name, traits.sex, traits.birth_date) == ("TCHITCHI", "F", "1936-06-21")
+    assert resultat.individual.active.value == "236069741108675"
+
+
 def test_unknown_identity_gives_cr_01(stubs, sessions):
     resultat = search(sessions("insi-auto"), stubs.teleservices_url, HOUILLES)
     assert (resultat.code, resultat.label) == ("01", "Aucune identite trouvee")
@@ -564,6 +579,41 @@ def test_state_survives_a_restart_and_seeding_is_idempotent(pki, sessions, tmp_p
         assert found.individual == newcomer
         count = second.context.database.query("SELECT COUNT(*) AS n FROM insi_persons")[0]["n"]
         assert count == len(TEST_PERSONS) + 1
+
+
+# The insi_persons table as stubs before the answered traits made it, with TCHITCHI seeded.
+_OLDER_PERSONS = """
+CREATE TABLE insi_persons (
+    person_id INTEGER PRIMARY KEY,
+    birth_name TEXT NOT NULL,
+    first_names TEXT NOT NULL,
+    sex TEXT NOT NULL CHECK (sex IN ('M', 'F')),
+    birth_date TEXT NOT NULL,
+    birthplace TEXT NOT NULL
+);
+INSERT INTO insi_persons VALUES (1, 'TCHITCHI', 'OLA CATARINA BELLA', 'F', '1936-06-21', '97411');
+"""
+
+
+def test_an_older_stub_database_is_migrated_and_answers_as_the_live_service(tmp_path):
+    database = Database(tmp_path / DATABASE_NAME)
+    database.ensure(_OLDER_PERSONS)
+    registry = InsiRegistry(database)  # creates insi_identifiers, adds the answered columns
+    with database.transaction() as connection:
+        connection.execute(
+            "INSERT INTO insi_identifiers (number, oid, key, person_id, position)"
+            " VALUES ('2360697411086', ?, '75', 1, 0)",
+            (INS_TEST_OID,),
+        )
+    assert registry.search_traits(TCHITCHI).individual.traits.first_names == "OLA CATARINA BELLA"
+    registry.seed()
+    again = InsiRegistry(database)  # a second start: nothing left to migrate
+    found = again.search_traits(TCHITCHI).individual
+    assert (found.traits.first_names, found.traits.birthplace) == ("CATARINA BELLA", "63220")
+    assert found.active.value == "236069741108675"
+    count = database.query("SELECT COUNT(*) AS n FROM insi_persons")[0]["n"]
+    assert count == len(TEST_PERSONS)  # TCHITCHI was not seeded twice
+    database.close()
 
 
 def mutations(envelope: etree._Element) -> Iterator[bytes]:

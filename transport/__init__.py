@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from transport.soap.trace import Tracer
     from transport.teleservices.client import AccessMode, TeleservicesClient
     from transport.teleservices.insi import InsiClient
-    from transport.vihf import INS_NIA_OID, INS_NIR_OID, INS_TEST_OID, AuthMode, Patient
+    from transport.vihf import (
+        INS_NIA_OID,
+        INS_NIR_OID,
+        INS_TEST_OID,
+        AuthMode,
+        DmpAccess,
+        DmpAccessMode,
+        Patient,
+    )
 
 
 __version__ = "0.1.0"
@@ -54,6 +62,8 @@ __all__ = [
     "ConnectError",
     "CredentialError",
     "Demographics",
+    "DmpAccess",
+    "DmpAccessMode",
     "DmpClient",
     "DmpError",
     "Document",
@@ -86,7 +96,16 @@ _HOMES = {
     **dict.fromkeys(("AccessMode", "TeleservicesClient"), "transport.teleservices.client"),
     "InsiClient": "transport.teleservices.insi",
     **dict.fromkeys(
-        ("INS_NIA_OID", "INS_NIR_OID", "INS_TEST_OID", "AuthMode", "Patient"), "transport.vihf"
+        (
+            "INS_NIA_OID",
+            "INS_NIR_OID",
+            "INS_TEST_OID",
+            "AuthMode",
+            "DmpAccess",
+            "DmpAccessMode",
+            "Patient",
+        ),
+        "transport.vihf",
     ),
 }
 """Where each exported name lives. The names are imported on first use, so that importing one

@@ -93,7 +93,16 @@ class CredentialError(CisisError):
 
 
 class TransportError(CisisError):
-    """The exchange did not complete: connection refused, timeout, broken HTTP."""
+    """The exchange did not complete: connection refused, timeout, broken HTTP.
+
+    ``status`` is the HTTP status code (RFC 9110 §15) of the answer when the failure is an answer
+    that is not a SOAP 1.2 answer to the request (``503``, ``429``, ``500`` without a fault…), None
+    when no HTTP answer came.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class ConnectError(TransportError):

@@ -327,10 +327,20 @@ class Channel:
     def call(self, call: Call) -> Answer:
         """Send ``call`` and return the answer's payload: SoapFault when the service answers a
         fault, TransportError (TLSError, ConnectError, MtomError…) when the exchange fails or
-        the answer is not a SOAP 1.2 answer to this request; no part file is left behind then."""
+        the answer is not a SOAP 1.2 answer to this request (then with the answer's HTTP
+        ``status``); no part file is left behind then."""
         received = self.exchange(call)
         with mtom.removing_parts_on_error(received.decoded):
-            payload = read_answer(call.url, received.status, received.decoded.root, call.envelope)
+            try:
+                payload = read_answer(
+                    call.url, received.status, received.decoded.root, call.envelope
+                )
+            except TransportError as error:
+                # The caller tells "not now" (429, 503) from other refusals by the status, not
+                # by the message's text.
+                raise TransportError(
+                    error.message, hint=error.hint, status=received.status
+                ) from None
         return Answer(payload, received.decoded)
 
     def exchange(self, call: Call, root_type: str | None = None) -> Received:

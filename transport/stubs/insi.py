@@ -44,7 +44,9 @@ PROVISOIRE MATRICULE has the NIA authority. HOUILLES PIERRE PAUL JACQUES is deli
 
 Search by traits: same birth name, sex and birth date, same birthplace when one is given, and first
 names that match the person's list (:func:`first_names_match`); one person → CR 00, none → CR 01,
-more → CR 02.
+more → CR 02. A person is found by its seeded traits and answered with them, but where the live
+qualification service answers others (:data:`LIVE_ANSWERS`: TCHITCHI OLA, found by the test
+plan's traits, answers first names CATARINA BELLA and birthplace 63220).
 
 Search with Vitale card data: the card's NIR (``MatriculeIndividu``, else ``MatriculeOD``: a test
 person is their own insured person) is looked up among the NIRs, active or former, of the test
@@ -57,6 +59,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from cryptography import x509
@@ -115,7 +118,9 @@ CREATE TABLE IF NOT EXISTS insi_persons (
     first_names TEXT NOT NULL,
     sex TEXT NOT NULL CHECK (sex IN ('M', 'F')),
     birth_date TEXT NOT NULL,
-    birthplace TEXT NOT NULL
+    birthplace TEXT NOT NULL,
+    answered_first_names TEXT,
+    answered_birthplace TEXT
 );
 CREATE INDEX IF NOT EXISTS insi_persons_traits ON insi_persons (birth_name, birth_date);
 CREATE TABLE IF NOT EXISTS insi_identifiers (
@@ -131,7 +136,25 @@ CREATE TABLE IF NOT EXISTS insi_identifiers (
     UNIQUE (person_id, position)
 );
 """
-"""An identifier at position 0 is the person's active INS; 1, 2… their former ones."""
+"""An identifier at position 0 is the person's active INS; 1, 2… their former ones. A person's
+``answered_`` traits, when set, are answered instead of those it is found by (NULL: the same)."""
+
+ADDED_COLUMNS = (
+    ("insi_persons", "answered_first_names", "TEXT"),
+    ("insi_persons", "answered_birthplace", "TEXT"),
+)
+"""Columns added to :data:`SCHEMA` after its first version: a database made before gets them
+(NULL, so every person already stored answers as before)."""
+
+
+@dataclass(frozen=True)
+class AnsweredTraits:
+    """Traits the live service answers for a test person other than those it is found by:
+    ``first_names`` (``ListePrenom``, space-separated; its first one is ``Prenom``) and
+    ``birthplace`` (``LieuNaissance``, INSEE code); None where it answers the searched one."""
+
+    first_names: str | None = None
+    birthplace: str | None = None
 
 
 def _person(
@@ -172,6 +195,7 @@ TEST_PERSONS: tuple[Individual, ...] = (
         "D'ARTAGNAN DE L'HERAULT", "PIERRE-ALAIN", "M", "2001-06-17", "63220", "101066322012708"
     ),
     _person("ADRTROIS", "TOUSSAINT", "M", "1960-01-01", "2B020", "160012B02003378"),
+    # Found by the CNDA test plan's traits; answered as the live qualification service does.
     _person("TCHITCHI", "OLA CATARINA BELLA", "F", "1936-06-21", "97411", "236069741108675"),
     _person("CORSE", "ANTHONY", "M", "1980-03-02", "2B020", "180032B02004588"),
     # As the live qualification service answers it: its key (60) fails the mod-97 check (10).
@@ -183,6 +207,12 @@ TEST_PERSONS: tuple[Individual, ...] = (
 )
 """The seeded test identities (persons of the CNDA INSi conformance test plan, invented NIRs but
 for HERMANN GATIEN, whose INS is the live qualification service's, key included)."""
+
+LIVE_ANSWERS: dict[str, AnsweredTraits] = {
+    # TCHITCHI OLA F 1936-06-21: the live qualification service answers these.
+    "236069741108675": AnsweredTraits("CATARINA BELLA", "63220"),
+}
+"""The test persons the live service answers with other traits, by active INS (``Ins.value``)."""
 
 
 def normalise(value: str) -> str:
@@ -207,21 +237,35 @@ class InsiRegistry:
     def __init__(self, database: Database) -> None:
         self.database = database
         database.ensure(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        for table, column, kind in ADDED_COLUMNS:
+            present = {row["name"] for row in self.database.query(f"PRAGMA table_info({table})")}
+            if column not in present:
+                with self.database.transaction() as connection:
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def seed(self) -> None:
-        """Add every :data:`TEST_PERSONS` entry not already there."""
+        """Add every :data:`TEST_PERSONS` entry not already there, with its
+        :data:`LIVE_ANSWERS` traits (set on one already there too, so an older database answers
+        as the live service)."""
         for person in TEST_PERSONS:
-            self.add(person)
+            self.add(person, LIVE_ANSWERS.get(person.active.value))
 
-    def add(self, individual: Individual) -> bool:
-        """Store ``individual`` unless its active INS is already known; True when added."""
+    def add(self, individual: Individual, answered: AnsweredTraits | None = None) -> bool:
+        """Store ``individual``, found by its traits and answering ``answered`` ones where given,
+        unless its active INS is already known (then only ``answered``, when given, is set on
+        it); True when added."""
         active = individual.active
         with self.database.transaction() as connection:
             known = connection.execute(
-                "SELECT 1 FROM insi_identifiers WHERE number = ? AND oid = ?",
+                "SELECT person_id FROM insi_identifiers WHERE number = ? AND oid = ?",
                 (active.id.number, active.oid),
             ).fetchone()
             if known:
+                if answered is not None:
+                    _set_answered(connection, known["person_id"], answered)
                 return False
             traits = individual.traits
             person_id = connection.execute(
@@ -235,6 +279,8 @@ class InsiRegistry:
                     traits.birthplace,
                 ),
             ).lastrowid
+            if answered is not None:
+                _set_answered(connection, person_id, answered)
             for position, ins in enumerate((active, *individual.history)):
                 connection.execute(
                     "INSERT INTO insi_identifiers (number, oid, key, kind, person_id, position,"
@@ -301,15 +347,28 @@ class InsiRegistry:
                 (person["person_id"],),
             )
         ]
+        first_names = person["answered_first_names"] or person["first_names"]
         traits = Traits(
             birth_name=person["birth_name"],
-            first_names=person["first_names"],
+            first_names=first_names,
             sex=person["sex"],
             birth_date=person["birth_date"],
-            birthplace=person["birthplace"],
-            first_name=person["first_names"].split()[0],
+            birthplace=person["answered_birthplace"] or person["birthplace"],
+            first_name=first_names.split()[0],
         )
         return Individual(identifiers[0], traits, tuple(identifiers[1:]))
+
+
+def _set_answered(connection: sqlite3.Connection, person_id: int, answered: AnsweredTraits) -> None:
+    connection.execute(
+        "UPDATE insi_persons SET answered_first_names = ?, answered_birthplace = ?"
+        " WHERE person_id = ?",
+        (
+            normalise(answered.first_names) if answered.first_names else None,
+            answered.birthplace,
+            person_id,
+        ),
+    )
 
 
 class Refusal(Exception):

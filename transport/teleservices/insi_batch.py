@@ -43,7 +43,6 @@ import csv
 import hashlib
 import io
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -53,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transport.errors import SoapFault, TransportError, UsageError, ValidationError
-from transport.soap.channel import RetryPolicy
+from transport.soap.channel import RETRY_STATUSES, RetryPolicy
 from transport.teleservices.insi import (
     SearchOutcome,
     TraitsSearch,
@@ -69,7 +68,6 @@ VITALE_COLUMNS = ("nir", "nir_ouvrant", "rang")
 Vitale row)."""
 TEMPORARY_CODES = frozenset({"siram_40", "insi_102", "insi_111"})
 """The INSi fault codes (subcode or ``siram:Erreur`` code) of a temporary unavailability."""
-_BUSY_STATUS = re.compile(r"answered HTTP (429|503)\b")
 OUTPUT_COLUMNS = (
     "row",
     "key",
@@ -302,7 +300,7 @@ def temporary(error: Exception) -> bool:
     """Whether ``error`` is the service refusing for now (see the module's docstring)."""
     if isinstance(error, SoapFault):
         return bool({error.subcode, error.service_code} & TEMPORARY_CODES)
-    return isinstance(error, TransportError) and bool(_BUSY_STATUS.search(str(error)))
+    return isinstance(error, TransportError) and error.status in RETRY_STATUSES
 
 
 BATCH_BACKOFF = RetryPolicy(attempts=9, backoff=0.5, max_backoff=30.0)
