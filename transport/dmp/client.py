@@ -216,13 +216,9 @@ class Document:
         file), with its metadata as :meth:`from_cda` reads them back. ``report``: the fields of
         :class:`transport.dmp.cda.Report` (``author``, ``custodian``, ``type_code``, ``title``,
         ``practice_setting``, ``facility_type``…); ``visibility`` as in :meth:`from_cda`."""
-        written = cda.write_non_structured(
-            path,
-            "application/pdf",
-            cda.Report(patient, **report),
-            output,  # type: ignore[arg-type]
+        return cls._wrapped(
+            path, "application/pdf", patient, output, class_code, visibility, report
         )
-        return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
 
     @classmethod
     def from_text(
@@ -236,10 +232,24 @@ class Document:
         **report: object,
     ) -> Document:
         """The plain-text file ``path`` wrapped as :meth:`from_pdf` wraps a PDF."""
+        return cls._wrapped(path, "text/plain", patient, output, class_code, visibility, report)
+
+    @classmethod
+    def _wrapped(
+        cls,
+        path: Path,
+        media_type: str,
+        patient: Patient,
+        output: Path | None,
+        class_code: xds.Coded | None,
+        visibility: xds.Visibility | None,
+        report: dict[str, object],
+    ) -> Document:
+        """``path`` wrapped as a level 1 CDA of ``media_type``, read back by :meth:`from_cda`."""
         written = cda.write_non_structured(
             path,
-            "text/plain",
-            cda.Report(patient, **report),
+            media_type,
+            cda.Report(patient, **report),  # type: ignore[arg-type]
             output,  # type: ignore[arg-type]
         )
         return cls.from_cda(written, patient, class_code=class_code, visibility=visibility)
