@@ -77,7 +77,6 @@ from transport.soap.channel import (
     CallOptions,
     Channel,
     Progress,
-    RequestsWire,
     Wire,
 )
 from transport.soap.envelope import build_envelope
@@ -428,10 +427,8 @@ class DmpClient:
             institution=self.structure_name,
             structure_id=identity.structure_id,
         )
-        self.channel = Channel(
-            wire or RequestsWire.connect(tls_credential, tls_settings),
-            tracer=tracer,
-            options=options,
+        self.channel = Channel.connect(
+            tls_credential, tls_settings, tracer=tracer, options=options, wire=wire
         )
 
     @classmethod

@@ -299,9 +299,13 @@ class Channel:
         *,
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
+        wire: Wire | None = None,
     ) -> Channel:
-        """A channel over a new mutual-TLS session presenting ``credential``."""
-        return cls(RequestsWire.connect(credential, settings), tracer=tracer, options=options)
+        """A channel over a new mutual-TLS session presenting ``credential``, or over ``wire``
+        when one is given (a test's :class:`MockWire`)."""
+        return cls(
+            wire or RequestsWire.connect(credential, settings), tracer=tracer, options=options
+        )
 
     def close(self) -> None:
         """Close the wire's pooled connections."""

@@ -45,7 +45,7 @@ from transport.errors import (
 )
 from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
-from transport.soap.channel import Call, CallOptions, Channel, RequestsWire, Wire, WireLike
+from transport.soap.channel import Call, CallOptions, Channel, Wire, WireLike
 from transport.soap.envelope import build_envelope
 from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
@@ -753,10 +753,8 @@ class TeleservicesClient:
                 raise CredentialError(signature.source, "the signature certificate has no CN")
             self._professional = AssertionPS(holder, billing_id=billing_id, sector=sector)
             self.emitter = holder
-        self.channel = Channel(
-            wire or RequestsWire.connect(tls_credential, tls_settings),
-            tracer=tracer,
-            options=options,
+        self.channel = Channel.connect(
+            tls_credential, tls_settings, tracer=tracer, options=options, wire=wire
         )
 
     @classmethod
