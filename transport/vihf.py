@@ -24,7 +24,7 @@ from lxml import etree
 from transport.credentials import Signer, rfc2253_dn, subject_dn
 from transport.errors import SignatureError, ValidationError, VihfValidationError
 from transport.xml import Namespace, read_datetime
-from transport.xmlsig import VerifySettings, sign_enveloped, verify_enveloped
+from transport.xmlsig import VerifySettings, sign_in_place, verify_enveloped
 
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 SAML = Namespace(SAML_NS)
@@ -240,7 +240,13 @@ class Vihf:
 
     def with_patient(self, patient: Patient | None) -> Vihf:
         """The same identity for another patient (one VIHF is built per call)."""
-        return replace(self, patient=patient)
+        if patient is self.patient:
+            return self
+        # Every other field is already normalised: a copy with one field changed, without
+        # dataclasses.replace's __init__ and __post_init__ (twice per call).
+        changed = object.__new__(Vihf)
+        changed.__dict__.update(self.__dict__, patient=patient)
+        return changed
 
     def validate(self) -> Vihf:
         """Return self, or raise VihfValidationError for what the DMP would refuse."""
@@ -326,9 +332,13 @@ class VihfOptions:
 
 
 def format_instant(moment: datetime) -> str:
-    """A SAML/TLSi instant: UTC, ISO 8601 with milliseconds and ``Z``."""
+    """A SAML/TLSi instant: UTC, ISO 8601 with milliseconds and ``Z``
+    (``YYYY-MM-DDThh:mm:ss.sssZ``, an ``xsd:dateTime``)."""
+    # Formatted by hand: strftime costs twice as much, on every VIHF.
+    u = moment.astimezone(UTC)
     return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond // 1000:03d}Z"
     )
 
 
@@ -348,38 +358,51 @@ def build_assertion(
     if vihf.patient is not None:
         validate_ins(vihf.patient)
     now = now or datetime.now(UTC)
-    assertion = copy.deepcopy(
-        _template(vihf.with_patient(None), vihf.patient is not None, issuer, options)
-    )
+    template = _template(vihf.with_patient(None), vihf.patient is not None, issuer, options)
+    assertion = copy.deepcopy(template.element)
     assertion.set("ID", assertion_id or f"_{uuid.uuid4()}")
     instant = format_instant(now)
     assertion.set("IssueInstant", instant)
-    assertion.find(_AUTHN_STATEMENT).set("AuthnInstant", instant)
-    if options.validity is not None:
-        conditions = assertion.find(_CONDITIONS)
+    assertion[template.authn_statement].set("AuthnInstant", instant)
+    if template.conditions is not None:
+        conditions = assertion[template.conditions]
         conditions.set("NotBefore", instant)
         conditions.set("NotOnOrAfter", format_instant(now + options.validity))
     if vihf.patient is not None:
-        for attribute in assertion.iterfind(_ATTRIBUTE_PATH):
-            if attribute.get("Name") == _RESOURCE_ID:
-                attribute[0].text = vihf.patient.resource_id
+        assertion[template.attributes][template.resource_id][0].text = vihf.patient.resource_id
     return assertion
 
 
-_AUTHN_STATEMENT = SAML("AuthnStatement")
-_CONDITIONS = SAML("Conditions")
-_ATTRIBUTE_PATH = f"{SAML('AttributeStatement')}/{SAML('Attribute')}"
+@dataclass(frozen=True)
+class _Template:
+    """An identity's assertion with placeholders, and the child positions of what each call
+    fills: ``element[authn_statement]``, ``element[conditions]`` (None: no validity), and
+    ``element[attributes][resource_id]`` (the patient's attribute; None: no patient)."""
+
+    element: etree._Element
+    authn_statement: int
+    conditions: int | None
+    attributes: int
+    resource_id: int | None
 
 
 @functools.lru_cache(maxsize=64)
-def _template(
-    identity: Vihf, with_patient: bool, issuer: str, options: VihfOptions
-) -> etree._Element:
+def _template(identity: Vihf, with_patient: bool, issuer: str, options: VihfOptions) -> _Template:
     """The assertion of a validated ``identity`` with placeholders for the per-call values; a
     practice signs thousands of VIHFs for one identity, so building one costs a copy."""
     identity.validate()
     placeholder = Patient("", INS_TEST_OID) if with_patient else None
-    return _build(identity.with_patient(placeholder), issuer, options, _EPOCH)
+    element = _build(identity.with_patient(placeholder), issuer, options, _EPOCH)
+    attributes = element.find(SAML("AttributeStatement"))
+    names = [attribute.get("Name") for attribute in attributes]
+    conditions = element.find(SAML("Conditions"))
+    return _Template(
+        element,
+        element.index(element.find(SAML("AuthnStatement"))),
+        element.index(conditions) if conditions is not None else None,
+        element.index(attributes),
+        names.index(_RESOURCE_ID) if with_patient else None,
+    )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -473,8 +496,12 @@ def sign_vihf(
     The ``Issuer`` is the RFC 2253 DN of ``signer.certificate``; ``ds:Signature`` follows it.
     """
     issuer = subject_dn(signer.certificate)
-    unsigned = build_assertion(vihf, issuer, options=options, now=now, assertion_id=assertion_id)
-    return sign_enveloped(unsigned, signer, algorithm=options.algorithm, after=SAML("Issuer"))
+    assertion = build_assertion(vihf, issuer, options=options, now=now, assertion_id=assertion_id)
+    sign_in_place(assertion, signer, algorithm=options.algorithm, after=_ISSUER)
+    return assertion
+
+
+_ISSUER = SAML("Issuer")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,11 +109,28 @@ def sign_enveloped(
     ``SignedInfo``, ``algorithm`` (``rsa-sha256`` by default) with the digest of the same size, and
     ``KeyInfo/X509Data`` holding the signer's certificate. ``after`` is the Clark name of the child
     the ``ds:Signature`` must follow (for a SAML assertion, ``saml2:Issuer``); without it the
-    signature comes first.
+    signature comes first. :func:`sign_in_place` signs ``element`` itself.
+    """
+    signed = copy.deepcopy(element)
+    sign_in_place(signed, signer, algorithm=algorithm, after=after, id_attribute=id_attribute)
+    return signed
+
+
+def sign_in_place(
+    element: etree._Element,
+    signer: Signer,
+    *,
+    algorithm: str = "rsa-sha256",
+    after: str | None = None,
+    id_attribute: str = "ID",
+) -> None:
+    """Insert into ``element`` the enveloped signature :func:`sign_enveloped` describes, for an
+    element the caller has just built and owns (no copy is made).
 
     Built here rather than by signxml, which re-parses and copies the document it signs: this is
     one exclusive c14n of the element, one of ``SignedInfo``, and one RSA operation of ``signer``
-    (a key file or a card).
+    (a key file or a card), the rest of the signature copied from a template made once per
+    certificate and algorithm.
     """
     if algorithm not in _SIGNATURE_METHODS:
         raise ValueError(
@@ -121,37 +139,45 @@ def sign_enveloped(
     identifier = element.get(id_attribute)
     if not identifier:
         raise ValueError(f"the element to sign has no {id_attribute} attribute")
-    method, hash_type = _SIGNATURE_METHODS[algorithm]
-    signed = copy.deepcopy(element)
     # The enveloped-signature transform removes the signature before digesting: digesting the
     # element before the signature is inserted gives the same octets.
-    digest = hashes.Hash(hash_type())
-    digest.update(etree.tostring(signed, method="c14n", exclusive=True, with_comments=False))
-    signed_info = _DS.SignedInfo(
-        _DS.CanonicalizationMethod(Algorithm=EXC_C14N),
-        _DS.SignatureMethod(Algorithm=method),
-        _DS.Reference(
-            _DS.Transforms(_DS.Transform(Algorithm=ENVELOPED), _DS.Transform(Algorithm=EXC_C14N)),
-            _DS.DigestMethod(Algorithm=_DIGEST_METHODS[hash_type]),
-            _DS.DigestValue(base64.b64encode(digest.finalize()).decode()),
-            URI=f"#{identifier}",
-        ),
-    )
-    signature_value = _DS.SignatureValue()
-    signature = _DS.Signature(
-        signed_info,
-        signature_value,
-        _DS.KeyInfo(_DS.X509Data(_DS.X509Certificate(_pem_body(signer.certificate)))),
-    )
-    anchor = signed.find(after) if after else None
-    signed.insert(signed.index(anchor) + 1 if anchor is not None else 0, signature)
+    canonical_element = etree.tostring(element, method="c14n", exclusive=True, with_comments=False)
+    digest = hashlib.new(_SIGNATURE_METHODS[algorithm][1].name, canonical_element).digest()
+    signature = copy.deepcopy(_signature_template(signer.certificate, algorithm))
+    signed_info, signature_value = signature[0], signature[1]
+    reference = signed_info[2]
+    reference.set("URI", f"#{identifier}")
+    reference[2].text = base64.b64encode(digest).decode()
+    anchor = element.find(after) if after else None
+    element.insert(element.index(anchor) + 1 if anchor is not None else 0, signature)
     # Exclusive c14n renders only the namespaces SignedInfo uses, so where it sits does not matter.
     canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
     signature_value.text = base64.b64encode(signer.sign(canonical, algorithm)).decode()
-    return signed
 
 
 @functools.lru_cache(maxsize=64)
+def _signature_template(certificate: x509.Certificate, algorithm: str) -> etree._Element:
+    """``ds:Signature`` for ``certificate`` and ``algorithm`` with an empty Reference URI,
+    DigestValue and SignatureValue: what :func:`sign_in_place` fills per signature."""
+    method, hash_type = _SIGNATURE_METHODS[algorithm]
+    return _DS.Signature(
+        _DS.SignedInfo(
+            _DS.CanonicalizationMethod(Algorithm=EXC_C14N),
+            _DS.SignatureMethod(Algorithm=method),
+            _DS.Reference(
+                _DS.Transforms(
+                    _DS.Transform(Algorithm=ENVELOPED), _DS.Transform(Algorithm=EXC_C14N)
+                ),
+                _DS.DigestMethod(Algorithm=_DIGEST_METHODS[hash_type]),
+                _DS.DigestValue(),
+                URI="",
+            ),
+        ),
+        _DS.SignatureValue(),
+        _DS.KeyInfo(_DS.X509Data(_DS.X509Certificate(_pem_body(certificate)))),
+    )
+
+
 def _pem_body(certificate: x509.Certificate) -> str:
     """The base64 lines of ``certificate``'s PEM form, as ``X509Certificate`` carries them."""
     pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
