@@ -71,6 +71,29 @@ def test_security_refuses_two_security_headers() -> None:
     assert caught.value.reason == "wrapping"
 
 
+def test_envelopes_of_one_action_share_nothing() -> None:
+    # Built from one cached skeleton: each has its own MessageID and payload, and changing one
+    # leaves the next untouched.
+    first = build_envelope("urn:a", "https://x/", etree.Element("p1"))
+    first.find(HEADER).find(f"{{{WSA_NS}}}To").text = "https://changed/"
+    second = build_envelope("urn:a", "https://x/", etree.Element("p2"), message_id="urn:uuid:2")
+    assert second.findtext(f"{HEADER}/{{{WSA_NS}}}To") == "https://x/"
+    assert second.findtext(f"{HEADER}/{{{WSA_NS}}}MessageID") == "urn:uuid:2"
+    assert first.findtext(f"{HEADER}/{{{WSA_NS}}}MessageID") not in ("", "urn:uuid:2")
+    assert [child.tag for child in second.find(f"{{{SOAP12_NS}}}Body")] == ["p2"]
+
+
+def test_a_root_assertion_is_moved_in_and_one_in_a_tree_is_copied() -> None:
+    saml = "urn:oasis:names:tc:SAML:2.0:assertion"
+    alone = etree.fromstring(f'<saml2:Assertion xmlns:saml2="{saml}" ID="a"/>'.encode())
+    holder = etree.fromstring(f'<h><saml2:Assertion xmlns:saml2="{saml}" ID="b"/></h>'.encode())
+    placed = holder[0]
+    security = security_header([alone, placed])
+    assert security[0] is alone  # moved: no copy of a freshly signed VIHF
+    assert placed.getparent() is holder and security[1] is not placed  # copied, left in place
+    assert [a.get("ID") for a in security] == ["a", "b"]
+
+
 def test_the_teleservices_contexts_come_first_and_are_checked() -> None:
     contexts = Contexts(ContexteBAM.new("E", now=NOW), ContexteLPS.new("E", SOFTWARE, now=NOW))
     envelope = build_request(

@@ -8,6 +8,8 @@ and §5.4 and WS-Addressing 1.0 SOAP Binding (W3C, 2006).
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Sequence
 
 from lxml import etree
@@ -40,13 +42,29 @@ def build_envelope(
     headers: Sequence[HeaderContributor] = (),
 ) -> etree._Element:
     """A complete SOAP 1.2 request envelope: WS-Addressing headers in ``flavour``'s form (a new
-    MessageID unless given), then ``wsse:Security`` with ``assertions`` (none: no header), then
-    what the other ``headers`` contributors write, and ``payload`` as the body's one child."""
+    MessageID unless given), then ``wsse:Security`` with ``assertions`` (none: no header; see
+    :func:`transport.soap.wsse.security_header`), then what the other ``headers`` contributors
+    write, and ``payload`` as the body's one child."""
+    call = Outgoing(action, to, message_id or addressing.new_message_id(flavour), flavour)
+    envelope = copy.deepcopy(_skeleton(action, to, flavour))
+    envelope[0].find(_MESSAGE_ID).text = call.message_id
+    envelope[1].append(payload)
+    if assertions or headers:
+        Compose((Security(tuple(assertions)), *headers)).apply(envelope, call)
+    return envelope
+
+
+_MESSAGE_ID = f"{{{addressing.WSA_NS}}}MessageID"
+
+
+@functools.lru_cache(maxsize=256)
+def _skeleton(action: str, to: str, flavour: Flavour) -> etree._Element:
+    """The envelope of every call of ``action`` to ``to``: the header holding the WS-Addressing
+    headers (an empty MessageID) and an empty body; a call copies it and fills in the rest."""
     envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"soap": SOAP12_NS})
     etree.SubElement(envelope, f"{{{SOAP12_NS}}}Header")
-    etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body").append(payload)
-    call = Outgoing(action, to, message_id or addressing.new_message_id(flavour), flavour)
-    Compose((Addressing(), Security(tuple(assertions)), *headers)).apply(envelope, call)
+    etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body")
+    Addressing().apply(envelope, Outgoing(action, to, "", flavour))
     return envelope
 
 

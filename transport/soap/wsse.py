@@ -23,15 +23,19 @@ _ASSERTION = f"{{{SAML_NS}}}Assertion"
 
 
 def security_header(assertions: Sequence[etree._Element]) -> etree._Element:
-    """A ``wsse:Security`` element holding copies of ``assertions`` (signatures kept intact)."""
+    """A ``wsse:Security`` element holding ``assertions`` (signatures kept intact).
+
+    An assertion that is the root of its own document, as :func:`transport.vihf.sign_vihf`
+    returns it, is moved in (the caller's element then is the one in the header); one that
+    already sits in a tree is copied, the caller's element left where it was.
+    """
     security = etree.Element(_SECURITY, nsmap={"wsse": WSSE_NS})
     for assertion in assertions:
-        # A deep copy (no serialise and reparse) declares on the copy every namespace in scope of
-        # the original that the assertion uses, so its exclusive c14n (W3C Exclusive XML
-        # Canonicalization 1.0, which renders only the namespaces visibly used), hence its
-        # signature, is the same inside the envelope as where it was signed; the caller's
-        # element is left where it was.
-        security.append(copy.deepcopy(assertion))
+        # Either way the assertion keeps, declared on itself, every namespace it uses, so its
+        # exclusive c14n (W3C Exclusive XML Canonicalization 1.0, which renders only the
+        # namespaces visibly used), hence its signature, is the same inside the envelope as
+        # where it was signed; a move saves the copy of a freshly signed VIHF on every call.
+        security.append(assertion if assertion.getparent() is None else copy.deepcopy(assertion))
     return security
 
 
