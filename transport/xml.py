@@ -107,22 +107,25 @@ class Namespace:
 
     def find(self, element: etree._Element | None, path: str) -> etree._Element | None:
         """The first element at ``path`` (steps in this namespace) under ``element``, or None."""
-        return element.find(self(path)) if element is not None else None
+        if element is None:
+            return None
+        found = _child_steps(self.uri, path)(element)
+        return found[0] if found else None
 
     def findall(self, element: etree._Element, path: str) -> Iterator[etree._Element]:
         """Every element at ``path`` (steps in this namespace) under ``element``, in order."""
-        return element.iterfind(self(path))
+        return iter(_child_steps(self.uri, path)(element))
 
     def text(self, element: etree._Element | None, path: str) -> str | None:
         """:func:`find_text` at ``path`` (steps in this namespace)."""
-        return find_text(element, self(path))
+        return _text(self.find(element, path))
 
     def require(
         self, element: etree._Element | None, path: str, what: str | None = None
     ) -> etree._Element:
         """:func:`find_required` at ``path`` (steps in this namespace); ``what`` defaults to
         ``path``."""
-        return find_required(element, self(path), what or path)
+        return _required(self.find(element, path), what or path)
 
     def expect(self, element: etree._Element, name: str, what: str | None = None) -> None:
         """:func:`expect_tag` of ``name`` in this namespace; ``what`` defaults to ``name``."""
@@ -134,6 +137,14 @@ def _qualified(uri: str, path: str) -> str:
     # Readers and builders ask for the same few hundred paths on every message: each is
     # qualified once, so lxml's own cache of compiled paths is keyed by the same string.
     return "/".join(f"{{{uri}}}{step}" for step in path.split("/"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _child_steps(uri: str, path: str) -> etree.XPath:
+    # lxml's find interprets its ElementPath in Python at every call (about 2 µs a step); the
+    # same child steps compiled once as an XPath run in libxml2, in about half the time.
+    steps = "/".join(f"n:{step}" for step in path.split("/"))
+    return etree.XPath(f"./{steps}", namespaces={"n": uri})
 
 
 def _attributes(attributes: dict[str, str | None]) -> dict[str, str]:
@@ -155,14 +166,20 @@ def subelement(
 def find_text(element: etree._Element | None, path: str) -> str | None:
     """The text of the first element at ``path`` under ``element``, stripped of surrounding
     white space ("" for an empty element); None when there is no such element."""
-    found = element.find(path) if element is not None else None
+    return _text(element.find(path) if element is not None else None)
+
+
+def _text(found: etree._Element | None) -> str | None:
     return (found.text or "").strip() if found is not None else None
 
 
 def find_required(element: etree._Element | None, path: str, what: str) -> etree._Element:
     """The first element at ``path`` under ``element``; ValidationError naming ``what`` when
     there is none."""
-    found = element.find(path) if element is not None else None
+    return _required(element.find(path) if element is not None else None, what)
+
+
+def _required(found: etree._Element | None, what: str) -> etree._Element:
     if found is None:
         raise ValidationError(what, "missing element")
     return found
