@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -35,11 +36,22 @@ def safe_parser() -> etree.XMLParser:
     return etree.XMLParser(**_PARSER_OPTIONS)
 
 
+_THREAD = threading.local()
+
+
+def _thread_parser() -> etree.XMLParser:
+    # A parser serves one parse at a time: one per thread, made once rather than per message.
+    parser = getattr(_THREAD, "parser", None)
+    if parser is None:
+        parser = _THREAD.parser = safe_parser()
+    return parser
+
+
 def parse_xml(data: bytes) -> etree._Element:
     """Parse untrusted XML bytes into an element; MalformedXMLError when they are not
     well-formed or hold a DOCTYPE."""
     try:
-        root = etree.fromstring(data, safe_parser())
+        root = etree.fromstring(data, _thread_parser())
     except etree.XMLSyntaxError as error:
         raise MalformedXMLError(f"not well-formed XML: {error}") from None
     _refuse_doctype(root)
@@ -260,4 +272,6 @@ def format_ts(moment: datetime) -> str:
     ``moment`` is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    # Formatted by hand: strftime costs half as much again, on every HL7 message.
+    u = moment.astimezone(UTC)
+    return f"{u.year:04d}{u.month:02d}{u.day:02d}{u.hour:02d}{u.minute:02d}{u.second:02d}"

@@ -532,10 +532,13 @@ def _author_role(roles: tuple[Code, ...]) -> Code | None:
 
 # --- TD0.2 / TD1.3a: PRPA_IN201307UV02 → PRPA_IN201308UV02 ---------------------------------------
 
-_ID = _hl7("id")
-_CREATION_TIME = _hl7("creationTime")
-_QUERY_ID = _hl7("controlActProcess/queryByParameter/queryId")
-_PATIENT_VALUE = _hl7("controlActProcess/queryByParameter/parameterList/patientIdentifier/value")
+_QUERY_PLACEHOLDERS = etree.XPath(
+    "./h:id | ./h:creationTime | ./h:controlActProcess/h:queryByParameter/h:queryId"
+    " | ./h:controlActProcess/h:queryByParameter/h:parameterList/h:patientIdentifier/h:value",
+    namespaces={"h": HL7_NS},
+)
+"""What a query fills in its template, found in one evaluation (in document order): the
+message id, the creation time, the query id and the patient identifier."""
 _PLACEHOLDER = Identifier("0", "0")
 
 
@@ -594,10 +597,10 @@ class DemographicsQuery:
         root = copy.deepcopy(
             _query_template(sent.sender, sent.receiver, sent.processing_code, self.reason)
         )
-        _set_identifier(root.find(_ID), sent.message_id)
-        root.find(_CREATION_TIME).set("value", format_ts(sent.created))
-        _set_identifier(root.find(_QUERY_ID), self.query_id)
-        value = root.find(_PATIENT_VALUE)
+        message_id, creation_time, query_id, value = _QUERY_PLACEHOLDERS(root)
+        _set_identifier(message_id, sent.message_id)
+        creation_time.set("value", format_ts(sent.created))
+        _set_identifier(query_id, self.query_id)
         value.set("root", self.patient.oid)
         value.set("extension", self.patient.ins)
         return root
