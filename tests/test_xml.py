@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -9,7 +10,16 @@ import pytest
 from lxml import etree
 
 from transport.errors import MalformedXMLError, SignatureError, UsageError, ValidationError
-from transport.xml import Namespace, format_ts, iterparse_xml, parse_xml, read_datetime, read_ts
+from transport.xml import (
+    Namespace,
+    compiled_path,
+    find_first,
+    format_ts,
+    iterparse_xml,
+    parse_xml,
+    read_datetime,
+    read_ts,
+)
 
 NS = Namespace("urn:example")
 
@@ -43,6 +53,27 @@ def test_readers_tell_a_missing_element_from_an_empty_one() -> None:
     with pytest.raises(ValidationError) as unexpected:
         NS.expect(root, "other", "Body")
     assert unexpected.value.field == "Body"
+
+
+def test_compiled_paths_find_what_lxml_find_finds() -> None:
+    soap = "http://www.w3.org/2003/05/soap-envelope"  # a URI with slashes
+    root = etree.fromstring(
+        f'<s:E xmlns:s="{soap}" xmlns:w="urn:w"><s:H><w:A>1</w:A><w:A>2</w:A><p/></s:H>'
+        f"<!-- c --><s:B/></s:E>".encode()
+    )
+    for path in (f"{{{soap}}}H/{{urn:w}}A", f"{{{soap}}}H/p", f"{{{soap}}}H/*", f"{{{soap}}}B"):
+        assert find_first(root, path) is root.find(path)
+        assert compiled_path(path)(root) == root.findall(path)
+    assert find_first(root, f"{{{soap}}}H/{{urn:other}}A") is None
+    assert find_first(None, "a") is None
+    assert [element.text for element in NS.findall(etree.fromstring(b'<r xmlns="urn:example">'
+        b"<a>1</a><a>2</a></r>"), "a")] == ["1", "2"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["..", ".", "a[1]", "a//b", "{urn:x}", "@id", "a/text()"])
+def test_a_compiled_path_is_only_child_steps(path: str) -> None:
+    with pytest.raises(ValueError, match="child steps"):
+        compiled_path(path)
 
 
 def test_hl7_times() -> None:
@@ -105,3 +136,16 @@ def test_what_is_not_plain_xml_is_malformed_input_not_a_signature_refusal(data: 
         assert isinstance(caught.value, UsageError)
         assert not isinstance(caught.value, SignatureError)
         assert caught.value.exit_code == 2
+
+
+def test_the_reused_parser_of_each_thread_keeps_refusing() -> None:
+    # parse_xml reuses one parser per thread: a refusal leaves it as strict for the next
+    # document, and threads parsing at once each get what they gave.
+    def parse_both(number: int) -> str:
+        with pytest.raises(MalformedXMLError):
+            parse_xml(NOT_PLAIN_XML["internal DTD"])
+        return parse_xml(f"<n>{number}</n>".encode()).text
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(parse_both, range(40))) == [str(n) for n in range(40)]
+    assert parse_xml(b"<a>&amp;</a>").text == "&"

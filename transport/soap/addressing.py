@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from transport.xml import find_first
+
 WSA_NS = "http://www.w3.org/2005/08/addressing"
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 ANONYMOUS = f"{WSA_NS}/anonymous"
@@ -74,5 +76,5 @@ def replace_headers(envelope: etree._Element, elements: Iterable[etree._Element]
 
 def read(envelope: etree._Element, name: str) -> str | None:
     """The text of the WS-Addressing header ``name`` (``Action``, ``RelatesTo``…), or None."""
-    found = envelope.find(f"{{{SOAP12_NS}}}Header/{{{WSA_NS}}}{name}")
+    found = find_first(envelope, f"{{{SOAP12_NS}}}Header/{{{WSA_NS}}}{name}")
     return found.text.strip() if found is not None and found.text else None

@@ -18,7 +18,7 @@ from transport.errors import FaultDetail, MalformedXMLError, SoapFault, Transpor
 from transport.soap import addressing
 from transport.soap.addressing import SOAP12_NS, Flavour
 from transport.soap.headers import Addressing, Compose, HeaderContributor, Outgoing, Security
-from transport.xml import parse_xml
+from transport.xml import find_first, parse_xml
 
 SOAP_MEDIA_TYPE = "application/soap+xml"
 """The media type of a SOAP 1.2 message (RFC 3902)."""
@@ -88,11 +88,14 @@ def fault_details(detail: etree._Element | None) -> tuple[FaultDetail, ...]:
     return tuple(found)
 
 
+_FAULT = f"{{{SOAP12_NS}}}Body/{{{SOAP12_NS}}}Fault"
+
+
 def raise_for_fault(envelope: etree._Element) -> etree._Element:
     """Return ``envelope`` unless its body is a SOAP 1.2 fault, which is raised as SoapFault
     (code and subcodes by local name, outermost first; details from :func:`fault_details`)."""
     soap = SOAP12_NS
-    fault = envelope.find(f"{{{soap}}}Body/{{{soap}}}Fault")
+    fault = find_first(envelope, _FAULT)
     if fault is None:
         return envelope
     code = fault.findtext(f"{{{soap}}}Code/{{{soap}}}Value") or ""
