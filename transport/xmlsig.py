@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -148,17 +147,31 @@ def sign_in_place(
     reference = signed_info[2]
     reference.set("URI", f"#{identifier}")
     reference[2].text = base64.b64encode(digest).decode()
-    anchor = element.find(after) if after else None
+    anchor = next(element.iterchildren(after), None) if after else None
     element.insert(element.index(anchor) + 1 if anchor is not None else 0, signature)
     # Exclusive c14n renders only the namespaces SignedInfo uses, so where it sits does not matter.
     canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
     signature_value.text = base64.b64encode(signer.sign(canonical, algorithm)).decode()
 
 
-@functools.lru_cache(maxsize=64)
+_TEMPLATES: dict[tuple[int, str], tuple[x509.Certificate, etree._Element]] = {}
+
+
 def _signature_template(certificate: x509.Certificate, algorithm: str) -> etree._Element:
     """``ds:Signature`` for ``certificate`` and ``algorithm`` with an empty Reference URI,
     DigestValue and SignatureValue: what :func:`sign_in_place` fills per signature."""
+    # Keyed by the certificate object, which the entry keeps alive so that its id is not
+    # reused: hashing a certificate (its DER) costs more than the lookup it would key.
+    key = (id(certificate), algorithm)
+    entry = _TEMPLATES.get(key)
+    if entry is None or entry[0] is not certificate:
+        if len(_TEMPLATES) >= 64:
+            _TEMPLATES.clear()
+        entry = _TEMPLATES[key] = (certificate, _new_signature_template(certificate, algorithm))
+    return entry[1]
+
+
+def _new_signature_template(certificate: x509.Certificate, algorithm: str) -> etree._Element:
     method, hash_type = _SIGNATURE_METHODS[algorithm]
     return _DS.Signature(
         _DS.SignedInfo(
