@@ -19,6 +19,7 @@ WSA_NS = "http://www.w3.org/2005/08/addressing"
 SOAP12_NS = "http://www.w3.org/2003/05/soap-envelope"
 ANONYMOUS = f"{WSA_NS}/anonymous"
 _MUST_UNDERSTAND = f"{{{SOAP12_NS}}}mustUnderstand"
+_HEADER = f"{{{SOAP12_NS}}}Header"
 
 
 class Flavour(enum.Enum):
@@ -58,9 +59,9 @@ def headers(action: str, to: str, message_id: str, flavour: Flavour) -> list[etr
 
 def soap_header(envelope: etree._Element) -> etree._Element:
     """The envelope's ``soap:Header``, created first in the envelope when missing."""
-    header = envelope.find(f"{{{SOAP12_NS}}}Header")
+    header = find_first(envelope, _HEADER)
     if header is None:
-        header = etree.Element(f"{{{SOAP12_NS}}}Header")
+        header = etree.Element(_HEADER)
         envelope.insert(0, header)
     return header
 
