@@ -39,6 +39,7 @@ from transport.xmlsig import (
     EXC_C14N,
     VerifySettings,
     sign_enveloped,
+    sign_in_place,
 )
 
 PATIENT = Patient("279035121518989", INS_TEST_OID)
@@ -531,10 +532,57 @@ def test_the_assertion_in_an_envelope_verifies_with_xmlsec1_and_ours(
 
     assertion = sign_vihf(indirect.identity.with_patient(PATIENT), load("org-sign").signer)
     payload = etree.Element("{urn:hl7-org:v3}PRPA_IN201307UV02", nsmap={None: "urn:hl7-org:v3"})
+    c14n = {"method": "c14n", "exclusive": True}
+    where_signed = etree.tostring(assertion, **c14n)
     envelope = build_envelope("urn:x", "https://dmp.example/", payload, assertions=[assertion])
     inside = envelope.find(f".//{S}Assertion")
-    c14n = {"method": "c14n", "exclusive": True}
-    assert etree.tostring(inside, **c14n) == etree.tostring(assertion, **c14n)
+    assert etree.tostring(inside, **c14n) == where_signed
     result = xmlsec1_verify(envelope)
     assert result.returncode == 0, result.stderr
     assert verify_security(reparse(envelope), verify_settings).vihf.patient == PATIENT
+
+
+def test_signing_in_place_gives_the_bytes_of_a_signed_copy(indirect, load, verify_settings):
+    # RSA PKCS#1 v1.5 is deterministic: the signature copied from the per-certificate template
+    # and filled in place is, byte for byte, the one sign_enveloped puts on its copy.
+    signer = load("org-sign").signer
+    now = datetime.now(UTC)
+    unsigned = build_assertion(
+        indirect.identity.with_patient(PATIENT), load("org-sign").dn, now=now, assertion_id="_s"
+    )
+    before = etree.tostring(unsigned)
+    copy_signed = sign_enveloped(unsigned, signer, after=f"{S}Issuer")
+    assert etree.tostring(unsigned) == before  # the copy's original is left unsigned
+    assert sign_in_place(unsigned, signer, after=f"{S}Issuer") is None
+    assert etree.tostring(unsigned) == etree.tostring(copy_signed)
+    assert [child.tag for child in unsigned][:2] == [f"{S}Issuer", f"{DS}Signature"]
+    assert verify_vihf(reparse(unsigned), verify_settings).assertion_id == "_s"
+
+
+def test_each_algorithm_and_certificate_has_its_own_signature_template(indirect, load):
+    unsigned = build_assertion(indirect.identity, load("org-sign").dn, assertion_id="_t")
+    methods = {}
+    for name, algorithm in (("org-sign", "rsa-sha256"), ("org-sign", "rsa-sha512"),
+                            ("cps-sign", "rsa-sha256")):  # fmt: skip
+        signer = load(name).signer
+        signature = sign_enveloped(unsigned, signer, algorithm=algorithm).find(f"{DS}Signature")
+        certificate = signature.findtext(f"{DS}KeyInfo/{DS}X509Data/{DS}X509Certificate")
+        der = x509.load_der_x509_certificate(base64.b64decode(certificate))
+        assert der == signer.certificate
+        methods[name, algorithm] = signature.find(f"{DS}SignedInfo/{DS}SignatureMethod").get(
+            "Algorithm"
+        )
+    assert methods["org-sign", "rsa-sha512"].endswith("rsa-sha512")
+    assert methods["org-sign", "rsa-sha256"] == methods["cps-sign", "rsa-sha256"]
+    assert methods["org-sign", "rsa-sha256"].endswith("rsa-sha256")
+
+
+def test_with_patient_is_replace_without_its_cost(indirect):
+    identity = indirect.identity
+    assert identity.with_patient(identity.patient) is identity
+    returned = Patient(PATIENT.ins, PATIENT.oid, as_returned=True)
+    changed = identity.with_patient(returned)
+    assert changed == replace(identity, patient=returned)
+    assert hash(changed) == hash(replace(identity, patient=returned))
+    assert changed.patient is returned and identity.patient is None
+    assert changed.with_patient(None) == identity
