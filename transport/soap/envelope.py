@@ -47,14 +47,14 @@ def build_envelope(
     write, and ``payload`` as the body's one child."""
     call = Outgoing(action, to, message_id or addressing.new_message_id(flavour), flavour)
     envelope = copy.deepcopy(_skeleton(action, to, flavour))
-    envelope[0].find(_MESSAGE_ID).text = call.message_id
+    find_first(envelope, _MESSAGE_ID).text = call.message_id
     envelope[1].append(payload)
     if assertions or headers:
         Compose((Security(tuple(assertions)), *headers)).apply(envelope, call)
     return envelope
 
 
-_MESSAGE_ID = f"{{{addressing.WSA_NS}}}MessageID"
+_MESSAGE_ID = f"{{{SOAP12_NS}}}Header/{{{addressing.WSA_NS}}}MessageID"
 
 
 @functools.lru_cache(maxsize=256)
