@@ -68,7 +68,8 @@ class Security:
     assertions: tuple[etree._Element, ...] = ()
 
     def apply(self, envelope: etree._Element, call: Outgoing) -> None:
-        """Append the ``wsse:Security`` header holding copies of the assertions."""
+        """Append the ``wsse:Security`` header holding the assertions
+        (:func:`transport.soap.wsse.security_header`: a root assertion moved in, others copied)."""
         apply_security(envelope, self.assertions)
 
     def verify(self, envelope: etree._Element) -> etree._Element:
