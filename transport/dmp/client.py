@@ -116,6 +116,8 @@ MIME_TYPE_SUFFICIENT = xds.Coded(
 )
 
 _MTOM_SERVICES = frozenset({"repository"})
+# A retrieved document's SHA-1 is its XDS hash, checked and returned; a SHA-256 would only cost.
+_CHECKED_DIGESTS = frozenset({"sha1"})
 _SAFE_READS = frozenset(
     {
         hl7v3.ACTION_QUERY,  # TD0.2, TD1.3a
@@ -855,6 +857,7 @@ class DmpClient:
             patient,
             directory=directory,
             progress=progress,
+            digests=_CHECKED_DIGESTS,
         )
         with mtom.removing_parts_on_error(answer.parts):
             result = xds.read_retrieve_response(answer.payload)
@@ -996,6 +999,7 @@ class DmpClient:
         attachments: tuple[mtom.Attachment, ...] = (),
         directory: Path | None = None,
         progress: Progress | None = None,
+        digests: frozenset[str] = mtom.DIGESTS,
     ) -> Answer:
         """Sign a VIHF for ``patient``, send ``payload`` to ``service`` through the channel and
         return the answer's payload; SoapFault for a fault, TransportError for anything that is
@@ -1013,6 +1017,7 @@ class DmpClient:
             idempotent=action in _SAFE_READS,
             directory=directory,
             progress=progress,
+            digests=digests,
         )
         answer = self.channel.call(call)
         log.debug("%s answered %s", service, action.rpartition(":")[2])
@@ -1034,20 +1039,22 @@ def _content(
     part: mtom.Part,
     expected: dict[str, xds.DocumentEntry],
 ) -> DocumentContent:
+    sha1 = part.sha1
+    assert sha1 is not None, "retrieve decodes with the SHA-1 (_CHECKED_DIGESTS)"
     entry = expected.get(document.document_unique_id)
     if entry is not None:
         if entry.size is not None and entry.size != part.size:
             raise IntegrityError(
                 document.document_unique_id, "size", str(entry.size), str(part.size)
             )
-        if entry.hash is not None and entry.hash.lower() != part.sha1:
-            raise IntegrityError(document.document_unique_id, "SHA-1", entry.hash, part.sha1)
+        if entry.hash is not None and entry.hash.lower() != sha1:
+            raise IntegrityError(document.document_unique_id, "SHA-1", entry.hash, sha1)
     return DocumentContent(
         document.document_unique_id,
         document.repository_unique_id,
         document.mime_type,
         part.size,
-        part.sha1,
+        sha1,
         part.path,
         part.data,
     )
