@@ -34,6 +34,7 @@ import os
 import queue
 import re
 import secrets
+import sys
 import tempfile
 import threading
 import uuid
@@ -42,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
 from lxml import etree
@@ -61,6 +62,7 @@ DIGESTS = frozenset({"sha256", "sha1"})
 
 _FLUSH = 64 * 1024  # decoded bytes are written out in blocks of at least this size
 _QUEUED = 8  # blocks waiting for a part's writer thread: memory stays bounded (~2 MiB)
+_WRITEBACK = 8 * 1024 * 1024  # bytes written between two starts of a file's writeback
 _MAX_PADDING = 256  # transport padding (spaces, tabs) accepted after a boundary
 _CRLF_HINT = "MIME lines end with CRLF; a body saved with bare LF line ends cannot be decoded"
 _DEFAULT_PART_TYPE = "text/plain; charset=us-ascii"  # RFC 2045 §5.2, for a part without one
@@ -331,6 +333,7 @@ def decode(
     directory: Path | None = None,
     max_in_memory: int = MAX_IN_MEMORY,
     digests: Collection[str] = DIGESTS,
+    writeback: bool = False,
 ) -> Decoded:
     """Decode a body of type ``content_type`` (the HTTP header value) read from ``source``: a binary
     stream (``read``), an iterable of byte chunks (``response.iter_content(n)``) or bytes. With
@@ -340,7 +343,9 @@ def decode(
     With ``directory``, each attachment goes to a new file there (mode 0600) as it arrives; without
     it, attachments are kept as bytes. The root part is always kept in memory. A part kept in memory
     may not exceed ``max_in_memory`` bytes. ``digests`` names those of :data:`DIGESTS` to compute
-    of each part (each costs a pass of the CPU over the bytes: ask only for those checked). A body
+    of each part (each costs a pass of the CPU over the bytes: ask only for those checked).
+    ``writeback`` starts writing part files to disk as their bytes arrive, for a caller that
+    syncs them once decoded (a store acknowledging them): its ``fsync`` then waits little. A body
     that is not multipart (a plain SOAP fault) is the root, with no parts. Raises MtomError on a
     malformed body, ValidationError for an unknown digest; files already written are removed.
     """
@@ -356,13 +361,8 @@ def decode(
     if not 0 < len(boundary) <= 70 or not boundary.isascii():
         raise MtomError("the multipart/related Content-Type has no valid boundary parameter")
     start = parameters.get("start")
-    parser = _Parser(
-        boundary.encode("ascii"),
-        _unbracket(start) if start else None,
-        directory,
-        max_in_memory,
-        tuple(sorted(digests)),
-    )
+    options = _Options(directory, max_in_memory, tuple(sorted(digests)), writeback)
+    parser = _Parser(boundary.encode("ascii"), _unbracket(start) if start else None, options)
     try:
         for chunk in chunks:
             parser.feed(chunk)
@@ -460,22 +460,24 @@ def _delimiter_kind(buffer: bytearray, after: int) -> tuple[_Kind, int]:
     return _Kind.DATA, 0
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What :func:`decode` was asked: where part files go, the in-memory limit, the digests,
+    whether to start the files' writeback early."""
+
+    directory: Path | None
+    max_in_memory: int
+    digests: tuple[str, ...]
+    writeback: bool
+
+
 class _Parser:
     """A push parser: :meth:`feed` it chunks of any size, then :meth:`close` it."""
 
-    def __init__(
-        self,
-        boundary: bytes,
-        start: str | None,
-        directory: Path | None,
-        max_in_memory: int,
-        digests: tuple[str, ...],
-    ) -> None:
+    def __init__(self, boundary: bytes, start: str | None, options: _Options) -> None:
         self._delimiter = b"\r\n--" + boundary
         self._start = start
-        self._directory = directory
-        self._max_in_memory = max_in_memory
-        self._digests = digests
+        self._options = options
         # The first boundary line has no CRLF before it when there is no preamble.
         self._buffer = bytearray(b"\r\n")
         self._scan_from = 0
@@ -589,10 +591,7 @@ class _Parser:
             raise MtomError(f"two parts have the Content-ID <{content_id}>")
         if content_id:
             self._seen_ids.add(content_id)
-        directory = None if is_root else self._directory
-        sink = _Sink(
-            self._count, headers, content_id, is_root, directory, self._max_in_memory, self._digests
-        )
+        sink = _Sink(self._count, headers, content_id, is_root, self._options)
         if sink.path is not None:
             self._files.append(sink.path)
         return sink
@@ -645,8 +644,8 @@ class _Base64:
 
 
 class _Sink:
-    """Receives one part's bytes: to a file (through a :class:`_Writer`) or to memory, counting
-    and hashing them."""
+    """Receives one part's bytes: to a file (through a :class:`HashingWriter`) or to memory,
+    counting and hashing them."""
 
     def __init__(
         self,
@@ -654,24 +653,30 @@ class _Sink:
         headers: dict[str, str],
         content_id: str,
         is_root: bool,
-        directory: Path | None,
-        limit: int,
-        digests: tuple[str, ...],
+        options: _Options,
     ) -> None:
         self.is_root = is_root
         self.path: Path | None = None
         # Checked before the file is made: a refused part leaves nothing behind.
         self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
-        self._hashes = {name: hashlib.new(name, usedforsecurity=name != "sha1") for name in digests}
-        self._writer: _Writer | None = None
-        if directory is not None:
-            descriptor, name = tempfile.mkstemp(prefix="mtom-", suffix=".part", dir=directory)
+        self._hashes = {
+            name: hashlib.new(name, usedforsecurity=name != "sha1") for name in options.digests
+        }
+        self._writer: HashingWriter | None = None
+        if options.directory is not None and not is_root:
+            descriptor, name = tempfile.mkstemp(
+                prefix="mtom-", suffix=".part", dir=options.directory
+            )
             self.path = Path(name)
-            self._writer = _Writer(os.fdopen(descriptor, "wb"), tuple(self._hashes.values()))
+            self._writer = HashingWriter(
+                os.fdopen(descriptor, "wb"),
+                tuple(self._hashes.values()),
+                writeback=options.writeback,
+            )
         self._number = number
         self._headers = headers
         self._content_id = content_id
-        self._limit = limit
+        self._limit = options.max_in_memory
         self._size = 0
         self._memory = bytearray()
 
@@ -718,28 +723,40 @@ class _Sink:
         return digest.hexdigest() if digest is not None else None
 
 
-class _Writer:
-    """Hashes and writes a part's blocks to ``file`` in a thread of its own, so that reading and
-    parsing the next blocks overlaps them; at most :data:`_QUEUED` blocks wait. An error of the
-    thread (a full disk) is raised by the next :meth:`write` or by :meth:`close`."""
+class HashingWriter:
+    """Feeds blocks to ``hashes`` (hashlib objects, or anything with ``update``) and writes them
+    to ``file`` when one is given, in a thread of its own, so that reading or parsing the next
+    blocks overlaps that work: hashlib and file writes release the GIL on large buffers, so the
+    two run on two cores. At most :data:`_QUEUED` blocks wait (memory stays bounded). An error
+    of the thread (a full disk) is raised by the next :meth:`write` or by :meth:`finish`.
 
-    def __init__(self, file: BinaryIO, hashes: tuple[hashlib._Hash, ...]) -> None:
+    With ``writeback`` (Linux), the file's pages are handed to the disk every :data:`_WRITEBACK`
+    bytes (``posix_fadvise`` ``DONTNEED`` starts the writeback of dirty pages and drops none of
+    them), so that an ``fsync`` of the finished file waits for the last few only."""
+
+    def __init__(
+        self, file: BinaryIO | None, hashes: Sequence[Any], *, writeback: bool = False
+    ) -> None:
         self._file = file
-        self._hashes = hashes
+        self._hashes = tuple(hashes)
+        # Elsewhere DONTNEED may drop the pages just written: the hint is Linux's only.
+        self._writeback = writeback and file is not None and sys.platform == "linux"
+        self._written = 0
+        self._handed = 0  # bytes whose writeback was started
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUED)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mtom-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="hashing-writer", daemon=True)
         self._thread.start()
 
     def write(self, data: bytes | bytearray) -> None:
-        """Queue ``data`` (handed over: not used again by the caller)."""
+        """Queue ``data`` (handed over: the caller does not modify it afterwards)."""
         if self._error is not None:
             raise self._error
         self._queue.put(data)
 
     def finish(self) -> None:
-        """Wait for every queued block to be written and the file closed; raises the first error
-        the thread or the close met."""
+        """Wait for every queued block to be hashed and written and the file closed; raises the
+        first error the thread or the close met."""
         self.close()
         if self._error is not None:
             raise self._error
@@ -750,6 +767,8 @@ class _Writer:
             return
         self._queue.put(None)
         self._thread.join()
+        if self._file is None:
+            return
         try:
             self._file.close()
         except OSError as error:  # the last buffered bytes could not be written
@@ -762,9 +781,22 @@ class _Writer:
             try:
                 for digest in self._hashes:
                     digest.update(data)
-                self._file.write(data)
-            except BaseException as error:  # handed to the decoding thread
+                if self._file is not None:
+                    self._file.write(data)
+                    self._start_writeback(len(data))
+            except BaseException as error:  # handed to the thread that writes
                 self._error = error
+
+    def _start_writeback(self, size: int) -> None:
+        self._written += size
+        if not self._writeback or self._written - self._handed < _WRITEBACK:
+            return
+        assert self._file is not None
+        self._file.flush()
+        os.posix_fadvise(
+            self._file.fileno(), self._handed, self._written - self._handed, os.POSIX_FADV_DONTNEED
+        )
+        self._handed = self._written
 
 
 def _transfer_decoder(encoding: str, number: int) -> _Base64 | None:

@@ -543,7 +543,10 @@ class RepositoryService(_XdsService):
     @staticmethod
     def _decode(request: StubRequest, incoming: Path) -> mtom.Decoded:
         try:
-            return mtom.decode(request.stream, request.content_type, directory=incoming)
+            # Each document is synced once accepted (BlobStore.adopt): its writeback starts now.
+            return mtom.decode(
+                request.stream, request.content_type, directory=incoming, writeback=True
+            )
         except CisisError as error:
             raise Refused("Sender", "soap:MalformedMessage", error.message) from None
 
