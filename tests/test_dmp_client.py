@@ -520,3 +520,30 @@ def test_a_retrieval_computes_only_the_sha1_it_checks(
     assert asked == [frozenset({"sha1"})]
     assert retrieved.sha1 == hashlib.sha1(content, usedforsecurity=False).hexdigest()
     assert retrieved.path is not None and retrieved.path.read_bytes() == content
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_a_retrieved_file_is_named_after_its_document_and_never_replaces_one(
+    indirect: DmpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
+    patient = opened(indirect)
+    content = b"%PDF-1.4 retrieved twice"
+    submitted = indirect.submit([document(patient, content, mime_type="application/pdf")])
+    (entry_,) = submitted.entries
+    if not hard_links:
+
+        def no_link(*_: object) -> None:
+            raise PermissionError(1, "Operation not permitted")  # as on FAT or SMB
+
+        monkeypatch.setattr("transport.dmp.client.os.link", no_link)
+    stem = entry_.unique_id.replace("^", "_")
+    (tmp_path / f"{stem}.pdf").write_bytes(b"kept")
+    paths = [
+        indirect.retrieve(patient, [entry_], directory=tmp_path).documents[0].path for _ in range(2)
+    ]
+    assert [path.name for path in paths if path] == [f"{stem}-1.pdf", f"{stem}-2.pdf"]
+    assert all(path.read_bytes() == content for path in paths if path)
+    assert (tmp_path / f"{stem}.pdf").read_bytes() == b"kept"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [f"{stem}.pdf", f"{stem}-1.pdf", f"{stem}-2.pdf"]
+    )
