@@ -784,7 +784,7 @@ class HashingWriter:
                 if self._file is not None:
                     self._file.write(data)
                     self._start_writeback(len(data))
-            except BaseException as error:  # handed to the thread that writes
+            except BaseException as error:  # raised in the thread that queues the blocks
                 self._error = error
 
     def _start_writeback(self, size: int) -> None:
