@@ -7,15 +7,19 @@ Run from the project root: ``python benchmarks/dmp_transfer.py`` (``--size-mb``,
 (SQLite, documents fsynced to disk) and a sink of the same kind (``http.server`` over the same
 mutual TLS) that reads and drops a POST's body and streams a file for a GET. Every measured
 operation runs in a fresh child process, which reads its resident set size, resets its peak
-(``/proc/self/clear_refs``), runs the operation once, and reports the time and the peak's growth:
-so earlier runs cannot hide a growth, as a process-wide ``ru_maxrss`` would. Figures, interleaved
-run by run:
+(``/proc/self/clear_refs``), runs the operation once, and reports the time, the peak's growth (so
+earlier runs cannot hide a growth, as a process-wide ``ru_maxrss`` would) and the CPU time the
+operation cost its own process and the server's (``/proc/<pid>/stat``): on a shared machine,
+throughput follows the load, CPU time much less. Figures, interleaved run by run:
 
 - ``submit``: ``DmpClient.submit`` of the file (SHA-1 and SHA-256 of the document, the MTOM upload
-  streamed from the file) against a raw POST of the file;
+  streamed from the file, decoded by the stub into its store as it arrives, hashed, synced)
+  against a raw POST of the file;
 - ``retrieve``: ``DmpClient.retrieve`` into a directory (the MTOM answer decoded to disk as it
   arrives, size and SHA-1 checked) against a raw streamed GET into a file;
-- the peak RSS growth of each, in MiB, against the raw one's.
+- the peak RSS growth of each, in MiB, against the raw one's;
+- the CPU seconds of each, client and server together, against the raw one's (a raw transfer
+  through the sink: the least any client and server over this TLS can spend).
 """
 
 from __future__ import annotations
@@ -88,13 +92,14 @@ def _serve_sink(pki_directory: str, served: str, ready: multiprocessing.Queue) -
 
 
 @contextlib.contextmanager
-def child_server(target: Callable[..., None], *arguments: str) -> Iterator[str]:
-    """The URL a server started in a child process prints; the child stopped on exit."""
+def child_server(target: Callable[..., None], *arguments: str) -> Iterator[tuple[str, int]]:
+    """The URL a server started in a child process prints, and the child's pid; the child
+    stopped on exit."""
     ready: multiprocessing.Queue = multiprocessing.Queue()
     child = multiprocessing.Process(target=target, args=(*arguments, ready), daemon=True)
     child.start()
     try:
-        yield ready.get(timeout=60)
+        yield ready.get(timeout=60), child.pid
     finally:
         child.terminate()
         child.join()
@@ -111,8 +116,17 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _measure(operation: str, pki_directory: str, url: str, work: str, out) -> None:
-    """The child: set up, then one ``operation`` timed, with its peak RSS growth (KiB)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process ``pid`` has used, in seconds (all its threads)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The fields after the command name (which may hold spaces, in parentheses).
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(operation: str, pki_directory: str, server: int, url: str, work: str, out) -> None:
+    """The child: set up, then one ``operation`` timed, with its peak RSS growth (MiB) and the
+    CPU seconds it cost this process and the process ``server``."""
     pki = examplepki.load(pki_directory)
     profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": url})
     source, received = Path(work) / "document.bin", Path(work) / "received"
@@ -133,10 +147,11 @@ def _measure(operation: str, pki_directory: str, url: str, work: str, out) -> No
     before = _rss_kib("VmRSS:")
     with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
         clear.write("5")  # resets VmHWM to the current RSS
-    started = time.perf_counter()
+    server_cpu = cpu_seconds(server)
+    started, cpu = time.perf_counter(), time.process_time()
     run()
-    elapsed = time.perf_counter() - started
-    out.put((elapsed, (_rss_kib("VmHWM:") - before) / 1024))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    out.put((elapsed, (_rss_kib("VmHWM:") - before) / 1024, cpu + cpu_seconds(server) - server_cpu))
 
 
 def _raw_post(session, url: str, source: Path, _: Path) -> None:
@@ -169,11 +184,15 @@ def _retrieve(client: DmpClient, source: Path, received: Path, entry_file: Path)
     assert document.path is not None and document.size == source.stat().st_size
 
 
-def measured(operation: str, pki_directory: Path, url: str, work: Path) -> tuple[float, float]:
-    """Seconds and peak RSS growth (MiB) of ``operation`` in a fresh child process."""
+def measured(
+    operation: str, pki_directory: Path, server: tuple[str, int], work: Path
+) -> tuple[float, float, float]:
+    """Seconds, peak RSS growth (MiB) and CPU seconds (client and ``server``, a URL and pid) of
+    ``operation`` in a fresh child process."""
+    url, pid = server
     out: multiprocessing.Queue = multiprocessing.Queue()
     child = multiprocessing.Process(
-        target=_measure, args=(operation, str(pki_directory), url, str(work), out)
+        target=_measure, args=(operation, str(pki_directory), pid, url, str(work), out)
     )
     child.start()
     try:
@@ -211,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             child_server(_serve_stub, str(pki.directory), str(work / "state")) as dmp,
             child_server(_serve_sink, str(pki.directory), str(source)) as sink,
         ):
-            profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": dmp})
+            profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": dmp[0]})
             with DmpClient.from_profile(profile) as client:
                 client.create(PATIENT, Demographics("BENCHMARK", ("ALICE",), "F", "19790328"))
             figures = measure(pki.directory, dmp, sink, work, runs, size_mb, sha256_of(source))
@@ -222,27 +241,36 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def measure(
-    pki_directory: Path, dmp: str, sink: str, work: Path, runs: int, size_mb: int, expected: str
+    pki_directory: Path,
+    dmp: tuple[str, int],
+    sink: tuple[str, int],
+    work: Path,
+    runs: int,
+    size_mb: int,
+    expected: str,
 ) -> list[Figure]:
-    samples: dict[str, list[tuple[float, float]]] = {
+    samples: dict[str, list[tuple[float, float, float]]] = {
         name: [] for name in ("raw POST", "submit", "raw GET", "retrieve")
     }
     for _ in range(runs):
         for name in samples:
-            url = sink if name.startswith("raw") else dmp
-            samples[name].append(measured(name, pki_directory, url, work))
+            server = sink if name.startswith("raw") else dmp
+            samples[name].append(measured(name, pki_directory, server, work))
             for received in (work / "received").iterdir():
                 if sha256_of(received) != expected:
                     raise SystemExit(f"{name}: the received document differs from the original")
                 received.unlink()
     figures = []
     for ours, raw in (("submit", "raw POST"), ("retrieve", "raw GET")):
-        rate = [size_mb / seconds for seconds, _ in samples[ours]]
-        raw_rate = [size_mb / seconds for seconds, _ in samples[raw]]
+        rate = [size_mb / seconds for seconds, _, _ in samples[ours]]
+        raw_rate = [size_mb / seconds for seconds, _, _ in samples[raw]]
         figures.append(figure(f"{ours} throughput", "MiB/s", rate, raw, raw_rate))
-        growth = [mib for _, mib in samples[ours]]
-        raw_growth = [mib for _, mib in samples[raw]]
+        growth = [mib for _, mib, _ in samples[ours]]
+        raw_growth = [mib for _, mib, _ in samples[raw]]
         figures.append(figure(f"{ours} peak RSS growth", "MiB", growth, raw, raw_growth))
+        cpu = [seconds for _, _, seconds in samples[ours]]
+        raw_cpu = [seconds for _, _, seconds in samples[raw]]
+        figures.append(figure(f"{ours} CPU, client + server", "s", cpu, raw, raw_cpu))
     return figures
 
 

@@ -52,8 +52,10 @@ def test_dmp_transfer_benchmark_runs_quick(tmp_path: Path) -> None:
     assert [(item["name"], item["baseline_name"]) for item in figures] == [
         ("submit throughput", "raw POST"),
         ("submit peak RSS growth", "raw POST"),
+        ("submit CPU, client + server", "raw POST"),
         ("retrieve throughput", "raw GET"),
         ("retrieve peak RSS growth", "raw GET"),
+        ("retrieve CPU, client + server", "raw GET"),
     ]
 
 

@@ -20,6 +20,7 @@ from transport.dmp.authorizations import AuthorizationAction, ListMode
 from transport.dmp.client import DmpClient, Document
 from transport.dmp.hl7v3 import OPPOSITION_BREAK_GLASS, Observation, Traits
 from transport.errors import DmpError, IntegrityError, SoapFault, ValidationError, XdsError
+from transport.soap import mtom
 from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import AuthMode, Patient
@@ -496,3 +497,53 @@ def test_a_submitted_file_is_read_once_to_hash_and_once_to_send(
     expected = hashlib.sha1(source.read_bytes(), usedforsecurity=False).hexdigest()
     assert submitted.entries[0].hash == expected
     assert submitted.signature is not None and submitted.warnings == ()
+
+
+def test_a_retrieval_computes_only_the_sha1_it_checks(
+    indirect: DmpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patient = opened(indirect)
+    content = bytes(range(256)) * 1024
+    submitted = indirect.submit([document(patient, content)])
+    asked: list[frozenset[str]] = []
+    real_decode = mtom.decode
+
+    def recording_decode(*args, **kwargs):
+        decoded = real_decode(*args, **kwargs)
+        if "digests" in kwargs:  # the channel's call (the stub, in this process, names none)
+            asked.append(frozenset(kwargs["digests"]))
+            assert all(part.sha256 is None for part in decoded.parts.values())
+        return decoded
+
+    monkeypatch.setattr(mtom, "decode", recording_decode)
+    (retrieved,) = indirect.retrieve(patient, submitted.entries, directory=tmp_path).documents
+    assert asked == [frozenset({"sha1"})]
+    assert retrieved.sha1 == hashlib.sha1(content, usedforsecurity=False).hexdigest()
+    assert retrieved.path is not None and retrieved.path.read_bytes() == content
+
+
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_a_retrieved_file_is_named_after_its_document_and_never_replaces_one(
+    indirect: DmpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
+    patient = opened(indirect)
+    content = b"%PDF-1.4 retrieved twice"
+    submitted = indirect.submit([document(patient, content, mime_type="application/pdf")])
+    (entry_,) = submitted.entries
+    if not hard_links:
+
+        def no_link(*_: object) -> None:
+            raise PermissionError(1, "Operation not permitted")  # as on FAT or SMB
+
+        monkeypatch.setattr("transport.dmp.client.os.link", no_link)
+    stem = entry_.unique_id.replace("^", "_")
+    (tmp_path / f"{stem}.pdf").write_bytes(b"kept")
+    paths = [
+        indirect.retrieve(patient, [entry_], directory=tmp_path).documents[0].path for _ in range(2)
+    ]
+    assert [path.name for path in paths if path] == [f"{stem}-1.pdf", f"{stem}-2.pdf"]
+    assert all(path.read_bytes() == content for path in paths if path)
+    assert (tmp_path / f"{stem}.pdf").read_bytes() == b"kept"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [f"{stem}.pdf", f"{stem}-1.pdf", f"{stem}-2.pdf"]
+    )

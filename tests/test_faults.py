@@ -66,20 +66,15 @@ class Child:
 
     pki: examplepki.ExamplePKI
     data: Path
-    spool: Path
     limit: int | None = None
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
     url: str = ""
 
     def start(self) -> Child:
-        self.spool.mkdir(parents=True, exist_ok=True)
-        # The request spool under the test's eye: a file growing there is an upload under way.
-        environment = {**os.environ, "TMPDIR": str(self.spool)}
         self.process = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(self.pki.directory), str(self.data)],
             stdout=subprocess.PIPE,
             text=True,
-            env=environment,
             preexec_fn=self._limit if self.limit else None,
         )
         assert self.process.stdout is not None
@@ -107,7 +102,7 @@ class Child:
 
 @pytest.fixture
 def child(pki: examplepki.ExamplePKI, tmp_path: Path) -> Iterator[Child]:
-    running = Child(pki, tmp_path / "data", tmp_path / "spool")
+    running = Child(pki, tmp_path / "data")
     yield running
     if running.process is not None and running.process.poll() is None:
         running.kill()
@@ -153,21 +148,17 @@ def files(directory: Path, pattern: str) -> list[Path]:
     )
 
 
-def uploading(child: Child) -> bool:
-    """Whether the stub is spooling a request body: its spool file (unnamed, ``O_TMPFILE``) is
-    seen through the child's open descriptors."""
-    assert child.process is not None
-    for descriptor in Path(f"/proc/{child.process.pid}/fd").iterdir():
-        try:
-            if os.readlink(descriptor).startswith(str(child.spool)):
-                return descriptor.stat().st_size > 0
-        except OSError:
-            continue
-    return False
-
-
 def decoding(child: Child) -> bool:
+    """Whether the stub has begun a document's file: the request's MTOM body is decoded as it
+    arrives, each part straight into its file on the store's file system."""
     return bool(files(child.data / "documents" / ".incoming", "*/*"))
+
+
+def uploading(child: Child) -> bool:
+    """Whether a document's bytes are arriving: its file holds some, not yet stored."""
+    return any(
+        path.stat().st_size > 0 for path in files(child.data / "documents" / ".incoming", "*/*")
+    )
 
 
 def stored(child: Child) -> bool:
@@ -300,8 +291,8 @@ def test_full_disk_gives_a_fault_not_a_corrupt_store(
     tmpfs = _mount_tmpfs(data)
     record_property("faults", 1)  # for tools/security_report.py
     record_property("full_disk", "tmpfs" if tmpfs else "RLIMIT_FSIZE")
-    # The request spool stays off the full disk: the stub must fail storing, not receiving.
-    child = Child(pki, data, tmp_path / "spool", limit=None if tmpfs else 2 * 1024 * 1024)
+    # The documents are decoded onto the full disk as they arrive: storing them fails.
+    child = Child(pki, data, limit=None if tmpfs else 2 * 1024 * 1024)
     try:
         child.start()
         with child.client() as client:

@@ -4,8 +4,11 @@ the official DMP examples, and a real exchange with a stub over mutual TLS."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import itertools
 import os
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from lxml import etree
 
 from tests.conftest import REFERENCE
 from transport.errors import TransportError, ValidationError
+from transport.soap import mtom
 from transport.soap.channel import send
 from transport.soap.mtom import (
     XOP_NS,
@@ -546,6 +550,92 @@ def test_fifty_megabytes_stream_through_small_memory(tmp_path: Path) -> None:
     assert sha256_of_file(part.path) == expected
     assert encode_peak < 4 * MIB, encode_peak
     assert decode_peak < 4 * MIB, decode_peak
+
+
+@pytest.mark.parametrize(
+    "digests", [set(), {"sha1"}, {"sha256"}, {"sha1", "sha256"}], ids=lambda d: "+".join(sorted(d))
+)
+@pytest.mark.parametrize("into", ["memory", "files"])
+def test_only_the_digests_asked_for_are_computed(
+    tmp_path: Path, digests: set[str], into: str
+) -> None:
+    data = os.urandom(3 * MIB + 1)
+    message = encode(root_with_includes("doc@x"), [Attachment("doc@x", data)])
+    directory = tmp_path if into == "files" else None
+    decoded = decode(
+        pieces(body_of(message), 65537), message.content_type, directory=directory, digests=digests
+    )
+    part = decoded.parts["doc@x"]
+    assert part.read_bytes() == data
+    assert part.sha1 == (
+        hashlib.sha1(data, usedforsecurity=False).hexdigest() if "sha1" in digests else None
+    )
+    assert part.sha256 == (hashlib.sha256(data).hexdigest() if "sha256" in digests else None)
+
+
+def test_an_unknown_digest_is_refused() -> None:
+    message = encode(b"<r/>", [Attachment("doc@x", b"x")])
+    with pytest.raises(ValidationError, match="digests"):
+        decode(body_of(message), message.content_type, digests={"md5"})
+
+
+def test_a_part_file_that_cannot_be_written_is_an_error_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread's error (here ENOSPC: the file is /dev/full) reaches the caller."""
+    real_fdopen = os.fdopen
+
+    def full_disk(descriptor: int, mode: str = "r", *args, **kwargs):
+        os.close(descriptor)
+        return real_fdopen(os.open("/dev/full", os.O_WRONLY), mode, *args, **kwargs)
+
+    message = encode(root_with_includes("doc@x"), [Attachment("doc@x", os.urandom(2 * MIB))])
+    monkeypatch.setattr(mtom.os, "fdopen", full_disk)
+    with pytest.raises(OSError) as failed:
+        decode(pieces(body_of(message), 4096), message.content_type, directory=tmp_path)
+    assert failed.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the writeback hint is Linux's")
+def test_writeback_hands_every_written_byte_to_the_disk_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = 25 * MIB + 5  # three starts of writeback, 8 MiB apart, and a tail the fsync writes
+    source = tmp_path / "big.bin"
+    expected = write_random(source, size)
+    message = encode(root_with_includes("big@x"), [Attachment("big@x", source)])
+    handed: list[tuple[int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def recording(descriptor: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        handed.append((offset, length))
+        real_fadvise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr(mtom.os, "posix_fadvise", recording)
+    received = tmp_path / "received"
+    received.mkdir()
+    decoded = decode(message.chunks(), message.content_type, directory=received, writeback=True)
+    part = decoded.parts["big@x"]
+    assert part.path is not None and sha256_of_file(part.path) == expected
+    # Contiguous ranges from the start, each at least 8 MiB, none past what was written.
+    lengths = [length for _, length in handed]
+    assert [offset for offset, _ in handed] == list(itertools.accumulate([0, *lengths[:-1]]))
+    assert len(handed) == 3 and min(lengths) >= 8 * MIB
+    assert sum(lengths) <= size
+
+
+def test_hashing_writer_without_a_file_hashes_every_block() -> None:
+    blocks = [os.urandom(n) for n in (0, 1, 4096, 300_000, 77)]
+    sha1, sha256 = hashlib.sha1(usedforsecurity=False), hashlib.sha256()
+    writer = mtom.HashingWriter(None, [sha1, sha256])
+    for block in blocks:
+        writer.write(block)
+    writer.finish()
+    whole = b"".join(blocks)
+    assert sha1.hexdigest() == hashlib.sha1(whole, usedforsecurity=False).hexdigest()
+    assert sha256.hexdigest() == hashlib.sha256(whole).hexdigest()
 
 
 # --- the official DMP examples -----------------------------------------------------------------

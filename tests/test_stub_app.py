@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import random
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -19,6 +22,7 @@ from transport.errors import SoapFault
 from transport.soap.channel import send
 from transport.soap.envelope import raise_for_fault
 from transport.stubs.app import SERVICES, Stubs, service_path
+from transport.stubs.server import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.tls import TLSSettings, create_session
 from transport.xml import parse_xml
 
@@ -84,6 +88,65 @@ def test_request_size_limit(pki, tmp_path, session):
         chunked = post(session, url, iter([b"<x/>"] * 1000))
         assert chunked.status_code == 413
         assert post(session, url, b"<x/>").status_code == 500  # still serving: a SOAP fault
+
+
+def _server(pki, handler, limit: int = 1024 * 1024 * 1024) -> StubServer:
+    tls = ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    return StubServer(handler, tls, max_request_bytes=limit)
+
+
+def _odd_chunks(data: bytes) -> Iterator[bytes]:
+    sizes = itertools.cycle([1, 7, 65537, 3000])
+    index = 0
+    while index < len(data):
+        size = next(sizes)
+        yield data[index : index + size]
+        index += size
+
+
+def test_a_handler_reads_the_body_as_it_arrives_and_what_it_leaves_is_drained(pki, session):
+    """Handlers read the request stream straight from the connection: the whole body in pieces
+    (its SHA-256 answered), or a few bytes only (the rest read and dropped by the server, so that
+    the next request on the kept-alive connection is read from its start)."""
+
+    def handler(request: StubRequest) -> StubResponse:
+        if request.path == "/few":
+            return StubResponse(200, request.stream.read(10), "text/plain")
+        digest = hashlib.sha256()
+        while block := request.stream.read(1000):
+            digest.update(block)
+        return StubResponse(200, digest.hexdigest().encode(), "text/plain")
+
+    bodies = [os.urandom(size) for size in (0, 1, 300_000, 2 * 1024 * 1024 + 3)]
+    with _server(pki, handler) as server:
+        for body in bodies:
+            for data in (body, _odd_chunks(body)):  # with a Content-Length, then chunked
+                whole = send(session, f"{server.url}/whole", data, {})
+                assert whole.status_code == 200
+                assert whole.content == hashlib.sha256(body).hexdigest().encode()
+                few = send(session, f"{server.url}/few", body, {})
+                assert few.status_code == 200 and few.content == body[:10]
+
+
+def test_a_body_over_the_limit_is_refused_even_by_a_handler_that_swallows_errors(pki, session):
+    calls: list[str] = []
+
+    def swallowing(request: StubRequest) -> StubResponse:
+        calls.append(request.path)
+        try:
+            request.stream.read()
+        except Exception:  # the point: the server answers 413 all the same
+            return StubResponse(200, b"swallowed", "text/plain")
+        return StubResponse(200, b"read", "text/plain")
+
+    with _server(pki, swallowing, limit=10_000) as server:
+        chunked = send(session, f"{server.url}/chunked", iter([b"<x/>"] * 10_000), {})
+        assert chunked.status_code == 413 and chunked.headers["Connection"] == "close"
+        declared = send(session, f"{server.url}/declared", b"x" * 10_001, {})
+        assert declared.status_code == 413
+        assert calls == ["/chunked"]  # a declared length over the limit never reaches a handler
+        fits = send(session, f"{server.url}/fits", b"x" * 10_000, {})
+        assert fits.status_code == 200 and fits.content == b"read"
 
 
 def test_chunked_request_body(fresh_stubs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import subprocess
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -147,6 +148,19 @@ def test_files_are_hashed_in_chunks(tmp_path, signer, verify_settings):
     with pytest.raises(SignatureError) as refused:
         verify(data, {"1.2.250.1.999.1.1.7898.3.9": changed}, verify_settings)
     assert refused.value.reason == "invalid-signature"
+
+
+@pytest.mark.parametrize("size", [0, 1, mtom.CHUNK_SIZE, 5 * mtom.CHUNK_SIZE + 3])
+def test_content_digests_of_a_file_and_of_its_bytes_agree_with_hashlib(tmp_path, size):
+    """A file's SHA-1 and SHA-256 are computed at once (one in a thread), over the same chunks."""
+    data = os.urandom(size)
+    path = tmp_path / "document.bin"
+    path.write_bytes(data)
+    expected = xades.ContentDigests(
+        size, hashlib.sha1(data, usedforsecurity=False).hexdigest(), hashlib.sha256(data).digest()
+    )
+    assert xades.content_digests(path) == expected
+    assert xades.content_digests(data) == expected
 
 
 # Refusals -------------------------------------------------------------------------------------

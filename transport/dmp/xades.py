@@ -43,6 +43,7 @@ from transport.dmp.xds import (
     patient_id,
 )
 from transport.errors import MalformedXMLError, SignatureError, ValidationError
+from transport.soap import mtom
 from transport.vihf import format_instant, signed_instant
 from transport.xml import Namespace, parse_xml
 from transport.xmlsig import (
@@ -163,7 +164,6 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 _OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
-_CHUNK = 1024 * 1024
 
 _ds = Namespace(DSIG_NS)
 
@@ -225,10 +225,18 @@ def _digests(content: Content, *algorithms: str) -> tuple[_Digest, ...]:
         for digest in found:
             digest.update(content)
         return found
-    with Path(content).open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            for digest in found:
-                digest.update(chunk)
+    # A file may be large: the first digest is computed here, the others at the same time in a
+    # thread of their own over the same chunks, so that a 2-core machine hashes twice as fast.
+    others = mtom.HashingWriter(None, found[1:]) if len(found) > 1 else None
+    try:
+        with Path(content).open("rb") as handle:
+            while chunk := handle.read(mtom.CHUNK_SIZE):
+                if others is not None:
+                    others.write(chunk)
+                found[0].update(chunk)
+    finally:
+        if others is not None:
+            others.close()
     return found
 
 

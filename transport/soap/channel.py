@@ -37,6 +37,7 @@ from transport.credentials import Credential
 from transport.errors import CisisError, ConfigurationError, ConnectError, TLSError, TransportError
 from transport.soap import addressing, mtom
 from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
+from transport.soap.mtom import DIGESTS
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, create_session, diagnose
 
@@ -93,9 +94,10 @@ class CallOptions:
 class Call:
     """One exchange to make: the request ``envelope`` for ``url``, with ``attachments`` sent as
     MTOM when ``mtom``; ``idempotent`` for a read that may safely be sent again; answer parts
-    written to ``directory`` (else kept in memory); ``progress`` of the transfer; ``deadline``
-    in seconds, overriding the channel's; ``operation`` names the trace files (by default the
-    action's last segment)."""
+    written to ``directory`` (else kept in memory), with the ``digests`` of
+    :func:`transport.soap.mtom.decode` (only those checked); ``progress`` of the transfer;
+    ``deadline`` in seconds, overriding the channel's; ``operation`` names the trace files (by
+    default the action's last segment)."""
 
     url: str
     envelope: etree._Element
@@ -106,6 +108,7 @@ class Call:
     progress: Progress | None = None
     deadline: float | None = None
     operation: str | None = None
+    digests: frozenset[str] = DIGESTS
 
 
 @dataclass(frozen=True)
@@ -442,7 +445,7 @@ class Channel:
         total = int(declared) if declared and declared.isdigit() else None
         progress = call.progress if multipart else None
         chunks = _downloaded(response.iter_bytes(), call.url, progress, total, trace)
-        decoded = mtom.decode(chunks, answer_type, directory=call.directory)
+        decoded = mtom.decode(chunks, answer_type, directory=call.directory, digests=call.digests)
         if self.tracer is not None and prefix is not None:
             self.tracer.write(prefix, "response", decoded.root)
         return decoded

@@ -4,7 +4,9 @@
 the SOAP envelope, then one binary part per attachment) and :meth:`MtomMessage.chunks` streams it,
 reading attachment files in :data:`CHUNK_SIZE` blocks. :func:`decode` reads such a body from a
 stream or an iterable of chunks and gives the root part's bytes and every other part, each written
-to its own file when a directory is given, so that no attachment is ever held whole in memory.
+to its own file when a directory is given, so that no attachment is ever held whole in memory. A
+part going to a file is hashed and written by a thread of its own while the next bytes are read
+(hashlib and file writes release the GIL), and only with the digests the caller checks.
 
 A part's bytes are exactly those between its header block's CRLFCRLF and the CRLF that precedes the
 next delimiter: nothing is stripped (zeep strips CR/LF at both ends, which breaks XDS size/hash).
@@ -29,16 +31,19 @@ import enum
 import hashlib
 import io
 import os
+import queue
 import re
 import secrets
+import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
 from lxml import etree
@@ -52,8 +57,12 @@ MAX_IN_MEMORY = 64 * 1024 * 1024
 """Default for the largest part :func:`decode` keeps in memory, in bytes."""
 MAX_HEADER_BLOCK = 64 * 1024
 """Largest header block of one part, in bytes; a longer one is taken as a malformed body."""
+DIGESTS = frozenset({"sha256", "sha1"})
+"""The digests :func:`decode` can compute of each part (hashlib names), and its default."""
 
 _FLUSH = 64 * 1024  # decoded bytes are written out in blocks of at least this size
+_QUEUED = 8  # blocks waiting for a part's writer thread: memory stays bounded (~2 MiB)
+_WRITEBACK = 8 * 1024 * 1024  # bytes written between two starts of a file's writeback
 _MAX_PADDING = 256  # transport padding (spaces, tabs) accepted after a boundary
 _CRLF_HINT = "MIME lines end with CRLF; a body saved with bare LF line ends cannot be decoded"
 _DEFAULT_PART_TYPE = "text/plain; charset=us-ascii"  # RFC 2045 §5.2, for a part without one
@@ -263,15 +272,16 @@ def _read_file(piece: _FileRange) -> Iterator[bytes]:
 @dataclass(frozen=True)
 class Part:
     """A received attachment: its Content-ID (without ``<>``), MIME type, headers (names in lower
-    case), size in bytes, SHA-256 and SHA-1 (hex; the XDS ``hash`` is a SHA-1) of its bytes,
-    which are in the file ``path`` or in ``data``."""
+    case), size in bytes, SHA-256 and SHA-1 (hex; the XDS ``hash`` is a SHA-1) of its bytes, each
+    None unless :func:`decode` was asked for it, and its bytes, in the file ``path`` or in
+    ``data``."""
 
     content_id: str
     content_type: str
     headers: Mapping[str, str]
     size: int
-    sha256: str
-    sha1: str
+    sha256: str | None
+    sha1: str | None
     path: Path | None = None
     data: bytes | None = None
 
@@ -322,6 +332,8 @@ def decode(
     *,
     directory: Path | None = None,
     max_in_memory: int = MAX_IN_MEMORY,
+    digests: Collection[str] = DIGESTS,
+    writeback: bool = False,
 ) -> Decoded:
     """Decode a body of type ``content_type`` (the HTTP header value) read from ``source``: a binary
     stream (``read``), an iterable of byte chunks (``response.iter_content(n)``) or bytes. With
@@ -330,9 +342,15 @@ def decode(
 
     With ``directory``, each attachment goes to a new file there (mode 0600) as it arrives; without
     it, attachments are kept as bytes. The root part is always kept in memory. A part kept in memory
-    may not exceed ``max_in_memory`` bytes. A body that is not multipart (a plain SOAP fault) is the
-    root, with no parts. Raises MtomError on a malformed body; files already written are removed.
+    may not exceed ``max_in_memory`` bytes. ``digests`` names those of :data:`DIGESTS` to compute
+    of each part (each costs a pass of the CPU over the bytes: ask only for those checked).
+    ``writeback`` starts writing part files to disk as their bytes arrive, for a caller that
+    syncs them once decoded (a store acknowledging them): its ``fsync`` then waits little. A body
+    that is not multipart (a plain SOAP fault) is the root, with no parts. Raises MtomError on a
+    malformed body, ValidationError for an unknown digest; files already written are removed.
     """
+    if not DIGESTS.issuperset(digests):
+        raise ValidationError("digests", f"the digests computed are among {sorted(DIGESTS)}")
     media_type, parameters = parse_content_type(content_type)
     chunks = _chunks_of(source)
     if not media_type.startswith("multipart/"):
@@ -343,9 +361,8 @@ def decode(
     if not 0 < len(boundary) <= 70 or not boundary.isascii():
         raise MtomError("the multipart/related Content-Type has no valid boundary parameter")
     start = parameters.get("start")
-    parser = _Parser(
-        boundary.encode("ascii"), _unbracket(start) if start else None, directory, max_in_memory
-    )
+    options = _Options(directory, max_in_memory, tuple(sorted(digests)), writeback)
+    parser = _Parser(boundary.encode("ascii"), _unbracket(start) if start else None, options)
     try:
         for chunk in chunks:
             parser.feed(chunk)
@@ -443,16 +460,24 @@ def _delimiter_kind(buffer: bytearray, after: int) -> tuple[_Kind, int]:
     return _Kind.DATA, 0
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What :func:`decode` was asked: where part files go, the in-memory limit, the digests,
+    whether to start the files' writeback early."""
+
+    directory: Path | None
+    max_in_memory: int
+    digests: tuple[str, ...]
+    writeback: bool
+
+
 class _Parser:
     """A push parser: :meth:`feed` it chunks of any size, then :meth:`close` it."""
 
-    def __init__(
-        self, boundary: bytes, start: str | None, directory: Path | None, max_in_memory: int
-    ) -> None:
+    def __init__(self, boundary: bytes, start: str | None, options: _Options) -> None:
         self._delimiter = b"\r\n--" + boundary
         self._start = start
-        self._directory = directory
-        self._max_in_memory = max_in_memory
+        self._options = options
         # The first boundary line has no CRLF before it when there is no preamble.
         self._buffer = bytearray(b"\r\n")
         self._scan_from = 0
@@ -488,7 +513,7 @@ class _Parser:
     def discard(self) -> None:
         """Remove the files written so far."""
         if self._sink is not None:
-            self._sink.close()
+            self._sink.abandon()
         for path in self._files:
             path.unlink(missing_ok=True)
 
@@ -566,8 +591,7 @@ class _Parser:
             raise MtomError(f"two parts have the Content-ID <{content_id}>")
         if content_id:
             self._seen_ids.add(content_id)
-        directory = None if is_root else self._directory
-        sink = _Sink(self._count, headers, content_id, is_root, directory, self._max_in_memory)
+        sink = _Sink(self._count, headers, content_id, is_root, self._options)
         if sink.path is not None:
             self._files.append(sink.path)
         return sink
@@ -620,7 +644,8 @@ class _Base64:
 
 
 class _Sink:
-    """Receives one part's bytes: to a file or to memory, counting and hashing them."""
+    """Receives one part's bytes: to a file (through a :class:`HashingWriter`) or to memory,
+    counting and hashing them."""
 
     def __init__(
         self,
@@ -628,61 +653,150 @@ class _Sink:
         headers: dict[str, str],
         content_id: str,
         is_root: bool,
-        directory: Path | None,
-        limit: int,
+        options: _Options,
     ) -> None:
         self.is_root = is_root
         self.path: Path | None = None
-        self._file: BinaryIO | None = None
         # Checked before the file is made: a refused part leaves nothing behind.
         self._transfer = _transfer_decoder(headers.get("content-transfer-encoding", ""), number)
-        if directory is not None:
-            descriptor, name = tempfile.mkstemp(prefix="mtom-", suffix=".part", dir=directory)
+        self._hashes = {
+            name: hashlib.new(name, usedforsecurity=name != "sha1") for name in options.digests
+        }
+        self._writer: HashingWriter | None = None
+        if options.directory is not None and not is_root:
+            descriptor, name = tempfile.mkstemp(
+                prefix="mtom-", suffix=".part", dir=options.directory
+            )
             self.path = Path(name)
-            self._file = os.fdopen(descriptor, "wb")
+            self._writer = HashingWriter(
+                os.fdopen(descriptor, "wb"),
+                tuple(self._hashes.values()),
+                writeback=options.writeback,
+            )
         self._number = number
         self._headers = headers
         self._content_id = content_id
-        self._limit = limit
-        self._hash = hashlib.sha256()
-        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._limit = options.max_in_memory
         self._size = 0
         self._memory = bytearray()
 
     def write(self, data: bytes | bytearray) -> None:
+        """Take ``data``, which the caller hands over (it is not used again)."""
         if self._transfer is not None:
             data = self._transfer.decode(bytes(data))
-        self._hash.update(data)
-        self._sha1.update(data)
         self._size += len(data)
-        if self._file is not None:
-            self._file.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
             return
         if self._size > self._limit:
             raise MtomError(
                 f"part {self._number} is larger than {self._limit} bytes",
                 hint=None if self.is_root else "decode with a directory to keep parts in files",
             )
+        for digest in self._hashes.values():
+            digest.update(data)
         self._memory += data
 
     def finish(self) -> Part:
         if self._transfer is not None:
             self._transfer.finish()
-        self.close()
+        if self._writer is not None:
+            self._writer.finish()
         return Part(
             self._content_id,
             self._headers.get("content-type", _DEFAULT_PART_TYPE),
             MappingProxyType(self._headers),
             self._size,
-            self._hash.hexdigest(),
-            self._sha1.hexdigest(),
+            self._hexdigest("sha256"),
+            self._hexdigest("sha1"),
             self.path,
-            bytes(self._memory) if self._file is None else None,
+            bytes(self._memory) if self._writer is None else None,
         )
 
+    def abandon(self) -> None:
+        """Stop writing the part's file and close it (the decoder removes it)."""
+        if self._writer is not None:
+            self._writer.close()
+
+    def _hexdigest(self, name: str) -> str | None:
+        digest = self._hashes.get(name)
+        return digest.hexdigest() if digest is not None else None
+
+
+class HashingWriter:
+    """Feeds blocks to ``hashes`` (hashlib objects, or anything with ``update``) and writes them
+    to ``file`` when one is given, in a thread of its own, so that reading or parsing the next
+    blocks overlaps that work: hashlib and file writes release the GIL on large buffers, so the
+    two run on two cores. At most :data:`_QUEUED` blocks wait (memory stays bounded). An error
+    of the thread (a full disk) is raised by the next :meth:`write` or by :meth:`finish`.
+
+    With ``writeback`` (Linux), the file's pages are handed to the disk every :data:`_WRITEBACK`
+    bytes (``posix_fadvise`` ``DONTNEED`` starts the writeback of dirty pages and drops none of
+    them), so that an ``fsync`` of the finished file waits for the last few only."""
+
+    def __init__(
+        self, file: BinaryIO | None, hashes: Sequence[Any], *, writeback: bool = False
+    ) -> None:
+        self._file = file
+        self._hashes = tuple(hashes)
+        # Elsewhere DONTNEED may drop the pages just written: the hint is Linux's only.
+        self._writeback = writeback and file is not None and sys.platform == "linux"
+        self._written = 0
+        self._handed = 0  # bytes whose writeback was started
+        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hashing-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes | bytearray) -> None:
+        """Queue ``data`` (handed over: the caller does not modify it afterwards)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        """Wait for every queued block to be hashed and written and the file closed; raises the
+        first error the thread or the close met."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+
     def close(self) -> None:
-        if self._file is not None:
+        """Wait for the thread and close the file (once), keeping any error for :meth:`finish`."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(None)
+        self._thread.join()
+        if self._file is None:
+            return
+        try:
             self._file.close()
+        except OSError as error:  # the last buffered bytes could not be written
+            self._error = self._error or error
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained unwritten, so that write() never blocks on a full queue
+            try:
+                for digest in self._hashes:
+                    digest.update(data)
+                if self._file is not None:
+                    self._file.write(data)
+                    self._start_writeback(len(data))
+            except BaseException as error:  # raised in the thread that queues the blocks
+                self._error = error
+
+    def _start_writeback(self, size: int) -> None:
+        self._written += size
+        if not self._writeback or self._written - self._handed < _WRITEBACK:
+            return
+        assert self._file is not None
+        self._file.flush()
+        os.posix_fadvise(
+            self._file.fileno(), self._handed, self._written - self._handed, os.POSIX_FADV_DONTNEED
+        )
+        self._handed = self._written
 
 
 def _transfer_decoder(encoding: str, number: int) -> _Base64 | None:

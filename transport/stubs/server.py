@@ -1,19 +1,20 @@
 """The HTTPS server under every stub: mutual TLS, threads, a size limit, a log line per request.
 
-A handler receives a :class:`StubRequest` (path, headers, the body as a spooled stream, the client's
-verified certificate) and returns a :class:`StubResponse` (bytes, or chunks streamed from disk).
-Request bodies larger than a megabyte are spooled to a temporary file, never held in memory;
-``Content-Length`` and ``Transfer-Encoding: chunked`` are both accepted. The server never logs
-bodies, only path, status and duration.
+A handler receives a :class:`StubRequest` (path, headers, the body as a stream read straight from
+the connection, the client's verified certificate) and returns a :class:`StubResponse` (bytes, or
+chunks streamed from disk). A handler of large bodies reads the stream as it arrives and writes it
+where it belongs, so that no body is copied to a spool first; ``Content-Length`` and
+``Transfer-Encoding: chunked`` (RFC 9112 §7.1) are both accepted. The server never logs bodies,
+only path, status and duration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,9 +33,7 @@ from transport.soap.wsse import WSSE_NS
 
 log = logging.getLogger("transport.stubs")
 
-SPOOL_IN_MEMORY = 1024 * 1024
-"""Request bodies up to this many bytes stay in memory; larger ones go to a temporary file."""
-_CHUNK = 64 * 1024
+_CHUNK = 256 * 1024  # the most one read of the body asks the connection for
 DRAIN_BYTES = 1024 * 1024
 """How much of an over-limit body is read and dropped before the connection is cut."""
 _FAULT_PREFIXES = {"soap": SOAP12_NS, "wsse": WSSE_NS, "wsa": WSA_NS}
@@ -47,9 +46,12 @@ _CLOSE = {"Connection": "close"}
 class StubRequest:
     """One HTTP request as a stub handler sees it (``client_certificate`` passed TLS checks).
 
-    ``stream`` is the body, positioned at its start (``headers`` keys are lower case). Handlers of
-    large bodies read ``stream``; the others use ``body``. ``tls`` is the connection's protocol
-    version and cipher suite, OpenSSL names (``("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")``).
+    ``stream`` is the body, read once as it arrives (``headers`` keys are lower case); a read
+    past the server's size limit, or of a body cut short, raises an exception the server answers
+    (413, 400), so a handler lets it pass. Handlers of large bodies read ``stream``; the others
+    use ``body``. What a handler leaves unread is read and dropped before the answer. ``tls`` is
+    the connection's protocol version and cipher suite, OpenSSL names
+    (``("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")``).
     """
 
     method: str
@@ -62,7 +64,6 @@ class StubRequest:
     @cached_property
     def body(self) -> bytes:
         """The whole body as bytes."""
-        self.stream.seek(0)
         return self.stream.read()
 
     @property
@@ -210,69 +211,51 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         started = time.perf_counter()
-        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, prefix="cisis-stub-") as spool:
-            try:
-                self._receive(spool)
-            except _TooLarge:
-                self._answer(StubResponse(413, b"request too large", "text/plain", _CLOSE), started)
-                return
-            except (ValueError, _BadBody) as error:
-                self._answer(StubResponse(400, f"{error}".encode(), "text/plain", _CLOSE), started)
-                return
-            spool.seek(0)
-            der = self.request.getpeercert(binary_form=True)
-            request = StubRequest(
-                "POST",
-                self.path,
-                {key.lower(): value for key, value in self.headers.items()},
-                spool,  # type: ignore[arg-type]
-                x509.load_der_x509_certificate(der) if der else None,
-                _negotiated(self.request),
-            )
-            try:
-                response = self.server.app(request)
-            except Exception:
-                log.exception("stub handler failed on %s", self.path)
-                response = StubResponse(500, soap12_fault("Receiver", "internal stub error"))
-            self._answer(response, started)
+        body: _Body | None = None
+        try:
+            body = self._body()
+            if body.declared_over_limit:
+                raise _TooLarge  # refused before reading a byte of it
+            response = self._respond(body)
+            body.drain()  # what the handler left unread: the connection serves the next request
+        except _TooLarge:
+            if body is not None:
+                body.discard_beyond_limit()
+            response = StubResponse(413, b"request too large", "text/plain", _CLOSE)
+        except _BadBody as error:
+            response = StubResponse(400, f"{error}".encode(), "text/plain", _CLOSE)
+        self._answer(response, started)
 
-    def _receive(self, spool: BinaryIO) -> None:
-        """Copy the request body into ``spool``, enforcing the size limit.
-
-        Past the limit the rest is read and dropped, up to :data:`DRAIN_BYTES` more, so that a
-        client still sending can read the 413 instead of a reset connection."""
+    def _body(self) -> _Body:
+        """The request body's reader, after its framing headers."""
         limit = self.server.max_request_bytes
-        sink = _LimitedSink(spool, limit)
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            while size := self._chunk_size():
-                self._copy(sink, size)
-                if self.rfile.read(2) != b"\r\n":
-                    raise _BadBody("malformed chunked body")
-            while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                pass  # trailer fields carry nothing a stub needs
-        else:
+            return _Body(self.rfile, None, limit)
+        try:
             length = int(self.headers.get("Content-Length") or 0)
-            if length < 0:
-                raise _BadBody("negative Content-Length")
-            if length > limit + DRAIN_BYTES:
-                raise _TooLarge
-            self._copy(sink, length)
-        if sink.over:
-            raise _TooLarge
+        except ValueError:
+            raise _BadBody("malformed Content-Length") from None
+        if length < 0:
+            raise _BadBody("negative Content-Length")
+        return _Body(self.rfile, length, limit)
 
-    def _chunk_size(self) -> int:
-        line = self.rfile.readline(1024)
-        if not line.endswith(b"\n"):
-            raise _BadBody("malformed chunk size line")
-        return int(line.split(b";", 1)[0].strip(), 16)
-
-    def _copy(self, spool: BinaryIO | _LimitedSink, size: int) -> None:
-        while size > 0:
-            data = self.rfile.read(min(size, _CHUNK))
-            if not data:
-                raise _BadBody("the body ended early")
-            spool.write(data)
-            size -= len(data)
+    def _respond(self, body: _Body) -> StubResponse:
+        der = self.request.getpeercert(binary_form=True)
+        request = StubRequest(
+            "POST",
+            self.path,
+            {key.lower(): value for key, value in self.headers.items()},
+            body,  # type: ignore[arg-type]
+            x509.load_der_x509_certificate(der) if der else None,
+            _negotiated(self.request),
+        )
+        try:
+            return self.server.app(request)
+        except (_TooLarge, _BadBody):
+            raise  # the body's fault, answered by do_POST
+        except Exception:
+            log.exception("stub handler failed on %s", self.path)
+            return StubResponse(500, soap12_fault("Receiver", "internal stub error"))
 
     def _answer(self, response: StubResponse, started: float) -> None:
         self.send_response(response.status)
@@ -319,24 +302,85 @@ class _TooLarge(Exception):
     pass
 
 
-class _LimitedSink:
-    """Writes to ``target`` up to ``limit`` bytes, then drops; raises past DRAIN_BYTES more."""
+class _Body:
+    """A request body read from the connection ``rfile`` as the handler asks for it: ``length``
+    bytes, or chunked framing (``length`` None) undone. Past ``limit`` bytes every read raises
+    _TooLarge (so does :meth:`drain`: a handler that swallowed it cannot make the body fit); a
+    body cut short or a connection error raises _BadBody."""
 
-    def __init__(self, target: BinaryIO, limit: int) -> None:
-        self.target = target
-        self.limit = limit
-        self.written = 0
+    def __init__(self, rfile: BinaryIO, length: int | None, limit: int) -> None:
+        self._rfile = rfile
+        self._chunked = length is None
+        self._left = length or 0  # bytes left in the body, or in the current chunk
+        self._done = length == 0
+        self._limit = limit
+        self._received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes of the body (all that is left when negative); b"" at its end."""
+        if size < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        if self._received > self._limit:
+            raise _TooLarge
+        if self._chunked and not self._left and not self._done:
+            self._next_chunk()
+        if self._done or not size:
+            return b""
+        data = self._read(min(size, self._left))
+        self._left -= len(data)
+        self._received += len(data)
+        if self._received > self._limit:
+            raise _TooLarge
+        if not self._left and not self._chunked:
+            self._done = True
+        return data
 
     @property
-    def over(self) -> bool:
-        return self.written > self.limit
+    def declared_over_limit(self) -> bool:
+        """Whether the body's Content-Length already exceeds the limit."""
+        return not self._chunked and self._left > self._limit
 
-    def write(self, data: bytes) -> None:
-        if self.written + len(data) <= self.limit:
-            self.target.write(data)
-        self.written += len(data)
-        if self.written > self.limit + DRAIN_BYTES:
-            raise _TooLarge
+    def drain(self) -> None:
+        """Read and drop what is left of the body."""
+        while self.read(_CHUNK):
+            pass
+
+    def discard_beyond_limit(self) -> None:
+        """Read and drop up to :data:`DRAIN_BYTES` past the limit, what a client still sending
+        an over-limit body may push before it reads the 413; errors end it quietly. A declared
+        length beyond that is not read at all (the connection is closed after the 413)."""
+        self._limit += DRAIN_BYTES
+        if self.declared_over_limit:
+            return
+        with contextlib.suppress(_TooLarge, _BadBody):
+            self.drain()
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self._rfile.read(size)
+        except OSError as error:  # a timeout, a reset, a TLS alert: the body never came whole
+            raise _BadBody(f"the body could not be read: {type(error).__name__}") from None
+        if not data:
+            raise _BadBody("the body ended early")
+        return data
+
+    def _next_chunk(self) -> None:
+        # The CRLF that ends the previous chunk's data (every chunk before the last has some).
+        if self._received and self._read(2) != b"\r\n":
+            raise _BadBody("malformed chunked body")
+        line = self._rfile.readline(1024)
+        if not line.endswith(b"\n"):
+            raise _BadBody("malformed chunk size line")
+        try:
+            self._left = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _BadBody("malformed chunk size line") from None
+        if self._left < 0:
+            raise _BadBody("malformed chunk size line")
+        if not self._left:
+            self._done = True
+            while self._rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields carry nothing a stub needs
 
 
 class _BadBody(Exception):

@@ -7,15 +7,16 @@ patient's DMP must be open and the caller (VIHF NameID) authorized on it. Busine
 ``RegistryError`` entries with the IHE codes where IHE defines one; the DMP-specific ones
 (``DMPAccessDenied``, ``DMPClosed``) are this stub's names, the DMP's catalogue not being public.
 
-Documents are stored byte-exact in the blob store; the repository reads MTOM requests from the
-spooled request stream into files and streams retrieved documents from disk, so no document is
-ever held whole in memory. A document is acknowledged only after its content and its row are
-durable. Who sees a document follows its DMP restriction codes (see ``visible``): masked from
-professionals (``MASQUE_PS``), its submitter and the patient only; hidden from the patient
-(``INVISIBLE_PATIENT``), never listed nor retrieved for the patient. A document submitted in a
-secret connection (the VIHF ``confidentiality-code`` ``INVISIBLE_REPRESENTANTS_LEGAUX``) is
-registered with that confidentiality code added, hiding it from the patient's legal
-representatives.
+Documents are stored byte-exact in the blob store; the repository decodes an MTOM request as it
+arrives from the connection, each document straight into a file on the store's file system (hashed
+on the way, then synced and renamed into the store once accepted), and streams retrieved documents
+from disk, so no document is ever held whole in memory nor copied twice. A document is
+acknowledged only after its content and its row are durable. Who sees a document follows its DMP
+restriction codes (see ``visible``): masked from professionals (``MASQUE_PS``), its submitter and
+the patient only; hidden from the patient (``INVISIBLE_PATIENT``), never listed nor retrieved for
+the patient. A document submitted in a secret connection (the VIHF ``confidentiality-code``
+``INVISIBLE_REPRESENTANTS_LEGAUX``) is registered with that confidentiality code added, hiding it
+from the patient's legal representatives.
 """
 
 from __future__ import annotations
@@ -542,8 +543,10 @@ class RepositoryService(_XdsService):
     @staticmethod
     def _decode(request: StubRequest, incoming: Path) -> mtom.Decoded:
         try:
-            request.stream.seek(0)
-            return mtom.decode(request.stream, request.content_type, directory=incoming)
+            # Each document is synced once accepted (BlobStore.adopt): its writeback starts now.
+            return mtom.decode(
+                request.stream, request.content_type, directory=incoming, writeback=True
+            )
         except CisisError as error:
             raise Refused("Sender", "soap:MalformedMessage", error.message) from None
 
@@ -675,7 +678,7 @@ class RepositoryService(_XdsService):
         replaced: Sequence[str],
     ) -> None:
         stored = {
-            object_id: self.context.blobs.adopt(part.path, part.sha256, part.size)
+            object_id: self.context.blobs.adopt(part.path, _part_digest(part, "sha256"), part.size)
             if part.path is not None
             else self.context.blobs.put(part.read_bytes())
             for object_id, part in parts.items()
@@ -759,10 +762,9 @@ class RepositoryService(_XdsService):
 
 def _part_digest(part: mtom.Part, algorithm: str) -> str:
     # The decoder hashed the part as it arrived: reading it again would double the ingest.
-    if algorithm == "sha256":
-        return part.sha256
-    if algorithm == "sha1":
-        return part.sha1
+    known = {"sha256": part.sha256, "sha1": part.sha1}.get(algorithm)
+    if known is not None:
+        return known
     digest = hashlib.new(algorithm)
     with part.open() as handle:
         while chunk := handle.read(1024 * 1024):
