@@ -247,21 +247,28 @@ def _matricule_element(namespace: Namespace, tag: str, matricule: Matricule) -> 
 
 
 def _read_matricule(namespace: Namespace, element: etree._Element) -> Matricule:
-    texts = _child_texts(element)
+    children = _children(element)
     return Matricule(
-        number=texts.get(namespace("NumIdentifiant")) or "",
-        key=texts.get(namespace("Cle")) or None,
-        kind=texts.get(namespace("TypeMatricule")) or None,
+        number=_text(children, namespace("NumIdentifiant")) or "",
+        key=_text(children, namespace("Cle")) or None,
+        kind=_text(children, namespace("TypeMatricule")) or None,
     )
 
 
-def _child_texts(element: etree._Element) -> dict[str, str]:
-    """The stripped text of the first child of each tag ("" when empty): one pass over the
-    children instead of one path search per field, as :func:`transport.xml.find_text` reads."""
-    texts: dict[str, str] = {}
+def _children(element: etree._Element) -> dict[str, etree._Element]:
+    """The first child of each tag: one pass over the children instead of one path search
+    (``element.find``) per field read."""
+    children: dict[str, etree._Element] = {}
     for child in element:
-        texts.setdefault(child.tag, (child.text or "").strip())
-    return texts
+        children.setdefault(child.tag, child)
+    return children
+
+
+def _text(children: dict[str, etree._Element], tag: str) -> str | None:
+    """The stripped text of ``children``'s ``tag`` ("" when empty, None when missing), as
+    :func:`transport.xml.find_text` reads it."""
+    child = children.get(tag)
+    return (child.text or "").strip() if child is not None else None
 
 
 # --- the result ----------------------------------------------------------------------------------
@@ -378,18 +385,18 @@ def _ins_element(tag: str, ins: Ins) -> etree._Element:
 def read_resultat(element: etree._Element) -> Resultat:
     """Read a ``RESULTAT``, given itself, the SOAP body or the envelope; ValidationError when it
     is missing or lacks a required part. Children are found by name, in any order."""
-    resultat = _resultat_element(element)
-    report = resultat.find(_CR)
+    children = _children(_resultat_element(element))
+    report = children.get(_CR)
     if report is None:
         raise ValidationError("CR", "RESULTAT without a report")
-    texts = _child_texts(report)
-    code = texts.get(_CODE_CR)
+    report_children = _children(report)
+    code = _text(report_children, _CODE_CR)
     if not code:
         raise ValidationError("CR/CodeCR", "required")
-    holder = resultat.find(_INDIVIDU)
+    holder = children.get(_INDIVIDU)
     return Resultat(
         code=code,
-        label=texts.get(_LIBELLE_CR) or "",
+        label=_text(report_children, _LIBELLE_CR) or "",
         individual=_read_individual(holder) if holder is not None else None,
     )
 
@@ -406,6 +413,12 @@ _ID_INDIVIDU = _r("IdIndividu")
 _OID = _r("OID")
 _DATE_DEB = _r("DateDeb")
 _DATE_FIN = _r("DateFin")
+_TIQ_NOM = _r("NomNaissance")
+_TIQ_LISTE_PRENOM = _r("ListePrenom")
+_TIQ_SEXE = _r("Sexe")
+_TIQ_DATE = _r("DateNaissance")
+_TIQ_LIEU = _r("LieuNaissance")
+_TIQ_PRENOM = _r("Prenom")
 
 
 def _resultat_element(element: etree._Element) -> etree._Element:
@@ -424,36 +437,39 @@ def _resultat_element(element: etree._Element) -> etree._Element:
 
 
 def _read_individual(element: etree._Element) -> Individual:
-    active = element.find(_INSACTIF)
-    traits = element.find(_TIQ)
+    children = _children(element)
+    active = children.get(_INSACTIF)
+    traits = children.get(_TIQ)
     if active is None or traits is None:
         raise ValidationError("INDIVIDU", "INSACTIF and TIQ are required")
-    texts = _child_texts(traits)
+    found = _children(traits)
     return Individual(
         active=_read_ins(active, "INSACTIF"),
         traits=Traits(
-            birth_name=texts.get(_r("NomNaissance")),
-            first_names=texts.get(_r("ListePrenom")),
-            sex=texts.get(_r("Sexe")),
-            birth_date=texts.get(_r("DateNaissance")),
-            birthplace=texts.get(_r("LieuNaissance")),
-            first_name=texts.get(_r("Prenom")),
+            birth_name=_text(found, _TIQ_NOM),
+            first_names=_text(found, _TIQ_LISTE_PRENOM),
+            sex=_text(found, _TIQ_SEXE),
+            birth_date=_text(found, _TIQ_DATE),
+            birthplace=_text(found, _TIQ_LIEU),
+            first_name=_text(found, _TIQ_PRENOM),
         ),
-        history=tuple(_read_ins(former, "INSHISTO") for former in element.iterchildren(_INSHISTO)),
+        history=tuple(
+            _read_ins(former, "INSHISTO") for former in element if former.tag == _INSHISTO
+        ),
     )
 
 
 def _read_ins(element: etree._Element, where: str) -> Ins:
-    identifier = element.find(_ID_INDIVIDU)
-    texts = _child_texts(element)
-    oid = texts.get(_OID)
+    children = _children(element)
+    identifier = children.get(_ID_INDIVIDU)
+    oid = _text(children, _OID)
     if identifier is None or not oid:
         raise ValidationError(where, "IdIndividu and OID are required")
     return Ins(
         id=_read_matricule(_r, identifier).validate(f"{where}/IdIndividu"),
         oid=oid,
-        start=_xsd_date(texts.get(_DATE_DEB), f"{where}/DateDeb"),
-        end=_xsd_date(texts.get(_DATE_FIN), f"{where}/DateFin"),
+        start=_xsd_date(_text(children, _DATE_DEB), f"{where}/DateDeb"),
+        end=_xsd_date(_text(children, _DATE_FIN), f"{where}/DateFin"),
     )
 
 
