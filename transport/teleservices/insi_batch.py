@@ -17,11 +17,11 @@ a fault), ``cr`` and ``label`` (``CodeCR``, ``LibelleCR``), ``ins`` (15 characte
 for CR 00, ``qualifiable`` (``yes``/``no``), ``calls`` (searches sent for the row),
 ``error_code`` (the ``siram:Erreur`` code, the subcode, or ``validation``) and ``error``.
 
-Each answered row is appended and handed to the operating system as it comes, so a killed run
-loses at most the calls in flight; the output is fsynced at most ``commit_interval`` seconds
-apart (group commit, one fsync per row would cost more than the row's search) and at the end of
-the run, so a crash of the machine loses at most the answers of that last interval: a search is
-a read, and the next run sends those rows again. A new run on the same OUTPUT skips the rows it
+Answered rows are appended in groups, written and fsynced at most ``commit_interval`` seconds
+apart (group commit: a write and an fsync per row would cost more than the row's search) and at
+the end of the run, even an interrupted one: a killed process or a crashed machine loses at
+most the answers of that last interval, and since a search is a read, the next run simply sends
+those rows again. A new run on the same OUTPUT skips the rows it
 already holds, recognised by their content key, not their place: a reordered or edited input
 sends exactly the rows not answered yet (a torn last line is dropped first). A row whose call
 failed on the way (TLS, connection, timeout) is not written: the run reports the reason and the
@@ -49,7 +49,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,8 @@ class RateLimiter:
 
     def speed_up(self) -> None:
         """Regain a tenth of the rate lost, back to the configured one (an answer came)."""
+        if self._interval <= self._base:
+            return  # not slowed down (checked again under the lock): the common case
         with self._lock:
             if self._interval > self._base:
                 regained = self._interval * 0.9
@@ -266,13 +268,12 @@ COMMIT_INTERVAL = 1.0
 class _Output:
     """Appends rows to OUTPUT; its caller serialises the calls (the run's lock).
 
-    Each row is handed to the operating system as it comes (one write), so a killed process
-    loses none; rows are fsynced in groups, at most ``interval`` seconds apart, and at close
-    (group commit: an fsync per row would cost more CPU than the row's search). A crash of the
-    machine may thus lose the rows of the last ``interval`` seconds, or tear the last line:
-    :func:`answered_rows` drops a torn line, and a search being a read, the next run simply
-    sends the lost rows again. Rows count as answered, in the run's :class:`Summary`, once
-    :meth:`close` has fsynced them all.
+    Rows are buffered, then written and fsynced in groups, at most ``interval`` seconds apart,
+    and at close (group commit: a write and an fsync per row would cost more CPU than the
+    row's search). A killed process or a crashed machine may thus lose the rows of the last
+    ``interval`` seconds, or tear the last line: :func:`answered_rows` drops a torn line, and a
+    search being a read, the next run simply sends the lost rows again. Rows count as answered,
+    in the run's :class:`Summary`, once :meth:`close` has fsynced them all.
     """
 
     def __init__(self, path: Path, interval: float = COMMIT_INTERVAL) -> None:
@@ -285,11 +286,11 @@ class _Output:
             self.write(OUTPUT_COLUMNS)
 
     def write(self, values: Sequence[str]) -> None:
-        """Append one row (a value per :data:`OUTPUT_COLUMNS`), fsyncing when it is time."""
+        """Append one row (a value per :data:`OUTPUT_COLUMNS`), committing when it is time."""
         self._writer.writerow(values)
-        self._handle.flush()
         now = time.monotonic()
         if now - self._synced >= self._interval:
+            self._handle.flush()
             os.fsync(self._handle.fileno())
             self._synced = now
 
@@ -379,11 +380,12 @@ def run_batch(
     pending = [row for row in rows if row.key not in done_before]
     # Slowed down at most to the longest backoff: a run never waits longer between calls.
     limiter = RateLimiter(rate, slowest=backoff.max_backoff)
+    sender = _Sender(search, limiter, backoff)
     output = _Output(output_path, commit_interval)
-    run = _Run(pending, len(rows), output, progress, max_transport_failures)
-    run.send = _Sender(search, limiter, backoff, run.refused)
+    run = _Run(len(rows), len(pending), output, sender, progress, max_transport_failures)
     try:
-        _work(run, min(concurrency, max(1, len(pending))))
+        to_send = run.validate(pending)
+        _work(run, to_send, min(concurrency, max(1, len(to_send))))
     finally:
         output.close()
     seconds = time.monotonic() - started
@@ -396,22 +398,25 @@ def run_batch(
         run.failures >= max_transport_failures,
         dict(sorted(run.by_cr.items())),
         dict(sorted(run.by_error.items())),
-        run.refusals,
+        sender.refusals,
         round(seconds, 3),
         round(run.answered / seconds, 3) if seconds > 0 else 0.0,
     )
 
 
-def _work(run: _Run, workers: int) -> None:
-    """Run ``run`` in the calling thread (one worker) or in ``workers`` threads; on Ctrl-C or
-    a worker's unexpected error, no new row is taken and the calls in flight are let finish."""
+def _work(run: _Run, to_send: list[tuple[_Row, Query]], workers: int) -> None:
+    """Send ``to_send`` in the calling thread (one worker) or in ``workers`` threads; on Ctrl-C
+    or a worker's unexpected error, no new row is taken and the calls in flight are let finish."""
+    rows = iter(to_send)
     if workers == 1:
-        run.work()
+        run.work(rows)
         return
     threads: list[threading.Thread] = []
     try:
         for number in range(workers):
-            thread = threading.Thread(target=run.work_or_stop, name=f"insi-batch-{number}")
+            thread = threading.Thread(
+                target=run.work_or_stop, args=(rows,), name=f"insi-batch-{number}"
+            )
             thread.start()
             threads.append(thread)
         for thread in threads:
@@ -437,12 +442,13 @@ class _Sender:
         search: Search,
         limiter: RateLimiter,
         backoff: RetryPolicy,
-        refused: Callable[[], None],
     ) -> None:
         self._search = search
         self._limiter = limiter
         self._backoff = backoff
-        self._refused = refused
+        self._lock = threading.Lock()
+        self.refusals = 0
+        """The temporary refusals met, counted from every worker."""
 
     def __call__(self, query: Query) -> Result:
         """The row's output values, or why it is left for the next run."""
@@ -465,7 +471,8 @@ class _Sender:
             except (SoapFault, TransportError) as error:
                 if not temporary(error):
                     raise
-                self._refused()
+                with self._lock:
+                    self.refusals += 1
                 limiter.slow_down()
                 if sent >= backoff.attempts:
                     raise _Busy(_one_line(str(error))) from None
@@ -477,71 +484,72 @@ class _Sender:
 
 
 class _Run:
-    """One run's shared state under one lock: the rows left, the counts and the output. Each
-    worker takes the next row, sends it unlocked, and writes its answer: no queue, no future
-    and no handoff between threads per row."""
+    """One run's shared state under one lock: the counts and the output. Each worker takes
+    the next row of one shared iterator, sends it unlocked, and writes its answer: no queue, no
+    future and no handoff between threads per row."""
 
     def __init__(
         self,
-        rows: list[_Row],
         total: int,
+        pending: int,
         output: _Output,
+        send: Callable[[Query], Result],
         progress: Callable[[int, int], None] | None,
         max_failures: int,
     ) -> None:
-        self._rows = iter(rows)
         self._lock = threading.Lock()
         self._output = output
+        self._send = send
         self._progress = progress
         self._max_failures = max_failures
-        self.send: Callable[[Query], Result] = lambda query: None
         self.total = total
-        self.done = total - len(rows)
+        self.done = total - pending
         self.answered = 0
         self.unanswered = 0
         self.failures = 0  # the transport failures since the last answer
         self.last_failure: str | None = None
         self.by_cr: Counter[str] = Counter()
         self.by_error: Counter[str] = Counter()
-        self.refusals = 0  # the temporary refusals met, counted from every worker
         self.stopping = False  # Ctrl-C or an unexpected error: no new row is taken
         self.error: BaseException | None = None
 
-    def work(self) -> None:
-        """Send rows until none is left or the run stops."""
-        while (taken := self._take()) is not None:
+    def validate(self, rows: list[_Row]) -> list[tuple[_Row, Query]]:
+        """The rows to send with their queries; an invalid row is answered at once, without a
+        call. All rows are validated before the first call: in one tight loop, not between
+        calls that leave the processor's caches cold."""
+        to_send = []
+        for row in rows:
+            try:
+                to_send.append((row, row_query(row.fields)))
+            except ValidationError as error:
+                self._finish(row, _error_row("invalid", "validation", error))
+        return to_send
+
+    def work(self, rows: Iterator[tuple[_Row, Query]]) -> None:
+        """Send ``rows`` (shared with the other workers) until none is left or the run stops."""
+        while (taken := self._take(rows)) is not None:
             row, query = taken
-            result = self.send(query)
+            result = self._send(query)
             with self._lock:
                 self._finish(row, result)
 
-    def work_or_stop(self) -> None:
+    def work_or_stop(self, rows: Iterator[tuple[_Row, Query]]) -> None:
         """:meth:`work` in a thread of its own: an unexpected error stops the run and is kept
         for the caller."""
         try:
-            self.work()
+            self.work(rows)
         except BaseException as error:
             with self._lock:
                 self.stopping = True
                 self.error = self.error or error
 
-    def refused(self) -> None:
-        """Count a temporary refusal."""
+    def _take(self, rows: Iterator[tuple[_Row, Query]]) -> tuple[_Row, Query] | None:
+        """The next row to send; once the service is deemed down, the rows met on the way are
+        left for the next run."""
         with self._lock:
-            self.refusals += 1
-
-    def _take(self) -> tuple[_Row, Query] | None:
-        """The next row to send and its query; the rows met on the way that need no call (an
-        invalid row, a valid one once the service is deemed down) are finished at once."""
-        with self._lock:
-            for row in self._rows:
+            for row, query in rows:
                 if self.stopping:
                     return None
-                try:
-                    query = row_query(row.fields)
-                except ValidationError as error:
-                    self._finish(row, _error_row("invalid", "validation", error))
-                    continue
                 if self.failures < self._max_failures:
                     return row, query
                 self._finish(row, None)  # the service is not answering: for the next run
