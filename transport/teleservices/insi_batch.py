@@ -17,16 +17,18 @@ a fault), ``cr`` and ``label`` (``CodeCR``, ``LibelleCR``), ``ins`` (15 characte
 for CR 00, ``qualifiable`` (``yes``/``no``), ``calls`` (searches sent for the row),
 ``error_code`` (the ``siram:Erreur`` code, the subcode, or ``validation``) and ``error``.
 
-Answered rows are appended in groups, written and fsynced at most ``commit_interval`` seconds
-apart (group commit: a write and an fsync per row would cost more than the row's search) and at
-the end of the run, even an interrupted one: a killed process or a crashed machine loses at
-most the answers of that last interval, and since a search is a read, the next run simply sends
-those rows again. A new run on the same OUTPUT skips the rows it
-already holds, recognised by their content key, not their place: a reordered or edited input
-sends exactly the rows not answered yet (a torn last line is dropped first). A row whose call
-failed on the way (TLS, connection, timeout) is not written: the run reports the reason and the
-next run sends it again; after ``max_transport_failures`` such failures in a row the run stops
-sending, since the service is not answering.
+Answered rows are appended in groups (group commit: a write and an fsync per row would cost
+more than the row's search): written and fsynced together by the first answer that comes
+``commit_interval`` seconds or more after the last commit, and at the end of the run, even an
+interrupted one. A killed process or a crashed machine loses at most the answers since the last
+commit, and since a search is a read, the next run simply sends those rows again.
+
+A new run on the same OUTPUT skips the rows it already holds, recognised by their content key,
+not their place: a reordered or edited input sends exactly the rows not answered yet (a torn
+last line is dropped first). A row whose call failed on the way (TLS, connection, timeout) is
+not written: the run reports the reason and the next run sends it again; after
+``max_transport_failures`` such failures in a row the run stops sending, since the service is
+not answering.
 
 A temporary refusal (HTTP 429 or 503, RFC 6585 §4 and RFC 9110 §15.6.4; the INSi fault
 ``siram_40`` and the codes ``insi_102`` "service temporairement inaccessible" and ``insi_111``
@@ -262,18 +264,19 @@ def answered_rows(path: Path) -> set[str]:
 
 
 COMMIT_INTERVAL = 1.0
-"""The longest time, in seconds, between two fsyncs of the output (see :class:`_Output`)."""
+"""The time, in seconds, after which an answer commits the output's rows (see :class:`_Output`)."""
 
 
 class _Output:
     """Appends rows to OUTPUT; its caller serialises the calls (the run's lock).
 
-    Rows are buffered, then written and fsynced in groups, at most ``interval`` seconds apart,
-    and at close (group commit: a write and an fsync per row would cost more CPU than the
-    row's search). A killed process or a crashed machine may thus lose the rows of the last
-    ``interval`` seconds, or tear the last line: :func:`answered_rows` drops a torn line, and a
-    search being a read, the next run simply sends the lost rows again. Rows count as answered,
-    in the run's :class:`Summary`, once :meth:`close` has fsynced them all.
+    Rows are buffered, then written and fsynced together (committed) by the first row that
+    comes ``interval`` seconds or more after the last commit, and at close (group commit: a
+    write and an fsync per row would cost more CPU than the row's search). A killed process or
+    a crashed machine may thus lose the rows since the last commit, or tear the last line:
+    :func:`answered_rows` drops a torn line, and a search being a read, the next run simply
+    sends the lost rows again. Rows count as answered, in the run's :class:`Summary`, once
+    :meth:`close` has fsynced them all.
     """
 
     def __init__(self, path: Path, interval: float = COMMIT_INTERVAL) -> None:
@@ -360,8 +363,8 @@ def run_batch(
 ) -> Summary:
     """Search every input row not yet in OUTPUT with ``search`` (usually
     :meth:`~transport.teleservices.insi.InsiClient.search_outcome`), at most ``concurrency`` at
-    once and ``rate`` rows per second, appending each answer to OUTPUT as it comes, fsynced at
-    most ``commit_interval`` seconds apart and before the summary is returned.
+    once and ``rate`` rows per second, appending each answer to OUTPUT as it comes (committed
+    in groups, ``commit_interval`` seconds or more apart, and before the summary is returned).
 
     ``concurrency`` threads each take the next row, send it and write its answer (one run
     calls ``search`` from the calling thread). ``progress(done, total)`` is called after each
