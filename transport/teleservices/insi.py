@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -601,19 +601,15 @@ def traits_query(
     ).validate()
 
 
-def first_name_attempts(query: TraitsSearch) -> tuple[TraitsSearch, ...]:
+def first_name_attempts(query: TraitsSearch) -> Iterator[TraitsSearch]:
     """The searches of the field's practice: one per first name, then (when there are several)
-    all of them together in one ``Prenom`` separated by spaces."""
-    attempts = [
-        TraitsSearch(query.birth_name, (name,), query.sex, query.birth_date, query.birthplace)
-        for name in query.first_names
-    ]
+    all of them together in one ``Prenom`` separated by spaces; made one at a time, since most
+    searches stop at the first first name."""
+    for name in query.first_names:
+        yield TraitsSearch(query.birth_name, (name,), query.sex, query.birth_date, query.birthplace)
     if len(query.first_names) > 1:
         joined = (" ".join(query.first_names),)
-        attempts.append(
-            TraitsSearch(query.birth_name, joined, query.sex, query.birth_date, query.birthplace)
-        )
-    return tuple(attempts)
+        yield TraitsSearch(query.birth_name, joined, query.sex, query.birth_date, query.birthplace)
 
 
 @dataclass(frozen=True)
