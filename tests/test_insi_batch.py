@@ -156,6 +156,25 @@ def test_a_torn_last_line_is_dropped_and_the_row_sent_again(insi, tmp_path):
     assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
 
 
+def test_ctrl_c_in_a_worker_stops_the_run_once_the_calls_in_flight_are_answered(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    counting = Counting(insi)
+
+    def search(query: TraitsSearch):
+        if counting.calls >= 40:
+            raise KeyboardInterrupt
+        return counting(query)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", search, concurrency=4)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("insi-")]
+    kept = read_output(tmp_path / "out.csv")
+    assert 0 < len(kept) < 300
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query)
+    assert (summary.skipped, summary.answered) == (len(kept), 300 - len(kept))
+    assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+
+
 def test_a_machine_crash_loses_only_rows_not_fsynced_and_the_next_run_sends_them(
     insi, tmp_path, monkeypatch
 ):
