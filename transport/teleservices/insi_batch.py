@@ -432,7 +432,7 @@ def _work(run: _Run, to_send: list[tuple[_Row, Query]], workers: int) -> None:
         raise run.error
 
 
-Result = dict[str, str] | str | None
+_Result = dict[str, str] | str | None
 """What a row's search gave: its output values, a transport failure's message (the row is left
 for the next run, counted as a failure), or None (left for the next run, not a failure)."""
 
@@ -453,7 +453,7 @@ class _Sender:
         self.refusals = 0
         """The temporary refusals met, counted from every worker."""
 
-    def __call__(self, query: Query) -> Result:
+    def __call__(self, query: Query) -> _Result:
         """The row's output values, or why it is left for the next run."""
         try:
             return outcome_row(self._attempt(query))
@@ -496,7 +496,7 @@ class _Run:
         total: int,
         pending: int,
         output: _Output,
-        send: Callable[[Query], Result],
+        send: Callable[[Query], _Result],
         progress: Callable[[int, int], None] | None,
         max_failures: int,
     ) -> None:
@@ -558,7 +558,7 @@ class _Run:
                 self._finish(row, None)  # the service is not answering: for the next run
             return None
 
-    def _finish(self, row: _Row, result: Result) -> None:
+    def _finish(self, row: _Row, result: _Result) -> None:
         if result is None:
             self.unanswered += 1
         elif isinstance(result, str):
