@@ -4,9 +4,12 @@ concurrency, interrupted and resumed, every row answered exactly once."""
 from __future__ import annotations
 
 import csv
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +17,7 @@ from tests.test_insi_client import make_client
 from transport.errors import SoapFault, TransportError, UsageError
 from transport.soap.channel import RetryPolicy
 from transport.stubs.insi import TEST_PERSONS
+from transport.teleservices import insi_batch
 from transport.teleservices.insi import InsiClient, TraitsSearch
 from transport.teleservices.insi_batch import (
     OUTPUT_COLUMNS,
@@ -150,6 +154,69 @@ def test_a_torn_last_line_is_dropped_and_the_row_sent_again(insi, tmp_path):
     summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query)
     assert summary.answered == 1
     assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+
+
+def test_ctrl_c_in_a_worker_stops_the_run_once_the_calls_in_flight_are_answered(insi, tmp_path):
+    expected = write_input(tmp_path / "in.csv")
+    counting = Counting(insi)
+
+    def search(query: TraitsSearch):
+        if counting.calls >= 40:
+            raise KeyboardInterrupt
+        return counting(query)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", search, concurrency=4)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("insi-")]
+    kept = read_output(tmp_path / "out.csv")
+    assert 0 < len(kept) < 300
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", insi.search_query)
+    assert (summary.skipped, summary.answered) == (len(kept), 300 - len(kept))
+    assert_every_row_once(read_output(tmp_path / "out.csv"), expected)
+
+
+def test_a_machine_crash_loses_only_rows_not_fsynced_and_the_next_run_sends_them(
+    insi, tmp_path, monkeypatch
+):
+    expected = write_input(tmp_path / "in.csv")
+    # Each search takes a tenth of the commit interval on the run's clock: an fsync every ten.
+    clock = [0.0]
+    monkeypatch.setattr(
+        insi_batch, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=time.sleep)
+    )
+    synced: list[int] = []  # the output's size at each of the batch's fsyncs
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.fstat(descriptor).st_size)
+        os.fsync(descriptor)
+
+    monkeypatch.setattr(insi_batch, "os", SimpleNamespace(fsync=fsync))
+    counting = Counting(insi, fail_after=137)
+
+    def search(query: TraitsSearch):
+        clock[0] += 0.1
+        return counting(query)
+
+    with pytest.raises(RuntimeError, match="injected"):
+        run_batch(tmp_path / "in.csv", tmp_path / "out.csv", search, concurrency=1)
+    written = read_output(tmp_path / "out.csv")
+    # Group commit: far fewer fsyncs than rows; the last one is the run's end (its close).
+    assert 1 < len(synced) < len(written) / 4
+    # The machine crashed instead: what the last fsync before the end covered survives, and
+    # a piece of the next line with it.
+    data = (tmp_path / "out.csv").read_bytes()
+    durable = synced[-2]
+    (tmp_path / "out.csv").write_bytes(data[: durable + 7])
+    kept = read_output(tmp_path / "out.csv")[:-1]  # the torn line reads as one more row
+    lost = {row["key"] for row in written} - {row["key"] for row in kept}
+    assert kept and lost
+    again = Counting(insi)
+    summary = run_batch(tmp_path / "in.csv", tmp_path / "out.csv", again)
+    assert (summary.skipped, summary.answered) == (len(kept), 300 - len(kept))
+    rows = read_output(tmp_path / "out.csv")
+    assert_every_row_once(rows, expected)
+    assert lost <= {row["key"] for row in rows[len(kept) :]}  # sent again
+    assert synced[-1] == (tmp_path / "out.csv").stat().st_size  # a finished run is durable
 
 
 def test_transport_failures_leave_rows_for_the_next_run(insi, tmp_path):

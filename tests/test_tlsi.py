@@ -27,6 +27,7 @@ from transport.teleservices.client import (
     ContexteLPS,
     Coverage,
     Nir,
+    RequestTemplate,
     Software,
     build_assertion_ps,
     build_contexte_bam,
@@ -389,6 +390,47 @@ def test_request_headers_in_card_mode(load, verify_settings, insi_schema):
     # The signature survives being carried in the envelope.
     verify_assertion_ps(security[0], verify_settings)
     assert security[0].find(f"{{{DSIG_NS}}}Signature") is not None
+
+
+@pytest.mark.parametrize("card", [False, True], ids=["certificate", "card"])
+@pytest.mark.parametrize("emitter", ["499900000001001", None])
+def test_a_request_from_the_template_is_the_one_build_request_writes(load, card, emitter):
+    assertions = [sign_assertion_ps(card_assertion(load), load("cps-sign").signer)] if card else []
+    template = RequestTemplate(emitter, SOFTWARE)
+    payload = "{http://www.cnamts.fr/INSiRecSans}RECSANSVITALE"
+    filled = [
+        template.fill(ACTION, etree.Element(payload), now=NOW, assertions=assertions)
+        for _ in range(2)
+    ]
+    for envelope in filled:
+        header = envelope.find(f"{{{SOAP12_NS}}}Header")
+        bam, lps = read_contexte_bam(header[0]), read_contexte_lps(header[1])
+        assert bam.time == lps.time == NOW
+        expected = build_request(
+            ACTION,
+            etree.Element(payload),
+            contexte_bam=ContexteBAM(bam.id, NOW, emitter),
+            contexte_lps=ContexteLPS(lps.id, NOW, emitter, SOFTWARE),
+            assertions=assertions,
+            message_id=header.findtext(f"{{{WSA_NS}}}MessageID"),
+        )
+        assert etree.tostring(envelope) == etree.tostring(expected)
+    # Every call has ids of its own, and filling one envelope leaves the template as it was.
+    ids = [
+        text
+        for envelope in filled
+        for text in (
+            envelope.findtext(
+                f"{{{SOAP12_NS}}}Header/{{{CTXBAM_NS}}}ContexteBAM/{{{CTXBAM_NS}}}Id"
+            ),
+            envelope.findtext(
+                f"{{{SOAP12_NS}}}Header/{{{CTXLPS_NS}}}ContexteLPS/{{{CTXLPS_NS}}}Id"
+            ),
+            envelope.findtext(f"{{{SOAP12_NS}}}Header/{{{WSA_NS}}}MessageID"),
+        )
+    ]
+    assert len(set(ids)) == 6 and all(ids)
+    assert [len(envelope.find(f"{{{SOAP12_NS}}}Body")) for envelope in filled] == [1, 1]
 
 
 # --- post over TLS -------------------------------------------------------------------------------

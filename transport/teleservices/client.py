@@ -18,6 +18,7 @@ Ids are canonical UUIDs; times are UTC, ISO 8601 with milliseconds and ``Z``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import logging
 import os
@@ -49,6 +50,7 @@ from transport.soap.channel import Call, CallOptions, Channel, Wire, WireLike
 from transport.soap.envelope import build_envelope
 from transport.soap.headers import Outgoing
 from transport.soap.trace import Tracer
+from transport.soap.wsse import apply_security
 from transport.tls import TLSSettings
 from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, format_instant, verify_assertion
 from transport.xml import Namespace, find_text, read_datetime
@@ -626,6 +628,49 @@ def build_request(
     )
 
 
+class RequestTemplate:
+    """The envelope of :func:`build_request` for one emitter and software, without coverage,
+    built once: a client sending thousands of searches copies it and fills only the per-call
+    values (the contexts' ids and instant, the action, the MessageID, the payload), which yields
+    the envelope :func:`build_request` writes for the same values."""
+
+    _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __init__(self, emitter: str | None, software: Software) -> None:
+        self._envelope = build_request(
+            "",
+            etree.Element("placeholder"),
+            contexte_bam=ContexteBAM("", self._EPOCH, emitter),
+            contexte_lps=ContexteLPS("", self._EPOCH, emitter, software),
+            message_id="",
+        )
+        body = self._envelope[1]
+        body.remove(body[0])
+
+    def fill(
+        self,
+        action: str,
+        payload: etree._Element,
+        *,
+        now: datetime | None = None,
+        assertions: Sequence[etree._Element] = (),
+    ) -> etree._Element:
+        """A new request: fresh UUIDs for both contexts' ``Id`` and for ``wsa:MessageID``, the
+        current UTC time (or ``now``) as both contexts' ``Temps``, ``action``, ``payload`` as the
+        body and, when ``assertions`` are given (card mode), wsse:Security."""
+        envelope = copy.deepcopy(self._envelope)
+        # The order build_request writes: ContexteBAM, ContexteLPS, wsa:Action, wsa:MessageID.
+        bam, lps, wsa_action, wsa_message_id = envelope[0]
+        instant = format_instant(now or datetime.now(UTC))
+        bam[0].text, bam[1].text = str(uuid.uuid4()), instant
+        lps[0].text, lps[1].text = str(uuid.uuid4()), instant
+        wsa_action.text = action
+        wsa_message_id.text = addressing.new_message_id(Flavour.TLSI)
+        envelope[1].append(payload)
+        apply_security(envelope, assertions)
+        return envelope
+
+
 def post(
     channel: Channel | WireLike,
     url: str,
@@ -753,6 +798,7 @@ class TeleservicesClient:
                 raise CredentialError(signature.source, "the signature certificate has no CN")
             self._professional = AssertionPS(holder, billing_id=billing_id, sector=sector)
             self.emitter = holder
+        self._template = RequestTemplate(self.emitter, software)
         self.channel = Channel.connect(
             tls_credential, tls_settings, tracer=tracer, options=options, wire=wire
         )
@@ -809,13 +855,16 @@ class TeleservicesClient:
         assertions = []
         if self._signature is not None and self._professional is not None:
             assertions.append(sign_assertion_ps(self._professional, self._signature.signer))
-        envelope = build_request(
-            action,
-            payload,
-            contexte_bam=ContexteBAM.new(self.emitter, coverage),
-            contexte_lps=ContexteLPS.new(self.emitter, self.software),
-            assertions=assertions,
-        )
+        if coverage is None:
+            envelope = self._template.fill(action, payload, assertions=assertions)
+        else:
+            envelope = build_request(
+                action,
+                payload,
+                contexte_bam=ContexteBAM.new(self.emitter, coverage),
+                contexte_lps=ContexteLPS.new(self.emitter, self.software),
+                assertions=assertions,
+            )
         return post(self.channel, self.url, envelope, idempotent=idempotent)
 
     def call_operation(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -170,14 +170,28 @@ def _check_lunar_date(name: str, value: str | None) -> None:
 def build_traits_search(search: TraitsSearch) -> etree._Element:
     """The ``RECSANSVITALE`` body of ``search`` (validated first)."""
     search.validate()
-    element = etree.Element(_recsans("RECSANSVITALE"), nsmap={"insi_recsans_ins": RECSANS_NS})
-    _recsans.optional(element, "NomNaissance", search.birth_name)
-    for first_name in search.first_names:
-        _recsans.optional(element, "Prenom", first_name)
-    _recsans.optional(element, "Sexe", search.sex)
-    _recsans.optional(element, "DateNaissance", search.birth_date)
-    _recsans.optional(element, "LieuNaissance", search.birthplace)
+    element = etree.Element(_RECSANSVITALE, nsmap=_RECSANS_NSMAP)
+    values = (
+        (_RECSANS_NOM, search.birth_name),
+        *((_RECSANS_PRENOM, first_name) for first_name in search.first_names),
+        (_RECSANS_SEXE, search.sex),
+        (_RECSANS_DATE, search.birth_date),
+        (_RECSANS_LIEU, search.birthplace),
+    )
+    for tag, value in values:
+        if value is not None:
+            etree.SubElement(element, tag).text = value
     return element
+
+
+# Qualified once: a batch builds one of these bodies per call.
+_RECSANSVITALE = _recsans("RECSANSVITALE")
+_RECSANS_NSMAP = {"insi_recsans_ins": RECSANS_NS}
+_RECSANS_NOM = _recsans("NomNaissance")
+_RECSANS_PRENOM = _recsans("Prenom")
+_RECSANS_SEXE = _recsans("Sexe")
+_RECSANS_DATE = _recsans("DateNaissance")
+_RECSANS_LIEU = _recsans("LieuNaissance")
 
 
 def read_traits_search(element: etree._Element) -> TraitsSearch:
@@ -233,11 +247,28 @@ def _matricule_element(namespace: Namespace, tag: str, matricule: Matricule) -> 
 
 
 def _read_matricule(namespace: Namespace, element: etree._Element) -> Matricule:
+    children = _children(element)
     return Matricule(
-        number=namespace.text(element, "NumIdentifiant") or "",
-        key=namespace.text(element, "Cle") or None,
-        kind=namespace.text(element, "TypeMatricule") or None,
+        number=_text(children, namespace("NumIdentifiant")) or "",
+        key=_text(children, namespace("Cle")) or None,
+        kind=_text(children, namespace("TypeMatricule")) or None,
     )
+
+
+def _children(element: etree._Element) -> dict[str, etree._Element]:
+    """The first child of each tag: one pass over the children instead of one path search
+    (``element.find``) per field read."""
+    children: dict[str, etree._Element] = {}
+    for child in element:
+        children.setdefault(child.tag, child)
+    return children
+
+
+def _text(children: dict[str, etree._Element], tag: str) -> str | None:
+    """The stripped text of ``children``'s ``tag`` ("" when empty, None when missing), as
+    :func:`transport.xml.find_text` reads it."""
+    child = children.get(tag)
+    return (child.text or "").strip() if child is not None else None
 
 
 # --- the result ----------------------------------------------------------------------------------
@@ -354,19 +385,40 @@ def _ins_element(tag: str, ins: Ins) -> etree._Element:
 def read_resultat(element: etree._Element) -> Resultat:
     """Read a ``RESULTAT``, given itself, the SOAP body or the envelope; ValidationError when it
     is missing or lacks a required part. Children are found by name, in any order."""
-    resultat = _resultat_element(element)
-    report = resultat.find(_r("CR"))
+    children = _children(_resultat_element(element))
+    report = children.get(_CR)
     if report is None:
         raise ValidationError("CR", "RESULTAT without a report")
-    code = _r.text(report, "CodeCR")
+    report_children = _children(report)
+    code = _text(report_children, _CODE_CR)
     if not code:
         raise ValidationError("CR/CodeCR", "required")
-    holder = resultat.find(_r("INDIVIDU"))
+    holder = children.get(_INDIVIDU)
     return Resultat(
         code=code,
-        label=_r.text(report, "LibelleCR") or "",
+        label=_text(report_children, _LIBELLE_CR) or "",
         individual=_read_individual(holder) if holder is not None else None,
     )
+
+
+# The RESULTAT's tags, qualified once: a batch reads one RESULTAT per call.
+_CR = _r("CR")
+_CODE_CR = _r("CodeCR")
+_LIBELLE_CR = _r("LibelleCR")
+_INDIVIDU = _r("INDIVIDU")
+_INSACTIF = _r("INSACTIF")
+_INSHISTO = _r("INSHISTO")
+_TIQ = _r("TIQ")
+_ID_INDIVIDU = _r("IdIndividu")
+_OID = _r("OID")
+_DATE_DEB = _r("DateDeb")
+_DATE_FIN = _r("DateFin")
+_TIQ_NOM = _r("NomNaissance")
+_TIQ_LISTE_PRENOM = _r("ListePrenom")
+_TIQ_SEXE = _r("Sexe")
+_TIQ_DATE = _r("DateNaissance")
+_TIQ_LIEU = _r("LieuNaissance")
+_TIQ_PRENOM = _r("Prenom")
 
 
 def _resultat_element(element: etree._Element) -> etree._Element:
@@ -385,34 +437,39 @@ def _resultat_element(element: etree._Element) -> etree._Element:
 
 
 def _read_individual(element: etree._Element) -> Individual:
-    active = element.find(_r("INSACTIF"))
-    traits = element.find(_r("TIQ"))
+    children = _children(element)
+    active = children.get(_INSACTIF)
+    traits = children.get(_TIQ)
     if active is None or traits is None:
         raise ValidationError("INDIVIDU", "INSACTIF and TIQ are required")
+    found = _children(traits)
     return Individual(
         active=_read_ins(active, "INSACTIF"),
         traits=Traits(
-            birth_name=_r.text(traits, "NomNaissance"),
-            first_names=_r.text(traits, "ListePrenom"),
-            sex=_r.text(traits, "Sexe"),
-            birth_date=_r.text(traits, "DateNaissance"),
-            birthplace=_r.text(traits, "LieuNaissance"),
-            first_name=_r.text(traits, "Prenom"),
+            birth_name=_text(found, _TIQ_NOM),
+            first_names=_text(found, _TIQ_LISTE_PRENOM),
+            sex=_text(found, _TIQ_SEXE),
+            birth_date=_text(found, _TIQ_DATE),
+            birthplace=_text(found, _TIQ_LIEU),
+            first_name=_text(found, _TIQ_PRENOM),
         ),
-        history=tuple(_read_ins(former, "INSHISTO") for former in element.findall(_r("INSHISTO"))),
+        history=tuple(
+            _read_ins(former, "INSHISTO") for former in element if former.tag == _INSHISTO
+        ),
     )
 
 
 def _read_ins(element: etree._Element, where: str) -> Ins:
-    identifier = element.find(_r("IdIndividu"))
-    oid = _r.text(element, "OID")
+    children = _children(element)
+    identifier = children.get(_ID_INDIVIDU)
+    oid = _text(children, _OID)
     if identifier is None or not oid:
         raise ValidationError(where, "IdIndividu and OID are required")
     return Ins(
         id=_read_matricule(_r, identifier).validate(f"{where}/IdIndividu"),
         oid=oid,
-        start=_xsd_date(_r.text(element, "DateDeb"), f"{where}/DateDeb"),
-        end=_xsd_date(_r.text(element, "DateFin"), f"{where}/DateFin"),
+        start=_xsd_date(_text(children, _DATE_DEB), f"{where}/DateDeb"),
+        end=_xsd_date(_text(children, _DATE_FIN), f"{where}/DateFin"),
     )
 
 
@@ -438,8 +495,13 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "`": "'"})
 def normalise_name(value: str, field: str) -> str:
     """``value`` as the service expects a name: accents removed, upper case, single spaces;
     ValidationError naming ``field`` when other characters remain (Æ, Œ, digits…)."""
-    decomposed = unicodedata.normalize("NFKD", value or "").translate(_APOSTROPHES)
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    value = value or ""
+    if value.isascii():
+        # Already plain (most rows of a batch): NFKD changes no ASCII character.
+        plain = value.replace("`", "'")
+    else:
+        decomposed = unicodedata.normalize("NFKD", value).translate(_APOSTROPHES)
+        plain = "".join(char for char in decomposed if not unicodedata.combining(char))
     text = " ".join(plain.upper().split())
     if not text:
         raise ValidationError(field, "required")
@@ -539,19 +601,15 @@ def traits_query(
     ).validate()
 
 
-def first_name_attempts(query: TraitsSearch) -> tuple[TraitsSearch, ...]:
+def first_name_attempts(query: TraitsSearch) -> Iterator[TraitsSearch]:
     """The searches of the field's practice: one per first name, then (when there are several)
-    all of them together in one ``Prenom`` separated by spaces."""
-    attempts = [
-        TraitsSearch(query.birth_name, (name,), query.sex, query.birth_date, query.birthplace)
-        for name in query.first_names
-    ]
+    all of them together in one ``Prenom`` separated by spaces; made one at a time, since most
+    searches stop at the first first name."""
+    for name in query.first_names:
+        yield TraitsSearch(query.birth_name, (name,), query.sex, query.birth_date, query.birthplace)
     if len(query.first_names) > 1:
         joined = (" ".join(query.first_names),)
-        attempts.append(
-            TraitsSearch(query.birth_name, joined, query.sex, query.birth_date, query.birthplace)
-        )
-    return tuple(attempts)
+        yield TraitsSearch(query.birth_name, joined, query.sex, query.birth_date, query.birthplace)
 
 
 @dataclass(frozen=True)

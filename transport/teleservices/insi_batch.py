@@ -17,13 +17,18 @@ a fault), ``cr`` and ``label`` (``CodeCR``, ``LibelleCR``), ``ins`` (15 characte
 for CR 00, ``qualifiable`` (``yes``/``no``), ``calls`` (searches sent for the row),
 ``error_code`` (the ``siram:Erreur`` code, the subcode, or ``validation``) and ``error``.
 
-Each answered row is appended, flushed and fsynced before the next is counted, so a killed run
-loses at most the calls in flight. A new run on the same OUTPUT skips the rows it already holds,
-recognised by their content key, not their place: a reordered or edited input sends exactly the
-rows not answered yet (a torn last line is dropped first). A row whose call failed on the way
-(TLS, connection, timeout) is not written: the run reports the reason and the next run sends it
-again; after ``max_transport_failures`` such failures in a row the run stops sending, since the
-service is not answering.
+Answered rows are appended in groups (group commit: a write and an fsync per row would cost
+more than the row's search): written and fsynced together by the first answer that comes
+``commit_interval`` seconds or more after the last commit, and at the end of the run, even an
+interrupted one. A killed process or a crashed machine loses at most the answers since the last
+commit, and since a search is a read, the next run simply sends those rows again.
+
+A new run on the same OUTPUT skips the rows it already holds, recognised by their content key,
+not their place: a reordered or edited input sends exactly the rows not answered yet (a torn
+last line is dropped first). A row whose call failed on the way (TLS, connection, timeout) is
+not written: the run reports the reason and the next run sends it again; after
+``max_transport_failures`` such failures in a row the run stops sending, since the service is
+not answering.
 
 A temporary refusal (HTTP 429 or 503, RFC 6585 §4 and RFC 9110 §15.6.4; the INSi fault
 ``siram_40`` and the codes ``insi_102`` "service temporairement inaccessible" and ``insi_111``
@@ -46,8 +51,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +146,8 @@ class RateLimiter:
 
     def speed_up(self) -> None:
         """Regain a tenth of the rate lost, back to the configured one (an answer came)."""
+        if self._interval <= self._base:
+            return  # not slowed down (checked again under the lock): the common case
         with self._lock:
             if self._interval > self._base:
                 regained = self._interval * 0.9
@@ -167,44 +173,47 @@ class _Row:
     key: str = ""
 
 
-def row_key(fields: dict[str, str], occurrence: int) -> str:
+def row_key(fields: Mapping[str, str], occurrence: int) -> str:
     """The content key of an input row: a SHA-256 of its searched columns and ``id`` (16 hex
     digits), then ``-N`` for the Nth identical row, so that a resumed run recognises a row
     wherever it moved to, and two identical rows stay two rows. The Vitale columns count only
     when filled, so that the keys of trait rows written before they existed still hold."""
-    values = [fields.get(name, "").strip() for name in (*INPUT_COLUMNS, "lieu", "id")]
+    return f"{_content_digest(fields)}-{occurrence}"
+
+
+def _content_digest(fields: Mapping[str, str]) -> str:
+    values = [fields.get(name, "").strip() for name in _KEY_COLUMNS]
     vitale = [fields.get(name, "").strip() for name in VITALE_COLUMNS]
     if any(vitale):
         values.extend(vitale)
-    digest = hashlib.sha256("\x1f".join(values).encode("utf-8")).hexdigest()[:16]
-    return f"{digest}-{occurrence}"
+    return hashlib.sha256("\x1f".join(values).encode("utf-8")).hexdigest()[:16]
+
+
+_KEY_COLUMNS = (*INPUT_COLUMNS, "lieu", "id")
 
 
 def read_rows(path: Path) -> list[_Row]:
     """The input rows; UsageError when the file is unreadable or lacks a required column."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = set(reader.fieldnames or ())
-            missing = [name for name in INPUT_COLUMNS if name not in header]
-            if missing and not ("naissance" in header and header & {"nir", "nir_ouvrant"}):
-                raise UsageError(
-                    f"{path}: missing column(s) {', '.join(missing)}",
-                    hint=f"the header needs {', '.join(INPUT_COLUMNS)} (lieu and id optional),"
-                    " or naissance and nir or nir_ouvrant for Vitale card rows",
-                )
+            reader = csv.reader(handle)
+            header = [str(name) for name in next(reader, ())]
+            _check_header(path, set(header))
             rows = []
             seen: dict[str, int] = {}
-            for number, row in enumerate(reader, start=1):
-                fields = {str(k): v or "" for k, v in row.items() if k is not None}
-                base = row_key(fields, 0)
-                seen[base] = seen.get(base, -1) + 1
+            for line in reader:
+                if not line:
+                    continue  # a blank line is no row (as csv.DictReader reads them)
+                # Missing trailing values read as "" (fields.get), extra ones are dropped.
+                fields = dict(zip(header, line, strict=False))
+                base = _content_digest(fields)
+                occurrence = seen[base] = seen.get(base, -1) + 1
                 rows.append(
                     _Row(
-                        number,
+                        len(rows) + 1,
                         fields.get("id", "").strip(),
                         fields,
-                        row_key(fields, seen[base]),
+                        f"{base}-{occurrence}",
                     )
                 )
             return rows
@@ -214,6 +223,16 @@ def read_rows(path: Path) -> list[_Row]:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
+
+
+def _check_header(path: Path, header: set[str]) -> None:
+    missing = [name for name in INPUT_COLUMNS if name not in header]
+    if missing and not ("naissance" in header and header & {"nir", "nir_ouvrant"}):
+        raise UsageError(
+            f"{path}: missing column(s) {', '.join(missing)}",
+            hint=f"the header needs {', '.join(INPUT_COLUMNS)} (lieu and id optional),"
+            " or naissance and nir or nir_ouvrant for Vitale card rows",
+        )
 
 
 def count_rows(path: Path) -> int:
@@ -244,36 +263,54 @@ def answered_rows(path: Path) -> set[str]:
     return {row["key"] for row in reader if row.get("key")}
 
 
-class _Output:
-    """Appends rows durably (flush and fsync each), from any thread."""
+COMMIT_INTERVAL = 1.0
+"""The time, in seconds, after which an answer commits the output's rows (see :class:`_Output`)."""
 
-    def __init__(self, path: Path) -> None:
+
+class _Output:
+    """Appends rows to OUTPUT; its caller serialises the calls (the run's lock).
+
+    Rows are buffered, then written and fsynced together (committed) by the first row that
+    comes ``interval`` seconds or more after the last commit, and at close (group commit: a
+    write and an fsync per row would cost more CPU than the row's search). A killed process or
+    a crashed machine may thus lose the rows since the last commit, or tear the last line:
+    :func:`answered_rows` drops a torn line, and a search being a read, the next run simply
+    sends the lost rows again. Rows count as answered, in the run's :class:`Summary`, once
+    :meth:`close` has fsynced them all.
+    """
+
+    def __init__(self, path: Path, interval: float = COMMIT_INTERVAL) -> None:
         new = not path.exists() or path.stat().st_size == 0
         self._handle = path.open("a", encoding="utf-8", newline="")
-        self._lock = threading.Lock()
+        self._writer = csv.writer(self._handle, lineterminator="\n")
+        self._interval = interval
+        self._synced = time.monotonic()
         if new:
-            self._append(OUTPUT_COLUMNS)
+            self.write(OUTPUT_COLUMNS)
 
-    def write(self, values: dict[str, str]) -> None:
-        self._append([values.get(name, "") for name in OUTPUT_COLUMNS])
-
-    def _append(self, values: tuple[str, ...] | list[str]) -> None:
-        line = io.StringIO()
-        csv.writer(line, lineterminator="\n").writerow(values)
-        with self._lock:
-            self._handle.write(line.getvalue())
+    def write(self, values: Sequence[str]) -> None:
+        """Append one row (a value per :data:`OUTPUT_COLUMNS`), committing when it is time."""
+        self._writer.writerow(values)
+        now = time.monotonic()
+        if now - self._synced >= self._interval:
             self._handle.flush()
             os.fsync(self._handle.fileno())
+            self._synced = now
 
     def close(self) -> None:
-        self._handle.close()
+        """Fsync what is not yet, and close."""
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        finally:
+            self._handle.close()
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def outcome_row(row: _Row, outcome: SearchOutcome) -> dict[str, str]:
+def outcome_row(outcome: SearchOutcome) -> dict[str, str]:
     """The output values of a row the service answered."""
     active = outcome.active
     return {
@@ -322,16 +359,19 @@ def run_batch(
     progress: Callable[[int, int], None] | None = None,
     max_transport_failures: int = 5,
     backoff: RetryPolicy = BATCH_BACKOFF,
+    commit_interval: float = COMMIT_INTERVAL,
 ) -> Summary:
     """Search every input row not yet in OUTPUT with ``search`` (usually
     :meth:`~transport.teleservices.insi.InsiClient.search_outcome`), at most ``concurrency`` at
-    once and ``rate`` rows per second, appending each answer to OUTPUT as it comes.
+    once and ``rate`` rows per second, appending each answer to OUTPUT as it comes (committed
+    in groups, ``commit_interval`` seconds or more apart, and before the summary is returned).
 
-    ``progress(done, total)`` is called after each row. After ``max_transport_failures``
-    transport failures in a row, no new row is sent (the rows left count as unanswered). A
-    temporary refusal slows the run down and the row is sent again (``backoff``). An exception
-    other than a fault, a validation or a transport error stops the run (rows answered so far
-    are kept).
+    ``concurrency`` threads each take the next row, send it and write its answer (one run
+    calls ``search`` from the calling thread). ``progress(done, total)`` is called after each
+    row. After ``max_transport_failures`` transport failures in a row, no new row is sent (the
+    rows left count as unanswered). A temporary refusal slows the run down and the row is sent
+    again (``backoff``). An exception other than a fault, a validation or a transport error
+    stops the run once the calls in flight are answered (rows answered so far are kept).
     """
     if concurrency < 1:
         raise UsageError(f"the concurrency must be at least 1, not {concurrency}")
@@ -343,48 +383,99 @@ def run_batch(
     pending = [row for row in rows if row.key not in done_before]
     # Slowed down at most to the longest backoff: a run never waits longer between calls.
     limiter = RateLimiter(rate, slowest=backoff.max_backoff)
-    output = _Output(output_path)
-    done, answered, unanswered = len(rows) - len(pending), 0, 0
-    failures: list[str] = []  # the transport failures since the last answer
-    last_failure: str | None = None
-    by_cr: Counter[str] = Counter()
-    by_error: Counter[str] = Counter()
-    refusals = 0  # the temporary refusals met, counted from every thread
-    refusals_lock = threading.Lock()
+    sender = _Sender(search, limiter, backoff)
+    output = _Output(output_path, commit_interval)
+    run = _Run(len(rows), len(pending), output, sender, progress, max_transport_failures)
+    try:
+        to_send = run.validate(pending)
+        _work(run, to_send, min(concurrency, max(1, len(to_send))))
+    finally:
+        output.close()
+    seconds = time.monotonic() - started
+    return Summary(
+        len(rows),
+        len(rows) - len(pending),
+        run.answered,
+        run.unanswered,
+        run.last_failure,
+        run.failures >= max_transport_failures,
+        dict(sorted(run.by_cr.items())),
+        dict(sorted(run.by_error.items())),
+        sender.refusals,
+        round(seconds, 3),
+        round(run.answered / seconds, 3) if seconds > 0 else 0.0,
+    )
 
-    def finish(row: _Row, values: dict[str, str] | str | None) -> None:
-        nonlocal done, answered, unanswered, last_failure
-        if isinstance(values, str):
-            unanswered += 1
-            failures.append(values)
-            last_failure = values
-        elif values is None:
-            unanswered += 1
-        else:
-            output.write({"row": str(row.number), "key": row.key, "id": row.reference, **values})
-            answered += 1
-            if values.get("cr"):
-                by_cr[values["cr"]] += 1
-            if values.get("error_code"):
-                by_error[values["error_code"]] += 1
-            if values["status"] != "invalid":
-                failures.clear()  # the service answered: it is reachable again
-        done += 1
-        if progress is not None:
-            progress(done, len(rows))
 
-    def attempt(query: Query) -> SearchOutcome:
+def _work(run: _Run, to_send: list[tuple[_Row, Query]], workers: int) -> None:
+    """Send ``to_send`` in the calling thread (one worker) or in ``workers`` threads; on Ctrl-C
+    or a worker's unexpected error, no new row is taken and the calls in flight are let finish."""
+    rows = iter(to_send)
+    if workers == 1:
+        run.work(rows)
+        return
+    threads: list[threading.Thread] = []
+    try:
+        for number in range(workers):
+            thread = threading.Thread(
+                target=run.work_or_stop, args=(rows,), name=f"insi-batch-{number}"
+            )
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+    finally:
+        run.stopping = True
+        for thread in threads:
+            thread.join()
+    if run.error is not None:
+        raise run.error
+
+
+_Result = dict[str, str] | str | None
+"""What a row's search gave: its output values, a transport failure's message (the row is left
+for the next run, counted as a failure), or None (left for the next run, not a failure)."""
+
+
+class _Sender:
+    """One row's search, with the rate limit and the backoff of temporary refusals."""
+
+    def __init__(
+        self,
+        search: Search,
+        limiter: RateLimiter,
+        backoff: RetryPolicy,
+    ) -> None:
+        self._search = search
+        self._limiter = limiter
+        self._backoff = backoff
+        self._lock = threading.Lock()
+        self.refusals = 0
+        """The temporary refusals met, counted from every worker."""
+
+    def __call__(self, query: Query) -> _Result:
+        """The row's output values, or why it is left for the next run."""
+        try:
+            return outcome_row(self._attempt(query))
+        except _Busy:
+            return None  # still refused for now: the next run sends it
+        except SoapFault as fault:
+            return _error_row("fault", fault.service_code or fault.subcode or fault.code, fault)
+        except (TransportError, OSError) as error:  # requests' errors are OSErrors too
+            return _one_line(str(error)) or type(error).__name__
+
+    def _attempt(self, query: Query) -> SearchOutcome:
         """``search(query)``, sent again after a backoff while the service refuses for now."""
-        nonlocal refusals
+        backoff, limiter = self._backoff, self._limiter
         for sent in range(1, max(1, backoff.attempts) + 1):
             limiter.acquire()
             try:
-                outcome = search(query)
+                outcome = self._search(query)
             except (SoapFault, TransportError) as error:
                 if not temporary(error):
                     raise
-                with refusals_lock:
-                    refusals += 1
+                with self._lock:
+                    self.refusals += 1
                 limiter.slow_down()
                 if sent >= backoff.attempts:
                     raise _Busy(_one_line(str(error))) from None
@@ -394,48 +485,104 @@ def run_batch(
             return outcome
         raise _Busy("no attempt allowed")
 
-    def task(row: _Row, query: Query) -> dict[str, str] | str | None:
-        if len(failures) >= max_transport_failures:
-            return None  # the service is not answering: leave the row for the next run
-        try:
-            return outcome_row(row, attempt(query))
-        except _Busy:
-            return None  # still refused for now: the next run sends it
-        except SoapFault as fault:
-            return _error_row("fault", fault.service_code or fault.subcode or fault.code, fault)
-        except (TransportError, OSError) as error:  # requests' errors are OSErrors too
-            return _one_line(str(error)) or type(error).__name__
 
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="insi-batch")
-    in_flight: dict[Future[dict[str, str] | str | None], _Row] = {}
-    try:
-        for row, query in _queries(pending, finish):
-            if len(failures) >= max_transport_failures:
-                finish(row, None)
-                continue
-            in_flight[executor.submit(task, row, query)] = row
-            # Bounded: thousands of rows never become thousands of queued futures.
-            if len(in_flight) >= 2 * concurrency:
-                _collect(in_flight, finish)
-        while in_flight:
-            _collect(in_flight, finish)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        output.close()
-    seconds = time.monotonic() - started
-    return Summary(
-        len(rows),
-        len(rows) - len(pending),
-        answered,
-        unanswered,
-        last_failure,
-        len(failures) >= max_transport_failures,
-        dict(sorted(by_cr.items())),
-        dict(sorted(by_error.items())),
-        refusals,
-        round(seconds, 3),
-        round(answered / seconds, 3) if seconds > 0 else 0.0,
-    )
+class _Run:
+    """One run's shared state under one lock: the counts and the output. Each worker takes
+    the next row of one shared iterator, sends it unlocked, and writes its answer: no queue, no
+    future and no handoff between threads per row."""
+
+    def __init__(
+        self,
+        total: int,
+        pending: int,
+        output: _Output,
+        send: Callable[[Query], _Result],
+        progress: Callable[[int, int], None] | None,
+        max_failures: int,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._output = output
+        self._send = send
+        self._progress = progress
+        self._max_failures = max_failures
+        self.total = total
+        self.done = total - pending
+        self.answered = 0
+        self.unanswered = 0
+        self.failures = 0  # the transport failures since the last answer
+        self.last_failure: str | None = None
+        self.by_cr: Counter[str] = Counter()
+        self.by_error: Counter[str] = Counter()
+        self.stopping = False  # Ctrl-C or an unexpected error: no new row is taken
+        self.error: BaseException | None = None
+
+    def validate(self, rows: list[_Row]) -> list[tuple[_Row, Query]]:
+        """The rows to send with their queries; an invalid row is answered at once, without a
+        call. All rows are validated before the first call: in one tight loop, not between
+        calls that leave the processor's caches cold."""
+        to_send = []
+        for row in rows:
+            try:
+                to_send.append((row, row_query(row.fields)))
+            except ValidationError as error:
+                self._finish(row, _error_row("invalid", "validation", error))
+        return to_send
+
+    def work(self, rows: Iterator[tuple[_Row, Query]]) -> None:
+        """Send ``rows`` (shared with the other workers) until none is left or the run stops."""
+        while (taken := self._take(rows)) is not None:
+            row, query = taken
+            result = self._send(query)
+            with self._lock:
+                self._finish(row, result)
+
+    def work_or_stop(self, rows: Iterator[tuple[_Row, Query]]) -> None:
+        """:meth:`work` in a thread of its own: an unexpected error stops the run and is kept
+        for the caller."""
+        try:
+            self.work(rows)
+        except BaseException as error:
+            with self._lock:
+                self.stopping = True
+                self.error = self.error or error
+
+    def _take(self, rows: Iterator[tuple[_Row, Query]]) -> tuple[_Row, Query] | None:
+        """The next row to send; once the service is deemed down, the rows met on the way are
+        left for the next run."""
+        with self._lock:
+            for row, query in rows:
+                if self.stopping:
+                    return None
+                if self.failures < self._max_failures:
+                    return row, query
+                self._finish(row, None)  # the service is not answering: for the next run
+            return None
+
+    def _finish(self, row: _Row, result: _Result) -> None:
+        if result is None:
+            self.unanswered += 1
+        elif isinstance(result, str):
+            self.unanswered += 1
+            self.failures += 1
+            self.last_failure = result
+        else:
+            get = result.get
+            self._output.write(
+                [str(row.number), row.key, row.reference, *(get(name, "") for name in _VALUES)]
+            )
+            self.answered += 1
+            if cr := get("cr"):
+                self.by_cr[cr] += 1
+            if error_code := get("error_code"):
+                self.by_error[error_code] += 1
+            if result["status"] != "invalid":
+                self.failures = 0  # the service answered: it is reachable again
+        self.done += 1
+        if self._progress is not None:
+            self._progress(self.done, self.total)
+
+
+_VALUES = OUTPUT_COLUMNS[3:]  # after row, key and id: the values a search gives
 
 
 def row_query(fields: Mapping[str, str]) -> Query:
@@ -459,26 +606,3 @@ def row_query(fields: Mapping[str, str]) -> Query:
         fields.get("naissance", ""),
         fields.get("lieu", "").strip() or None,
     )
-
-
-def _queries(
-    rows: list[_Row], finish: Callable[[_Row, dict[str, str] | str | None], None]
-) -> Iterator[tuple[_Row, Query]]:
-    """The rows' validated queries; an invalid row is answered at once, without a call."""
-    for row in rows:
-        try:
-            query = row_query(row.fields)
-        except ValidationError as error:
-            finish(row, _error_row("invalid", "validation", error))
-            continue
-        yield row, query
-
-
-def _collect(
-    in_flight: dict[Future[dict[str, str] | str | None], _Row],
-    finish: Callable[[_Row, dict[str, str] | str | None], None],
-) -> None:
-    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-    for future in finished:
-        row = in_flight.pop(future)
-        finish(row, future.result())
