@@ -423,6 +423,28 @@ def test_key_not_matching_certificate(pki: ExamplePKI) -> None:
     assert "does not match" in caught.value.reason
 
 
+def test_pem_key_with_a_corrupt_crt_exponent_still_signs_correctly(
+    pki: ExamplePKI, tmp_path: Path
+) -> None:
+    # load_pem skips the RSA key validation, relying on OpenSSL checking each CRT result: a key
+    # whose CRT exponent mod p is wrong must give a valid signature, never the faulty CRT one
+    # (whose gcd with n would reveal a prime factor).
+    good = _key(pki, "org-sign").private_numbers()
+    corrupt_dmp1 = good.dmp1 - 2 if good.dmp1 > 3 else good.dmp1 + 2  # still odd, below p
+    numbers = rsa.RSAPrivateNumbers(
+        good.p, good.q, good.d, corrupt_dmp1, good.dmq1, good.iqmp, good.public_numbers
+    )
+    with pytest.raises(ValueError):  # what the skipped validation would have refused
+        numbers.private_key()
+    key_path = tmp_path / "corrupt-crt.key"
+    key_path.write_bytes(_private_pem(numbers.private_key(unsafe_skip_rsa_key_validation=True)))
+    credential = load_pem(pki.cert("org-sign"), key_path)
+    signature = credential.signer.sign(b"the assertion", "rsa-sha256")
+    public_key = credential.certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(signature, b"the assertion", padding.PKCS1v15(), hashes.SHA256())
+
+
 @pytest.fixture(scope="module")
 def dated_p12(tmp_path_factory: pytest.TempPathFactory):
     """Build a PKCS#12 valid over a given period, signed by a fresh CA."""

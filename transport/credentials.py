@@ -3,8 +3,9 @@
 A :class:`Credential` is what the rest of the library needs from a PKCS#12 file, a PEM pair or (with
 the ``pkcs11`` extra) a smart card: the certificate and its chain, the facts the VIHF and the
 téléservices headers are built from (RFC 2253 DN, OU, IdNat, key usages), and a :class:`Signer`.
-Loading a PKCS#12 or PEM key costs tens of milliseconds (RSA key validation); signing with the
-loaded key about half a millisecond, so a credential is loaded once and kept for the client's life.
+Loading a PKCS#12 costs tens of milliseconds (RSA key validation, see :func:`load_pem` for why a
+PEM key skips it); signing with the loaded key about half a millisecond, so a credential is loaded
+once and kept for the client's life.
 """
 
 from __future__ import annotations
@@ -443,6 +444,15 @@ def load_pem(
 
     ``key_path`` defaults to ``certificate_path`` (a single file holding both). An encrypted key
     takes its password from ``password`` or the environment variable ``password_env``.
+
+    The key is loaded without cryptography's RSA key validation (primality of p and q, some
+    30 ms for RSA-2048), which would guard nothing here: the key must match the certificate
+    (same modulus and exponent, checked below), and OpenSSL checks every CRT private-key
+    operation it makes, signature or TLS handshake, against the public exponent, recomputing a
+    mismatch without CRT (``rsa_ossl_mod_exp``, crypto/rsa/rsa_ossl.c), so that a key with
+    corrupt primes cannot leak them through a faulty signature (the Boneh-DeMillo-Lipton
+    attack); a wrong private exponent gives signatures the service refuses. cryptography's
+    PKCS#12 loader offers no such option: :func:`load_pkcs12` keeps the check.
     """
     certificate_path = Path(certificate_path)
     key_path = Path(key_path) if key_path is not None else certificate_path
@@ -453,7 +463,9 @@ def load_pem(
         raise CredentialError(source, "no PEM certificate found in the file") from None
     secret = resolve_password(password, password_env, str(key_path))
     try:
-        key = serialization.load_pem_private_key(_read(key_path, "private key"), secret)
+        key = serialization.load_pem_private_key(
+            _read(key_path, "private key"), secret, unsafe_skip_rsa_key_validation=True
+        )
     except TypeError:
         reason = (
             "the key is encrypted: password required" if secret is None else "key not encrypted"
