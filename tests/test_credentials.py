@@ -629,19 +629,17 @@ def test_repr_holds_no_key_material(credentials, name: str) -> None:
 def test_a_pkcs12_is_decrypted_once_per_process(
     pki: ExamplePKI, tmp_path: Path, monkeypatch
 ) -> None:
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
     from transport import credentials
 
     decrypted: list[int] = []
-    real = pkcs12.load_pkcs12
+    real = credentials._openssl_pkcs12  # the first reader any uncached file goes to
 
     def counting(data, password):
         decrypted.append(len(data))
         return real(data, password)
 
     monkeypatch.setattr(credentials, "_pkcs12_cache", {})
-    monkeypatch.setattr(credentials.pkcs12, "load_pkcs12", counting)
+    monkeypatch.setattr(credentials, "_openssl_pkcs12", counting)
     copy = tmp_path / "org-sign.p12"
     copy.write_bytes(pki.p12("org-sign").read_bytes())
     first = load_pkcs12(copy, pki.password)
