@@ -340,22 +340,27 @@ def test_load_pem_refuses_a_file_without_certificate(pki: ExamplePKI) -> None:
     assert "no PEM certificate" in caught.value.reason
 
 
-def test_load_pem_refuses_a_non_rsa_key(tmp_path: Path) -> None:
+def _ec_leaf() -> tuple[examplepki.Issued, examplepki.Issued]:
+    """A CA and a leaf it issued whose key is an EC P-256 key."""
     start = datetime.now(UTC) - timedelta(days=1)
     ca = examplepki.make_ca("TEST EC CA", not_before=start, not_after=start + timedelta(days=30))
-    ec_key = ec.generate_private_key(ec.SECP256R1())
     leaf = examplepki.issue(
         ca,
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC LEAF")]),
         key_usage={"digital_signature"},
         not_before=start,
         not_after=start + timedelta(days=10),
-        key=ec_key,  # type: ignore[arg-type]
+        key=ec.generate_private_key(ec.SECP256R1()),  # type: ignore[arg-type]
     )
+    return ca, leaf
+
+
+def test_load_pem_refuses_a_non_rsa_key(tmp_path: Path) -> None:
+    _, leaf = _ec_leaf()
     path = tmp_path / "ec.pem"
     path.write_bytes(
         leaf.cert.public_bytes(serialization.Encoding.PEM)
-        + ec_key.private_bytes(
+        + leaf.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -820,3 +825,18 @@ def test_pkcs12_key_with_a_corrupt_crt_exponent_still_signs_correctly(
     public_key = credential.certificate.public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
     public_key.verify(signature, b"the assertion", padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.mark.parametrize("available", [True, False], ids=["openssl", "no-openssl"])
+def test_a_pkcs12_of_a_non_rsa_key_is_refused(
+    tmp_path: Path, readers: list[str], request: pytest.FixtureRequest, available: bool
+) -> None:
+    if not available:
+        request.getfixturevalue("no_openssl")
+    ca, leaf = _ec_leaf()
+    path = tmp_path / "ec.p12"
+    examplepki.write_p12(path, leaf, [ca.cert], "ec", "ec")
+    with pytest.raises(CredentialError) as caught:
+        load_pkcs12(path, "ec")
+    assert readers == (["openssl"] if available else ["openssl", "cryptography"])
+    assert caught.value.reason == "no RSA private key found (the services sign with RSA)"
