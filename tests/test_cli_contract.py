@@ -352,16 +352,38 @@ def test_help_imports_neither_stubs_nor_services() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from transport.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
+        "assert 'call one DMP transaction' in out.getvalue()\n"
         "heavy = [m for m in sys.modules if m.startswith(('transport.stubs', 'transport.doctor',"
-        " 'transport.smoke', 'transport.teleservices'))]\n"
+        " 'transport.smoke', 'transport.teleservices', 'transport.dmp', 'transport.cli.',"
+        " 'transport.errors', 'transport.config', 'transport.credentials'))]\n"
         "print(heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("argv", "options"),
+    [
+        (["dmp", "--help"], ["exists", "submit", "retrieve", "archive"]),
+        (["dmp", "exists", "--help"], ["--ins", "--access", "--profile", "--trace", "--json"]),
+        (["insi", "batch", "--help"], ["--profile"]),
+        (["vihf", "build", "--help"], ["--ins", "--out", "--force"]),
+        (["stub", "--help"], ["--host", "--port", "Serve the DMP", "Default PKI"]),
+        (["doctor", "--help"], ["--profile", "--endpoint", "--verbose"]),
+        (["smoke", "--help"], ["--profile", "--only"]),
+    ],
+)
+def test_each_command_family_declares_its_options_when_parsed(capsys, argv, options) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(option in shown for option in options), shown
 
 
 def test_a_real_process_gets_no_traceback_and_one_json_document(tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -24,6 +27,8 @@ from transport.credentials import (
 )
 from transport.errors import CredentialError
 from transport.examplepki import NAMES, ExamplePKI
+
+from .test_openssl import corrupt_mac
 
 ORG_DN = (
     "CN=CABINET MEDICAL EXEMPLE,OU=499900000001001,O=CABINET MEDICAL EXEMPLE,ST=Paris (75),C=FR"
@@ -335,22 +340,27 @@ def test_load_pem_refuses_a_file_without_certificate(pki: ExamplePKI) -> None:
     assert "no PEM certificate" in caught.value.reason
 
 
-def test_load_pem_refuses_a_non_rsa_key(tmp_path: Path) -> None:
+def _ec_leaf() -> tuple[examplepki.Issued, examplepki.Issued]:
+    """A CA and a leaf it issued whose key is an EC P-256 key."""
     start = datetime.now(UTC) - timedelta(days=1)
     ca = examplepki.make_ca("TEST EC CA", not_before=start, not_after=start + timedelta(days=30))
-    ec_key = ec.generate_private_key(ec.SECP256R1())
     leaf = examplepki.issue(
         ca,
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EC LEAF")]),
         key_usage={"digital_signature"},
         not_before=start,
         not_after=start + timedelta(days=10),
-        key=ec_key,  # type: ignore[arg-type]
+        key=ec.generate_private_key(ec.SECP256R1()),  # type: ignore[arg-type]
     )
+    return ca, leaf
+
+
+def test_load_pem_refuses_a_non_rsa_key(tmp_path: Path) -> None:
+    _, leaf = _ec_leaf()
     path = tmp_path / "ec.pem"
     path.write_bytes(
         leaf.cert.public_bytes(serialization.Encoding.PEM)
-        + ec_key.private_bytes(
+        + leaf.key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
@@ -421,6 +431,28 @@ def test_key_not_matching_certificate(pki: ExamplePKI) -> None:
         load_pem(pki.cert("org-auth"), pki.key("org-sign"))
     assert caught.value.source == str(pki.cert("org-auth"))
     assert "does not match" in caught.value.reason
+
+
+def test_pem_key_with_a_corrupt_crt_exponent_still_signs_correctly(
+    pki: ExamplePKI, tmp_path: Path
+) -> None:
+    # load_pem skips the RSA key validation, relying on OpenSSL checking each CRT result: a key
+    # whose CRT exponent mod p is wrong must give a valid signature, never the faulty CRT one
+    # (whose gcd with n would reveal a prime factor).
+    good = _key(pki, "org-sign").private_numbers()
+    corrupt_dmp1 = good.dmp1 - 2 if good.dmp1 > 3 else good.dmp1 + 2  # still odd, below p
+    numbers = rsa.RSAPrivateNumbers(
+        good.p, good.q, good.d, corrupt_dmp1, good.dmq1, good.iqmp, good.public_numbers
+    )
+    with pytest.raises(ValueError):  # what the skipped validation would have refused
+        numbers.private_key()
+    key_path = tmp_path / "corrupt-crt.key"
+    key_path.write_bytes(_private_pem(numbers.private_key(unsafe_skip_rsa_key_validation=True)))
+    credential = load_pem(pki.cert("org-sign"), key_path)
+    signature = credential.signer.sign(b"the assertion", "rsa-sha256")
+    public_key = credential.certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(signature, b"the assertion", padding.PKCS1v15(), hashes.SHA256())
 
 
 @pytest.fixture(scope="module")
@@ -607,19 +639,17 @@ def test_repr_holds_no_key_material(credentials, name: str) -> None:
 def test_a_pkcs12_is_decrypted_once_per_process(
     pki: ExamplePKI, tmp_path: Path, monkeypatch
 ) -> None:
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
     from transport import credentials
 
     decrypted: list[int] = []
-    real = pkcs12.load_pkcs12
+    real = credentials._openssl_pkcs12  # the first reader any uncached file goes to
 
     def counting(data, password):
         decrypted.append(len(data))
         return real(data, password)
 
     monkeypatch.setattr(credentials, "_pkcs12_cache", {})
-    monkeypatch.setattr(credentials.pkcs12, "load_pkcs12", counting)
+    monkeypatch.setattr(credentials, "_openssl_pkcs12", counting)
     copy = tmp_path / "org-sign.p12"
     copy.write_bytes(pki.p12("org-sign").read_bytes())
     first = load_pkcs12(copy, pki.password)
@@ -631,3 +661,182 @@ def test_a_pkcs12_is_decrypted_once_per_process(
     copy.write_bytes(pki.p12("org-auth").read_bytes())
     assert load_pkcs12(copy, pki.password).certificate != first.certificate
     assert len(decrypted) == 3
+
+
+# --- PKCS#12 read by the ssl module's OpenSSL, cryptography's loader behind it -------------------
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The PKCS#12 readers each uncached load went to, in order ("openssl", "cryptography")."""
+    from transport import credentials
+
+    used: list[str] = []
+
+    def recording(name: str, real):
+        def reader(data: bytes, secret: bytes | None):
+            used.append(name)
+            return real(data, secret)
+
+        return reader
+
+    monkeypatch.setattr(credentials, "_pkcs12_cache", {})
+    for name in ("openssl", "cryptography"):
+        attribute = f"_{name}_pkcs12"
+        monkeypatch.setattr(
+            credentials, attribute, recording(name, getattr(credentials, attribute))
+        )
+    return used
+
+
+@pytest.fixture
+def no_openssl(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on a Python whose ssl module's OpenSSL cannot be called (here: not CPython)."""
+    from transport import openssl
+
+    openssl._pkcs12_library.cache_clear()  # loaded again, as this Python
+    with monkeypatch.context() as patch:
+        patch.setattr(sys.implementation, "name", "pypy")
+        yield
+    openssl._pkcs12_library.cache_clear()
+
+
+def _same_as_cryptography(credential: Credential, data: bytes, password: bytes) -> None:
+    expected = pkcs12.load_pkcs12(data, password)
+    assert isinstance(expected.key, rsa.RSAPrivateKey) and expected.cert is not None
+    assert credential.private_key is not None
+    assert credential.private_key.private_numbers() == expected.key.private_numbers()
+    assert credential.certificate == expected.cert.certificate
+    assert list(credential.chain) == [item.certificate for item in expected.additional_certs]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_pkcs12_is_read_by_openssl_as_cryptography_reads_it(
+    pki: ExamplePKI, readers: list[str], name: str
+) -> None:
+    credential = load_pkcs12(pki.p12(name), pki.password)
+    assert readers == ["openssl"]
+    _same_as_cryptography(credential, pki.p12(name).read_bytes(), pki.password.encode())
+
+
+def test_without_openssl_cryptography_reads_the_pkcs12(
+    pki: ExamplePKI, readers: list[str], no_openssl: None
+) -> None:
+    credential = load_pkcs12(pki.p12("org-auth"), pki.password, purpose=Purpose.TLS_CLIENT)
+    assert readers == ["openssl", "cryptography"]
+    _same_as_cryptography(credential, pki.p12("org-auth").read_bytes(), pki.password.encode())
+
+
+def _bad_pkcs12(pki: ExamplePKI, case: str, tmp_path: Path) -> tuple[Path, str | None]:
+    data = pki.p12("org-auth").read_bytes()
+    path = tmp_path / f"{case.replace(' ', '-')}.p12"
+    path.write_bytes(
+        {
+            "wrong password": data,
+            "no password": data,
+            "corrupt MAC": corrupt_mac(data),
+            "truncated": data[: len(data) - 100],
+        }[case]
+    )
+    return path, {"wrong password": "not the password", "no password": None}.get(case, pki.password)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("wrong password", "wrong password, or not a PKCS#12 file"),
+        ("no password", "password required"),
+        ("corrupt MAC", "wrong password, or not a PKCS#12 file"),
+        ("truncated", "wrong password, or not a PKCS#12 file"),
+    ],
+)
+@pytest.mark.parametrize("available", [True, False], ids=["openssl", "no-openssl"])
+def test_a_refused_pkcs12_gives_cryptographys_refusal(
+    pki: ExamplePKI,
+    tmp_path: Path,
+    readers: list[str],
+    request: pytest.FixtureRequest,
+    case: str,
+    reason: str,
+    available: bool,
+) -> None:
+    if not available:
+        request.getfixturevalue("no_openssl")
+    path, password = _bad_pkcs12(pki, case, tmp_path)
+    with pytest.raises(CredentialError) as caught:
+        load_pkcs12(path, password)
+    assert readers == ["openssl", "cryptography"]
+    assert (caught.value.source, caught.value.reason) == (str(path), reason)
+    assert caught.value.hint == "give the password, or the variable that holds it"
+    assert pki.password not in str(caught.value)
+
+
+def _legacy_p12(pki: ExamplePKI, name: str, key: rsa.RSAPrivateKey, path: Path) -> Path:
+    """``name``'s certificate and chain with ``key`` in a PKCS#12 of the algorithms OpenSSL 1.1
+    wrote (3DES bags, SHA-1 MAC)."""
+    certificates = x509.load_pem_x509_certificates(pki.cert(name).read_bytes())
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())  # noqa: S303 -- the legacy MAC is the subject
+        .build(pki.password.encode())
+    )
+    path.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"legacy", key, certificates[0], certificates[1:], encryption
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize("available", [True, False], ids=["openssl", "no-openssl"])
+def test_a_legacy_algorithm_pkcs12_still_loads(
+    pki: ExamplePKI,
+    tmp_path: Path,
+    readers: list[str],
+    request: pytest.FixtureRequest,
+    available: bool,
+) -> None:
+    if not available:
+        request.getfixturevalue("no_openssl")
+    path = _legacy_p12(pki, "org-sign", _key(pki, "org-sign"), tmp_path / "legacy.p12")
+    credential = load_pkcs12(path, pki.password, purpose=Purpose.SIGNATURE)
+    assert readers == (["openssl"] if available else ["openssl", "cryptography"])
+    _same_as_cryptography(credential, path.read_bytes(), pki.password.encode())
+
+
+def test_pkcs12_key_with_a_corrupt_crt_exponent_still_signs_correctly(
+    pki: ExamplePKI, tmp_path: Path, readers: list[str]
+) -> None:
+    # As for a PEM key: OpenSSL reads the PKCS#12 and its key is loaded without validation,
+    # relying on OpenSSL checking each CRT result (cryptography's own loader refuses this file).
+    good = _key(pki, "org-sign").private_numbers()
+    corrupt_dmp1 = good.dmp1 - 2 if good.dmp1 > 3 else good.dmp1 + 2
+    numbers = rsa.RSAPrivateNumbers(
+        good.p, good.q, good.d, corrupt_dmp1, good.dmq1, good.iqmp, good.public_numbers
+    )
+    key = numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    path = _legacy_p12(pki, "org-sign", key, tmp_path / "corrupt-crt.p12")
+    with pytest.raises(ValueError):  # what the skipped validation would have refused
+        pkcs12.load_pkcs12(path.read_bytes(), pki.password.encode())
+    credential = load_pkcs12(path, pki.password)
+    assert readers == ["openssl"]
+    signature = credential.signer.sign(b"the assertion", "rsa-sha256")
+    public_key = credential.certificate.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(signature, b"the assertion", padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.mark.parametrize("available", [True, False], ids=["openssl", "no-openssl"])
+def test_a_pkcs12_of_a_non_rsa_key_is_refused(
+    tmp_path: Path, readers: list[str], request: pytest.FixtureRequest, available: bool
+) -> None:
+    if not available:
+        request.getfixturevalue("no_openssl")
+    ca, leaf = _ec_leaf()
+    path = tmp_path / "ec.p12"
+    examplepki.write_p12(path, leaf, [ca.cert], "ec", "ec")
+    with pytest.raises(CredentialError) as caught:
+        load_pkcs12(path, "ec")
+    assert readers == (["openssl"] if available else ["openssl", "cryptography"])
+    assert caught.value.reason == "no RSA private key found (the services sign with RSA)"

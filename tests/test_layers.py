@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "transport"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "xml", "deprecation", "examplepki"),  # nothing of the project below them
+    ("errors", "xml", "deprecation", "examplepki", "openssl"),  # nothing of the project below
     ("credentials", "pkcs11"),
     ("tls",),
     ("vihf", "xmlsig"),

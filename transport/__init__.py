@@ -10,8 +10,11 @@ in its module (``transport.soap.envelope.build_envelope``, ``transport.xml.parse
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
+# typing is not imported for its TYPE_CHECKING alone: importing the package (for ``--help``,
+# for one of its modules) costs no more than the modules used; type checkers read the constant
+# by its name as typing's.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from transport.config import Profile, example_profile, load_profile
     from transport.dmp.client import DmpClient, Document

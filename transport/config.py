@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -161,6 +160,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
     Relative paths in it are resolved against the profile's own folder (wherever the command
     runs from), and the profile keeps them absolute, so that errors name the file looked for.
     """
+    import tomllib  # only a profile file needs it: the example profile is built in code
+
     path = Path(os.path.abspath(path))  # absolute and without "..": errors name the real place
     if path.is_dir():
         raise ConfigurationError(f"profile {path}: is a folder", hint="name the TOML file")

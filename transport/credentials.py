@@ -3,8 +3,9 @@
 A :class:`Credential` is what the rest of the library needs from a PKCS#12 file, a PEM pair or (with
 the ``pkcs11`` extra) a smart card: the certificate and its chain, the facts the VIHF and the
 téléservices headers are built from (RFC 2253 DN, OU, IdNat, key usages), and a :class:`Signer`.
-Loading a PKCS#12 or PEM key costs tens of milliseconds (RSA key validation); signing with the
-loaded key about half a millisecond, so a credential is loaded once and kept for the client's life.
+Reading a PKCS#12 costs some ten milliseconds (the key derivations from its password), more when
+OpenSSL cannot read it itself (see :func:`load_pkcs12`); signing with the loaded key about half a
+millisecond, so a credential is loaded once and kept for the client's life.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -355,6 +358,27 @@ def _read(path: Path, what: str) -> bytes:
         raise CredentialError(str(path), f"cannot read {what}: {error.strerror}") from None
 
 
+def _unchecked_key(
+    data: bytes | memoryview, password: bytes | None, encoding: serialization.Encoding
+) -> PrivateKeyTypes:
+    """The private key in ``data`` (``encoding`` PEM or DER), loaded without cryptography's RSA
+    key validation (primality of p and q, some 30 ms for RSA-2048), which would guard nothing here.
+
+    :func:`_credential` refuses a key that does not match its certificate (same modulus and
+    exponent), and OpenSSL checks every CRT private-key operation it makes, signature or TLS
+    handshake, against the public exponent, recomputing a mismatch without CRT
+    (``rsa_ossl_mod_exp``, crypto/rsa/rsa_ossl.c), so that a key with corrupt primes cannot leak
+    them through a faulty signature (the Boneh-DeMillo-Lipton attack); a wrong private exponent
+    gives signatures the service refuses. Key files, and the keys of the PKCS#12 files OpenSSL
+    reads, are loaded here.
+    """
+    if encoding is serialization.Encoding.PEM:
+        return serialization.load_pem_private_key(
+            data, password, unsafe_skip_rsa_key_validation=True
+        )
+    return serialization.load_der_private_key(data, password, unsafe_skip_rsa_key_validation=True)
+
+
 def _credential(
     source: str,
     key: object,
@@ -385,6 +409,12 @@ def load_pkcs12(
 
     The password comes from ``password``, else from the environment variable ``password_env``.
     With ``purpose``, the certificate is also checked for validity at ``now`` and for its usages.
+
+    The file is read by the ``ssl`` module's OpenSSL (:func:`transport.openssl.read_pkcs12`: its
+    MAC verified and its bags decrypted there) and its key loaded as a key file is
+    (:func:`_unchecked_key`). Where that reader is unavailable or refuses the file (wrong password,
+    malformed file, an algorithm OpenSSL 3 keeps in its legacy provider…), cryptography's
+    PKCS#12 loader reads it, RSA key validation included, and its refusal is the one reported.
     """
     path = Path(path)
     source = str(path)
@@ -409,25 +439,50 @@ _PKCS12_CACHE_SIZE = 32
 def _parsed_pkcs12(data: bytes, secret: bytes | None) -> _Pkcs12:
     """The key, certificate and other certificates of a PKCS#12, decrypted once per process.
 
-    Decrypting checks the RSA key (some 40 ms); a profile names the same file for TLS and
-    signing, and every command loads its profile. The cache is keyed by a digest of the file and
-    the password, never by the password itself; a changed file is decrypted again.
+    Decrypting derives keys from the password (some 10 ms); a profile names the same file for TLS
+    and signing, and every command loads its profile. The cache is keyed by a digest of the file
+    and the password, never by the password itself; a changed file is decrypted again.
     """
     fingerprint = hashlib.sha256(hashlib.sha256(data).digest() + (secret or b"")).digest()
     with _pkcs12_lock:
         cached = _pkcs12_cache.get(fingerprint)
     if cached is None:
-        bundle = pkcs12.load_pkcs12(data, secret)
-        cached = (
-            bundle.key,
-            bundle.cert.certificate if bundle.cert else None,
-            tuple(item.certificate for item in bundle.additional_certs),
-        )
+        cached = _openssl_pkcs12(data, secret)
+        if cached is None:  # not read there: cryptography reads it, or says why it cannot
+            cached = _cryptography_pkcs12(data, secret)
         with _pkcs12_lock:
             if len(_pkcs12_cache) >= _PKCS12_CACHE_SIZE:
                 _pkcs12_cache.clear()
             _pkcs12_cache[fingerprint] = cached
     return cached
+
+
+def _openssl_pkcs12(data: bytes, secret: bytes | None) -> _Pkcs12 | None:
+    """The PKCS#12 as the ``ssl`` module's OpenSSL reads it, or None where it cannot."""
+    from transport import openssl  # ctypes and the library only when a PKCS#12 is read
+
+    try:
+        with openssl.read_pkcs12(data, secret) as contents:
+            pkcs8 = contents.key
+            key = None if pkcs8 is None else _unchecked_key(pkcs8, None, serialization.Encoding.DER)
+        certificate = contents.certificate
+        return (
+            key,
+            None if certificate is None else x509.load_der_x509_certificate(certificate),
+            tuple(x509.load_der_x509_certificate(item) for item in contents.others),
+        )
+    except (openssl.OpenSSLUnavailable, ValueError, UnsupportedAlgorithm):
+        return None
+
+
+def _cryptography_pkcs12(data: bytes, secret: bytes | None) -> _Pkcs12:
+    """The PKCS#12 as cryptography reads it; ValueError when it cannot."""
+    bundle = pkcs12.load_pkcs12(data, secret)
+    return (
+        bundle.key,
+        bundle.cert.certificate if bundle.cert else None,
+        tuple(item.certificate for item in bundle.additional_certs),
+    )
 
 
 def load_pem(
@@ -443,6 +498,7 @@ def load_pem(
 
     ``key_path`` defaults to ``certificate_path`` (a single file holding both). An encrypted key
     takes its password from ``password`` or the environment variable ``password_env``.
+    The key is loaded as :func:`_unchecked_key` says.
     """
     certificate_path = Path(certificate_path)
     key_path = Path(key_path) if key_path is not None else certificate_path
@@ -453,7 +509,7 @@ def load_pem(
         raise CredentialError(source, "no PEM certificate found in the file") from None
     secret = resolve_password(password, password_env, str(key_path))
     try:
-        key = serialization.load_pem_private_key(_read(key_path, "private key"), secret)
+        key = _unchecked_key(_read(key_path, "private key"), secret, serialization.Encoding.PEM)
     except TypeError:
         reason = (
             "the key is encrypted: password required" if secret is None else "key not encrypted"

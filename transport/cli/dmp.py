@@ -51,11 +51,9 @@ LIST_STATES = ("ACTIVE", "INTERDITE", "TOUTE")
 Handler = Callable[["DmpClient", argparse.Namespace], tuple[object, list[str]]]
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``dmp`` and its transactions to the command line."""
-    dmp = commands.add_parser(
-        "dmp", parents=[common], help="call one DMP transaction (TD0.2 … TD3.3d)"
-    )
+def add_arguments(dmp: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``dmp``'s transactions on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
     actions = dmp.add_subparsers(dest="dmp_command", required=True)
 
     def transaction(name: str, help_text: str, *, patient: bool = True) -> argparse.ArgumentParser:

@@ -9,11 +9,9 @@ from pathlib import Path
 from transport.cli.common import print_json, wants_json
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``doctor`` to the command line."""
-    doctor = commands.add_parser(
-        "doctor", parents=[common], help="check a profile before calling any service"
-    )
+def add_arguments(doctor: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``doctor``'s options on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
     doctor.add_argument("--profile", type=Path, help="profile (TOML); default: example PKI")
     doctor.add_argument("--endpoint", help="check this URL instead of the profile's endpoints")
 

@@ -29,11 +29,9 @@ ACCESS_MODES = ("certificate", "card")
 :class:`transport.teleservices.client.AccessMode`)."""
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``insi`` and its searches to the command line."""
-    insi = commands.add_parser(
-        "insi", parents=[common], help="search INS with INSi, one by one or in batch"
-    )
+def add_arguments(insi: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``insi``'s searches on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
     actions = insi.add_subparsers(dest="insi_command", required=True)
     search = actions.add_parser("search", parents=[common], help="search an INS by traits")
     search.add_argument("--nom", required=True, help="birth name")

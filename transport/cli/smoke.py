@@ -18,11 +18,9 @@ from transport.cli.common import (
 )
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``smoke`` to the command line."""
-    smoke = commands.add_parser(
-        "smoke", parents=[common], help="run every supported step, one line each"
-    )
+def add_arguments(smoke: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``smoke``'s options on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
     smoke.add_argument("--profile", type=Path, help="profile (TOML); default: bundled stubs")
     add_trace_option(smoke)
     smoke.add_argument(

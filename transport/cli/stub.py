@@ -17,17 +17,15 @@ if TYPE_CHECKING:
     from transport.examplepki import ExamplePKI
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``stub`` to the command line."""
-    stub = commands.add_parser(
-        "stub",
-        parents=[common],
-        help="serve the DMP and téléservices stubs until Ctrl-C",
-        description="Serve the DMP and téléservices stubs over mutual TLS until Ctrl-C.",
-        epilog="Default PKI: certs-example/ of a source checkout; for an installed package, the "
+def add_arguments(stub: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``stub``'s options on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
+    stub.description = "Serve the DMP and téléservices stubs over mutual TLS until Ctrl-C."
+    stub.epilog = (
+        "Default PKI: certs-example/ of a source checkout; for an installed package, the "
         "example PKI generated once in the user cache folder (cisis-transport/example-pki, e.g. "
         "~/.cache/cisis-transport/example-pki on Linux), with profile.example.toml beside it. "
-        "The folder in use is printed at start.",
+        "The folder in use is printed at start."
     )
     stub.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     stub.add_argument("--port", type=_port, default=8443, help="port (8443; 0: any free port)")

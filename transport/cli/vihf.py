@@ -19,9 +19,9 @@ from transport.cli.common import (
 from transport.errors import UsageError
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``vihf build`` and ``vihf verify`` to the command line."""
-    vihf = commands.add_parser("vihf", parents=[common], help="build or verify a VIHF")
+def add_arguments(vihf: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """Declare ``vihf build`` and ``vihf verify`` on its parser (made by
+    :func:`transport.cli.parser`); ``common``: the options every subcommand accepts."""
     actions = vihf.add_subparsers(dest="vihf_command", required=True)
     build = actions.add_parser(
         "build", parents=[common], help="print a signed VIHF built from a profile"

@@ -21,7 +21,6 @@ import itertools
 import os
 import secrets
 import ssl
-import sys
 import tempfile
 import threading
 import time
@@ -40,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from requests.sessions import merge_hooks
 from requests.structures import CaseInsensitiveDict
 
+from transport import openssl
 from transport.credentials import Credential, DigestSigner, Purpose, rsa_public_key
 from transport.errors import ConfigurationError, CredentialError
 
@@ -246,7 +246,6 @@ _RAW = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
 )
 _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
-    "OpenSSL_version_num": (ctypes.c_ulong, ()),
     "SSL_CTX_get_options": (ctypes.c_uint64, (ctypes.c_void_p,)),
     "SSL_CTX_get_verify_mode": (ctypes.c_int, (ctypes.c_void_p,)),
     "SSL_CTX_ctrl": (
@@ -310,22 +309,10 @@ def _openssl_unavailable(reason: str) -> CredentialError:
 @functools.cache
 def _openssl() -> tuple[ctypes.CDLL, int]:
     """The functions of the libssl/libcrypto ``_ssl`` uses, and our RSA method's address."""
-    import _ssl  # the extension module: its dependencies are the libraries to call
-
-    if sys.implementation.name != "cpython":
-        raise _openssl_unavailable(f"{sys.implementation.name} is not CPython")
     try:
-        library = ctypes.CDLL(_ssl.__file__)
-        for name, (restype, argtypes) in _PROTOTYPES.items():
-            function = getattr(library, name)
-            function.restype = restype
-            function.argtypes = argtypes
-    except (OSError, AttributeError) as error:
-        raise _openssl_unavailable(f"OpenSSL functions not reachable ({error})") from None
-    if library.OpenSSL_version_num() != ssl.OPENSSL_VERSION_NUMBER:
-        raise _openssl_unavailable("the ssl module and its library disagree on OpenSSL's version")
-    if ssl.OPENSSL_VERSION_INFO < (3, 0):
-        raise _openssl_unavailable(f"{ssl.OPENSSL_VERSION} is older than OpenSSL 3.0")
+        library = openssl.load(_PROTOTYPES)
+    except openssl.OpenSSLUnavailable as error:
+        raise _openssl_unavailable(str(error)) from None
     method = library.RSA_meth_dup(library.RSA_PKCS1_OpenSSL())
     if not method:
         raise _openssl_unavailable("cannot create an RSA method")
