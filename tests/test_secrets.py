@@ -171,7 +171,9 @@ def test_smoke_logs_hold_no_secret_nor_key(
     trace = tmp_path / "trace"
     assert main([*flags, "smoke", "--trace", str(trace)]) == 0
     captured = capsys.readouterr()
-    assert made and keys and records.lines
+    assert made and keys
+    if any(flag.startswith("-v") for flag in flags):  # the default and -q may log nothing
+        assert records.lines
     secrets = fixed_secrets() | traced_identifiers(trace) | keys
     assert_no_secret(captured.out + captured.err + "\n".join(records.lines), secrets)
     assert_private(trace)
