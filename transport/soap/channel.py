@@ -26,11 +26,24 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
+import urllib3
 from lxml import etree
-from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    LocationValueError,
+    NewConnectionError,
+    PoolError,
+    ProtocolError,
+    ProxyError,
+    ProxySchemeUnknown,
+)
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.response import HTTPHeaderDict
 
 from transport import tls
 from transport.credentials import Credential
@@ -38,7 +51,7 @@ from transport.errors import CisisError, ConfigurationError, ConnectError, TLSEr
 from transport.soap import addressing, mtom
 from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
 from transport.soap.trace import Tracer
-from transport.tls import TLSSettings, create_session, diagnose
+from transport.tls import TLSSettings, diagnose
 
 log = logging.getLogger("transport.soap")
 
@@ -170,18 +183,145 @@ class Wire(Protocol):
 WireLike = Wire | requests.Session
 """What a channel is made over: a :class:`Wire`, or a requests session (a :class:`RequestsWire`)."""
 
+_HEADERS = {"User-Agent": "cisis-transport", "Accept-Encoding": "gzip, deflate"}
+"""Sent with every request of a :class:`PoolWire`, before the channel's own headers."""
+
+
+class PoolWire:
+    """The default wire: urllib3 connection pools (keep-alive, ``pool_maxsize`` connections per
+    host, enough for as many threads) over one mutual-TLS context of
+    :func:`transport.tls.create_context`: verification always on, every socket operation bounded
+    by the call's deadline. A host the environment's proxy does not bypass
+    (:class:`transport.tls.Proxies`, read when the wire is made; no netrc) is reached through an
+    HTTP CONNECT tunnel, TLS running end to end to the service with the same context. urllib3
+    never retries nor follows a redirect here: the channel decides."""
+
+    def __init__(
+        self, context: ssl.SSLContext, settings: TLSSettings, credential: Credential | None = None
+    ) -> None:
+        self.settings = settings
+        self.credential = credential  # to name it when a failure is diagnosed
+        self._pools = {
+            "num_pools": settings.pool_connections,
+            "maxsize": settings.pool_maxsize,
+            "ssl_context": context,
+        }
+        self._direct = urllib3.PoolManager(**self._pools)
+        self._proxies = tls.Proxies()
+        self._tunnels: dict[str, urllib3.ProxyManager] = {}
+        self._routes: dict[str, tuple[urllib3.PoolManager, str | None]] = {}
+
+    @classmethod
+    def connect(cls, credential: Credential | None, settings: TLSSettings) -> PoolWire:
+        """A wire presenting ``credential`` (None only to test a refusal) to the services."""
+        return cls(tls.create_context(credential, settings), settings, credential)
+
+    def send(self, request: WireRequest) -> WireResponse:
+        url = request.url
+        manager = self._route(url)
+        headers = {**_HEADERS, **request.headers}
+        body = request.body
+        if not isinstance(body, bytes) and hasattr(body, "__len__"):
+            headers["Content-Length"] = str(len(body))  # else urllib3 sends it chunked
+        try:
+            connect = tls.remaining(self.settings.connect_timeout)
+        except TimeoutError:  # the deadline passed before connecting: as a connect timeout
+            raise _not_accepted(url, self.settings) from None
+        timeout = urllib3.Timeout(connect=connect, read=self.settings.read_timeout)
+        tls.take_signing_failure()
+        try:
+            response = manager.urlopen(
+                "POST",
+                url,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                timeout=timeout,
+                preload_content=False,
+                release_conn=True,
+            )
+        except (Urllib3Error, OSError) as error:
+            # The card's own error (wrong state, removed) says more than the failed handshake.
+            failure = tls.take_signing_failure()
+            if failure is not None:
+                raise failure from None
+            raise self._failure(url, error) from None
+        return _PoolResponse(response, url)
+
+    def close(self) -> None:
+        self._direct.clear()
+        for tunnel in list(self._tunnels.values()):
+            tunnel.clear()
+
+    def _route(self, url: str) -> urllib3.PoolManager:
+        """The manager (direct, or a proxy's) that reaches ``url``, decided once per URL."""
+        route = self._routes.get(url)
+        if route is None:
+            if url[:7].lower() == "http://":
+                raise tls.plain_http_refused(url)
+            proxy = self._proxies.for_url(url)
+            route = (self._tunnel(url, proxy) if proxy else self._direct), proxy
+            self._routes[url] = route  # the same answer whichever thread writes it
+        return route[0]
+
+    def _tunnel(self, url: str, proxy: str) -> urllib3.ProxyManager:
+        """The manager of CONNECT tunnels through ``proxy``, made on first use."""
+        tunnel = self._tunnels.get(proxy)
+        if tunnel is None:
+            address = proxy if "://" in proxy else f"http://{proxy}"
+            auth = urllib3.util.parse_url(address).auth
+            headers = urllib3.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
+            try:
+                tunnel = urllib3.ProxyManager(address, proxy_headers=headers, **self._pools)
+            except (ProxySchemeUnknown, LocationValueError) as error:
+                raise ConfigurationError(
+                    f"the proxy {_proxy_name(proxy)} cannot be used for {diagnose.where(url)} "
+                    f"({type(error).__name__})",
+                    hint=_PROXY_FIX,
+                ) from None
+            tunnel = self._tunnels.setdefault(proxy, tunnel)
+        return tunnel
+
+    def _failure(self, url: str, error: Exception) -> CisisError:
+        route = self._routes.get(url)
+        proxy = route[1] if route is not None else None
+        return _mapped(
+            url,
+            error,
+            _Context(self.settings, self.credential, _proxy_name(proxy) if proxy else None),
+        )
+
+
+class _PoolResponse:
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        done = 0
+        try:
+            for chunk in self._response.stream(mtom.CHUNK_SIZE, decode_content=True):
+                done += len(chunk)
+                yield chunk
+        except (Urllib3Error, OSError) as error:
+            raise _cut(self._url, done, error) from None
+
+    def close(self) -> None:
+        # A body read whole has already given its connection back to the pool; one left unread
+        # closes it, so that a half-read answer never reaches the next call.
+        self._response.close()
+        self._response.release_conn()
+
 
 class RequestsWire:
-    """The default wire: a requests session, normally from :func:`transport.tls.create_session`
-    (mutual TLS, verification always on)."""
+    """A wire over a requests session: the one a caller hands the channel, normally from
+    :func:`transport.tls.create_session` (mutual TLS, verification always on)."""
 
     def __init__(self, session: requests.Session) -> None:
         self.session = session
-
-    @classmethod
-    def connect(cls, credential: Credential | None, settings: TLSSettings) -> RequestsWire:
-        """A wire over a new mutual-TLS session presenting ``credential``."""
-        return cls(create_session(credential, settings))
 
     def send(self, request: WireRequest) -> WireResponse:
         response = send(self.session, request.url, request.body, request.headers, stream=True)
@@ -247,10 +387,10 @@ class MockWire:
 
     def send(self, request: WireRequest) -> WireResponse:
         body = request.body if isinstance(request.body, bytes) else b"".join(request.body)
-        seen = MockRequest(request.url, CaseInsensitiveDict(request.headers), body)
+        seen = MockRequest(request.url, HTTPHeaderDict(request.headers), body)
         self.requests.append(seen)
         answer = self.handler(seen)
-        return _MockAnswer(answer.status, CaseInsensitiveDict(answer.headers), answer)
+        return _MockAnswer(answer.status, HTTPHeaderDict(answer.headers), answer)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -303,9 +443,7 @@ class Channel:
     ) -> Channel:
         """A channel over a new mutual-TLS session presenting ``credential``, or over ``wire``
         when one is given (a test's :class:`MockWire`)."""
-        return cls(
-            wire or RequestsWire.connect(credential, settings), tracer=tracer, options=options
-        )
+        return cls(wire or PoolWire.connect(credential, settings), tracer=tracer, options=options)
 
     def close(self) -> None:
         """Close the wire's pooled connections."""
@@ -555,7 +693,18 @@ def _late(url: str, seconds: float | None) -> TransportError:
     )
 
 
-# --- requests' failures, mapped ------------------------------------------------------------------
+# --- failures, mapped ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a failure's diagnosis names beside the URL: the TLS settings and credential of the
+    wire (None when a caller's own session does not say), and the proxy on the way (its URL
+    without user name or password)."""
+
+    settings: TLSSettings | None
+    credential: Credential | None
+    proxy: str | None
 
 
 def send(
@@ -568,18 +717,18 @@ def send(
 ) -> requests.Response:
     """POST ``body`` to ``url`` over ``session``: the one ``session.post`` of the library, every
     requests/urllib3/ssl failure mapped to TLSError, ConnectError, TransportError or (a URL that
-    cannot be used) ConfigurationError. With ``stream``, the body is left unread for
-    ``response.iter_content``; the caller closes the response."""
+    cannot be used) ConfigurationError, as :class:`PoolWire` maps them. With ``stream``, the
+    body is left unread for ``response.iter_content``; the caller closes the response."""
     try:
         return session.post(url, data=body, headers=dict(headers), stream=stream)
     except requests.exceptions.RequestException as error:
-        raise _mapped(session, url, error) from None
+        raise _requests_failure(session, url, error) from None
 
 
-def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError:
-    """The library's error for requests' ``error`` while posting to ``url``."""
+def _requests_failure(session: requests.Session, url: str, error: Exception) -> CisisError:
+    """The library's error for requests' ``error`` while posting to ``url``: requests' own
+    verdicts (a URL it refuses, a connect timeout, a proxy), else what urllib3 said under it."""
     exceptions = requests.exceptions
-    place = diagnose.where(url)
     if isinstance(
         error,
         exceptions.InvalidURL
@@ -588,50 +737,103 @@ def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError
         | exceptions.URLRequired,
     ):
         return ConfigurationError(f"cannot post to {url}: {_root_cause(error)}", hint=_URL_FIX)
-    if isinstance(error, exceptions.ProxyError):
-        return ConnectError(
-            f"the proxy {_proxy(session, url)} failed: {_root_cause(error)}", hint=_PROXY_FIX
-        )
-    handshake = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
-    if handshake is not None:
-        found = _tls_diagnosis(session, url, handshake)
-        return TLSError(f"TLS with {place} failed: {found.message}", hint=found.hint)
-    settings = _settings(session, url)
-    connect_timeout = settings.connect_timeout if settings is not None else 10.0
+    try:
+        adapter = session.get_adapter(url)
+    except exceptions.InvalidSchema:
+        adapter = None
+    settings = getattr(adapter, "settings", None)
+    context = _Context(settings, getattr(adapter, "credential", None), _proxy(session, url))
     if isinstance(error, exceptions.ConnectTimeout):
-        return ConnectError(
-            f"{place} did not accept the connection within {connect_timeout:g} s",
-            hint=diagnose.NETWORK_FIX,
-        )
-    if isinstance(error, exceptions.Timeout):
-        return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
-    socket_error = next(
+        return _not_accepted(url, settings)
+    if isinstance(error, exceptions.ProxyError):
+        return _proxy_failed(context, error)
+    return _mapped(
+        url,
+        error,
+        context,
+        wrapper=exceptions.RequestException,
+        connection_failed=isinstance(error, exceptions.ConnectionError),
+    )
+
+
+def _mapped(
+    url: str,
+    error: Exception,
+    context: _Context,
+    *,
+    wrapper: type[BaseException] | None = None,
+    connection_failed: bool = False,
+) -> CisisError:
+    """The library's error for a failure of the wire while posting to ``url``: ``error`` is
+    urllib3's, ssl's or the socket's, or one of ``wrapper`` (a client library's exception class)
+    around them; ``connection_failed`` when that library already says the connection failed."""
+    place = diagnose.where(url)
+    chain = list(_chain(error))
+    if any(isinstance(link, LocationValueError) for link in chain):
+        return ConfigurationError(f"cannot post to {url}: {_root_cause(error)}", hint=_URL_FIX)
+    if any(isinstance(link, ProxyError) for link in chain):
+        return _proxy_failed(context, error)
+    handshake = next((link for link in chain if isinstance(link, ssl.SSLError)), None)
+    if handshake is not None:
+        found = _tls_diagnosis(url, handshake, context)
+        return TLSError(f"TLS with {place} failed: {found.message}", hint=found.hint)
+    # urllib3 counts a connection that could not be made (NewConnectionError) as a timeout.
+    timeout = next(
         (
             link
-            for link in _chain(error)
-            if isinstance(link, OSError) and not isinstance(link, exceptions.RequestException)
+            for link in chain
+            if isinstance(link, Urllib3Timeout) and not isinstance(link, NewConnectionError)
         ),
         None,
     )
-    if isinstance(error, exceptions.ConnectionError) and socket_error is not None:
-        if isinstance(socket_error, ConnectionResetError | BrokenPipeError):
-            return ConnectError(
-                f"{place} closed the connection before answering ({_root_cause(error)})",
-                hint="try again; if it persists, the service may refuse our client certificate",
-            )
-        found = diagnose.connection_failure(url, socket_error, connect_timeout)
-        return ConnectError(found.message, hint=found.hint)
-    if isinstance(error, exceptions.ConnectionError):
-        return ConnectError(
-            f"{place} closed the connection before answering ({_root_cause(error)})",
-            hint="try again; if it persists, the service may refuse our client certificate",
-        )
-    return TransportError(f"the exchange with {place} failed: {_root_cause(error)}")
+    if isinstance(timeout, ConnectTimeoutError):
+        return _not_accepted(url, context.settings)
+    if timeout is not None:
+        return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
+    closed = ConnectError(
+        f"{place} closed the connection before answering ({_root_cause(error)})",
+        hint="try again; if it persists, the service may refuse our client certificate",
+    )
+    if not connection_failed and not any(
+        isinstance(link, NewConnectionError | ProtocolError | PoolError) for link in chain
+    ):
+        return TransportError(f"the exchange with {place} failed: {_root_cause(error)}")
+    socket_error = next(
+        (
+            link
+            for link in chain
+            if isinstance(link, OSError) and not (wrapper and isinstance(link, wrapper))
+        ),
+        None,
+    )
+    if socket_error is None or isinstance(socket_error, ConnectionResetError | BrokenPipeError):
+        return closed
+    found = diagnose.connection_failure(url, socket_error, _connect_timeout(context.settings))
+    return ConnectError(found.message, hint=found.hint)
+
+
+def _connect_timeout(settings: TLSSettings | None) -> float:
+    return settings.connect_timeout if settings is not None else TLSSettings.connect_timeout
+
+
+def _not_accepted(url: str, settings: TLSSettings | None) -> ConnectError:
+    return ConnectError(
+        f"{diagnose.where(url)} did not accept the connection within "
+        f"{_connect_timeout(settings):g} s",
+        hint=diagnose.NETWORK_FIX,
+    )
+
+
+def _proxy_failed(context: _Context, error: Exception) -> ConnectError:
+    return ConnectError(
+        f"the proxy {context.proxy or '(none configured)'} failed: {_root_cause(error)}",
+        hint=_PROXY_FIX,
+    )
 
 
 def _cut(url: str, done: int, error: Exception) -> TransportError:
     """The error for an answer whose body could not be read whole."""
-    if isinstance(error, requests.exceptions.ContentDecodingError):
+    if any(isinstance(link, DecodeError) for link in _chain(error)):
         return TransportError(
             f"{diagnose.where(url)} sent an answer that cannot be decoded after {done} bytes "
             f"({_root_cause(error)})"
@@ -642,29 +844,23 @@ def _cut(url: str, done: int, error: Exception) -> TransportError:
     )
 
 
-def _tls_diagnosis(session: requests.Session, url: str, error: ssl.SSLError) -> diagnose.Diagnosis:
-    adapter = session.get_adapter(url)
-    settings = getattr(adapter, "settings", None)
-    if settings is None:
+def _tls_diagnosis(url: str, error: ssl.SSLError, context: _Context) -> diagnose.Diagnosis:
+    if context.settings is None:
         return diagnose.Diagnosis(str(error), diagnose.TRUST_FIX)
-    return diagnose.tls_failure(url, error, getattr(adapter, "credential", None), settings)
+    return diagnose.tls_failure(url, error, context.credential, context.settings)
 
 
-def _settings(session: requests.Session, url: str) -> TLSSettings | None:
-    try:
-        return getattr(session.get_adapter(url), "settings", None)
-    except requests.exceptions.InvalidSchema:
-        return None
-
-
-def _proxy(session: requests.Session, url: str) -> str:
+def _proxy(session: requests.Session, url: str) -> str | None:
     """The proxy ``session`` uses for ``url``, without any user name or password."""
     proxies = dict(requests.utils.get_environ_proxies(url, no_proxy=None))
     proxies.update(session.proxies or {})
     chosen = requests.utils.select_proxy(url, proxies)
-    if not chosen:
-        return "(none configured)"
-    parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
+    return _proxy_name(chosen) if chosen else None
+
+
+def _proxy_name(proxy: str) -> str:
+    """A proxy's URL as messages name it: scheme, host and port, never a user or password."""
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:

@@ -1,5 +1,6 @@
-"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session, and
-the call deadline (:func:`deadline`) every TLS socket operation honours.
+"""Mutually-authenticated TLS: the SSL context every wire uses, the proxies of the environment
+read once (:class:`Proxies`), the call deadline (:func:`deadline`) every TLS socket operation
+honours, and a requests adapter and session over them.
 
 The context speaks TLS 1.2 at least, verifies the server against the configured CA bundle only
 (never the system store, never off), presents the client's authentication certificate and, for the
@@ -117,9 +118,9 @@ def deadline_passed() -> bool:
     return at is not None and time.monotonic() >= at
 
 
-def _remaining(timeout: float | None) -> float | None:
-    """``timeout`` (seconds, None: none) shortened to what is left of the deadline;
-    TimeoutError when nothing is left."""
+def remaining(timeout: float | None) -> float | None:
+    """``timeout`` (seconds, None: none) shortened to what is left of the enclosing
+    :func:`deadline`; TimeoutError when nothing is left."""
     at = _deadline.get()
     if at is None:
         return timeout
@@ -147,7 +148,7 @@ class DeadlineSocket(ssl.SSLSocket):
         if not getattr(self, "_connected", False):
             return
         if _deadline.get() is not None:
-            super().settimeout(_remaining(self._timeout))
+            super().settimeout(remaining(self._timeout))
             self._shortened = True
         elif self._shortened:
             # A kept-alive connection used by a call without deadline after one with a deadline.
@@ -442,7 +443,8 @@ def _rsa_key(library: ctypes.CDLL, method: int, numbers: Any, handle: int) -> in
 @_SIGN
 def _sign_callback(nid: int, digest: int, length: int, out: int, out_length: Any, rsa: int) -> int:
     # Called by OpenSSL inside the handshake, in the thread that makes it: an exception cannot
-    # cross OpenSSL, so it is kept for MutualTLSAdapter.send to raise once the handshake failed.
+    # cross OpenSSL, so it is kept for the wire (MutualTLSAdapter.send, the channel's) to raise
+    # once the handshake failed.
     library, _method = _openssl()
     key = _external_keys.get(library.RSA_get_ex_data(rsa, _APP_DATA) or 0)
     if key is None:
@@ -472,8 +474,9 @@ def _refuse_raw_callback(length: int, data: int, out: int, rsa: int, padding: in
     return -1
 
 
-def _take_signing_failure() -> CredentialError | None:
-    """The CredentialError that ended this thread's last handshake with a card key, once."""
+def take_signing_failure() -> CredentialError | None:
+    """The CredentialError that ended this thread's last handshake with a card key, once: a
+    wire clears it before sending and raises it, rather than the failed handshake, after."""
     error = getattr(_failure, "error", None)
     _failure.error = None
     return error
@@ -527,17 +530,17 @@ class MutualTLSAdapter(HTTPAdapter):
         if kwargs.get("timeout") is None:
             connect, read = self._timeout
             try:
-                kwargs["timeout"] = (_remaining(connect), read)
+                kwargs["timeout"] = (remaining(connect), read)
             except (
                 TimeoutError
             ) as error:  # the deadline passed before connecting: as requests says it
                 raise requests.exceptions.ConnectTimeout(str(error), request=request) from None
-        _take_signing_failure()
+        take_signing_failure()
         try:
             return super().send(request, **kwargs)
         except requests.exceptions.ConnectionError:
             # The card's own error (wrong state, removed) says more than the failed handshake.
-            failure = _take_signing_failure()
+            failure = take_signing_failure()
             if failure is not None:
                 raise failure from None
             raise
@@ -558,33 +561,61 @@ def create_session(credential: Credential | None, settings: TLSSettings) -> requ
     return session
 
 
-class ProxySnapshotSession(requests.Session):
-    """A requests session that reads the proxy environment once, when it is made.
+class Proxies:
+    """The proxies of the environment for HTTPS, read once when made: ``HTTPS_PROXY``,
+    ``ALL_PROXY`` and ``NO_PROXY`` (either case, as :func:`urllib.request.getproxies` reads
+    them). Scanning the whole environment on every request costs a fifth of a SOAP call's client
+    CPU, so whether a host bypasses the proxy under ``NO_PROXY`` (requests' rules: host names,
+    domain suffixes, IP addresses and CIDR blocks, ``*``) is also decided once per host."""
 
-    A stock session scans the whole environment (``HTTPS_PROXY``, ``NO_PROXY``…) and
-    ``~/.netrc`` on every request, a fifth of a SOAP call's client CPU. Here the proxies of the
-    environment (as :func:`urllib.request.getproxies` reads them) are kept from ``__init__`` on,
-    whether a host bypasses them under ``NO_PROXY`` is decided once per host, and ``trust_env``
-    is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides trust anyway).
-    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's. A
-    request without cookies, authentication or query parameters is prepared without copying the
-    session's (empty) cookie jar.
+    def __init__(self) -> None:
+        found = urllib.request.getproxies()
+        self._no_proxy = found.pop("no", None)
+        self.environment: dict[str, str] = found
+        """The proxy URLs by scheme (``https``, ``all``…), as the environment names them."""
+        self._bypassed: dict[str, bool] = {}
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL (as the environment writes it) to reach ``url`` through, or None to
+        go direct."""
+        if not self.environment or self.bypasses(url):
+            return None
+        return requests.utils.select_proxy(url, self.environment)
+
+    def bypasses(self, url: str) -> bool:
+        """Whether ``url``'s host is reached directly under ``NO_PROXY``."""
+        host = urlsplit(url).netloc
+        bypassed = self._bypassed.get(host)
+        if bypassed is None:
+            # "," is a NO_PROXY naming no host: requests then reads no variable of its own.
+            no_proxy = self._no_proxy or ","
+            bypassed = requests.utils.should_bypass_proxies(url, no_proxy=no_proxy)
+            self._bypassed[host] = bypassed  # the same answer whichever thread writes it
+        return bypassed
+
+
+class ProxySnapshotSession(requests.Session):
+    """A requests session that reads the proxy environment once, when it is made
+    (:class:`Proxies`).
+
+    ``trust_env`` is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides
+    trust anyway). A proxy set explicitly in ``session.proxies`` takes precedence over the
+    environment's. A request without cookies, authentication or query parameters is prepared
+    without copying the session's (empty) cookie jar.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False
-        found = urllib.request.getproxies()
-        self._no_proxy = found.pop("no", None)
-        self._environment = found
-        self._bypassed: dict[str, bool] = {}
+        self._proxies = Proxies()
 
     def merge_environment_settings(
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
         merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if self._environment and not self._bypasses(url):
-            merged["proxies"] = {**self._environment, **merged["proxies"]}
+        environment = self._proxies.environment
+        if environment and not self._proxies.bypasses(url):
+            merged["proxies"] = {**environment, **merged["proxies"]}
         return merged
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
@@ -621,20 +652,15 @@ class ProxySnapshotSession(requests.Session):
         )
         return prepared
 
-    def _bypasses(self, url: str) -> bool:
-        host = urlsplit(url).netloc
-        bypassed = self._bypassed.get(host)
-        if bypassed is None:
-            # "," is a NO_PROXY naming no host: requests then reads no variable of its own.
-            no_proxy = self._no_proxy or ","
-            bypassed = requests.utils.should_bypass_proxies(url, no_proxy=no_proxy)
-            self._bypassed[host] = bypassed
-        return bypassed
+
+def plain_http_refused(url: str) -> ConfigurationError:
+    """The error of every wire asked to send to an ``http://`` URL: the services are HTTPS only."""
+    return ConfigurationError(
+        f"refusing to send over plain HTTP: {url}",
+        hint="the services are reached over https:// only",
+    )
 
 
 class _RefusePlainHTTP(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        raise ConfigurationError(
-            f"refusing to send over plain HTTP: {request.url}",
-            hint="the services are reached over https:// only",
-        )
+        raise plain_http_refused(request.url or "")
