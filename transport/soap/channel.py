@@ -9,16 +9,21 @@ connection failure or an HTTP 503/429 (RFC 9110 §15.6.4, RFC 6585 §4), never a
 
 The wire it posts through is swappable, after httpx's ``BaseTransport.handle_request`` and
 requests' adapters: anything with :class:`Wire`'s ``send``/``close``. The default,
-:class:`RequestsWire`, is a :func:`transport.tls.create_session` session; :class:`MockWire` answers
-from a function, for tests where the wire is not the subject.
+:class:`PoolWire`, posts with urllib3's connection pools directly (HTTP/1.1, RFC 9112) over the
+library's mutual-TLS context; :class:`RequestsWire` posts over a requests session a caller hands
+the channel (:func:`transport.tls.create_session`'s, or their own); :class:`MockWire` answers from
+a function, for tests where the wire is not the subject. Both network wires map every failure the
+same way.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -201,15 +206,13 @@ class PoolWire:
     ) -> None:
         self.settings = settings
         self.credential = credential  # to name it when a failure is diagnosed
-        self._pools = {
-            "num_pools": settings.pool_connections,
-            "maxsize": settings.pool_maxsize,
-            "ssl_context": context,
-        }
-        self._direct = urllib3.PoolManager(**self._pools)
+        self._context = context
         self._proxies = tls.Proxies()
-        self._tunnels: dict[str, urllib3.ProxyManager] = {}
-        self._routes: dict[str, tuple[urllib3.PoolManager, str | None]] = {}
+        # The pools are the wire's own, one per host (and proxy), kept until close: a manager's
+        # pool cache would close one in use once more hosts than it holds were reached.
+        self._routes: dict[str, _Route] = {}
+        self._pools: dict[tuple[str, int, str | None], urllib3.HTTPSConnectionPool] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def connect(cls, credential: Credential | None, settings: TLSSettings) -> PoolWire:
@@ -218,7 +221,7 @@ class PoolWire:
 
     def send(self, request: WireRequest) -> WireResponse:
         url = request.url
-        manager = self._route(url)
+        route = self._routes.get(url) or self._route(url)
         headers = {**_HEADERS, **request.headers}
         body = request.body
         if not isinstance(body, bytes) and hasattr(body, "__len__"):
@@ -230,13 +233,14 @@ class PoolWire:
         timeout = urllib3.Timeout(connect=connect, read=self.settings.read_timeout)
         tls.take_signing_failure()
         try:
-            response = manager.urlopen(
+            response = route.pool.urlopen(
                 "POST",
-                url,
+                route.path,
                 body=body,
                 headers=headers,
                 retries=False,
                 redirect=False,
+                assert_same_host=False,
                 timeout=timeout,
                 preload_content=False,
                 release_conn=True,
@@ -246,51 +250,67 @@ class PoolWire:
             failure = tls.take_signing_failure()
             if failure is not None:
                 raise failure from None
-            raise self._failure(url, error) from None
+            proxy = _proxy_name(route.proxy) if route.proxy else None
+            raise _mapped(url, error, _Context(self.settings, self.credential, proxy)) from None
         return _PoolResponse(response, url)
 
     def close(self) -> None:
-        self._direct.clear()
-        for tunnel in list(self._tunnels.values()):
-            tunnel.clear()
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+            self._routes.clear()
+        for pool in pools:
+            pool.close()
 
-    def _route(self, url: str) -> urllib3.PoolManager:
-        """The manager (direct, or a proxy's) that reaches ``url``, decided once per URL."""
-        route = self._routes.get(url)
-        if route is None:
-            if url[:7].lower() == "http://":
-                raise tls.plain_http_refused(url)
-            proxy = self._proxies.for_url(url)
-            route = (self._tunnel(url, proxy) if proxy else self._direct), proxy
-            self._routes[url] = route  # the same answer whichever thread writes it
-        return route[0]
+    def _route(self, url: str) -> _Route:
+        """How ``url`` is reached (its host's pool, direct or through the proxy, and the
+        request target), decided once per URL."""
+        if url[:7].lower() == "http://":
+            raise tls.plain_http_refused(url)
+        try:
+            parts = urllib3.util.parse_url(url)
+        except LocationValueError as error:
+            raise _mapped(url, error, _Context(self.settings, self.credential, None)) from None
+        host, port = parts.host or "", parts.port or 443
+        proxy = self._proxies.for_url(url)
+        with self._lock:
+            pool = self._pools.get((host, port, proxy))
+            if pool is None:
+                pool = self._new_pool(url, host, port, proxy)
+                self._pools[host, port, proxy] = pool
+            route = _Route(pool, parts.request_uri, proxy)
+            self._routes[url] = route
+        return route
 
-    def _tunnel(self, url: str, proxy: str) -> urllib3.ProxyManager:
-        """The manager of CONNECT tunnels through ``proxy``, made on first use."""
-        tunnel = self._tunnels.get(proxy)
-        if tunnel is None:
-            address = proxy if "://" in proxy else f"http://{proxy}"
+    def _new_pool(
+        self, url: str, host: str, port: int, proxy: str | None
+    ) -> urllib3.HTTPSConnectionPool:
+        options = {"maxsize": self.settings.pool_maxsize, "ssl_context": self._context}
+        if proxy is None:
+            return urllib3.HTTPSConnectionPool(host, port, **options)
+        address = proxy if "://" in proxy else f"http://{proxy}"
+        try:
             auth = urllib3.util.parse_url(address).auth
             headers = urllib3.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
-            try:
-                tunnel = urllib3.ProxyManager(address, proxy_headers=headers, **self._pools)
-            except (ProxySchemeUnknown, LocationValueError) as error:
-                raise ConfigurationError(
-                    f"the proxy {_proxy_name(proxy)} cannot be used for {diagnose.where(url)} "
-                    f"({type(error).__name__})",
-                    hint=_PROXY_FIX,
-                ) from None
-            tunnel = self._tunnels.setdefault(proxy, tunnel)
-        return tunnel
+            # A manager of one host only, so that it never closes the pool kept here.
+            tunnels = urllib3.ProxyManager(address, num_pools=1, proxy_headers=headers, **options)
+            return tunnels.connection_from_host(host, port, "https")
+        except (ProxySchemeUnknown, LocationValueError) as error:
+            raise ConfigurationError(
+                f"the proxy {_proxy_name(proxy)} cannot be used for {diagnose.where(url)} "
+                f"({type(error).__name__})",
+                hint=_PROXY_FIX,
+            ) from None
 
-    def _failure(self, url: str, error: Exception) -> CisisError:
-        route = self._routes.get(url)
-        proxy = route[1] if route is not None else None
-        return _mapped(
-            url,
-            error,
-            _Context(self.settings, self.credential, _proxy_name(proxy) if proxy else None),
-        )
+
+@dataclass(frozen=True)
+class _Route:
+    """How a :class:`PoolWire` reaches one URL: the pool of its host (direct, or tunnelled
+    through ``proxy``) and the request target (path and query)."""
+
+    pool: urllib3.HTTPSConnectionPool
+    path: str
+    proxy: str | None
 
 
 class _PoolResponse:
@@ -587,7 +607,7 @@ class Channel:
 
 
 class _Upload:
-    """An MTOM body as requests sends it: iterable (files read in chunks) with a length (so it
+    """An MTOM body as the wires send it: iterable (files read in chunks) with a length (so it
     goes with ``Content-Length``), reporting progress and copying to the trace as it goes."""
 
     def __init__(
@@ -663,8 +683,11 @@ def _action(root_type: str) -> str:
     return rest.partition('"')[0]
 
 
+@functools.lru_cache(maxsize=256)
 def _check_url(url: str) -> None:
-    """ConfigurationError, before anything is sent, for a URL that is not https://host[:port]."""
+    """ConfigurationError, before anything is sent, for a URL that is not https://host[:port].
+
+    Cached: a client calls the same few URLs all day (a refused URL is not cached, it raises)."""
     try:
         parts = urlsplit(url)
         port = parts.port
