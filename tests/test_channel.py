@@ -249,6 +249,29 @@ def test_an_insi_answer_cut_mid_body_is_a_transport_error(pki, load, settings, s
     assert caught.value.exit_code == 3
 
 
+@pytest.mark.parametrize("script", [cut_plain, cut_chunked], ids=["content-length", "chunked"])
+def test_an_answer_cut_mid_body_is_a_transport_error_on_the_default_wire(
+    pki, channel, script
+) -> None:
+    with (
+        RawServer(pki, script) as server,
+        pytest.raises(TransportError, match="was cut after") as caught,
+    ):
+        channel.call(Call(server.url, envelope_for(server.url)))
+    assert caught.value.exit_code == 3
+
+
+def test_the_default_wire_refuses_plain_http_before_connecting(channel) -> None:
+    # Bound but not listening: a connection attempt would be refused, a TransportError.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/service"
+        with pytest.raises(ConfigurationError, match="plain HTTP") as caught:
+            channel.call(Call(url, envelope_for(url)))
+    assert not isinstance(caught.value, TransportError)
+    assert caught.value.exit_code == 2
+
+
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:
     with RawServer(pki, bad_gzip) as server, pytest.raises(TransportError, match="decoded"):
         channel.call(Call(server.url, envelope_for(server.url)))

@@ -190,9 +190,10 @@ def test_only_the_channel_posts() -> None:
     assert _posting_modules() == {"soap/channel.py"}
     # The command line may name requests' exceptions, as a last resort for its exit codes.
     # The channel's default wire posts with urllib3, and with requests over a caller's session;
-    # the TLS layer mounts its adapter on the library's requests session.
+    # the TLS layer's session module mounts its adapter on the library's requests session (and
+    # its proxy snapshot applies requests' NO_PROXY rules).
     assert _importing("urllib3") == {"soap/channel.py"}
-    assert _importing("requests") == {"soap/channel.py", "tls/__init__.py"}
+    assert _importing("requests") == {"soap/channel.py", "tls/__init__.py", "tls/session.py"}
 
 
 @pytest.mark.parametrize(
@@ -234,6 +235,19 @@ def test_the_tls_layer_never_parses_xml() -> None:
         for line, imported in imports(path, PACKAGE):
             assert imported.split(".")[0] != "lxml", f"{path.name}:{line}"
             assert imported != "transport.xml", f"{path.name}:{line}"
+
+
+def test_the_default_wire_does_not_import_requests() -> None:
+    # A new interpreter; making the library's requests session afterwards is the control.
+    code = (
+        "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
+        "before = 'requests' in sys.modules; from transport.tls import create_session; "
+        "print(before, 'requests' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.split() == ["False", "True"]
 
 
 def test_import_transport_does_not_import_zeep() -> None:

@@ -23,6 +23,7 @@ import logging
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -30,12 +31,13 @@ from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
 
-import requests
 import urllib3
 from lxml import etree
+from urllib3 import HTTPHeaderDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -48,7 +50,6 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
-from urllib3.response import HTTPHeaderDict
 
 from transport import tls
 from transport.credentials import Credential
@@ -57,6 +58,11 @@ from transport.soap import addressing, mtom
 from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, diagnose
+
+if TYPE_CHECKING:
+    # requests is imported only by the code that serves a caller's session: the default wire
+    # never needs it.
+    import requests
 
 log = logging.getLogger("transport.soap")
 
@@ -185,7 +191,7 @@ class Wire(Protocol):
         ...
 
 
-WireLike = Wire | requests.Session
+WireLike: TypeAlias = "Wire | requests.Session"
 """What a channel is made over: a :class:`Wire`, or a requests session (a :class:`RequestsWire`)."""
 
 _HEADERS = {"User-Agent": "cisis-transport", "Accept-Encoding": "gzip, deflate"}
@@ -364,7 +370,7 @@ class _RequestsResponse:
             for chunk in self._response.iter_content(mtom.CHUNK_SIZE):
                 done += len(chunk)
                 yield chunk
-        except requests.exceptions.RequestException as error:
+        except _requests().exceptions.RequestException as error:
             raise _cut(self._url, done, error) from None
 
     def close(self) -> None:
@@ -447,7 +453,10 @@ class Channel:
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
     ) -> None:
-        self.wire: Wire = RequestsWire(wire) if isinstance(wire, requests.Session) else wire
+        # A requests session exists only once requests is imported: no need to import it here.
+        loaded = sys.modules.get("requests")
+        session = loaded is not None and isinstance(wire, loaded.Session)
+        self.wire: Wire = RequestsWire(wire) if session else wire  # type: ignore[arg-type]
         self.tracer = tracer
         self.options = options or CallOptions()
 
@@ -744,14 +753,14 @@ def send(
     body is left unread for ``response.iter_content``; the caller closes the response."""
     try:
         return session.post(url, data=body, headers=dict(headers), stream=stream)
-    except requests.exceptions.RequestException as error:
+    except _requests().exceptions.RequestException as error:
         raise _requests_failure(session, url, error) from None
 
 
 def _requests_failure(session: requests.Session, url: str, error: Exception) -> CisisError:
     """The library's error for requests' ``error`` while posting to ``url``: requests' own
     verdicts (a URL it refuses, a connect timeout, a proxy), else what urllib3 said under it."""
-    exceptions = requests.exceptions
+    exceptions = _requests().exceptions
     if isinstance(
         error,
         exceptions.InvalidURL
@@ -873,11 +882,19 @@ def _tls_diagnosis(url: str, error: ssl.SSLError, context: _Context) -> diagnose
     return diagnose.tls_failure(url, error, context.credential, context.settings)
 
 
+def _requests() -> ModuleType:
+    """requests, for the code that serves a caller's session (which has imported it already)."""
+    import requests
+
+    return requests
+
+
 def _proxy(session: requests.Session, url: str) -> str | None:
     """The proxy ``session`` uses for ``url``, without any user name or password."""
-    proxies = dict(requests.utils.get_environ_proxies(url, no_proxy=None))
+    utils = _requests().utils
+    proxies = dict(utils.get_environ_proxies(url, no_proxy=None))
     proxies.update(session.proxies or {})
-    chosen = requests.utils.select_proxy(url, proxies)
+    chosen = utils.select_proxy(url, proxies)
     return _proxy_name(chosen) if chosen else None
 
 
