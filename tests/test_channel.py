@@ -272,6 +272,15 @@ def test_the_default_wire_refuses_plain_http_before_connecting(channel) -> None:
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("ftp://127.0.0.1/service", "expected https://"), ("HTTP://127.0.0.1/x", "plain HTTP")],
+)
+def test_the_default_wire_posts_to_https_urls_only(channel, url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        channel.wire.send(WireRequest(url, {}, b"<x/>"))
+
+
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:
     with RawServer(pki, bad_gzip) as server, pytest.raises(TransportError, match="decoded"):
         channel.call(Call(server.url, envelope_for(server.url)))

@@ -271,13 +271,17 @@ class PoolWire:
     def _route(self, url: str) -> _Route:
         """How ``url`` is reached (its host's pool, direct or through the proxy, and the
         request target), decided once per URL."""
-        if url[:7].lower() == "http://":
-            raise tls.plain_http_refused(url)
         try:
             parts = urllib3.util.parse_url(url)
         except LocationValueError as error:
             raise _mapped(url, error, _Context(self.settings, self.credential, None)) from None
-        host, port = parts.host or "", parts.port or 443
+        if parts.scheme == "http":
+            raise tls.plain_http_refused(url)
+        if parts.scheme != "https" or not parts.host:
+            raise ConfigurationError(
+                f"cannot post to {url}: expected https://host[:port]/path", hint=_URL_FIX
+            )
+        host, port = parts.host, parts.port or 443
         proxy = self._proxies.for_url(url)
         with self._lock:
             pool = self._pools.get((host, port, proxy))
