@@ -197,6 +197,10 @@ WireLike: TypeAlias = "Wire | requests.Session"
 _HEADERS = {"User-Agent": "cisis-transport", "Accept-Encoding": "gzip, deflate"}
 """Sent with every request of a :class:`PoolWire`, before the channel's own headers."""
 
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
+"""urllib3 raises the first failure as it is (the channel retries): one immutable policy for
+every call rather than urllib3 making one per call."""
+
 
 class PoolWire:
     """The default wire: urllib3 connection pools (keep-alive, ``pool_maxsize`` connections per
@@ -219,6 +223,9 @@ class PoolWire:
         self._routes: dict[str, _Route] = {}
         self._pools: dict[tuple[str, int, str | None], urllib3.HTTPSConnectionPool] = {}
         self._lock = threading.Lock()
+        self._timeout = urllib3.Timeout(
+            connect=settings.connect_timeout, read=settings.read_timeout
+        )
 
     @classmethod
     def connect(cls, credential: Credential | None, settings: TLSSettings) -> PoolWire:
@@ -236,7 +243,9 @@ class PoolWire:
             connect = tls.remaining(self.settings.connect_timeout)
         except TimeoutError:  # the deadline passed before connecting: as a connect timeout
             raise _not_accepted(url, self.settings) from None
-        timeout = urllib3.Timeout(connect=connect, read=self.settings.read_timeout)
+        timeout = self._timeout
+        if connect != timeout.connect_timeout:  # the deadline is nearer than a connect timeout
+            timeout = urllib3.Timeout(connect=connect, read=self.settings.read_timeout)
         tls.take_signing_failure()
         try:
             response = route.pool.urlopen(
@@ -244,7 +253,7 @@ class PoolWire:
                 route.path,
                 body=body,
                 headers=headers,
-                retries=False,
+                retries=_NO_RETRIES,
                 redirect=False,
                 assert_same_host=False,
                 timeout=timeout,

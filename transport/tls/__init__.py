@@ -143,11 +143,13 @@ class DeadlineSocket(ssl.SSLSocket):
         # Before the socket is connected, ssl itself probes it without blocking: left alone.
         if not getattr(self, "_connected", False):
             return
-        if _deadline.get() is not None:
-            super().settimeout(remaining(self._timeout))
+        bounded = remaining(self._timeout) if _deadline.get() is not None else self._timeout
+        if bounded != self._timeout:
+            super().settimeout(bounded)
             self._shortened = True
         elif self._shortened:
-            # A kept-alive connection used by a call without deadline after one with a deadline.
+            # Back to the timeout asked for: far from the deadline again, or a kept-alive
+            # connection used by a call without deadline after one with a deadline.
             super().settimeout(self._timeout)
             self._shortened = False
 
