@@ -269,6 +269,13 @@ class PoolWire:
             raise _mapped(url, error, _Context(self.settings, self.credential, proxy)) from None
         return _PoolResponse(response, url)
 
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """``host:port`` of every service this wire holds a connection pool for (none once
+        closed)."""
+        with self._lock:
+            return tuple(f"{host}:{port}" for host, port, _ in self._pools)
+
     def close(self) -> None:
         with self._lock:
             pools = list(self._pools.values())
