@@ -530,7 +530,8 @@ _SESSION = frozenset({"MutualTLSAdapter", "ProxySnapshotSession", "create_sessio
 
 def __getattr__(name: str) -> Any:
     # The requests adapter and session live in transport.tls.session, imported on first use:
-    # the default wire (urllib3 directly) never needs requests, a fifth of the import time.
+    # the default wire (urllib3 directly) never needs requests, whose import (beyond urllib3)
+    # costs a new process tens of milliseconds.
     if name in _SESSION:
         from transport.tls import session
 
