@@ -4,10 +4,16 @@ the same run: medians, spreads and ratios, as a table and as JSON.
 Run from the project root: ``python benchmarks/client.py`` (``--quick`` for tiny counts, as CI
 does; ``--json FILE`` to keep the figures). Figures:
 
-- ``cpu``: client CPU of one TD0.2 in-process with the wire replaced by an in-memory answer (build
-  and sign the VIHF, envelope, serialise; parse the answer and map it), against the floor: one
-  RSA-2048 PKCS#1 v1.5 SHA-256 signature, one lxml serialisation of the same request envelope and
-  one parse of the same answer.
+- ``cpu``: client CPU of one TD0.2 in-process with the socket replaced by memory (build and sign
+  the VIHF, envelope, serialise, the HTTP exchange; parse the answer and map it), against the
+  floor: one RSA-2048 PKCS#1 v1.5 SHA-256 signature, one lxml serialisation of the same request
+  envelope and one parse of the same answer; and against a careful integrator's zeep + signxml.
+  Both clients run their own HTTP stack unchanged (ours: urllib3 pools directly; zeep: a requests
+  session over urllib3) down to urllib3's connection, whose socket alone is swapped
+  (:class:`MemoryConnection`): it takes the request bytes and answers the recorded HTTP answer
+  with the request's ``MessageID``. Each path pays everything above the socket (request and
+  header building, http.client's writing and parsing, urllib3's pool and response); neither pays
+  TLS nor the network.
 - ``calls/s`` at 1 and 8 threads: TD0.2 calls per second over keep-alive mutual TLS against an
   HTTPS echo server (a child process answering every POST with a recorded TD0.2 answer, so the
   client is the bottleneck), against a raw ``requests`` POST of the same request bytes.
@@ -23,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import io
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
@@ -53,7 +62,6 @@ from transport import examplepki
 from transport.config import example_profile
 from transport.credentials import Purpose
 from transport.dmp.client import DmpClient, software_device
-from transport.soap.channel import RequestsWire
 from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.tls import create_session
@@ -80,25 +88,73 @@ def record_exchange(pki: examplepki.ExamplePKI, work: Path) -> tuple[bytes, byte
 # --- the figures ----------------------------------------------------------------------------------
 
 
-class MemoryAdapter(requests.adapters.BaseAdapter):
-    """The wire replaced: every request is answered from memory with the recorded answer."""
+@dataclass
+class Answered:
+    """How many requests the memory sockets answered: every call measured must be one of them."""
 
-    def __init__(self, template: bytes) -> None:
-        super().__init__()
+    count: int = 0
+
+
+class _MemorySocket:
+    """What :class:`MemoryConnection` has for a socket: keeps what is sent; a read (http.client
+    reads the answer through ``makefile``) gets the recorded answer, as the echo server sends it,
+    to the request last sent."""
+
+    def __init__(self, template: bytes, answered: Answered) -> None:
         self.template = template
+        self.answered = answered
+        self.sent = bytearray()
 
-    def send(self, request: requests.PreparedRequest, **_: object) -> requests.Response:
-        body = request.body if isinstance(request.body, bytes) else b"".join(request.body or ())
-        response = requests.Response()
-        response.status_code = 200
-        response.headers["Content-Type"] = "application/soap+xml; charset=utf-8"
-        response.raw = io.BytesIO(answer_for(self.template, body))
-        response.request = request
-        response.url = request.url or ""
-        return response
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        _, _, body = bytes(self.sent).partition(b"\r\n\r\n")
+        self.sent.clear()
+        self.answered.count += 1
+        answer = answer_for(self.template, body)
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/soap+xml; charset=utf-8\r\n"
+            f"Content-Length: {len(answer)}\r\n\r\n"
+        )
+        return io.BytesIO(head.encode() + answer)
+
+    def settimeout(self, _: float | None) -> None:
+        pass
 
     def close(self) -> None:
         pass
+
+
+class MemoryConnection(urllib3.connection.HTTPSConnection):
+    """urllib3's HTTPS connection with memory for a socket: everything above the socket runs
+    unchanged, the request is written and the answer parsed by http.client as over TLS."""
+
+    template = b""
+    answered = Answered()
+
+    def connect(self) -> None:
+        self.sock = _MemorySocket(self.template, self.answered)
+        self.is_verified = True  # no peer to verify: the answer comes from memory
+
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None  # urllib3 would poll a real socket for a hang-up
+
+
+@contextlib.contextmanager
+def memory_sockets(template: bytes) -> Iterator[Answered]:
+    """Inside the block, every HTTPS connection urllib3 makes (requests' included) is a
+    :class:`MemoryConnection` answering ``template``; the count of its answers is yielded."""
+    MemoryConnection.template = template
+    MemoryConnection.answered = answered = Answered()
+    pool = urllib3.HTTPSConnectionPool
+    original = pool.ConnectionCls
+    pool.ConnectionCls = MemoryConnection
+    try:
+        yield answered
+    finally:
+        pool.ConnectionCls = original
 
 
 def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int) -> list[Figure]:
@@ -114,24 +170,26 @@ def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int)
         etree.tostring(envelope)
         etree.fromstring(template)
 
-    integrator = careful_integrator(profile, signature, template)
-    # Both sides go through a requests session whose adapter answers from memory: what is
-    # measured is everything above the socket.
-    session = create_session(None, profile.tls_settings())  # the library's own session
-    session.mount("https://", MemoryAdapter(template))
-    with DmpClient(
-        profile.endpoint("dmp"),
-        identity=profile.identity,
-        signature=signature,
-        tls_credential=None,
-        tls_settings=profile.tls_settings(),
-        wire=RequestsWire(session),
-    ) as client:
-        samples: dict[str, list[float]] = {"ours": [], "floor": [], "integrator": []}
+    # Both sides post through urllib3 connections whose socket is memory (MemoryConnection):
+    # what is measured is everything above the socket.
+    samples: dict[str, list[float]] = {"ours": [], "floor": [], "integrator": []}
+    with (
+        memory_sockets(template) as answered,
+        DmpClient(
+            profile.endpoint("dmp"),
+            identity=profile.identity,
+            signature=signature,
+            tls_credential=None,
+            tls_settings=profile.tls_settings(),
+        ) as client,
+    ):
+        integrator = careful_integrator(profile, signature)
         for _ in range(runs):
             samples["floor"].append(per_call_cpu(floor, calls))
             samples["integrator"].append(per_call_cpu(integrator, calls))
             samples["ours"].append(per_call_cpu(lambda: client.exists(PATIENT), calls))
+    if answered.count != 2 * runs * (calls + 1):  # each run's calls and warm-up, both clients
+        raise RuntimeError(f"{answered.count} calls answered from memory: one went elsewhere")
     name = "TD0.2 client CPU, in-process"
     return [
         figure(name, "ms", samples["ours"], "floor", samples["floor"]),
@@ -139,7 +197,7 @@ def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int)
     ]
 
 
-def careful_integrator(profile, signature, template: bytes) -> Callable[[], object]:
+def careful_integrator(profile, signature) -> Callable[[], object]:
     """TD0.2 as a careful integrator writes it with zeep and signxml: the key loaded once, the
     zeep client made once, the assertion built with lxml and signed by signxml, the envelope made
     by zeep (WS-Addressing plugin, the assertion as a header), the answer read with lxml."""
@@ -151,11 +209,9 @@ def careful_integrator(profile, signature, template: bytes) -> Callable[[], obje
     from transport.soap.wsdl import wsdl_path
     from transport.vihf import build_assertion
 
-    session = requests.Session()
-    session.mount("https://", MemoryAdapter(template))
     client = zeep.Client(
         str(wsdl_path("dmp/patients.wsdl")),
-        transport=zeep.Transport(session=session),
+        transport=zeep.Transport(session=requests.Session()),
         plugins=[zeep.wsa.WsAddressingPlugin()],
     )
     operation = "PatientGetDemographics_PRPA_IN201307UV02"

@@ -4,6 +4,8 @@ swapped wire (the stubs' own services, in process) where the wire is not the sub
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
 import logging
 import socket
@@ -245,6 +247,38 @@ def test_an_insi_answer_cut_mid_body_is_a_transport_error(pki, load, settings, s
     ):
         post(session, server.url, envelope_for(server.url))
     assert caught.value.exit_code == 3
+
+
+@pytest.mark.parametrize("script", [cut_plain, cut_chunked], ids=["content-length", "chunked"])
+def test_an_answer_cut_mid_body_is_a_transport_error_on_the_default_wire(
+    pki, channel, script
+) -> None:
+    with (
+        RawServer(pki, script) as server,
+        pytest.raises(TransportError, match="was cut after") as caught,
+    ):
+        channel.call(Call(server.url, envelope_for(server.url)))
+    assert caught.value.exit_code == 3
+
+
+def test_the_default_wire_refuses_plain_http_before_connecting(channel) -> None:
+    # Bound but not listening: a connection attempt would be refused, a TransportError.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/service"
+        with pytest.raises(ConfigurationError, match="plain HTTP") as caught:
+            channel.call(Call(url, envelope_for(url)))
+    assert not isinstance(caught.value, TransportError)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("ftp://127.0.0.1/service", "expected https://"), ("HTTP://127.0.0.1/x", "plain HTTP")],
+)
+def test_the_default_wire_posts_to_https_urls_only(channel, url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        channel.wire.send(WireRequest(url, {}, b"<x/>"))
 
 
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:
@@ -548,3 +582,137 @@ def test_a_deadline_already_passed_is_a_transport_error_before_connecting(load, 
             channel.wire.send(WireRequest(url, {}, b"<x/>"))
     assert not isinstance(caught.value, TLSError)
     assert "did not accept the connection" in caught.value.message
+
+
+# --- the default wire's proxies: read once, a CONNECT tunnel, TLS end to end -------------------
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+class ConnectProxy:
+    """A loopback HTTP proxy that answers each ``CONNECT host:port`` by relaying bytes both ways
+    (it never sees inside the TLS it carries), keeping each request head it read."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.heads: list[bytes] = []
+
+    def __enter__(self) -> ConnectProxy:
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        self.heads.append(head)
+        host, _, port = head.split()[1].decode().rpartition(":")
+        with client, socket.create_connection((host, int(port))) as service:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=_relay, args=(service, client), daemon=True).start()
+            _relay(client, service)
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def soap_server(pki) -> Iterator[tuple[list[StubRequest], str]]:
+    """A stub answering every request with a SOAP answer, and the requests it saw."""
+    seen: list[StubRequest] = []
+
+    def answer(request: StubRequest) -> StubResponse:
+        seen.append(request)
+        return StubResponse(200, answer_to(request.body))
+
+    tls = ServerTLS(pki.server_cert, pki.server_key, pki.ca_bundle)
+    with StubServer(answer, tls) as server:
+        yield seen, f"{server.url}/service"
+
+
+def test_the_default_wire_tunnels_through_the_environments_proxy(
+    load, settings, proxy_environment, soap_server
+) -> None:
+    seen, url = soap_server
+    with ConnectProxy() as proxy:
+        proxy_environment.setenv("HTTPS_PROXY", f"http://some%20one:s3cret@127.0.0.1:{proxy.port}")
+        with Channel.connect(load("org-auth"), settings) as channel:
+            for _ in range(2):  # the second over the same tunnel, kept alive
+                assert channel.call(Call(url, envelope_for(url))).payload.tag == f"{{{TEST_NS}}}ok"
+    [head] = proxy.heads
+    target = urlsplit(url).netloc
+    assert head.startswith(f"CONNECT {target} HTTP/1.".encode())
+    fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
+    authorization = {name.lower(): value for name, value in fields.items()}[b"proxy-authorization"]
+    assert authorization == b"Basic " + base64.b64encode(b"some one:s3cret")
+    # TLS ran end to end: the service saw our client certificate, not the proxy.
+    assert [request.client_certificate for request in seen] == [load("org-auth").certificate] * 2
+
+
+def test_no_proxy_of_the_environment_bypasses_the_default_wires_proxy(
+    load, settings, proxy_environment, soap_server
+) -> None:
+    seen, url = soap_server
+    with ConnectProxy() as proxy:
+        proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        proxy_environment.setenv("NO_PROXY", "example.invalid,127.0.0.1")
+        with Channel.connect(load("org-auth"), settings) as channel:
+            channel.call(Call(url, envelope_for(url)))
+    assert proxy.heads == []
+    assert len(seen) == 1
+
+
+def test_the_default_wire_reads_the_environment_when_it_is_made(
+    load, settings, proxy_environment, soap_server
+) -> None:
+    seen, url = soap_server
+    with ConnectProxy() as proxy, Channel.connect(load("org-auth"), settings) as channel:
+        proxy_environment.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        channel.call(Call(url, envelope_for(url)))
+    assert proxy.heads == []
+    assert len(seen) == 1
+
+
+def test_the_default_wire_names_a_failing_proxy_without_its_password(
+    load, settings, proxy_environment
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        proxy_environment.setenv("HTTPS_PROXY", f"http://user:s3cret@127.0.0.1:{port}")
+        url = "https://dmp.example.invalid/service"
+        with (
+            Channel.connect(load("org-auth"), settings) as channel,
+            pytest.raises(ConnectError) as caught,
+        ):
+            channel.call(Call(url, envelope_for(url)))
+    assert f"the proxy http://127.0.0.1:{port} failed" in caught.value.message
+    assert "s3cret" not in str(caught.value)
+    assert "dmp.example.invalid" not in str(caught.value)

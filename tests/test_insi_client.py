@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from lxml import etree
@@ -211,10 +212,10 @@ def test_insi_from_profile_searches_then_closes_its_connections(pki, stubs):
     with InsiClient.from_profile(profile, AccessMode.CARD) as client:
         assert client.teleservices.mode is AccessMode.CARD
         outcome = client.search_by_traits("ECETINSI", "PIERRE-ALAIN", "M", "2009-07-14")
-        session = client.teleservices.channel.wire.session
+        wire = client.teleservices.channel.wire
         assert outcome.active == TEST_PERSONS[0].active
-        assert len(session.adapters["https://"].poolmanager.pools) == 1
-    assert len(session.adapters["https://"].poolmanager.pools) == 0
+        assert wire.hosts == (urlsplit(stubs.teleservices_url).netloc,)
+    assert wire.hosts == ()
 
 
 @pytest.fixture

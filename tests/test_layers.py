@@ -155,38 +155,55 @@ def test_the_service_families_do_not_touch_the_wire_nor_each_other() -> None:
                 assert not imported.startswith(others), where
 
 
+_POSTING = frozenset({"post", "urlopen"})
+
+
 def _posts(node: ast.AST) -> bool:
-    """Whether ``node`` is a call of some object's ``post`` (``session.post(...)``)."""
+    """Whether ``node`` calls some object's ``post`` or ``urlopen`` (``session.post(...)``,
+    ``pool.urlopen("POST", ...)``)."""
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "post"
+        and node.func.attr in _POSTING
     )
 
 
-def _posting_modules() -> set[str]:
+def _posting_modules(root: Path = PACKAGE) -> set[str]:
+    return {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*.py")
+        if any(map(_posts, ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
+    }
+
+
+def _importing(library: str) -> set[str]:
+    """The modules below the command line that import ``library`` (or a module of it)."""
     return {
         path.relative_to(PACKAGE).as_posix()
         for path in PACKAGE.rglob("*.py")
-        if any(map(_posts, ast.walk(ast.parse(path.read_text(encoding="utf-8")))))
+        if layer_of(module_name(path, PACKAGE)) < layer_of("transport.cli")
+        and any(name.split(".")[0] == library for _, name in imports(path, PACKAGE))
     }
 
 
 def test_only_the_channel_posts() -> None:
     assert _posting_modules() == {"soap/channel.py"}
     # The command line may name requests' exceptions, as a last resort for its exit codes.
-    below_the_cli = [
-        path
-        for path in PACKAGE.rglob("*.py")
-        if layer_of(module_name(path, PACKAGE)) < layer_of("transport.cli")
-    ]
-    requesting = {
-        path.relative_to(PACKAGE).as_posix()
-        for path in below_the_cli
-        if any(name.split(".")[0] == "requests" for _, name in imports(path, PACKAGE))
-    }
-    # The channel's wire posts with requests; the TLS layer mounts its adapter on the session.
-    assert requesting == {"soap/channel.py", "tls/__init__.py"}
+    # The channel's default wire posts with urllib3, and with requests over a caller's session;
+    # the TLS layer's session module mounts its adapter on the library's requests session (and
+    # its proxy snapshot applies requests' NO_PROXY rules).
+    assert _importing("urllib3") == {"soap/channel.py"}
+    assert _importing("requests") == {"soap/channel.py", "tls/__init__.py", "tls/session.py"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["session.post(url, data=body)\n", 'pool.urlopen("POST", url, body=body)\n'],
+    ids=["requests", "urllib3"],
+)
+def test_a_post_elsewhere_is_found(tmp_path: Path, text: str) -> None:
+    root = _tree(tmp_path, {"xml.py": text})
+    assert _posting_modules(root) == {"xml.py"}
 
 
 _PARSERS = frozenset({"fromstring", "XML", "parse", "iterparse", "XMLParser", "fromstringlist"})
@@ -218,6 +235,19 @@ def test_the_tls_layer_never_parses_xml() -> None:
         for line, imported in imports(path, PACKAGE):
             assert imported.split(".")[0] != "lxml", f"{path.name}:{line}"
             assert imported != "transport.xml", f"{path.name}:{line}"
+
+
+def test_the_default_wire_does_not_import_requests() -> None:
+    # A new interpreter; making the library's requests session afterwards is the control.
+    code = (
+        "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
+        "before = 'requests' in sys.modules; from transport.tls import create_session; "
+        "print(before, 'requests' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.split() == ["False", "True"]
 
 
 def test_import_transport_does_not_import_zeep() -> None:

@@ -9,28 +9,47 @@ connection failure or an HTTP 503/429 (RFC 9110 §15.6.4, RFC 6585 §4), never a
 
 The wire it posts through is swappable, after httpx's ``BaseTransport.handle_request`` and
 requests' adapters: anything with :class:`Wire`'s ``send``/``close``. The default,
-:class:`RequestsWire`, is a :func:`transport.tls.create_session` session; :class:`MockWire` answers
-from a function, for tests where the wire is not the subject.
+:class:`PoolWire`, posts with urllib3's connection pools directly (HTTP/1.1, RFC 9112) over the
+library's mutual-TLS context; :class:`RequestsWire` posts over a requests session a caller hands
+the channel (:func:`transport.tls.create_session`'s, or their own); :class:`MockWire` answers from
+a function, for tests where the wire is not the subject. Both network wires map every failure the
+same way.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
 import ssl
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
-from urllib.parse import urlsplit
+from types import ModuleType
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeAlias
+from urllib.parse import unquote, urlsplit
 
-import requests
+import urllib3
 from lxml import etree
-from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPHeaderDict
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    LocationValueError,
+    NewConnectionError,
+    PoolError,
+    ProtocolError,
+    ProxyError,
+    ProxySchemeUnknown,
+)
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from transport import tls
 from transport.credentials import Credential
@@ -39,7 +58,12 @@ from transport.soap import addressing, mtom
 from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
 from transport.soap.mtom import DIGESTS
 from transport.soap.trace import Tracer
-from transport.tls import TLSSettings, create_session, diagnose
+from transport.tls import TLSSettings, diagnose
+
+if TYPE_CHECKING:
+    # requests is imported only by the code that serves a caller's session: the default wire
+    # never needs it.
+    import requests
 
 log = logging.getLogger("transport.soap")
 
@@ -170,21 +194,183 @@ class Wire(Protocol):
         ...
 
 
-WireLike = Wire | requests.Session
+WireLike: TypeAlias = "Wire | requests.Session"
 """What a channel is made over: a :class:`Wire`, or a requests session (a :class:`RequestsWire`)."""
+
+_HEADERS = {"User-Agent": "cisis-transport", "Accept-Encoding": "gzip, deflate"}
+"""Sent with every request of a :class:`PoolWire`, before the channel's own headers."""
+
+_NO_RETRIES = urllib3.Retry(total=False, redirect=False)
+"""urllib3 raises the first failure as it is (the channel retries): one immutable policy for
+every call rather than urllib3 making one per call."""
+
+
+class PoolWire:
+    """The default wire: urllib3 connection pools (keep-alive, ``pool_maxsize`` connections per
+    host, enough for as many threads) over one mutual-TLS context of
+    :func:`transport.tls.create_context`: verification always on, every socket operation bounded
+    by the call's deadline. A host the environment's proxy does not bypass
+    (:class:`transport.tls.Proxies`, read when the wire is made; no netrc) is reached through an
+    HTTP CONNECT tunnel, TLS running end to end to the service with the same context. urllib3
+    never retries nor follows a redirect here: the channel decides."""
+
+    def __init__(
+        self, context: ssl.SSLContext, settings: TLSSettings, credential: Credential | None = None
+    ) -> None:
+        self.settings = settings
+        self.credential = credential  # to name it when a failure is diagnosed
+        self._context = context
+        self._proxies = tls.Proxies()
+        # The pools are the wire's own, one per host (and proxy), kept until close: a manager's
+        # pool cache would close one in use once more hosts than it holds were reached.
+        self._routes: dict[str, _Route] = {}
+        self._pools: dict[tuple[str, int, str | None], urllib3.HTTPSConnectionPool] = {}
+        self._lock = threading.Lock()
+        self._timeout = urllib3.Timeout(
+            connect=settings.connect_timeout, read=settings.read_timeout
+        )
+
+    @classmethod
+    def connect(cls, credential: Credential | None, settings: TLSSettings) -> PoolWire:
+        """A wire presenting ``credential`` (None only to test a refusal) to the services."""
+        return cls(tls.create_context(credential, settings), settings, credential)
+
+    def send(self, request: WireRequest) -> WireResponse:
+        url = request.url
+        route = self._routes.get(url) or self._route(url)
+        headers = {**_HEADERS, **request.headers}
+        body = request.body
+        if not isinstance(body, bytes) and hasattr(body, "__len__"):
+            headers["Content-Length"] = str(len(body))  # else urllib3 sends it chunked
+        try:
+            connect = tls.remaining(self.settings.connect_timeout)
+        except TimeoutError:  # the deadline passed before connecting: as a connect timeout
+            raise _not_accepted(url, self.settings) from None
+        timeout = self._timeout
+        if connect != timeout.connect_timeout:  # the deadline is nearer than a connect timeout
+            timeout = urllib3.Timeout(connect=connect, read=self.settings.read_timeout)
+        tls.take_signing_failure()
+        try:
+            response = route.pool.urlopen(
+                "POST",
+                route.path,
+                body=body,
+                headers=headers,
+                retries=_NO_RETRIES,
+                redirect=False,
+                assert_same_host=False,
+                timeout=timeout,
+                preload_content=False,
+                release_conn=True,
+            )
+        except (Urllib3Error, OSError) as error:
+            # The card's own error (wrong state, removed) says more than the failed handshake.
+            failure = tls.take_signing_failure()
+            if failure is not None:
+                raise failure from None
+            proxy = _proxy_name(route.proxy) if route.proxy else None
+            raise _mapped(url, error, _Context(self.settings, self.credential, proxy)) from None
+        return _PoolResponse(response, url)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """``host:port`` of every service this wire holds a connection pool for (none once
+        closed)."""
+        with self._lock:
+            return tuple(f"{host}:{port}" for host, port, _ in self._pools)
+
+    def close(self) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+            self._routes.clear()
+        for pool in pools:
+            pool.close()
+
+    def _route(self, url: str) -> _Route:
+        """How ``url`` is reached (its host's pool, direct or through the proxy, and the
+        request target), decided once per URL."""
+        try:
+            parts = urllib3.util.parse_url(url)
+        except LocationValueError as error:
+            raise _mapped(url, error, _Context(self.settings, self.credential, None)) from None
+        if parts.scheme == "http":
+            raise tls.plain_http_refused(url)
+        if parts.scheme != "https" or not parts.host:
+            raise ConfigurationError(
+                f"cannot post to {url}: expected https://host[:port]/path", hint=_URL_FIX
+            )
+        host, port = parts.host, parts.port or 443
+        proxy = self._proxies.for_url(url)
+        with self._lock:
+            pool = self._pools.get((host, port, proxy))
+            if pool is None:
+                pool = self._new_pool(url, host, port, proxy)
+                self._pools[host, port, proxy] = pool
+            route = _Route(pool, parts.request_uri, proxy)
+            self._routes[url] = route
+        return route
+
+    def _new_pool(
+        self, url: str, host: str, port: int, proxy: str | None
+    ) -> urllib3.HTTPSConnectionPool:
+        options = {"maxsize": self.settings.pool_maxsize, "ssl_context": self._context}
+        if proxy is None:
+            return urllib3.HTTPSConnectionPool(host, port, **options)
+        address = proxy if "://" in proxy else f"http://{proxy}"
+        try:
+            auth = urllib3.util.parse_url(address).auth
+            headers = urllib3.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
+            # A manager of one host only, so that it never closes the pool kept here.
+            tunnels = urllib3.ProxyManager(address, num_pools=1, proxy_headers=headers, **options)
+            return tunnels.connection_from_host(host, port, "https")
+        except (ProxySchemeUnknown, LocationValueError) as error:
+            raise ConfigurationError(
+                f"the proxy {_proxy_name(proxy)} cannot be used for {diagnose.where(url)} "
+                f"({type(error).__name__})",
+                hint=_PROXY_FIX,
+            ) from None
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How a :class:`PoolWire` reaches one URL: the pool of its host (direct, or tunnelled
+    through ``proxy``) and the request target (path and query)."""
+
+    pool: urllib3.HTTPSConnectionPool
+    path: str
+    proxy: str | None
+
+
+class _PoolResponse:
+    def __init__(self, response: urllib3.BaseHTTPResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        done = 0
+        try:
+            for chunk in self._response.stream(mtom.CHUNK_SIZE, decode_content=True):
+                done += len(chunk)
+                yield chunk
+        except (Urllib3Error, OSError) as error:
+            raise _cut(self._url, done, error) from None
+
+    def close(self) -> None:
+        # A body read whole has already given its connection back to the pool; one left unread
+        # closes it, so that a half-read answer never reaches the next call.
+        self._response.close()
+        self._response.release_conn()
 
 
 class RequestsWire:
-    """The default wire: a requests session, normally from :func:`transport.tls.create_session`
-    (mutual TLS, verification always on)."""
+    """A wire over a requests session: the one a caller hands the channel, normally from
+    :func:`transport.tls.create_session` (mutual TLS, verification always on)."""
 
     def __init__(self, session: requests.Session) -> None:
         self.session = session
-
-    @classmethod
-    def connect(cls, credential: Credential | None, settings: TLSSettings) -> RequestsWire:
-        """A wire over a new mutual-TLS session presenting ``credential``."""
-        return cls(create_session(credential, settings))
 
     def send(self, request: WireRequest) -> WireResponse:
         response = send(self.session, request.url, request.body, request.headers, stream=True)
@@ -207,7 +393,7 @@ class _RequestsResponse:
             for chunk in self._response.iter_content(mtom.CHUNK_SIZE):
                 done += len(chunk)
                 yield chunk
-        except requests.exceptions.RequestException as error:
+        except _requests().exceptions.RequestException as error:
             raise _cut(self._url, done, error) from None
 
     def close(self) -> None:
@@ -250,10 +436,10 @@ class MockWire:
 
     def send(self, request: WireRequest) -> WireResponse:
         body = request.body if isinstance(request.body, bytes) else b"".join(request.body)
-        seen = MockRequest(request.url, CaseInsensitiveDict(request.headers), body)
+        seen = MockRequest(request.url, HTTPHeaderDict(request.headers), body)
         self.requests.append(seen)
         answer = self.handler(seen)
-        return _MockAnswer(answer.status, CaseInsensitiveDict(answer.headers), answer)
+        return _MockAnswer(answer.status, HTTPHeaderDict(answer.headers), answer)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -290,7 +476,10 @@ class Channel:
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
     ) -> None:
-        self.wire: Wire = RequestsWire(wire) if isinstance(wire, requests.Session) else wire
+        # A requests session exists only once requests is imported: no need to import it here.
+        loaded = sys.modules.get("requests")
+        session = loaded is not None and isinstance(wire, loaded.Session)
+        self.wire: Wire = RequestsWire(wire) if session else wire  # type: ignore[arg-type]
         self.tracer = tracer
         self.options = options or CallOptions()
 
@@ -306,9 +495,7 @@ class Channel:
     ) -> Channel:
         """A channel over a new mutual-TLS session presenting ``credential``, or over ``wire``
         when one is given (a test's :class:`MockWire`)."""
-        return cls(
-            wire or RequestsWire.connect(credential, settings), tracer=tracer, options=options
-        )
+        return cls(wire or PoolWire.connect(credential, settings), tracer=tracer, options=options)
 
     def close(self) -> None:
         """Close the wire's pooled connections."""
@@ -452,7 +639,7 @@ class Channel:
 
 
 class _Upload:
-    """An MTOM body as requests sends it: iterable (files read in chunks) with a length (so it
+    """An MTOM body as the wires send it: iterable (files read in chunks) with a length (so it
     goes with ``Content-Length``), reporting progress and copying to the trace as it goes."""
 
     def __init__(
@@ -528,8 +715,11 @@ def _action(root_type: str) -> str:
     return rest.partition('"')[0]
 
 
+@functools.lru_cache(maxsize=256)
 def _check_url(url: str) -> None:
-    """ConfigurationError, before anything is sent, for a URL that is not https://host[:port]."""
+    """ConfigurationError, before anything is sent, for a URL that is not https://host[:port].
+
+    Cached: a client calls the same few URLs all day (a refused URL is not cached, it raises)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -558,7 +748,18 @@ def _late(url: str, seconds: float | None) -> TransportError:
     )
 
 
-# --- requests' failures, mapped ------------------------------------------------------------------
+# --- failures, mapped ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a failure's diagnosis names beside the URL: the TLS settings and credential of the
+    wire (None when a caller's own session does not say), and the proxy on the way (its URL
+    without user name or password)."""
+
+    settings: TLSSettings | None
+    credential: Credential | None
+    proxy: str | None
 
 
 def send(
@@ -571,18 +772,18 @@ def send(
 ) -> requests.Response:
     """POST ``body`` to ``url`` over ``session``: the one ``session.post`` of the library, every
     requests/urllib3/ssl failure mapped to TLSError, ConnectError, TransportError or (a URL that
-    cannot be used) ConfigurationError. With ``stream``, the body is left unread for
-    ``response.iter_content``; the caller closes the response."""
+    cannot be used) ConfigurationError, as :class:`PoolWire` maps them. With ``stream``, the
+    body is left unread for ``response.iter_content``; the caller closes the response."""
     try:
         return session.post(url, data=body, headers=dict(headers), stream=stream)
-    except requests.exceptions.RequestException as error:
-        raise _mapped(session, url, error) from None
+    except _requests().exceptions.RequestException as error:
+        raise _requests_failure(session, url, error) from None
 
 
-def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError:
-    """The library's error for requests' ``error`` while posting to ``url``."""
-    exceptions = requests.exceptions
-    place = diagnose.where(url)
+def _requests_failure(session: requests.Session, url: str, error: Exception) -> CisisError:
+    """The library's error for requests' ``error`` while posting to ``url``: requests' own
+    verdicts (a URL it refuses, a connect timeout, a proxy), else what urllib3 said under it."""
+    exceptions = _requests().exceptions
     if isinstance(
         error,
         exceptions.InvalidURL
@@ -591,50 +792,103 @@ def _mapped(session: requests.Session, url: str, error: Exception) -> CisisError
         | exceptions.URLRequired,
     ):
         return ConfigurationError(f"cannot post to {url}: {_root_cause(error)}", hint=_URL_FIX)
-    if isinstance(error, exceptions.ProxyError):
-        return ConnectError(
-            f"the proxy {_proxy(session, url)} failed: {_root_cause(error)}", hint=_PROXY_FIX
-        )
-    handshake = next((link for link in _chain(error) if isinstance(link, ssl.SSLError)), None)
-    if handshake is not None:
-        found = _tls_diagnosis(session, url, handshake)
-        return TLSError(f"TLS with {place} failed: {found.message}", hint=found.hint)
-    settings = _settings(session, url)
-    connect_timeout = settings.connect_timeout if settings is not None else 10.0
+    try:
+        adapter = session.get_adapter(url)
+    except exceptions.InvalidSchema:
+        adapter = None
+    settings = getattr(adapter, "settings", None)
+    context = _Context(settings, getattr(adapter, "credential", None), _proxy(session, url))
     if isinstance(error, exceptions.ConnectTimeout):
-        return ConnectError(
-            f"{place} did not accept the connection within {connect_timeout:g} s",
-            hint=diagnose.NETWORK_FIX,
-        )
-    if isinstance(error, exceptions.Timeout):
-        return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
-    socket_error = next(
+        return _not_accepted(url, settings)
+    if isinstance(error, exceptions.ProxyError):
+        return _proxy_failed(context, error)
+    return _mapped(
+        url,
+        error,
+        context,
+        wrapper=exceptions.RequestException,
+        connection_failed=isinstance(error, exceptions.ConnectionError),
+    )
+
+
+def _mapped(
+    url: str,
+    error: Exception,
+    context: _Context,
+    *,
+    wrapper: type[BaseException] | None = None,
+    connection_failed: bool = False,
+) -> CisisError:
+    """The library's error for a failure of the wire while posting to ``url``: ``error`` is
+    urllib3's, ssl's or the socket's, or one of ``wrapper`` (a client library's exception class)
+    around them; ``connection_failed`` when that library already says the connection failed."""
+    place = diagnose.where(url)
+    chain = list(_chain(error))
+    if any(isinstance(link, LocationValueError) for link in chain):
+        return ConfigurationError(f"cannot post to {url}: {_root_cause(error)}", hint=_URL_FIX)
+    if any(isinstance(link, ProxyError) for link in chain):
+        return _proxy_failed(context, error)
+    handshake = next((link for link in chain if isinstance(link, ssl.SSLError)), None)
+    if handshake is not None:
+        found = _tls_diagnosis(url, handshake, context)
+        return TLSError(f"TLS with {place} failed: {found.message}", hint=found.hint)
+    # urllib3 counts a connection that could not be made (NewConnectionError) as a timeout.
+    timeout = next(
         (
             link
-            for link in _chain(error)
-            if isinstance(link, OSError) and not isinstance(link, exceptions.RequestException)
+            for link in chain
+            if isinstance(link, Urllib3Timeout) and not isinstance(link, NewConnectionError)
         ),
         None,
     )
-    if isinstance(error, exceptions.ConnectionError) and socket_error is not None:
-        if isinstance(socket_error, ConnectionResetError | BrokenPipeError):
-            return ConnectError(
-                f"{place} closed the connection before answering ({_root_cause(error)})",
-                hint="try again; if it persists, the service may refuse our client certificate",
-            )
-        found = diagnose.connection_failure(url, socket_error, connect_timeout)
-        return ConnectError(found.message, hint=found.hint)
-    if isinstance(error, exceptions.ConnectionError):
-        return ConnectError(
-            f"{place} closed the connection before answering ({_root_cause(error)})",
-            hint="try again; if it persists, the service may refuse our client certificate",
-        )
-    return TransportError(f"the exchange with {place} failed: {_root_cause(error)}")
+    if isinstance(timeout, ConnectTimeoutError):
+        return _not_accepted(url, context.settings)
+    if timeout is not None:
+        return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
+    closed = ConnectError(
+        f"{place} closed the connection before answering ({_root_cause(error)})",
+        hint="try again; if it persists, the service may refuse our client certificate",
+    )
+    if not connection_failed and not any(
+        isinstance(link, NewConnectionError | ProtocolError | PoolError) for link in chain
+    ):
+        return TransportError(f"the exchange with {place} failed: {_root_cause(error)}")
+    socket_error = next(
+        (
+            link
+            for link in chain
+            if isinstance(link, OSError) and not (wrapper and isinstance(link, wrapper))
+        ),
+        None,
+    )
+    if socket_error is None or isinstance(socket_error, ConnectionResetError | BrokenPipeError):
+        return closed
+    found = diagnose.connection_failure(url, socket_error, _connect_timeout(context.settings))
+    return ConnectError(found.message, hint=found.hint)
+
+
+def _connect_timeout(settings: TLSSettings | None) -> float:
+    return settings.connect_timeout if settings is not None else TLSSettings.connect_timeout
+
+
+def _not_accepted(url: str, settings: TLSSettings | None) -> ConnectError:
+    return ConnectError(
+        f"{diagnose.where(url)} did not accept the connection within "
+        f"{_connect_timeout(settings):g} s",
+        hint=diagnose.NETWORK_FIX,
+    )
+
+
+def _proxy_failed(context: _Context, error: Exception) -> ConnectError:
+    return ConnectError(
+        f"the proxy {context.proxy or '(none configured)'} failed: {_root_cause(error)}",
+        hint=_PROXY_FIX,
+    )
 
 
 def _cut(url: str, done: int, error: Exception) -> TransportError:
     """The error for an answer whose body could not be read whole."""
-    if isinstance(error, requests.exceptions.ContentDecodingError):
+    if any(isinstance(link, DecodeError) for link in _chain(error)):
         return TransportError(
             f"{diagnose.where(url)} sent an answer that cannot be decoded after {done} bytes "
             f"({_root_cause(error)})"
@@ -645,29 +899,31 @@ def _cut(url: str, done: int, error: Exception) -> TransportError:
     )
 
 
-def _tls_diagnosis(session: requests.Session, url: str, error: ssl.SSLError) -> diagnose.Diagnosis:
-    adapter = session.get_adapter(url)
-    settings = getattr(adapter, "settings", None)
-    if settings is None:
+def _tls_diagnosis(url: str, error: ssl.SSLError, context: _Context) -> diagnose.Diagnosis:
+    if context.settings is None:
         return diagnose.Diagnosis(str(error), diagnose.TRUST_FIX)
-    return diagnose.tls_failure(url, error, getattr(adapter, "credential", None), settings)
+    return diagnose.tls_failure(url, error, context.credential, context.settings)
 
 
-def _settings(session: requests.Session, url: str) -> TLSSettings | None:
-    try:
-        return getattr(session.get_adapter(url), "settings", None)
-    except requests.exceptions.InvalidSchema:
-        return None
+def _requests() -> ModuleType:
+    """requests, for the code that serves a caller's session (which has imported it already)."""
+    import requests
+
+    return requests
 
 
-def _proxy(session: requests.Session, url: str) -> str:
+def _proxy(session: requests.Session, url: str) -> str | None:
     """The proxy ``session`` uses for ``url``, without any user name or password."""
-    proxies = dict(requests.utils.get_environ_proxies(url, no_proxy=None))
+    utils = _requests().utils
+    proxies = dict(utils.get_environ_proxies(url, no_proxy=None))
     proxies.update(session.proxies or {})
-    chosen = requests.utils.select_proxy(url, proxies)
-    if not chosen:
-        return "(none configured)"
-    parts = urlsplit(chosen if "://" in chosen else f"http://{chosen}")
+    chosen = utils.select_proxy(url, proxies)
+    return _proxy_name(chosen) if chosen else None
+
+
+def _proxy_name(proxy: str) -> str:
+    """A proxy's URL as messages name it: scheme, host and port, never a user or password."""
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:

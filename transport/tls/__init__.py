@@ -1,5 +1,6 @@
-"""Mutually-authenticated TLS for requests: the SSL context, the adapter and the session, and
-the call deadline (:func:`deadline`) every TLS socket operation honours.
+"""Mutually-authenticated TLS: the SSL context every wire uses, the proxies of the environment
+read once (:class:`Proxies`), the call deadline (:func:`deadline`) every TLS socket operation
+honours, and a requests adapter and session over them.
 
 The context speaks TLS 1.2 at least, verifies the server against the configured CA bundle only
 (never the system store, never off), presents the client's authentication certificate and, for the
@@ -33,11 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from cryptography.hazmat.primitives import serialization
-from requests.adapters import HTTPAdapter
-from requests.sessions import merge_hooks
-from requests.structures import CaseInsensitiveDict
 
 from transport import openssl
 from transport.credentials import Credential, DigestSigner, Purpose, rsa_public_key
@@ -117,9 +114,9 @@ def deadline_passed() -> bool:
     return at is not None and time.monotonic() >= at
 
 
-def _remaining(timeout: float | None) -> float | None:
-    """``timeout`` (seconds, None: none) shortened to what is left of the deadline;
-    TimeoutError when nothing is left."""
+def remaining(timeout: float | None) -> float | None:
+    """``timeout`` (seconds, None: none) shortened to what is left of the enclosing
+    :func:`deadline`; TimeoutError when nothing is left."""
     at = _deadline.get()
     if at is None:
         return timeout
@@ -146,11 +143,13 @@ class DeadlineSocket(ssl.SSLSocket):
         # Before the socket is connected, ssl itself probes it without blocking: left alone.
         if not getattr(self, "_connected", False):
             return
-        if _deadline.get() is not None:
-            super().settimeout(_remaining(self._timeout))
+        bounded = remaining(self._timeout) if _deadline.get() is not None else self._timeout
+        if bounded != self._timeout:
+            super().settimeout(bounded)
             self._shortened = True
         elif self._shortened:
-            # A kept-alive connection used by a call without deadline after one with a deadline.
+            # Back to the timeout asked for: far from the deadline again, or a kept-alive
+            # connection used by a call without deadline after one with a deadline.
             super().settimeout(self._timeout)
             self._shortened = False
 
@@ -429,7 +428,8 @@ def _rsa_key(library: ctypes.CDLL, method: int, numbers: Any, handle: int) -> in
 @_SIGN
 def _sign_callback(nid: int, digest: int, length: int, out: int, out_length: Any, rsa: int) -> int:
     # Called by OpenSSL inside the handshake, in the thread that makes it: an exception cannot
-    # cross OpenSSL, so it is kept for MutualTLSAdapter.send to raise once the handshake failed.
+    # cross OpenSSL, so it is kept for the wire (MutualTLSAdapter.send, the channel's) to raise
+    # once the handshake failed.
     library, _method = _openssl()
     key = _external_keys.get(library.RSA_get_ex_data(rsa, _APP_DATA) or 0)
     if key is None:
@@ -459,169 +459,68 @@ def _refuse_raw_callback(length: int, data: int, out: int, rsa: int, padding: in
     return -1
 
 
-def _take_signing_failure() -> CredentialError | None:
-    """The CredentialError that ended this thread's last handshake with a card key, once."""
+def take_signing_failure() -> CredentialError | None:
+    """The CredentialError that ended this thread's last handshake with a card key, once: a
+    wire clears it before sending and raises it, rather than the failed handshake, after."""
     error = getattr(_failure, "error", None)
     _failure.error = None
     return error
 
 
-class MutualTLSAdapter(HTTPAdapter):
-    """A requests adapter that always uses its own SSL context, whatever ``verify``/``cert`` say.
-
-    Requests made through it default to ``(connect_timeout, read_timeout)`` when no timeout is
-    given, so that a stalled service cannot hang a practitioner's application; inside a
-    :func:`deadline` block the connect timeout is shortened to what is left of it.
-    """
-
-    def __init__(
-        self,
-        context: ssl.SSLContext,
-        settings: TLSSettings,
-        *,
-        credential: Credential | None = None,
-    ) -> None:
-        self._context = context
-        self._timeout = (settings.connect_timeout, settings.read_timeout)
-        self.settings = settings
-        self.credential = credential  # to name it when a failure is diagnosed
-        super().__init__(
-            pool_connections=settings.pool_connections, pool_maxsize=settings.pool_maxsize
-        )
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._context
-        super().init_poolmanager(*args, **kwargs)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        proxy_kwargs["ssl_context"] = self._context
-        return super().proxy_manager_for(proxy, **proxy_kwargs)
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, _ = super().build_connection_pool_key_attributes(request, True, None)
-        return host_params, {"ssl_context": self._context, "cert_reqs": "CERT_REQUIRED"}
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        # The context already holds the trust anchors and client certificate; letting requests
-        # add its default bundle here would trust every public CA.
-        conn.cert_reqs = "CERT_REQUIRED"
-        conn.ca_certs = None
-        conn.ca_cert_dir = None
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            connect, read = self._timeout
-            try:
-                kwargs["timeout"] = (_remaining(connect), read)
-            except (
-                TimeoutError
-            ) as error:  # the deadline passed before connecting: as requests says it
-                raise requests.exceptions.ConnectTimeout(str(error), request=request) from None
-        _take_signing_failure()
-        try:
-            return super().send(request, **kwargs)
-        except requests.exceptions.ConnectionError:
-            # The card's own error (wrong state, removed) says more than the failed handshake.
-            failure = _take_signing_failure()
-            if failure is not None:
-                raise failure from None
-            raise
-
-
-def create_session(credential: Credential | None, settings: TLSSettings) -> requests.Session:
-    """A pooled keep-alive session whose HTTPS requests use mutual TLS with ``credential``.
-
-    Plain ``http://`` is refused. Proxies come from the usual environment variables
-    (``HTTPS_PROXY``, ``NO_PROXY``), read when the session is made; ``~/.netrc`` is not read.
-    """
-    session = ProxySnapshotSession()
-    adapter = MutualTLSAdapter(
-        create_context(credential, settings), settings, credential=credential
-    )
-    session.mount("https://", adapter)
-    session.mount("http://", _RefusePlainHTTP())
-    return session
-
-
-class ProxySnapshotSession(requests.Session):
-    """A requests session that reads the proxy environment once, when it is made.
-
-    A stock session scans the whole environment (``HTTPS_PROXY``, ``NO_PROXY``…) and
-    ``~/.netrc`` on every request, a fifth of a SOAP call's client CPU. Here the proxies of the
-    environment (as :func:`urllib.request.getproxies` reads them) are kept from ``__init__`` on,
-    whether a host bypasses them under ``NO_PROXY`` is decided once per host, and ``trust_env``
-    is off (no netrc, no ``REQUESTS_CA_BUNDLE``: the adapter's context decides trust anyway).
-    A proxy set explicitly in ``session.proxies`` takes precedence over the environment's. A
-    request without cookies, authentication or query parameters is prepared without copying the
-    session's (empty) cookie jar.
-    """
+class Proxies:
+    """The proxies of the environment for HTTPS, read once when made: ``HTTPS_PROXY``,
+    ``ALL_PROXY`` and ``NO_PROXY`` (either case, as :func:`urllib.request.getproxies` reads
+    them). Scanning the whole environment on every request costs a fifth of a SOAP call's client
+    CPU, so whether a host bypasses the proxy under ``NO_PROXY`` (requests' rules: host names,
+    domain suffixes, IP addresses and CIDR blocks, ``*``) is also decided once per host."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.trust_env = False
         found = urllib.request.getproxies()
         self._no_proxy = found.pop("no", None)
-        self._environment = found
+        self.environment: dict[str, str] = found
+        """The proxy URLs by scheme (``https``, ``all``…), as the environment names them."""
         self._bypassed: dict[str, bool] = {}
 
-    def merge_environment_settings(
-        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if self._environment and not self._bypasses(url):
-            merged["proxies"] = {**self._environment, **merged["proxies"]}
-        return merged
+    def for_url(self, url: str) -> str | None:
+        """The proxy URL (as the environment writes it) to reach ``url`` through, or None to
+        go direct."""
+        if not self.environment or self.bypasses(url):
+            return None
+        from requests.utils import select_proxy  # only where a proxy is configured
 
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        # requests copies the session's cookie jar and merges auth and query parameters into
-        # every request: half of its cost on a SOAP call, which has none of them. Any of them
-        # present takes requests' own path.
-        if (
-            request.auth
-            or request.cookies
-            or request.params
-            or self.auth
-            or self.params
-            or len(self.cookies)
-        ):
-            return super().prepare_request(request)
-        headers = CaseInsensitiveDict(self.headers)
-        for name, value in (request.headers or {}).items():
-            if value is None:
-                headers.pop(name, None)  # as requests' merge: None removes a session header
-            else:
-                headers[name] = value
-        prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method=request.method.upper(),
-            url=request.url,
-            headers=headers,
-            files=request.files,
-            data=request.data,
-            json=request.json,
-            params={},
-            auth=None,
-            cookies=None,
-            hooks=merge_hooks(request.hooks, self.hooks),
-        )
-        return prepared
+        return select_proxy(url, self.environment)
 
-    def _bypasses(self, url: str) -> bool:
+    def bypasses(self, url: str) -> bool:
+        """Whether ``url``'s host is reached directly under ``NO_PROXY``."""
         host = urlsplit(url).netloc
         bypassed = self._bypassed.get(host)
         if bypassed is None:
             # "," is a NO_PROXY naming no host: requests then reads no variable of its own.
             no_proxy = self._no_proxy or ","
-            bypassed = requests.utils.should_bypass_proxies(url, no_proxy=no_proxy)
-            self._bypassed[host] = bypassed
+            from requests.utils import should_bypass_proxies  # only where a proxy is configured
+
+            bypassed = should_bypass_proxies(url, no_proxy=no_proxy)
+            self._bypassed[host] = bypassed  # the same answer whichever thread writes it
         return bypassed
 
 
-class _RefusePlainHTTP(HTTPAdapter):
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        raise ConfigurationError(
-            f"refusing to send over plain HTTP: {request.url}",
-            hint="the services are reached over https:// only",
-        )
+def plain_http_refused(url: str) -> ConfigurationError:
+    """The error of every wire asked to send to an ``http://`` URL: the services are HTTPS only."""
+    return ConfigurationError(
+        f"refusing to send over plain HTTP: {url}",
+        hint="the services are reached over https:// only",
+    )
+
+
+_SESSION = frozenset({"MutualTLSAdapter", "ProxySnapshotSession", "create_session"})
+
+
+def __getattr__(name: str) -> Any:
+    # The requests adapter and session live in transport.tls.session, imported on first use:
+    # the default wire (urllib3 directly) never needs requests, whose import (beyond urllib3)
+    # costs a new process tens of milliseconds.
+    if name in _SESSION:
+        from transport.tls import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
