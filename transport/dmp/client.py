@@ -163,7 +163,8 @@ _SAFE_READS = frozenset(
         authorizations.ACTION_LIST_AUTHORIZATIONS,  # TD1.6
     }
 )
-"""The HL7v3 actions the channel may send again (reads that change nothing); never a write."""
+"""The patient and authorization actions the channel may send again (reads that change
+nothing); never a write."""
 _XDS_SERVICES = frozenset({"registry", "repository"})
 
 
