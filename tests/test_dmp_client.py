@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_channel import QUICK, dmp_client
 from tests.test_hl7v3 import demographics, oppositions
 from tests.test_stub_dmp import new_patient
 from tests.test_stub_xds import entry
@@ -19,8 +20,16 @@ from transport.dmp import xds
 from transport.dmp.authorizations import AuthorizationAction, ListMode
 from transport.dmp.client import DmpClient, Document
 from transport.dmp.hl7v3 import OPPOSITION_BREAK_GLASS, Observation, Traits
-from transport.errors import DmpError, IntegrityError, SoapFault, ValidationError, XdsError
+from transport.errors import (
+    DmpError,
+    IntegrityError,
+    SoapFault,
+    TransportError,
+    ValidationError,
+    XdsError,
+)
 from transport.soap import mtom
+from transport.soap.channel import MockResponse, MockWire
 from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.vihf import AuthMode, Patient
@@ -547,3 +556,19 @@ def test_a_retrieved_file_is_named_after_its_document_and_never_replaces_one(
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [f"{stem}.pdf", f"{stem}-1.pdf", f"{stem}-2.pdf"]
     )
+
+
+def test_an_xds_read_is_sent_again_and_an_xds_write_is_not(pki) -> None:
+    # Which XDS actions are reads is looked up in transport.dmp.xds when an XDS service is first
+    # called (importing the client does not import it): a query is retried, a submission is not.
+    unavailable = MockWire(lambda request: MockResponse(503, b"", {"Retry-After": "0"}))
+    client = dmp_client(pki, unavailable)
+    patient = new_patient()
+    with pytest.raises(TransportError, match="HTTP 503"):
+        client.find_documents(patient)
+    assert len(unavailable.requests) == QUICK.attempts
+    note = client.document(patient, b"a note", title="Note", mime_type="text/plain")
+    with pytest.raises(TransportError, match="HTTP 503"):
+        client.submit([note], sign=False)
+    assert len(unavailable.requests) == QUICK.attempts + 1
+    assert unavailable.requests[-1].url.endswith("/repository")

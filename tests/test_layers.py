@@ -262,3 +262,27 @@ def test_import_transport_does_not_import_zeep() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_a_patient_transaction_does_not_import_the_document_modules() -> None:
+    # What a new process's first TD0.2 imports (benchmarks/client.py) leaves out the XDS, CDA and
+    # XAdES modules and signxml; the control: the names that need them still bring them in.
+    lazy = ("transport.dmp.xds", "transport.dmp.cda", "transport.dmp.xades", "signxml")
+    code = f"""
+import contextlib, sys
+import transport.examplepki, transport.config, transport.vihf
+from transport.dmp import client
+from transport.errors import CisisError
+from transport.vihf import INS_TEST_OID, Patient
+lazy = {lazy!r}
+print(*(name in sys.modules for name in lazy))
+assert client.DEFAULT_TYPE.code == "11488-4" and "application/pdf" in client.FORMATS
+with contextlib.suppress(CisisError):
+    client.Document.from_cda(b"<not-a-cda/>", Patient("279035121518989", INS_TEST_OID))
+assert client.DocumentList(()).documents == ()
+print(*(name in sys.modules for name in lazy))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.splitlines() == ["False False False False", "True True True True"]

@@ -23,27 +23,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from lxml.builder import ElementMaker
-from signxml import (
-    DigestAlgorithm,
-    InvalidCertificate,
-    InvalidDigest,
-    InvalidInput,
-    InvalidSignature,
-    SignatureConfiguration,
-    SignatureMethod,
-    XMLVerifier,
-)
 
 from transport.credentials import Signer, certificate_key_usages
 from transport.errors import SignatureError
 from transport.xml import parse_xml
+
+if TYPE_CHECKING:
+    from signxml import DigestAlgorithm, SignatureMethod
 
 # signxml logs whole canonicalised documents at DEBUG: VIHFs hold patient identifiers and names.
 logging.getLogger("signxml").setLevel(logging.INFO)
@@ -69,28 +61,6 @@ ENVELOPED = f"{DSIG_NS}enveloped-signature"
 _DS = ElementMaker(namespace=DSIG_NS, nsmap={"ds": DSIG_NS})
 SIGNATURE_ALGORITHMS = tuple(_SIGNATURE_METHODS)
 """The signature algorithm names a signer accepts (RSA PKCS#1 v1.5, XML-DSig 1.1 URIs)."""
-
-
-class SignerKey:
-    """Presents a :class:`Signer` to signxml as the RSA private key object it expects.
-
-    Only ``signer.certificate`` and ``signer.sign`` are used, so a PKCS#11 token works as well as
-    a key file: signxml's ``sign(data, padding, algorithm)`` becomes
-    ``signer.sign(data, "rsa-<hash>")`` (PKCS#1 v1.5 is the only padding a Signer does).
-    """
-
-    def __init__(self, signer: Signer) -> None:
-        self._signer = signer
-        public_key = signer.certificate.public_key()
-        assert isinstance(public_key, rsa.RSAPublicKey)
-        self.key_size = public_key.key_size
-        self._public_key = public_key
-
-    def sign(self, data: bytes, padding: Any, algorithm: Any) -> bytes:
-        return self._signer.sign(data, f"rsa-{algorithm.name}")
-
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public_key
 
 
 def sign_enveloped(
@@ -310,6 +280,9 @@ def verify_enveloped(
 ) -> Verified:
     """Verify the enveloped signature of ``element`` (:data:`ENVELOPED_PROFILE`); return what it
     covers, or SignatureError."""
+    # signxml (and the cryptography backends it loads) costs its import only to a verifier.
+    from signxml import SignatureConfiguration, XMLVerifier
+
     now = now or datetime.now(UTC)
     standalone = parse_xml(etree.tostring(element))
     signature = _single_signature(standalone)
@@ -374,6 +347,8 @@ def trusted_signer(
 @contextmanager
 def signxml_errors() -> Iterator[None]:
     """Turn what signxml raises while verifying into SignatureError with its reason."""
+    from signxml import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+
     try:
         yield
     except InvalidDigest:
@@ -466,6 +441,8 @@ def check_signature_usage(certificate: x509.Certificate) -> None:
 
 def allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
     """The signature methods a verification accepts: RSA-SHA256 (RSA-SHA1 too when allowed)."""
+    from signxml import SignatureMethod
+
     if allow_sha1:
         return frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.RSA_SHA1})
     return frozenset({SignatureMethod.RSA_SHA256})
@@ -473,6 +450,8 @@ def allowed_methods(allow_sha1: bool) -> frozenset[SignatureMethod]:
 
 def allowed_digests(allow_sha1: bool) -> frozenset[DigestAlgorithm]:
     """The digest algorithms a verification accepts: SHA-256 (SHA-1 too when allowed)."""
+    from signxml import DigestAlgorithm
+
     if allow_sha1:
         return frozenset({DigestAlgorithm.SHA256, DigestAlgorithm.SHA1})
     return frozenset({DigestAlgorithm.SHA256})

@@ -21,6 +21,7 @@ its size and SHA-1 checked against the registry's metadata when the caller gives
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import mimetypes
 import os
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -38,7 +40,7 @@ from lxml import etree
 from transport.config import Profile
 from transport.credentials import Credential, Purpose
 from transport.deprecation import Alias
-from transport.dmp import authorizations, cda, hl7v3, xades, xds
+from transport.dmp import authorizations, hl7v3
 from transport.dmp.authorizations import (
     AuthorizationAction,
     AuthorizationList,
@@ -85,35 +87,73 @@ from transport.tls import TLSSettings
 from transport.vihf import Code, DmpAccess, Patient, Vihf, VihfOptions, sign_vihf
 from transport.xml import format_ts
 
+if TYPE_CHECKING:
+    # The document modules are imported by the methods that use them: a patient transaction
+    # (TD0.2) needs none of them, nor signxml (xades).
+    from transport.dmp import xades, xds
+
 log = logging.getLogger("transport.dmp")
 
 DMP_REPOSITORY_UNIQUE_ID = "1.2.250.1.213.4.1.1.1.2"
 """The DMP repository's ``RepositoryUniqueId`` (the official TD3.2 example's)."""
 
 
-DEFAULT_CONTENT_TYPE = xds.Coded("04", "1.2.250.1.213.2.2", "Hospitalisation de jour")
-"""A submission set's default ``contentTypeCode``; pass the one fitting the activity."""
-
-DEFAULT_TYPE = xds.Coded("11488-4", "2.16.840.1.113883.6.1", "Note de consultation")
-"""A document's default ``typeCode`` (LOINC); pass the one fitting the document."""
-
-DEFAULT_CLASS = xds.Coded("10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
-"""A document's default ``classCode``."""
-
-DEFAULT_PRACTICE = xds.Coded("AMBULATOIRE", "1.2.250.1.213.1.1.4.9", "Ambulatoire")
-"""A document's default ``practiceSettingCode``."""
-
 _FORMAT_SYSTEM = "1.3.6.1.4.1.19376.1.2.3"
-FORMATS = {
-    "text/plain": xds.Coded("urn:ihe:iti:xds-sd:text:2008", _FORMAT_SYSTEM, "Document texte"),
-    "application/pdf": xds.Coded("urn:ihe:iti:xds-sd:pdf:2008", _FORMAT_SYSTEM, "Document PDF"),
+_CODES = {
+    # A submission set's default contentTypeCode; pass the one fitting the activity.
+    "DEFAULT_CONTENT_TYPE": ("04", "1.2.250.1.213.2.2", "Hospitalisation de jour"),
+    # A document's default typeCode (LOINC); pass the one fitting the document.
+    "DEFAULT_TYPE": ("11488-4", "2.16.840.1.113883.6.1", "Note de consultation"),
+    # A document's default classCode.
+    "DEFAULT_CLASS": ("10", "1.2.250.1.213.1.1.4.1", "Compte rendu"),
+    # A document's default practiceSettingCode.
+    "DEFAULT_PRACTICE": ("AMBULATOIRE", "1.2.250.1.213.1.1.4.9", "Ambulatoire"),
+    # The formatCode of a MIME type FORMATS does not hold (a CDA should name its own format).
+    "MIME_TYPE_SUFFICIENT": (
+        "urn:ihe:iti:xds:2017:mimeTypeSufficient",
+        _FORMAT_SYSTEM,
+        "Format défini par le type MIME",
+    ),
 }
-"""IHE scanned-document ``formatCode`` by MIME type; any other type defaults to
-:data:`MIME_TYPE_SUFFICIENT` (a CDA document should name its own format)."""
+_FORMATS = {
+    "text/plain": ("urn:ihe:iti:xds-sd:text:2008", _FORMAT_SYSTEM, "Document texte"),
+    "application/pdf": ("urn:ihe:iti:xds-sd:pdf:2008", _FORMAT_SYSTEM, "Document PDF"),
+}
 
-MIME_TYPE_SUFFICIENT = xds.Coded(
-    "urn:ihe:iti:xds:2017:mimeTypeSufficient", _FORMAT_SYSTEM, "Format défini par le type MIME"
-)
+
+@functools.cache
+def _code(name: str) -> xds.Coded:
+    """The :class:`transport.dmp.xds.Coded` named ``name`` in :data:`_CODES`: built on first use,
+    once, so that importing this module does not import :mod:`transport.dmp.xds`."""
+    from transport.dmp import xds
+
+    return xds.Coded(*_CODES[name])
+
+
+@functools.cache
+def _formats() -> dict[str, xds.Coded]:
+    """``FORMATS``, built on first use as :func:`_code` is."""
+    from transport.dmp import xds
+
+    return {mime: xds.Coded(*code) for mime, code in _FORMATS.items()}
+
+
+def _format(mime_type: str) -> xds.Coded:
+    """The ``formatCode`` of a document of ``mime_type`` that does not name its own."""
+    return _formats().get(mime_type) or _code("MIME_TYPE_SUFFICIENT")
+
+
+def __getattr__(name: str) -> object:
+    """The default codes, as public names (PEP 562): ``DEFAULT_CONTENT_TYPE``, ``DEFAULT_TYPE``,
+    ``DEFAULT_CLASS``, ``DEFAULT_PRACTICE`` (the submission set's and a document's default
+    codes), ``FORMATS`` (IHE scanned-document ``formatCode`` by MIME type) and
+    ``MIME_TYPE_SUFFICIENT`` (the ``formatCode`` of any other type)."""
+    if name in _CODES:
+        return _code(name)
+    if name == "FORMATS":
+        return _formats()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _MTOM_SERVICES = frozenset({"repository"})
 # A retrieved document's SHA-1 is its XDS hash, checked and returned; a SHA-256 would only cost.
@@ -123,11 +163,27 @@ _SAFE_READS = frozenset(
         hl7v3.ACTION_QUERY,  # TD0.2, TD1.3a
         authorizations.ACTION_PATIENT_LIST,  # TD0.4
         authorizations.ACTION_LIST_AUTHORIZATIONS,  # TD1.6
-        xds.ACTION_STORED_QUERY,  # TD3.1 (ITI-18)
-        xds.ACTION_RETRIEVE,  # TD3.2 (ITI-43)
     }
 )
-"""The actions the channel may send again (reads that change nothing); never a write."""
+"""The patient and authorization actions the channel may send again (reads that change
+nothing); never a write."""
+_XDS_SERVICES = frozenset({"registry", "repository"})
+
+
+@functools.cache
+def _xds_safe_reads() -> frozenset[str]:
+    """The XDS actions the channel may send again, read from :mod:`transport.dmp.xds` when an
+    XDS service is first called."""
+    from transport.dmp import xds
+
+    return frozenset({xds.ACTION_STORED_QUERY, xds.ACTION_RETRIEVE})  # ITI-18, ITI-43
+
+
+def _idempotent(service: str, action: str) -> bool:
+    """Whether ``action`` on ``service`` is a read the channel may send again."""
+    if service in _XDS_SERVICES:
+        return action in _xds_safe_reads()
+    return action in _SAFE_READS
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -190,6 +246,8 @@ class Document:
         other :class:`transport.dmp.xds.DocumentEntry` field, ``visibility`` adds the DMP
         restrictions (masked from professionals, hidden from the patient…). ValidationError
         when its ``recordTarget`` is not ``patient`` or a code cannot be derived."""
+        from transport.dmp import cda
+
         entry = cda.document_entry(
             cda.read_header(content),
             patient,
@@ -247,6 +305,8 @@ class Document:
         report: dict[str, object],
     ) -> Document:
         """``path`` wrapped as a level 1 CDA of ``media_type``, read back by :meth:`from_cda`."""
+        from transport.dmp import cda
+
         written = cda.write_non_structured(
             path,
             media_type,
@@ -282,6 +342,8 @@ class DocumentList:
     @property
     def documents(self) -> tuple[xds.DocumentEntry, ...]:
         """The entries that are not submission-set signature documents (IHE DSG)."""
+        from transport.dmp import xades
+
         signature = xades.SIGNATURE_CLASS.code
         return tuple(entry for entry in self.entries if entry.class_code.code != signature)
 
@@ -289,6 +351,8 @@ class DocumentList:
         """The entry of the document ``unique_id``: its current (``Approved``) version when the
         list holds several (a masked document keeps its deprecated first version). KeyError
         when absent."""
+        from transport.dmp import xds
+
         versions = [entry for entry in self.entries if entry.unique_id == unique_id]
         if not versions:
             raise KeyError(unique_id)
@@ -331,6 +395,8 @@ class Retrieved:
     @property
     def complete(self) -> bool:
         """Whether every document asked for came back."""
+        from transport.dmp import xds
+
         return self.status == xds.SUCCESS
 
     def document(self, unique_id: str) -> DocumentContent:
@@ -402,10 +468,10 @@ class DmpClient:
         tracer: Tracer | None = None,
         options: CallOptions | None = None,
         wire: Wire | None = None,
-        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
+        signature_layout: xades.XadesLayout | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.signature_layout = signature_layout
+        self._signature_layout = signature_layout
         self.identity = identity.with_patient(None)
         self.signature = signature
         self.vihf_options = vihf_options or VihfOptions()
@@ -420,15 +486,6 @@ class DmpClient:
         self.author = hl7v3.Author.from_vihf(
             identity, self.structure_name, family=family, given=given
         )
-        role = self.author.role
-        self.document_author = xds.Author.professional(
-            identity.subject_id,
-            family,
-            given,
-            specialty=f"{role.code}^{role.display_name}^{role.code_system}" if role else None,
-            institution=self.structure_name,
-            structure_id=identity.structure_id,
-        )
         self.channel = Channel.connect(
             tls_credential, tls_settings, tracer=tracer, options=options, wire=wire
         )
@@ -440,7 +497,7 @@ class DmpClient:
         *,
         endpoint: str | None = None,
         tracer: Tracer | None = None,
-        signature_layout: xades.XadesLayout = xades.DMP_LAYOUT,
+        signature_layout: xades.XadesLayout | None = None,
     ) -> DmpClient:
         """A client for ``profile``: its ``dmp`` endpoint (or ``endpoint``), identity, TLS and
         signature credentials, VIHF options, deadline and retries; ``signature_layout`` as in
@@ -455,6 +512,29 @@ class DmpClient:
             tracer=tracer,
             options=profile.call_options(),
             signature_layout=signature_layout,
+        )
+
+    @property
+    def signature_layout(self) -> xades.XadesLayout:
+        """How submission sets are signed: the layout given, else
+        :data:`transport.dmp.xades.DMP_LAYOUT`."""
+        from transport.dmp import xades
+
+        return self._signature_layout or xades.DMP_LAYOUT
+
+    @functools.cached_property
+    def document_author(self) -> xds.Author:
+        """The caller as the XDS author of the documents and submission sets it makes."""
+        from transport.dmp import xds
+
+        role = self.author.role
+        return xds.Author.professional(
+            self.identity.subject_id,
+            self.author.family,
+            self.author.given,
+            specialty=f"{role.code}^{role.display_name}^{role.code_system}" if role else None,
+            institution=self.structure_name,
+            structure_id=self.identity.structure_id,
         )
 
     def close(self) -> None:
@@ -600,16 +680,19 @@ class DmpClient:
         patient: Patient,
         *,
         title: str | None = None,
-        content_type: xds.Coded = DEFAULT_CONTENT_TYPE,
+        content_type: xds.Coded | None = None,
         comments: str | None = None,
     ) -> xds.SubmissionSet:
-        """A new submission set for ``patient``, authored by the caller, sent by this LPS."""
+        """A new submission set for ``patient``, authored by the caller, sent by this LPS;
+        ``content_type`` defaults to :data:`DEFAULT_CONTENT_TYPE`."""
+        from transport.dmp import xds
+
         return xds.SubmissionSet(
             patient=patient,
             unique_id=xds.new_unique_id(),
             source_id=self.device.root,
             submission_time=format_ts(datetime.now(UTC)),
-            content_type=content_type,
+            content_type=content_type or _code("DEFAULT_CONTENT_TYPE"),
             authors=(self.document_author,),
             title=title,
             comments=comments,
@@ -622,29 +705,32 @@ class DmpClient:
         *,
         title: str,
         mime_type: str,
-        type_code: xds.Coded = DEFAULT_TYPE,
-        class_code: xds.Coded = DEFAULT_CLASS,
+        type_code: xds.Coded | None = None,
+        class_code: xds.Coded | None = None,
         format_code: xds.Coded | None = None,
-        practice_setting: xds.Coded = DEFAULT_PRACTICE,
+        practice_setting: xds.Coded | None = None,
         visibility: xds.Visibility | None = None,
         **metadata: object,
     ) -> Document:
         """A document to :meth:`submit`, its metadata filled in: a new uniqueId, the caller as
         author, the creation and service times now, the structure's sector as facility type,
-        the format from the MIME type (see :data:`FORMATS`). ``metadata``: any other
+        the format from the MIME type (see :data:`FORMATS`), :data:`DEFAULT_TYPE`,
+        :data:`DEFAULT_CLASS` and :data:`DEFAULT_PRACTICE` unless given. ``metadata``: any other
         :class:`transport.dmp.xds.DocumentEntry` field (``comments``, ``confidentiality``…);
         ``visibility``: the DMP restrictions (:class:`transport.dmp.xds.Visibility`).
         """
+        from transport.dmp import xds
+
         now = format_ts(datetime.now(UTC))
         entry = xds.DocumentEntry(
             patient=patient,
             unique_id=xds.new_unique_id(),
             title=title,
-            class_code=class_code,
-            type_code=type_code,
-            format_code=format_code or FORMATS.get(mime_type, MIME_TYPE_SUFFICIENT),
+            class_code=class_code or _code("DEFAULT_CLASS"),
+            type_code=type_code or _code("DEFAULT_TYPE"),
+            format_code=format_code or _format(mime_type),
             healthcare_facility_type=self._facility_type(),
-            practice_setting=practice_setting,
+            practice_setting=practice_setting or _code("DEFAULT_PRACTICE"),
             creation_time=now,
             authors=(self.document_author,),
             mime_type=mime_type,
@@ -659,6 +745,8 @@ class DmpClient:
         :meth:`Document.from_pdf`): the caller as author (IdNat, name, specialty from the VIHF
         roles), the structure as custodian, ``type_code`` and ``title``, the default practice
         setting and the structure's sector as facility type."""
+        from transport.dmp import cda, xds
+
         author = self.author
         structure = cda.Organization(
             cda.InstanceId(cda.IDNAT_STRUCTURE_OID, author.structure_id), self.structure_name
@@ -678,11 +766,13 @@ class DmpClient:
             "custodian": structure,
             "type_code": type_code,
             "title": title,
-            "practice_setting": DEFAULT_PRACTICE,
+            "practice_setting": _code("DEFAULT_PRACTICE"),
             "facility_type": self._facility_type(),
         }
 
     def _facility_type(self) -> xds.Coded:
+        from transport.dmp import xds
+
         sector, _, system = self.identity.sector.partition("^")
         return xds.Coded(sector, system)
 
@@ -736,6 +826,8 @@ class DmpClient:
     ) -> Submitted:
         """ITI-41 of ``documents``; ``replaces`` maps a document's uniqueId to the entryUUID it
         replaces."""
+        from transport.dmp import xades, xds
+
         if not documents:
             raise ValidationError("documents", "a submission holds at least one document")
         patient = documents[0].entry.patient
@@ -783,13 +875,16 @@ class DmpClient:
     def find_documents(
         self,
         patient: Patient,
-        statuses: Iterable[str] = (xds.APPROVED,),
+        statuses: Iterable[str] | None = None,
         *,
         page_size: int | None = None,
     ) -> DocumentList:
-        """TD3.1 FindDocuments: the patient's documents in ``statuses``; with ``page_size``,
+        """TD3.1 FindDocuments: the patient's documents in ``statuses`` (``Approved`` unless
+        given); with ``page_size``,
         fetched a page at a time (ebRS ``startIndex``/``maxResults``) until every one is in."""
-        statuses = tuple(statuses)
+        from transport.dmp import xds
+
+        statuses = tuple(statuses) if statuses is not None else (xds.APPROVED,)
         if page_size is not None and page_size < 1:
             raise ValidationError("page_size", "a page holds at least one entry")
         entries: list[xds.DocumentEntry] = []
@@ -816,6 +911,8 @@ class DmpClient:
         unique_ids: Iterable[str] = (),
     ) -> DocumentList:
         """TD3.1 GetDocuments: the entries with these entryUUIDs or these uniqueIds."""
+        from transport.dmp import xds
+
         query = xds.get_documents(entry_uuids=entry_uuids, unique_ids=unique_ids)
         page = self._query(patient, query)
         return DocumentList(page.entries, page.total, page.errors)
@@ -837,6 +934,8 @@ class DmpClient:
         removed, when a document's size or SHA-1 differs from its entry's; XdsError when none
         could be returned.
         """
+        from transport.dmp import xds
+
         if not documents:
             raise ValidationError("documents", "name at least one document to retrieve")
         expected = {
@@ -908,6 +1007,8 @@ class DmpClient:
         deprecates the previous version. ``entry`` comes from :meth:`find_documents` (it has a
         version); XdsError when the registry refuses (the DMP never hides from the patient a
         document they could see)."""
+        from transport.dmp import xds
+
         if not entry.version:
             raise ValidationError(
                 "entry", "change the visibility of an entry read from the registry (a version)"
@@ -922,10 +1023,14 @@ class DmpClient:
 
     def delete(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
         """TD3.3c: delete the document (its status becomes ``Deleted``)."""
+        from transport.dmp import xds
+
         return self._change_status("TD3.3c", entry, xds.DELETED)
 
     def archive(self, entry: xds.DocumentEntry) -> tuple[xds.RegistryError, ...]:
         """TD3.3d: archive the document (its status becomes ``Archived``)."""
+        from transport.dmp import xds
+
         return self._change_status("TD3.3d", entry, xds.ARCHIVED)
 
     # --- internals -------------------------------------------------------------------------------
@@ -962,6 +1067,8 @@ class DmpClient:
         return found.record
 
     def _query(self, patient: Patient, query: xds.StoredQuery) -> xds.QueryResult:
+        from transport.dmp import xds
+
         answer = self._call("registry", xds.ACTION_STORED_QUERY, xds.query_request(query), patient)
         result = xds.read_query_response(answer.payload)
         if result.status != xds.SUCCESS:
@@ -971,6 +1078,8 @@ class DmpClient:
     def _change_status(
         self, transaction: str, entry: xds.DocumentEntry, new: str
     ) -> tuple[xds.RegistryError, ...]:
+        from transport.dmp import xds
+
         if not entry.entry_uuid or not entry.status:
             raise ValidationError(
                 "entry", "use an entry read from the registry (entryUUID, status)"
@@ -983,6 +1092,8 @@ class DmpClient:
     def _update(
         self, transaction: str, patient: Patient, payload: etree._Element
     ) -> tuple[xds.RegistryError, ...]:
+        from transport.dmp import xds
+
         answer = self._call("registry", xds.ACTION_UPDATE, payload, patient)
         result = xds.read_registry_response(answer.payload)
         _raise_unless_success(transaction, result)
@@ -1014,7 +1125,7 @@ class DmpClient:
             build_envelope(action, url, payload, assertions=[assertion]),
             attachments=attachments,
             mtom=service in _MTOM_SERVICES,
-            idempotent=action in _SAFE_READS,
+            idempotent=_idempotent(service, action),
             directory=directory,
             progress=progress,
             digests=digests,
