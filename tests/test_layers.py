@@ -237,26 +237,19 @@ def test_the_tls_layer_never_parses_xml() -> None:
             assert imported != "transport.xml", f"{path.name}:{line}"
 
 
-def test_the_default_wire_does_not_import_requests() -> None:
-    # A new interpreter; making the library's requests session afterwards is the control.
+@pytest.mark.parametrize(
+    ("module", "user"),
+    [
+        ("requests", "from transport.tls import create_session"),  # the default wire is urllib3
+        ("zeep", "import transport.soap.wsdl"),  # zeep serves the WSDL-driven client only
+    ],
+)
+def test_the_clients_do_not_import(module: str, user: str) -> None:
+    # A new interpreter (this one has imported both through other tests); importing what uses
+    # the module afterwards is the control: it does import it.
     code = (
         "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
-        "before = 'requests' in sys.modules; from transport.tls import create_session; "
-        "print(before, 'requests' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    assert result.stdout.split() == ["False", "True"]
-
-
-def test_import_transport_does_not_import_zeep() -> None:
-    # A new interpreter (this one has imported zeep through other tests); importing the zeep glue
-    # afterwards is the control: it does import zeep.
-    code = (
-        "import sys, transport, transport.dmp.client, transport.teleservices.insi; "
-        "before = 'zeep' in sys.modules; import transport.soap.wsdl; "
-        "print(before, 'zeep' in sys.modules)"
+        f"before = {module!r} in sys.modules; {user}; print(before, {module!r} in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
