@@ -5,8 +5,9 @@ the SOAP envelope, then one binary part per attachment) and :meth:`MtomMessage.c
 reading attachment files in :data:`CHUNK_SIZE` blocks. :func:`decode` reads such a body from a
 stream or an iterable of chunks and gives the root part's bytes and every other part, each written
 to its own file when a directory is given, so that no attachment is ever held whole in memory. A
-part going to a file is hashed and written by a thread of its own while the next bytes are read
-(hashlib and file writes release the GIL), and only with the digests the caller checks.
+part going to a file is hashed and written while the next bytes are read, each digest and the
+write by a thread of its own (hashlib and file writes release the GIL), and only with the digests
+the caller checks.
 
 A part's bytes are exactly those between its header block's CRLFCRLF and the CRLF that precedes the
 next delimiter: nothing is stripped (zeep strips CR/LF at both ends, which breaks XDS size/hash).
