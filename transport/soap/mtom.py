@@ -5,8 +5,9 @@ the SOAP envelope, then one binary part per attachment) and :meth:`MtomMessage.c
 reading attachment files in :data:`CHUNK_SIZE` blocks. :func:`decode` reads such a body from a
 stream or an iterable of chunks and gives the root part's bytes and every other part, each written
 to its own file when a directory is given, so that no attachment is ever held whole in memory. A
-part going to a file is hashed and written by a thread of its own while the next bytes are read
-(hashlib and file writes release the GIL), and only with the digests the caller checks.
+part going to a file is hashed and written while the next bytes are read, each digest and the
+write by a thread of its own (hashlib and file writes release the GIL), and only with the digests
+the caller checks.
 
 A part's bytes are exactly those between its header block's CRLFCRLF and the CRLF that precedes the
 next delimiter: nothing is stripped (zeep strips CR/LF at both ends, which breaks XDS size/hash).
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from lxml import etree
 from transport.errors import MtomError, ValidationError
 
 XOP_NS = "http://www.w3.org/2004/08/xop/include"
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 """Bytes read at a time from an attachment file or from a stream being decoded."""
 MAX_IN_MEMORY = 64 * 1024 * 1024
 """Default for the largest part :func:`decode` keeps in memory, in bytes."""
@@ -61,7 +62,7 @@ DIGESTS = frozenset({"sha256", "sha1"})
 """The digests :func:`decode` can compute of each part (hashlib names), and its default."""
 
 _FLUSH = 64 * 1024  # decoded bytes are written out in blocks of at least this size
-_QUEUED = 8  # blocks waiting for a part's writer thread: memory stays bounded (~2 MiB)
+_QUEUED = 2  # blocks waiting in each lane of a HashingWriter: memory stays bounded (a few MiB)
 _WRITEBACK = 8 * 1024 * 1024  # bytes written between two starts of a file's writeback
 _MAX_PADDING = 256  # transport padding (spaces, tabs) accepted after a boundary
 _CRLF_HINT = "MIME lines end with CRLF; a body saved with bare LF line ends cannot be decoded"
@@ -545,7 +546,7 @@ class _Parser:
                 self._emit(found)
             return False
         self._emit(found)
-        del buffer[: end - found]
+        del self._buffer[: end - found]  # _emit may have replaced the buffer
         if self._sink is not None:
             self._finish_part(self._sink)
         self._state = _State.HEADERS if kind is _Kind.NEXT else _State.EPILOGUE
@@ -555,9 +556,18 @@ class _Parser:
         """Hand the first ``size`` buffered bytes to the current part (the preamble has none)."""
         if size <= 0:
             return
-        if self._sink is not None:
-            self._sink.write(self._buffer[:size])
-        del self._buffer[:size]
+        buffer = self._buffer
+        if self._sink is None:
+            del buffer[:size]
+        elif size * 2 >= len(buffer):
+            # Most of the buffer goes: the buffer itself is handed over and its short tail copied,
+            # rather than the other way round (a chunk's bytes are copied once, into the buffer).
+            self._buffer = buffer[size:]
+            del buffer[size:]
+            self._sink.write(buffer)
+        else:
+            self._sink.write(buffer[:size])
+            del buffer[:size]
         self._scan_from -= size
 
     def _read_headers(self) -> bool:
@@ -725,10 +735,12 @@ class _Sink:
 
 class HashingWriter:
     """Feeds blocks to ``hashes`` (hashlib objects, or anything with ``update``) and writes them
-    to ``file`` when one is given, in a thread of its own, so that reading or parsing the next
-    blocks overlaps that work: hashlib and file writes release the GIL on large buffers, so the
-    two run on two cores. At most :data:`_QUEUED` blocks wait (memory stays bounded). An error
-    of the thread (a full disk) is raised by the next :meth:`write` or by :meth:`finish`.
+    to ``file`` when one is given, each in a lane of its own (a thread and a bounded queue), so
+    that reading or parsing the next blocks, every digest and the write all overlap: hashlib and
+    file writes release the GIL on large buffers, so they run on as many cores as there are. A
+    block is shared by the lanes, never copied; at most :data:`_QUEUED` blocks wait in each lane
+    (memory stays bounded). An error of a lane (a full disk) is raised by the next :meth:`write`
+    or by :meth:`finish`.
 
     With ``writeback`` (Linux), the file's pages are handed to the disk every :data:`_WRITEBACK`
     bytes (``posix_fadvise`` ``DONTNEED`` starts the writeback of dirty pages and drops none of
@@ -738,65 +750,87 @@ class HashingWriter:
         self, file: BinaryIO | None, hashes: Sequence[Any], *, writeback: bool = False
     ) -> None:
         self._file = file
-        self._hashes = tuple(hashes)
         # Elsewhere DONTNEED may drop the pages just written: the hint is Linux's only.
         self._writeback = writeback and file is not None and sys.platform == "linux"
         self._written = 0
         self._handed = 0  # bytes whose writeback was started
-        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(_QUEUED)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hashing-writer", daemon=True)
-        self._thread.start()
+        consumers = [digest.update for digest in hashes]
+        if file is not None:
+            consumers.append(self._write)
+        self._lanes = tuple(_Lane(consumer) for consumer in consumers)
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` (handed over: the caller does not modify it afterwards)."""
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
+        for lane in self._lanes:
+            lane.put(data)
 
     def finish(self) -> None:
         """Wait for every queued block to be hashed and written and the file closed; raises the
-        first error the thread or the close met."""
+        first error a lane or the close met."""
         self.close()
-        if self._error is not None:
-            raise self._error
+        for lane in self._lanes:
+            lane.raise_error()
 
     def close(self) -> None:
-        """Wait for the thread and close the file (once), keeping any error for :meth:`finish`."""
-        if not self._thread.is_alive():
-            return
-        self._queue.put(None)
-        self._thread.join()
-        if self._file is None:
+        """Wait for the lanes and close the file (once), keeping any error for :meth:`finish`."""
+        for lane in self._lanes:
+            lane.close()
+        if self._file is None or self._file.closed:
             return
         try:
             self._file.close()
         except OSError as error:  # the last buffered bytes could not be written
-            self._error = self._error or error
+            self._lanes[-1].keep_error(error)
 
-    def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drained unwritten, so that write() never blocks on a full queue
-            try:
-                for digest in self._hashes:
-                    digest.update(data)
-                if self._file is not None:
-                    self._file.write(data)
-                    self._start_writeback(len(data))
-            except BaseException as error:  # raised in the thread that queues the blocks
-                self._error = error
-
-    def _start_writeback(self, size: int) -> None:
-        self._written += size
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._written += len(data)
         if not self._writeback or self._written - self._handed < _WRITEBACK:
             return
-        assert self._file is not None
         self._file.flush()
         os.posix_fadvise(
             self._file.fileno(), self._handed, self._written - self._handed, os.POSIX_FADV_DONTNEED
         )
         self._handed = self._written
+
+
+class _Lane:
+    """One consumer of a :class:`HashingWriter`'s blocks, in a thread of its own, fed through a
+    queue of at most :data:`_QUEUED` blocks; its first error is kept for the writer to raise."""
+
+    def __init__(self, consume: Callable[[bytes | bytearray | memoryview], object]) -> None:
+        self._consume = consume
+        self._queue: queue.Queue[bytes | bytearray | memoryview | None] = queue.Queue(_QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hashing-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes | bytearray | memoryview) -> None:
+        self.raise_error()
+        self._queue.put(data)
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def keep_error(self, error: BaseException) -> None:
+        self._error = self._error or error
+
+    def close(self) -> None:
+        """Let the thread consume what is queued, and wait for it (once)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained unconsumed, so that put() never blocks on a full queue
+            try:
+                self._consume(data)
+            except BaseException as error:  # raised in the thread that queues the blocks
+                self._error = error
 
 
 def _transfer_decoder(encoding: str, number: int) -> _Base64 | None:
