@@ -532,13 +532,14 @@ def _author_role(roles: tuple[Code, ...]) -> Code | None:
 
 # --- TD0.2 / TD1.3a: PRPA_IN201307UV02 → PRPA_IN201308UV02 ---------------------------------------
 
-_QUERY_PLACEHOLDERS = etree.XPath(
-    "./h:id | ./h:creationTime | ./h:controlActProcess/h:queryByParameter/h:queryId"
-    " | ./h:controlActProcess/h:queryByParameter/h:parameterList/h:patientIdentifier/h:value",
-    namespaces={"h": HL7_NS},
+_QUERY_PLACEHOLDERS = (
+    "id",
+    "creationTime",
+    "controlActProcess/queryByParameter/queryId",
+    "controlActProcess/queryByParameter/parameterList/patientIdentifier/value",
 )
-"""What a query fills in its template, found in one evaluation (in document order): the
-message id, the creation time, the query id and the patient identifier."""
+"""What a query fills in its template: the message id, the creation time, the query id and the
+patient identifier (paths of HL7 child steps)."""
 _PLACEHOLDER = Identifier("0", "0")
 
 
@@ -597,7 +598,9 @@ class DemographicsQuery:
         root = copy.deepcopy(
             _query_template(sent.sender, sent.receiver, sent.processing_code, self.reason)
         )
-        message_id, creation_time, query_id, value = _QUERY_PLACEHOLDERS(root)
+        message_id, creation_time, query_id, value = (
+            _hl7.require(root, path) for path in _QUERY_PLACEHOLDERS
+        )
         _set_identifier(message_id, sent.message_id)
         creation_time.set("value", format_ts(sent.created))
         _set_identifier(query_id, self.query_id)
