@@ -70,6 +70,14 @@ def test_compiled_paths_find_what_lxml_find_finds() -> None:
         b"<a>1</a><a>2</a></r>"), "a")] == ["1", "2"]  # fmt: skip
 
 
+def test_a_path_whose_first_branch_has_no_match_finds_a_later_one() -> None:
+    root = etree.fromstring(b"<r><h><p/></h><h><a>1</a><a>2</a></h><h><a>3</a></h></r>")
+    assert find_first(root, "h/a") is root.find("h/a")
+    assert find_first(root, "h/a").text == "1"
+    assert [element.text for element in compiled_path("h/a")(root)] == ["1", "2", "3"]
+    assert find_first(root, "h/b") is None
+
+
 @pytest.mark.parametrize("path", ["..", ".", "a[1]", "a//b", "{urn:x}", "@id", "a/text()"])
 def test_a_compiled_path_is_only_child_steps(path: str) -> None:
     with pytest.raises(ValueError, match="child steps"):

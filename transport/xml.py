@@ -169,15 +169,15 @@ class ChildPath:
 
     def first(self, element: etree._Element) -> etree._Element | None:
         """The first matching element in document order, or None."""
-        return next(self._walk(element, 0), None)
-
-    def _walk(self, element: etree._Element, depth: int) -> Iterator[etree._Element]:
-        children = element.iterchildren(self.tags[depth])
-        if depth + 1 == len(self.tags):
-            yield from children
-            return
-        for child in children:
-            yield from self._walk(child, depth + 1)
+        node = element
+        for tag in self.tags:
+            node = next(node.iterchildren(tag), None)
+            if node is None:
+                # The first element of some step has no match below it: a later one may.
+                found = self(element)
+                return found[0] if found else None
+        # Through the first element of each step: nothing else can come before it.
+        return node
 
 
 @functools.lru_cache(maxsize=4096)
