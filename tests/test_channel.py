@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import io
 import logging
 import socket
@@ -34,7 +35,7 @@ from transport.errors import (
     TLSError,
     TransportError,
 )
-from transport.soap import addressing
+from transport.soap import addressing, mtom
 from transport.soap.channel import (
     Call,
     CallOptions,
@@ -279,6 +280,37 @@ def test_the_default_wire_refuses_plain_http_before_connecting(channel) -> None:
 def test_the_default_wire_posts_to_https_urls_only(channel, url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         channel.wire.send(WireRequest(url, {}, b"<x/>"))
+
+
+_SMALL = b"<e>" + b"a" * 1000 + b"</e>"
+_LARGE = b"<e>" + b"b" * (mtom.CHUNK_SIZE + 1000) + b"</e>"
+_INFLATING = b"<e>" + b"c" * (4 * mtom.CHUNK_SIZE) + b"</e>"
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "expected"),
+    [
+        (f"Content-Length: {len(_SMALL)}\r\n", _SMALL, _SMALL),
+        (f"Content-Length: {len(_LARGE)}\r\n", _LARGE, _LARGE),
+        (
+            f"Content-Encoding: gzip\r\nContent-Length: {len(gzip.compress(_INFLATING))}\r\n",
+            gzip.compress(_INFLATING),
+            _INFLATING,
+        ),
+    ],
+    ids=["within-a-chunk", "beyond-a-chunk", "gzip-inflating-beyond-a-chunk"],
+)
+def test_a_plain_answer_is_read_whole_however_long_and_encoded(
+    pki, channel, extra: str, body: bytes, expected: bytes
+) -> None:
+    # A small plain body is read in one go; a longer or compressed one chunk by chunk.
+    def answer(connection: socket.socket, stopped: threading.Event) -> None:
+        connection.sendall(_head(extra) + body)
+
+    with RawServer(pki, answer) as server:
+        received = channel.exchange(Call(server.url, envelope_for(server.url)))
+    assert received.status == 200
+    assert received.decoded.root == expected
 
 
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:

@@ -352,6 +352,10 @@ class _PoolResponse:
     def iter_bytes(self) -> Iterator[bytes]:
         done = 0
         try:
+            if _one_read(self.headers):
+                # Most answers: urllib3's stream would read twice (the body, then its end).
+                yield self._response.read(decode_content=True)
+                return
             for chunk in self._response.stream(mtom.CHUNK_SIZE, decode_content=True):
                 done += len(chunk)
                 yield chunk
@@ -363,6 +367,18 @@ class _PoolResponse:
         # closes it, so that a half-read answer never reaches the next call.
         self._response.close()
         self._response.release_conn()
+
+
+def _one_read(headers: Mapping[str, str]) -> bool:
+    """Whether a body is read in one go: its declared length within a chunk and no
+    Content-Encoding (a small compressed body may inflate far beyond a chunk)."""
+    length = headers.get("Content-Length")
+    return (
+        length is not None
+        and length.isdigit()
+        and int(length) <= mtom.CHUNK_SIZE
+        and "Content-Encoding" not in headers
+    )
 
 
 class RequestsWire:
