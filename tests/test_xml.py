@@ -78,6 +78,13 @@ def test_a_path_whose_first_branch_has_no_match_finds_a_later_one() -> None:
     assert find_first(root, "h/b") is None
 
 
+def test_a_path_step_without_namespace_matches_only_elements_without_one() -> None:
+    root = etree.fromstring(b'<r xmlns:x="urn:x"><x:a>namespaced</x:a><a>plain</a><!-- c --></r>')
+    for path in ("a", "{}a", "{urn:x}a", "*", "{urn:x}*"):
+        assert compiled_path(path)(root) == root.findall(path)
+    assert find_first(root, "a").text == "plain"
+
+
 @pytest.mark.parametrize("path", ["..", ".", "a[1]", "a//b", "{urn:x}", "@id", "a/text()"])
 def test_a_compiled_path_is_only_child_steps(path: str) -> None:
     with pytest.raises(ValueError, match="child steps"):
