@@ -62,6 +62,7 @@ from transport import examplepki
 from transport.config import example_profile
 from transport.credentials import Purpose
 from transport.dmp.client import DmpClient, software_device
+from transport.soap.channel import CoalescingConnection, CoalescingPool
 from transport.soap.trace import Tracer
 from transport.stubs.app import DMP_SERVICES, Stubs
 from transport.tls import create_session
@@ -142,19 +143,29 @@ class MemoryConnection(urllib3.connection.HTTPSConnection):
         return self.sock is not None  # urllib3 would poll a real socket for a hang-up
 
 
+class CoalescingMemoryConnection(MemoryConnection, CoalescingConnection):
+    """Our wire's connection (head and small body in one write) with memory for a socket."""
+
+
 @contextlib.contextmanager
 def memory_sockets(template: bytes) -> Iterator[Answered]:
     """Inside the block, every HTTPS connection urllib3 makes (requests' included) is a
-    :class:`MemoryConnection` answering ``template``; the count of its answers is yielded."""
+    :class:`MemoryConnection` answering ``template`` (ours a
+    :class:`CoalescingMemoryConnection`); the count of its answers is yielded."""
     MemoryConnection.template = template
     MemoryConnection.answered = answered = Answered()
-    pool = urllib3.HTTPSConnectionPool
-    original = pool.ConnectionCls
-    pool.ConnectionCls = MemoryConnection
+    swaps = (
+        (urllib3.HTTPSConnectionPool, MemoryConnection),
+        (CoalescingPool, CoalescingMemoryConnection),
+    )
+    originals = [pool.ConnectionCls for pool, _ in swaps]
+    for pool, memory in swaps:
+        pool.ConnectionCls = memory
     try:
         yield answered
     finally:
-        pool.ConnectionCls = original
+        for (pool, _), original in zip(swaps, originals, strict=True):
+            pool.ConnectionCls = original
 
 
 def cpu_figures(profile, template: bytes, request: bytes, calls: int, runs: int) -> list[Figure]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import io
 import logging
+import re
 import socket
 import threading
 import time
@@ -34,7 +36,7 @@ from transport.errors import (
     TLSError,
     TransportError,
 )
-from transport.soap import addressing
+from transport.soap import addressing, mtom
 from transport.soap.channel import (
     Call,
     CallOptions,
@@ -279,6 +281,73 @@ def test_the_default_wire_refuses_plain_http_before_connecting(channel) -> None:
 def test_the_default_wire_posts_to_https_urls_only(channel, url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         channel.wire.send(WireRequest(url, {}, b"<x/>"))
+
+
+_SMALL = b"<e>" + b"a" * 1000 + b"</e>"
+_LARGE = b"<e>" + b"b" * (mtom.CHUNK_SIZE + 1000) + b"</e>"
+_INFLATING = b"<e>" + b"c" * (4 * mtom.CHUNK_SIZE) + b"</e>"
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "expected"),
+    [
+        (f"Content-Length: {len(_SMALL)}\r\n", _SMALL, _SMALL),
+        (f"Content-Length: {len(_LARGE)}\r\n", _LARGE, _LARGE),
+        (
+            f"Content-Encoding: gzip\r\nContent-Length: {len(gzip.compress(_INFLATING))}\r\n",
+            gzip.compress(_INFLATING),
+            _INFLATING,
+        ),
+    ],
+    ids=["within-a-chunk", "beyond-a-chunk", "gzip-inflating-beyond-a-chunk"],
+)
+def test_a_plain_answer_is_read_whole_however_long_and_encoded(
+    pki, channel, extra: str, body: bytes, expected: bytes
+) -> None:
+    # A small plain body is read in one go; a longer or compressed one chunk by chunk.
+    def answer(connection: socket.socket, stopped: threading.Event) -> None:
+        connection.sendall(_head(extra) + body)
+
+    with RawServer(pki, answer) as server:
+        received = channel.exchange(Call(server.url, envelope_for(server.url)))
+    assert received.status == 200
+    assert received.decoded.root == expected
+
+
+class FirstRecordServer(RawServer):
+    """Keeps the first TLS record of each request it reads (a TLS read returns one record at
+    most), and answers each with an empty 200."""
+
+    def __init__(self, pki: examplepki.ExamplePKI) -> None:
+        super().__init__(pki, silent)
+        self.first_records: list[bytes] = []
+
+    def _handle(self, raw: socket.socket) -> None:
+        assert self.context is not None
+        with raw, self.context.wrap_socket(raw, server_side=True) as connection:
+            while first := connection.recv(1 << 20):
+                self.first_records.append(first)
+                head, _, body = first.partition(b"\r\n\r\n")
+                found = re.search(rb"(?im)^content-length: *(\d+)", head)
+                length = int(found.group(1)) if found else 0
+                while len(body) < length:
+                    body += connection.recv(1 << 20)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_request_head_goes_with_a_small_body_in_one_tls_record(pki, channel) -> None:
+    small, large = b"<s>" + b"s" * 5000 + b"</s>", b"<l>" + b"l" * (200 * 1024) + b"</l>"
+    with FirstRecordServer(pki) as server:
+        for body in (small, large, b""):
+            response = channel.wire.send(WireRequest(server.url, {}, body))
+            assert b"".join(response.iter_bytes()) == b""
+            response.close()
+    with_small, with_large, without = server.first_records
+    assert with_small.startswith(b"POST /service HTTP/1.1\r\n")
+    assert with_small.endswith(b"\r\n\r\n" + small)  # head and body together
+    assert with_large.endswith(b"\r\n\r\n")  # the head alone: the body is too large to copy
+    # No body: the head still goes, whole.
+    assert b"\r\nContent-Length: 0\r\n" in without and without.endswith(b"\r\n\r\n")
 
 
 def test_an_undecodable_answer_is_a_transport_error(pki, channel) -> None:

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "transport"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "xml", "deprecation", "examplepki", "openssl"),  # nothing of the project below
+    # nothing of the project below:
+    ("errors", "xml", "deprecation", "examplepki", "openssl", "ids"),
     ("credentials", "pkcs11"),
     ("tls",),
     ("vihf", "xmlsig"),

@@ -8,6 +8,7 @@ import ssl
 import stat
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,10 +28,12 @@ from transport.soap.channel import send
 from transport.stubs import ServerTLS, StubRequest, StubResponse, StubServer
 from transport.tls import (
     DMP_CIPHERS,
+    DeadlineSocket,
     MutualTLSAdapter,
     TLSSettings,
     create_context,
     create_session,
+    deadline,
 )
 
 BODY = b"<ping/>"
@@ -633,3 +636,31 @@ def test_requests_carry_the_headers_and_cookies_requests_would_send(
     assert "cookie" not in first
     assert second["cookie"] == "route=a1"  # the session's cookie jar still works
     assert second["accept-encoding"] == "gzip, deflate"
+
+
+def test_a_socket_timeout_follows_the_deadline_and_comes_back_when_set_again(
+    pki: ExamplePKI,
+) -> None:
+    # urllib3 sets the read timeout again before each request on a kept-alive connection; the
+    # TLS socket skips a timeout it already has, and must still undo one the deadline shortened.
+    context = create_context(None, TLSSettings(pki.ca_bundle))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        plain = socket.create_connection(listener.getsockname())
+        with context.wrap_socket(
+            plain, server_hostname="localhost", do_handshake_on_connect=False
+        ) as sock:
+            assert isinstance(sock, DeadlineSocket)
+            sock.settimeout(30.0)
+            sock.settimeout(30.0)
+            assert sock.gettimeout() == 30.0
+            with deadline(time.monotonic() + 2.0):
+                sock._bound()
+                assert sock.gettimeout() <= 2.0
+                sock.settimeout(30.0)
+                assert sock.gettimeout() == 30.0
+                sock._bound()
+                assert sock.gettimeout() <= 2.0
+            sock._bound()  # a call without deadline on the same connection
+            assert sock.gettimeout() == 30.0
+            sock.settimeout(None)
+            assert sock.gettimeout() is None

@@ -70,6 +70,21 @@ def test_compiled_paths_find_what_lxml_find_finds() -> None:
         b"<a>1</a><a>2</a></r>"), "a")] == ["1", "2"]  # fmt: skip
 
 
+def test_a_path_whose_first_branch_has_no_match_finds_a_later_one() -> None:
+    root = etree.fromstring(b"<r><h><p/></h><h><a>1</a><a>2</a></h><h><a>3</a></h></r>")
+    assert find_first(root, "h/a") is root.find("h/a")
+    assert find_first(root, "h/a").text == "1"
+    assert [element.text for element in compiled_path("h/a")(root)] == ["1", "2", "3"]
+    assert find_first(root, "h/b") is None
+
+
+def test_a_path_step_without_namespace_matches_only_elements_without_one() -> None:
+    root = etree.fromstring(b'<r xmlns:x="urn:x"><x:a>namespaced</x:a><a>plain</a><!-- c --></r>')
+    for path in ("a", "{}a", "{urn:x}a", "*", "{urn:x}*"):
+        assert compiled_path(path)(root) == root.findall(path)
+    assert find_first(root, "a").text == "plain"
+
+
 @pytest.mark.parametrize("path", ["..", ".", "a[1]", "a//b", "{urn:x}", "@id", "a/text()"])
 def test_a_compiled_path_is_only_child_steps(path: str) -> None:
     with pytest.raises(ValueError, match="child steps"):

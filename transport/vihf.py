@@ -13,7 +13,6 @@ import enum
 import functools
 import logging
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from lxml import etree
 
+from transport import ids
 from transport.credentials import Signer, rfc2253_dn, subject_dn
 from transport.errors import SignatureError, ValidationError, VihfValidationError
 from transport.xml import Namespace, read_datetime
@@ -360,7 +360,7 @@ def build_assertion(
     now = now or datetime.now(UTC)
     template = _template(vihf.with_patient(None), vihf.patient is not None, issuer, options)
     assertion = copy.deepcopy(template.element)
-    assertion.set("ID", assertion_id or f"_{uuid.uuid4()}")
+    assertion.set("ID", assertion_id or f"_{ids.uuid4()}")
     instant = format_instant(now)
     assertion.set("IssueInstant", instant)
     assertion[template.authn_statement].set("AuthnInstant", instant)

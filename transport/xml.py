@@ -121,8 +121,7 @@ class Namespace:
         """The first element at ``path`` (steps in this namespace) under ``element``, or None."""
         if element is None:
             return None
-        found = _compiled_steps(self.uri, path)(element)
-        return found[0] if found else None
+        return _compiled_steps(self.uri, path).first(element)
 
     def findall(self, element: etree._Element, path: str) -> Iterator[etree._Element]:
         """Every element at ``path`` (steps in this namespace) under ``element``, in order."""
@@ -154,34 +153,53 @@ def _qualified(uri: str, path: str) -> str:
 _STEP = re.compile(r"(?:\{([^{}]*)\})?([A-Za-z_][\w.-]*|\*)")
 
 
+@dataclass(frozen=True)
+class ChildPath:
+    """A path of child steps, each an lxml tag selector (``{uri}name``, ``name`` for no
+    namespace, ``*`` or ``{uri}*``), walked from the element it is called on."""
+
+    tags: tuple[str, ...]
+
+    def __call__(self, element: etree._Element) -> list[etree._Element]:
+        """The matching elements, in document order."""
+        found = [element]
+        for tag in self.tags:
+            found = [child for parent in found for child in parent.iterchildren(tag)]
+        return found
+
+    def first(self, element: etree._Element) -> etree._Element | None:
+        """The first matching element in document order, or None."""
+        node = element
+        for tag in self.tags:
+            node = next(node.iterchildren(tag), None)
+            if node is None:
+                # The first element of some step has no match below it: a later one may.
+                found = self(element)
+                return found[0] if found else None
+        # Through the first element of each step: nothing else can come before it.
+        return node
+
+
 @functools.lru_cache(maxsize=4096)
-def compiled_path(path: str) -> etree.XPath:
+def compiled_path(path: str) -> ChildPath:
     """``path``, child steps in James Clark notation (``{uri}name/{uri}name``, as lxml's ``find``
-    takes them; ``*`` for any name), compiled once as an XPath 1.0 location path relative to the
-    element it is called on; it returns the matching elements in document order.
+    takes them; ``*`` for any name), checked and split once; calling it returns the matching
+    elements in document order.
 
-    lxml's ``find`` interprets its ElementPath in Python at every call (about 2 µs a step); the
-    same steps run by libxml2 take about half that, and readers ask for the same paths on every
-    message.
+    lxml's ``find`` interprets its ElementPath in Python at every call (about 2 µs a step), and
+    an XPath evaluation lets go of the GIL: with threads waiting for it, every lookup then costs
+    a context switch. Walking ``iterchildren`` keeps both in C and the GIL held.
     """
-    namespaces: dict[str, str] = {}
-    steps = []
+    tags = []
     for step in path.split("/") if "{" not in path else _clark_steps(path):
-        match = _STEP.fullmatch(step)
-        if match is None:
+        if _STEP.fullmatch(step) is None:
             raise ValueError(f"not a path of child steps: {path!r}")
-        uri, name = match.groups()
-        if uri:
-            prefix = namespaces.setdefault(uri, f"n{len(namespaces)}")
-            steps.append(f"{prefix}:{name}")
-        else:
-            steps.append(name)
-    prefixes = {prefix: uri for uri, prefix in namespaces.items()}
-    return etree.XPath("./" + "/".join(steps), namespaces=prefixes)
+        tags.append(step)
+    return ChildPath(tuple(tags))
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled_steps(uri: str, path: str) -> etree.XPath:
+def _compiled_steps(uri: str, path: str) -> ChildPath:
     # One cache lookup per read instead of two (the qualified path, then its XPath).
     return compiled_path(_qualified(uri, path))
 
@@ -202,8 +220,7 @@ def find_first(element: etree._Element | None, path: str) -> etree._Element | No
     """The first element at ``path`` (see :func:`compiled_path`) under ``element``, or None."""
     if element is None:
         return None
-    found = compiled_path(path)(element)
-    return found[0] if found else None
+    return compiled_path(path).first(element)
 
 
 def _attributes(attributes: dict[str, str | None]) -> dict[str, str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import enum
 import functools
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from typing import Any
 
 from lxml import etree
 
+from transport import ids
 from transport.errors import ValidationError
 from transport.vihf import HL7_NS, INS_OIDS, PROFESSION_SYSTEM, XSI_NS, Code, Patient, Vihf
 from transport.xml import Namespace, format_ts, localname, read_ts
@@ -192,7 +192,7 @@ class Transmission:
         cls, sender: Device, receiver: Device = DMP_DEVICE, *, now: datetime | None = None
     ) -> Transmission:
         """A new message from ``sender``: id ``<sender OID>.1`` + a fresh UUID."""
-        message_id = Identifier(f"{sender.root}.1", str(uuid.uuid4()))
+        message_id = Identifier(f"{sender.root}.1", ids.uuid4())
         # HL7 TS is sent to the second: keep what a reader will see.
         created = (now or datetime.now(UTC)).replace(microsecond=0)
         return cls(message_id, created, sender, receiver)
@@ -201,7 +201,7 @@ class Transmission:
         """The transmission of an answer to this message: devices swapped, and a UUID as the
         id's root, as the DMP's own answers have."""
         created = (now or datetime.now(UTC)).replace(microsecond=0)
-        message_id = Identifier(str(uuid.uuid4()))
+        message_id = Identifier(ids.uuid4())
         return Transmission(message_id, created, self.receiver, self.sender, self.processing_code)
 
     def write(self, tag: str, accept_ack: str) -> etree._Element:
@@ -532,13 +532,14 @@ def _author_role(roles: tuple[Code, ...]) -> Code | None:
 
 # --- TD0.2 / TD1.3a: PRPA_IN201307UV02 → PRPA_IN201308UV02 ---------------------------------------
 
-_QUERY_PLACEHOLDERS = etree.XPath(
-    "./h:id | ./h:creationTime | ./h:controlActProcess/h:queryByParameter/h:queryId"
-    " | ./h:controlActProcess/h:queryByParameter/h:parameterList/h:patientIdentifier/h:value",
-    namespaces={"h": HL7_NS},
+_QUERY_PLACEHOLDERS = (
+    "id",
+    "creationTime",
+    "controlActProcess/queryByParameter/queryId",
+    "controlActProcess/queryByParameter/parameterList/patientIdentifier/value",
 )
-"""What a query fills in its template, found in one evaluation (in document order): the
-message id, the creation time, the query id and the patient identifier."""
+"""What a query fills in its template: the message id, the creation time, the query id and the
+patient identifier (paths of HL7 child steps)."""
 _PLACEHOLDER = Identifier("0", "0")
 
 
@@ -587,7 +588,7 @@ class DemographicsQuery:
         """A new query from ``sender`` (reason ``TEST_EXST`` or ``CNSLT_DATA``)."""
         if reason not in (Reason.TEST_EXST, Reason.CNSLT_DATA):
             raise ValidationError("reasonCode", f"{reason} is not a PRPA_IN201307UV02 reason")
-        query_id = Identifier(f"{sender.root}.2", str(uuid.uuid4()))
+        query_id = Identifier(f"{sender.root}.2", ids.uuid4())
         return cls(Transmission.new(sender, now=now), reason, patient, query_id)
 
     def build(self) -> etree._Element:
@@ -597,7 +598,9 @@ class DemographicsQuery:
         root = copy.deepcopy(
             _query_template(sent.sender, sent.receiver, sent.processing_code, self.reason)
         )
-        message_id, creation_time, query_id, value = _QUERY_PLACEHOLDERS(root)
+        message_id, creation_time, query_id, value = (
+            _hl7.require(root, path) for path in _QUERY_PLACEHOLDERS
+        )
         _set_identifier(message_id, sent.message_id)
         creation_time.set("value", format_ts(sent.created))
         _set_identifier(query_id, self.query_id)
@@ -947,7 +950,7 @@ class CandidatesQuery:
     @classmethod
     def new(cls, traits: Traits, sender: Device, *, now: datetime | None = None) -> CandidatesQuery:
         """A new search from ``sender``."""
-        query_id = Identifier(f"{sender.root}.2", str(uuid.uuid4()))
+        query_id = Identifier(f"{sender.root}.2", ids.uuid4())
         return cls(Transmission.new(sender, now=now), query_id, traits)
 
     def build(self) -> etree._Element:

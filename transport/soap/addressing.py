@@ -8,11 +8,11 @@ want only ``Action`` and ``MessageID`` (``uuid:``), without ``mustUnderstand``.
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Iterable
 
 from lxml import etree
 
+from transport import ids
 from transport.xml import find_first
 
 WSA_NS = "http://www.w3.org/2005/08/addressing"
@@ -32,7 +32,7 @@ class Flavour(enum.Enum):
 def new_message_id(flavour: Flavour = Flavour.DMP) -> str:
     """A fresh MessageID: ``urn:uuid:…`` for the DMP, ``uuid:…`` for the téléservices."""
     prefix = "urn:uuid:" if flavour is Flavour.DMP else "uuid:"
-    return f"{prefix}{uuid.uuid4()}"
+    return f"{prefix}{ids.uuid4()}"
 
 
 def _wsa(name: str, text: str | None = None, *, must_understand: bool = False) -> etree._Element:

@@ -32,7 +32,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import urllib3
@@ -205,6 +205,52 @@ _NO_RETRIES = urllib3.Retry(total=False, redirect=False)
 every call rather than urllib3 making one per call."""
 
 
+_COALESCED = 64 * 1024
+"""Largest first body chunk (bytes) written together with the request's head."""
+
+
+class CoalescingConnection(urllib3.connection.HTTPSConnection):
+    """urllib3's HTTPS connection writing a request's head and the first chunk of its body (up
+    to :data:`_COALESCED` bytes) in one TLS write: http.client writes the head alone and urllib3
+    then the body, two records, two system calls and the server's two reads for each call."""
+
+    _holding = False
+    _head: bytes | None = None
+
+    def endheaders(self, message_body: object = None, *, encode_chunked: bool = False) -> None:
+        # http.client's first write after this is the head: it is held for the body.
+        self._holding = True
+        super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[arg-type]
+
+    def send(self, data: Any) -> None:
+        if self._holding:
+            self._holding = False
+            self._head = data
+            return
+        head, self._head = self._head, None
+        if head is not None:
+            if isinstance(data, bytes) and len(data) <= _COALESCED:
+                data = head + data
+            else:
+                super().send(head)
+        super().send(data)
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        # A request without a body: its head still waits.
+        head, self._head = self._head, None
+        self._holding = False
+        if head is not None:
+            super().send(head)
+        return super().getresponse()
+
+
+class CoalescingPool(urllib3.HTTPSConnectionPool):
+    """urllib3's HTTPS connection pool of :class:`CoalescingConnection` s, those of a
+    :class:`PoolWire`."""
+
+    ConnectionCls = CoalescingConnection
+
+
 class PoolWire:
     """The default wire: urllib3 connection pools (keep-alive, ``pool_maxsize`` connections per
     host, enough for as many threads) over one mutual-TLS context of
@@ -316,13 +362,17 @@ class PoolWire:
     ) -> urllib3.HTTPSConnectionPool:
         options = {"maxsize": self.settings.pool_maxsize, "ssl_context": self._context}
         if proxy is None:
-            return urllib3.HTTPSConnectionPool(host, port, **options)
+            return CoalescingPool(host, port, **options)
         address = proxy if "://" in proxy else f"http://{proxy}"
         try:
             auth = urllib3.util.parse_url(address).auth
             headers = urllib3.make_headers(proxy_basic_auth=unquote(auth)) if auth else None
             # A manager of one host only, so that it never closes the pool kept here.
             tunnels = urllib3.ProxyManager(address, num_pools=1, proxy_headers=headers, **options)
+            tunnels.pool_classes_by_scheme = {
+                **tunnels.pool_classes_by_scheme,
+                "https": CoalescingPool,
+            }
             return tunnels.connection_from_host(host, port, "https")
         except (ProxySchemeUnknown, LocationValueError) as error:
             raise ConfigurationError(
@@ -352,6 +402,10 @@ class _PoolResponse:
     def iter_bytes(self) -> Iterator[bytes]:
         done = 0
         try:
+            if _one_read(self.headers):
+                # Most answers: urllib3's stream would read twice (the body, then its end).
+                yield self._response.read(decode_content=True)
+                return
             for chunk in self._response.stream(mtom.CHUNK_SIZE, decode_content=True):
                 done += len(chunk)
                 yield chunk
@@ -363,6 +417,18 @@ class _PoolResponse:
         # closes it, so that a half-read answer never reaches the next call.
         self._response.close()
         self._response.release_conn()
+
+
+def _one_read(headers: Mapping[str, str]) -> bool:
+    """Whether a body is read in one go: its declared length within a chunk and no
+    Content-Encoding (a small compressed body may inflate far beyond a chunk)."""
+    length = headers.get("Content-Length")
+    return (
+        length is not None
+        and length.isdigit()
+        and int(length) <= mtom.CHUNK_SIZE
+        and "Content-Encoding" not in headers
+    )
 
 
 class RequestsWire:

@@ -34,6 +34,7 @@ from typing import Any
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from transport import ids
 from transport.config import Profile, config_directory
 from transport.credentials import Credential, Purpose, Signer, subject_dn
 from transport.deprecation import Alias
@@ -120,7 +121,7 @@ class ContexteLPS:
         cls, emitter: str | None, software: Software, *, now: datetime | None = None
     ) -> ContexteLPS:
         """A context for one new request: a fresh UUID and the current UTC time."""
-        return cls(str(uuid.uuid4()), now or datetime.now(UTC), emitter, software)
+        return cls(ids.uuid4(), now or datetime.now(UTC), emitter, software)
 
 
 def build_contexte_lps(context: ContexteLPS) -> etree._Element:
@@ -244,7 +245,7 @@ class ContexteBAM:
         now: datetime | None = None,
     ) -> ContexteBAM:
         """A context for one new request: a fresh UUID and the current UTC time."""
-        return cls(str(uuid.uuid4()), now or datetime.now(UTC), emitter, coverage or Coverage())
+        return cls(ids.uuid4(), now or datetime.now(UTC), emitter, coverage or Coverage())
 
 
 def build_contexte_bam(context: ContexteBAM) -> etree._Element:
@@ -411,7 +412,7 @@ def build_assertion_ps(
     element = etree.Element(
         SAML("Assertion"),
         nsmap={"saml2": SAML_NS},
-        ID=assertion_id or f"_{uuid.uuid4()}",
+        ID=assertion_id or f"_{ids.uuid4()}",
         IssueInstant=format_instant(now or datetime.now(UTC)),
         Version="2.0",
     )
@@ -662,8 +663,8 @@ class RequestTemplate:
         # The order build_request writes: ContexteBAM, ContexteLPS, wsa:Action, wsa:MessageID.
         bam, lps, wsa_action, wsa_message_id = envelope[0]
         instant = format_instant(now or datetime.now(UTC))
-        bam[0].text, bam[1].text = str(uuid.uuid4()), instant
-        lps[0].text, lps[1].text = str(uuid.uuid4()), instant
+        bam[0].text, bam[1].text = ids.uuid4(), instant
+        lps[0].text, lps[1].text = ids.uuid4(), instant
         wsa_action.text = action
         wsa_message_id.text = addressing.new_message_id(Flavour.TLSI)
         envelope[1].append(payload)

@@ -137,7 +137,10 @@ class DeadlineSocket(ssl.SSLSocket):
     def settimeout(self, value: float | None) -> None:
         self._timeout = value
         self._shortened = False
-        super().settimeout(value)
+        # urllib3 sets the same timeout before every request on a kept-alive connection:
+        # setting it again would cost system calls for nothing.
+        if super().gettimeout() != value:
+            super().settimeout(value)
 
     def _bound(self) -> None:
         # Before the socket is connected, ssl itself probes it without blocking: left alone.
