@@ -38,12 +38,14 @@ from transport.errors import (
 )
 from transport.soap import addressing, mtom
 from transport.soap.channel import (
+    _ROUTES_KEPT,
     Call,
     CallOptions,
     Channel,
     MockRequest,
     MockResponse,
     MockWire,
+    PoolWire,
     RetryPolicy,
     Wire,
     WireRequest,
@@ -785,3 +787,18 @@ def test_the_default_wire_names_a_failing_proxy_without_its_password(
     assert f"the proxy http://127.0.0.1:{port} failed" in caught.value.message
     assert "s3cret" not in str(caught.value)
     assert "dmp.example.invalid" not in str(caught.value)
+
+
+def test_a_pool_wire_remembers_a_bounded_number_of_routes(pki: examplepki.ExamplePKI) -> None:
+    # A caller posting to ever new URLs (a query string per call) must not grow the wire without
+    # bound; the host's one pool stays.
+    profile = example_profile(pki, AuthMode.INDIRECTE, {"dmp": "https://127.0.0.1:9/dmp"})
+    wire = PoolWire.connect(None, profile.tls_settings())
+    try:
+        for number in range(_ROUTES_KEPT + 10):
+            wire._route(f"https://127.0.0.1:9/dmp?call={number}")
+        assert 0 < len(wire._routes) <= _ROUTES_KEPT
+        assert wire.hosts == ("127.0.0.1:9",)
+    finally:
+        wire.close()
+    assert wire.hosts == ()

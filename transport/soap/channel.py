@@ -80,6 +80,7 @@ _deadline_override: ContextVar[tuple[float | None] | None] = ContextVar(
     "cisis_transport_call_deadline", default=None
 )
 _SPACE_OR_CONTROL = re.compile("[\x00-\x20\x7f]")
+_ROUTES_KEPT = 256  # URLs whose route a PoolWire remembers; a profile has a handful
 _URL_FIX = "fix the service URL ([endpoints] in the profile, or --endpoint)"
 _PROXY_FIX = "check HTTPS_PROXY and NO_PROXY, and that the proxy is up and lets HTTPS through"
 
@@ -354,6 +355,8 @@ class PoolWire:
                 pool = self._new_pool(url, host, port, proxy)
                 self._pools[host, port, proxy] = pool
             route = _Route(pool, parts.request_uri, proxy)
+            if len(self._routes) >= _ROUTES_KEPT:  # a caller posting to ever new URLs
+                self._routes.clear()
             self._routes[url] = route
         return route
 

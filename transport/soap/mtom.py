@@ -38,7 +38,6 @@ import secrets
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from urllib.parse import quote, unquote
 
 from lxml import etree
 
+from transport import ids
 from transport.errors import MtomError, ValidationError
 
 XOP_NS = "http://www.w3.org/2004/08/xop/include"
@@ -194,7 +194,7 @@ def include(content_id: str) -> etree._Element:
 def new_content_id(domain: str = "cisis-transport") -> str:
     """A fresh, unique Content-ID (without ``<>``): ``<uuid4>@<domain>``."""
     _check_content_id(domain, "domain")
-    return f"{uuid.uuid4()}@{domain}"
+    return f"{ids.uuid4()}@{domain}"
 
 
 def _new_boundary() -> str:
