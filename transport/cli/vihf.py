@@ -93,7 +93,7 @@ def _verify(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from transport.errors import MalformedXMLError, SignatureError
-    from transport.vihf import verify_vihf
+    from transport.vihf import SAML_NS, verify_vihf
     from transport.xml import parse_xml
     from transport.xmlsig import VerifySettings
 
@@ -108,7 +108,7 @@ def _verify(args: argparse.Namespace) -> int:
         ) from None
     assertions = document.xpath(
         "descendant-or-self::saml2:Assertion",
-        namespaces={"saml2": "urn:oasis:names:tc:SAML:2.0:assertion"},
+        namespaces={"saml2": SAML_NS},
     )
     settings = VerifySettings(
         args.ca, clock_skew=timedelta(seconds=args.clock_skew), allow_sha1=args.allow_sha1
