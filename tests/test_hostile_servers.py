@@ -418,6 +418,13 @@ def within_guard_code(call: Callable[[], int]) -> int:
     return codes[0]
 
 
+def dmp_exists(patient: Patient, url: str) -> tuple[str, ...]:
+    """The arguments of ``dmp exists`` for ``patient`` against the hostile server at ``url``."""
+    endpoint = f"{url}/si-dmp-server/v2/services"
+    ins = ("--ins", patient.ins, "--ins-oid", INS_TEST_OID)
+    return ("dmp", "exists", *ins, "--endpoint", endpoint)
+
+
 def assert_one_line(code: int, err: str, expected: type[CisisError]) -> None:
     assert code == (1 if issubclass(expected, SoapFault | IntegrityError) else 3)
     assert "Traceback" not in err
@@ -436,16 +443,7 @@ def test_bad_certificates_and_old_tls_end_in_tls_errors(pki, hostile, cli, case:
             assert isinstance(within_guard(lambda: client.exists(patient)), TLSError)
         with insi_client(pki, hostile, server.url) as insi:
             assert isinstance(within_guard(lambda: insi.search(ECETINSI)), TLSError)
-        code, _, err = cli(
-            "dmp",
-            "exists",
-            "--ins",
-            patient.ins,
-            "--ins-oid",
-            INS_TEST_OID,
-            "--endpoint",
-            f"{server.url}/si-dmp-server/v2/services",
-        )
+        code, _, err = cli(*dmp_exists(patient, server.url))
         assert_one_line(code, err, TLSError)
 
 
@@ -474,16 +472,7 @@ def test_hostile_answers_end_in_typed_errors(pki, hostile, cli, name: str) -> No
             assert "deadline" in str(error)
         with insi_client(pki, hostile, server.url) as insi:
             assert isinstance(within_guard(lambda: insi.search(ECETINSI)), case.expected)
-        code, _, err = cli(
-            "dmp",
-            "exists",
-            "--ins",
-            patient.ins,
-            "--ins-oid",
-            INS_TEST_OID,
-            "--endpoint",
-            f"{server.url}/si-dmp-server/v2/services",
-        )
+        code, _, err = cli(*dmp_exists(patient, server.url))
         assert_one_line(code, err, case.expected)
         code, _, err = cli(
             "insi",
