@@ -143,28 +143,30 @@ def _pkcs8(library: ctypes.CDLL, key: int) -> ctypes.Array[ctypes.c_char]:
     if not info:
         raise _failure(library, "OpenSSL could not export the private key")
     try:
-        size = library.i2d_PKCS8_PRIV_KEY_INFO(info, None)
-        if size <= 0:
-            raise _failure(library, "OpenSSL could not export the private key")
-        buffer = ctypes.create_string_buffer(size)
-        cursor = ctypes.c_void_p(ctypes.addressof(buffer))
-        if library.i2d_PKCS8_PRIV_KEY_INFO(info, ctypes.byref(cursor)) != size:
-            library.OPENSSL_cleanse(buffer, size)
-            raise _failure(library, "OpenSSL could not export the private key")
-        return buffer
+        failure = "OpenSSL could not export the private key"
+        return _encoded(library, library.i2d_PKCS8_PRIV_KEY_INFO, info, failure)
     finally:
         library.PKCS8_PRIV_KEY_INFO_free(info)  # which zeroes the key octets it held (p8_pkey.c)
 
 
 def _der(library: ctypes.CDLL, x509: int) -> bytes:
-    size = library.i2d_X509(x509, None)
+    return _encoded(library, library.i2d_X509, x509, "OpenSSL could not export a certificate").raw
+
+
+def _encoded(
+    library: ctypes.CDLL, i2d: Any, item: int, failure: str
+) -> ctypes.Array[ctypes.c_char]:
+    """``item`` DER-encoded by OpenSSL's ``i2d`` function into a buffer of our own (zeroed
+    before raising when the encoding comes out short: it may be a key)."""
+    size = i2d(item, None)
     if size <= 0:
-        raise _failure(library, "OpenSSL could not export a certificate")
+        raise _failure(library, failure)
     buffer = ctypes.create_string_buffer(size)
     cursor = ctypes.c_void_p(ctypes.addressof(buffer))
-    if library.i2d_X509(x509, ctypes.byref(cursor)) != size:
-        raise _failure(library, "OpenSSL could not export a certificate")
-    return buffer.raw
+    if i2d(item, ctypes.byref(cursor)) != size:
+        library.OPENSSL_cleanse(buffer, size)
+        raise _failure(library, failure)
+    return buffer
 
 
 def _free(

@@ -56,7 +56,7 @@ from transport.credentials import Credential
 from transport.errors import CisisError, ConfigurationError, ConnectError, TLSError, TransportError
 from transport.soap import addressing, mtom
 from transport.soap.envelope import SOAP_CONTENT_TYPE, content_type, read_answer
-from transport.soap.mtom import DIGESTS
+from transport.soap.mtom import DIGESTS  # in Call's body, its field ``mtom`` hides the module
 from transport.soap.trace import Tracer
 from transport.tls import TLSSettings, diagnose
 
@@ -797,7 +797,7 @@ def _check_url(url: str) -> None:
             f"not a usable service URL: {url} ({error})", hint=_URL_FIX
         ) from None
     if parts.scheme.lower() == "http":
-        return  # the session refuses plain HTTP itself, saying so
+        return  # the wire refuses plain HTTP itself, saying so
     if parts.scheme.lower() != "https" or not parts.hostname or port == 0:
         raise ConfigurationError(
             f"not a usable service URL: {url} (expected https://host[:port]/path)", hint=_URL_FIX
@@ -914,10 +914,6 @@ def _mapped(
         return _not_accepted(url, context.settings)
     if timeout is not None:
         return TransportError(f"{place} did not answer in time", hint=diagnose.NETWORK_FIX)
-    closed = ConnectError(
-        f"{place} closed the connection before answering ({_root_cause(error)})",
-        hint="try again; if it persists, the service may refuse our client certificate",
-    )
     if not connection_failed and not any(
         isinstance(link, NewConnectionError | ProtocolError | PoolError) for link in chain
     ):
@@ -931,7 +927,10 @@ def _mapped(
         None,
     )
     if socket_error is None or isinstance(socket_error, ConnectionResetError | BrokenPipeError):
-        return closed
+        return ConnectError(
+            f"{place} closed the connection before answering ({_root_cause(error)})",
+            hint="try again; if it persists, the service may refuse our client certificate",
+        )
     found = diagnose.connection_failure(url, socket_error, _connect_timeout(context.settings))
     return ConnectError(found.message, hint=found.hint)
 

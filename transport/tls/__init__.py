@@ -146,7 +146,7 @@ class DeadlineSocket(ssl.SSLSocket):
         # Before the socket is connected, ssl itself probes it without blocking: left alone.
         if not getattr(self, "_connected", False):
             return
-        bounded = remaining(self._timeout) if _deadline.get() is not None else self._timeout
+        bounded = remaining(self._timeout)
         if bounded != self._timeout:
             super().settimeout(bounded)
             self._shortened = True
@@ -247,7 +247,7 @@ _SIGN = ctypes.CFUNCTYPE(
 _RAW = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
 )
-_PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+_PROTOTYPES: dict[str, openssl.Prototype] = {
     "SSL_CTX_get_options": (ctypes.c_uint64, (ctypes.c_void_p,)),
     "SSL_CTX_get_verify_mode": (ctypes.c_int, (ctypes.c_void_p,)),
     "SSL_CTX_ctrl": (
