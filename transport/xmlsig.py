@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -124,24 +125,10 @@ def sign_in_place(
     signature_value.text = base64.b64encode(signer.sign(canonical, algorithm)).decode()
 
 
-_TEMPLATES: dict[tuple[int, str], tuple[x509.Certificate, etree._Element]] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _signature_template(certificate: x509.Certificate, algorithm: str) -> etree._Element:
     """``ds:Signature`` for ``certificate`` and ``algorithm`` with an empty Reference URI,
-    DigestValue and SignatureValue: what :func:`sign_in_place` fills per signature."""
-    # Keyed by the certificate object, which the entry keeps alive so that its id is not
-    # reused: hashing a certificate (its DER) costs more than the lookup it would key.
-    key = (id(certificate), algorithm)
-    entry = _TEMPLATES.get(key)
-    if entry is None or entry[0] is not certificate:
-        if len(_TEMPLATES) >= 64:
-            _TEMPLATES.clear()
-        entry = _TEMPLATES[key] = (certificate, _new_signature_template(certificate, algorithm))
-    return entry[1]
-
-
-def _new_signature_template(certificate: x509.Certificate, algorithm: str) -> etree._Element:
+    DigestValue and SignatureValue: what :func:`sign_in_place` fills per signature (on a copy)."""
     method, hash_type = _SIGNATURE_METHODS[algorithm]
     return _DS.Signature(
         _DS.SignedInfo(

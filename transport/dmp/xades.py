@@ -227,16 +227,14 @@ def _digests(content: Content, *algorithms: str) -> tuple[_Digest, ...]:
         return found
     # A file may be large: the first digest is computed here, the others at the same time in a
     # thread of their own over the same chunks, so that a 2-core machine hashes twice as fast.
-    others = mtom.HashingWriter(None, found[1:]) if len(found) > 1 else None
+    others = mtom.HashingWriter(None, found[1:])  # no thread when there is no other digest
     try:
         with Path(content).open("rb") as handle:
             while chunk := handle.read(mtom.CHUNK_SIZE):
-                if others is not None:
-                    others.write(chunk)
+                others.write(chunk)
                 found[0].update(chunk)
     finally:
-        if others is not None:
-            others.close()
+        others.close()
     return found
 
 
