@@ -129,7 +129,7 @@ class Namespace:
 
     def text(self, element: etree._Element | None, path: str) -> str | None:
         """:func:`find_text` at ``path`` (steps in this namespace)."""
-        return _text(self.find(element, path))
+        return element_text(self.find(element, path))
 
     def require(
         self, element: etree._Element | None, path: str, what: str | None = None
@@ -191,7 +191,7 @@ def compiled_path(path: str) -> ChildPath:
     a context switch. Walking ``iterchildren`` keeps both in C and the GIL held.
     """
     tags = []
-    for step in path.split("/") if "{" not in path else _clark_steps(path):
+    for step in _clark_steps(path):
         if _STEP.fullmatch(step) is None:
             raise ValueError(f"not a path of child steps: {path!r}")
         tags.append(step)
@@ -242,10 +242,12 @@ def subelement(
 def find_text(element: etree._Element | None, path: str) -> str | None:
     """The text of the first element at ``path`` under ``element``, stripped of surrounding
     white space ("" for an empty element); None when there is no such element."""
-    return _text(element.find(path) if element is not None else None)
+    return element_text(element.find(path) if element is not None else None)
 
 
-def _text(found: etree._Element | None) -> str | None:
+def element_text(found: etree._Element | None) -> str | None:
+    """The text of ``found`` stripped of surrounding white space ("" for an empty element);
+    None when ``found`` is None."""
     return (found.text or "").strip() if found is not None else None
 
 

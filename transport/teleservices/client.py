@@ -55,7 +55,7 @@ from transport.soap.wsse import apply_security
 from transport.tls import TLSSettings
 from transport.vihf import SAML, SAML_NS, X509_SUBJECT_NAME, format_instant, verify_assertion
 from transport.xml import Namespace, find_text, read_datetime
-from transport.xmlsig import VerifySettings, sign_enveloped
+from transport.xmlsig import VerifySettings, sign_in_place
 
 CTXBAM_NS = "urn:siram:bam:ctxbam"
 CTXLPS_NS = "urn:siram:lps:ctxlps"
@@ -444,7 +444,8 @@ def sign_assertion_ps(
     """
     issuer = subject_dn(signer.certificate)
     unsigned = build_assertion_ps(assertion, issuer, now=now, assertion_id=assertion_id)
-    return sign_enveloped(unsigned, signer, algorithm=algorithm, after=SAML("Issuer"))
+    sign_in_place(unsigned, signer, algorithm=algorithm, after=SAML("Issuer"))
+    return unsigned
 
 
 def read_assertion_ps(element: etree._Element) -> AssertionPS:

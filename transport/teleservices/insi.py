@@ -30,7 +30,7 @@ from transport.soap.addressing import SOAP12_NS
 from transport.soap.trace import Tracer
 from transport.teleservices.client import AccessMode, TeleservicesClient
 from transport.vihf import INS_NIA_OID, Patient
-from transport.xml import Namespace
+from transport.xml import Namespace, element_text
 
 RECSANS_NS = "http://www.cnamts.fr/INSiRecSans"
 RECVIT_NS = "http://www.cnamts.fr/INSiRecVit"
@@ -267,8 +267,7 @@ def _children(element: etree._Element) -> dict[str, etree._Element]:
 def _text(children: dict[str, etree._Element], tag: str) -> str | None:
     """The stripped text of ``children``'s ``tag`` ("" when empty, None when missing), as
     :func:`transport.xml.find_text` reads it."""
-    child = children.get(tag)
-    return (child.text or "").strip() if child is not None else None
+    return element_text(children.get(tag))
 
 
 # --- the result ----------------------------------------------------------------------------------
@@ -498,7 +497,7 @@ def normalise_name(value: str, field: str) -> str:
     value = value or ""
     if value.isascii():
         # Already plain (most rows of a batch): NFKD changes no ASCII character.
-        plain = value.replace("`", "'")
+        plain = value.translate(_APOSTROPHES)
     else:
         decomposed = unicodedata.normalize("NFKD", value).translate(_APOSTROPHES)
         plain = "".join(char for char in decomposed if not unicodedata.combining(char))

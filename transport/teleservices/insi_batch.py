@@ -173,15 +173,17 @@ class _Row:
     key: str = ""
 
 
-def row_key(fields: Mapping[str, str], occurrence: int) -> str:
-    """The content key of an input row: a SHA-256 of its searched columns and ``id`` (16 hex
-    digits), then ``-N`` for the Nth identical row, so that a resumed run recognises a row
-    wherever it moved to, and two identical rows stay two rows. The Vitale columns count only
-    when filled, so that the keys of trait rows written before they existed still hold."""
-    return f"{_content_digest(fields)}-{occurrence}"
+def row_key(digest: str, occurrence: int) -> str:
+    """The content key of an input row: its :func:`content_digest`, then ``-N`` for the Nth
+    identical row, so that a resumed run recognises a row wherever it moved to, and two
+    identical rows stay two rows."""
+    return f"{digest}-{occurrence}"
 
 
-def _content_digest(fields: Mapping[str, str]) -> str:
+def content_digest(fields: Mapping[str, str]) -> str:
+    """A SHA-256 of an input row's searched columns and ``id`` (16 hex digits). The Vitale
+    columns count only when filled, so that the keys of trait rows written before they existed
+    still hold."""
     values = [fields.get(name, "").strip() for name in _KEY_COLUMNS]
     vitale = [fields.get(name, "").strip() for name in VITALE_COLUMNS]
     if any(vitale):
@@ -206,16 +208,10 @@ def read_rows(path: Path) -> list[_Row]:
                     continue  # a blank line is no row (as csv.DictReader reads them)
                 # Missing trailing values read as "" (fields.get), extra ones are dropped.
                 fields = dict(zip(header, line, strict=False))
-                base = _content_digest(fields)
+                base = content_digest(fields)
                 occurrence = seen[base] = seen.get(base, -1) + 1
-                rows.append(
-                    _Row(
-                        len(rows) + 1,
-                        fields.get("id", "").strip(),
-                        fields,
-                        f"{base}-{occurrence}",
-                    )
-                )
+                key = row_key(base, occurrence)
+                rows.append(_Row(len(rows) + 1, fields.get("id", "").strip(), fields, key))
             return rows
     except IsADirectoryError:
         raise UsageError(f"{path}: is a folder", hint="name the input CSV file") from None
